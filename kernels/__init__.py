@@ -1,0 +1,1 @@
+"""Numba CPU and CUDA kernels: blending, MIP, affine/oblique resampling."""

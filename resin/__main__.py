@@ -1,0 +1,5 @@
+import sys
+
+from resin.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""What both CLIs (``resin`` and ``resin-run``) share: common flags, error -> exit code mapping.
+
+Exit codes (DESIGN.md): 0 success; 2 bad usage or bad input (one line on stderr, no
+traceback unless ``--debug``); 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from resin import _log
+from resin._version import __version__
+from resin.errors import ResinError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def make_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description)
+    add_common_flags(parser, top=True)
+    return parser
+
+
+def add_common_flags(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--debug`` and ``--quiet`` on the top parser and on every subcommand."""
+    default = False if top else argparse.SUPPRESS
+    if top:
+        parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show tracebacks and debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress bars or log lines")
+
+
+def subparser_class() -> type[argparse.ArgumentParser]:
+    return _Parser
+
+
+def int3(text: str) -> int:
+    """argparse ``type=`` for one positive integer of a ``Z Y X`` triple."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def run(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Call ``handler(args)`` and turn exceptions into the agreed exit codes."""
+    debug = bool(getattr(args, "debug", False))
+    _log.configure(quiet=bool(getattr(args, "quiet", False)), debug=debug)
+    prog = getattr(args, "_prog", "resin")
+    try:
+        code = handler(args)
+    except ResinError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (a streaming run continues with --resume)", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: out of memory; try a smaller --tile", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the catch-all that makes exit code 1
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return int(code or 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def main_with(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    handler = getattr(args, "func", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return run(handler, args)

@@ -1,0 +1,122 @@
+"""Logging and progress: a rich bar on a TTY, plain log lines otherwise, nothing when quiet.
+
+Library code calls :func:`log` and :func:`progress`; the CLIs call :func:`configure` once.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+_state = {"quiet": False, "debug": False}
+
+
+def configure(quiet: bool = False, debug: bool = False) -> None:
+    _state["quiet"] = quiet
+    _state["debug"] = debug
+
+
+def is_quiet() -> bool:
+    return bool(_state["quiet"])
+
+
+def is_debug() -> bool:
+    return bool(_state["debug"])
+
+
+def log(message: str) -> None:
+    """One informational line on stderr (silenced by ``--quiet``)."""
+    if not _state["quiet"]:
+        print(message, file=sys.stderr, flush=True)
+
+
+def debug(message: str) -> None:
+    if _state["debug"]:
+        print(f"[debug] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Progress:
+    """Handle returned by :func:`progress`; call :meth:`advance` with units done."""
+
+    total: float
+    unit: str
+    description: str
+    done: float = 0.0
+    _advance: object = None
+    _start: float = field(default_factory=time.perf_counter)
+
+    def advance(self, n: float = 1.0) -> None:
+        self.done += n
+        if callable(self._advance):
+            self._advance(n)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self._start
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+
+@contextmanager
+def progress(total: float, description: str, unit: str = "voxels") -> Iterator[Progress]:
+    """A progress bar (rate + ETA) on a TTY; plain lines every ~10 s otherwise; quiet: nothing."""
+    handle = Progress(total=total, unit=unit, description=description)
+    if _state["quiet"]:
+        yield handle
+        return
+    if sys.stderr.isatty():
+        from rich.progress import (
+            BarColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import (
+            Progress as RichProgress,
+        )
+
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with RichProgress(*columns, transient=False) as bar:
+            task = bar.add_task(description, total=total, rate="")
+
+            def _advance(n: float) -> None:
+                bar.update(task, advance=n, rate=f"{_si(handle.rate)} {unit}/s")
+
+            handle._advance = _advance
+            yield handle
+        return
+
+    last = [time.perf_counter()]
+
+    def _plain(n: float) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 10.0 or handle.done >= total:
+            last[0] = now
+            pct = 100.0 * handle.done / total if total else 100.0
+            rate = handle.rate
+            eta = (total - handle.done) / rate if rate > 0 else float("nan")
+            log(f"{description}: {pct:5.1f}%  {_si(rate)} {unit}/s  ETA {eta:6.0f} s")
+
+    handle._advance = _plain
+    log(f"{description}: started ({_si(total)} {unit})")
+    yield handle
+    log(f"{description}: done in {time.perf_counter() - handle._start:.1f} s ({_si(handle.rate)} {unit}/s)")
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return f"{x:.1f}"

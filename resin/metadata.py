@@ -1,0 +1,118 @@
+"""The model artifact's metadata record (DESIGN.md, "The model artifact").
+
+One JSON record travels with every exported model: ONNX ``metadata_props`` key
+``resin``, and ``<plan>.json`` beside a TensorRT plan. Pure Python (no torch, no onnx):
+the runtime reads it to plan tiles, normalize, and refuse incompatible models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from resin._version import __version__
+from resin.errors import ModelError
+
+#: bump when a field changes meaning; the runtime refuses newer majors
+FORMAT_VERSION = 1
+METADATA_KEY = "resin"
+
+
+class NormalizationRecord(BaseModel):
+    """How intensities were normalized in training (re-computed per volume at inference)."""
+
+    model_config = ConfigDict(extra="forbid")
+    low_percentile: float = Field(ge=0.0, lt=50.0)
+    """Lower percentile mapped to 0."""
+    high_percentile: float = Field(gt=50.0, le=100.0)
+    """Upper percentile mapped to 1."""
+    train_low: float | None = None
+    """The training volume's value at the low percentile."""
+    train_high: float | None = None
+    """The training volume's value at the high percentile."""
+
+
+class ModelMetadata(BaseModel):
+    """Everything the runtime needs to know about an exported generator."""
+
+    model_config = ConfigDict(extra="allow")
+    format_version: int = FORMAT_VERSION
+    """Version of this record's layout."""
+    resin_version: str = __version__
+    """resin version that exported the model."""
+    axes: str = "zyx"
+    """Spatial axis order of the network input and output (N and C come first)."""
+    scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Output voxels per input voxel along z, y, x."""
+    axial_angle_deg: float = 0.0
+    """Angle of the PSF's long axis from z, rotated in the z-x plane."""
+    axial_vector: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    """Unit vector (z, y, x) of the PSF's long axis."""
+    receptive_field: tuple[int, int, int] = Field(default=(1, 1, 1))
+    """Receptive field (voxels) measured by impulse response."""
+    halo: tuple[int, int, int] = Field(default=(0, 0, 0))
+    """Context (voxels per side) a tile needs so its centre equals full-volume inference."""
+    size_multiple: int = Field(default=4, ge=1)
+    """Every input side must be a multiple of this."""
+    min_tile: tuple[int, int, int] | None = None
+    """Smallest input tile the model accepts (None: size_multiple)."""
+    input_dtype: str = "float32"
+    """Element type of the network input."""
+    output_dtype: str = "float32"
+    """Element type of the network output."""
+    voxel_size: tuple[float, float, float] | None = None
+    """Training data voxel size (z, y, x) in micrometres, if known."""
+    normalization: NormalizationRecord
+    """Percentile normalization used in training."""
+    weights_sha256: str = ""
+    """SHA-256 of the generator's weights (hex)."""
+    generator: dict | None = None
+    """The generator's architecture config."""
+
+    @field_validator("axes")
+    @classmethod
+    def _zyx(cls, v: str) -> str:
+        if v != "zyx":
+            raise ValueError(f"axes must be 'zyx', got {v!r}")
+        return v
+
+    @field_validator("axial_vector")
+    @classmethod
+    def _unit(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        n = math.sqrt(sum(c * c for c in v))
+        if not 0.99 < n < 1.01:
+            raise ValueError("axial_vector must be a unit vector")
+        return v
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model") -> ModelMetadata:
+        """Parse and check a record; any problem is a :class:`ModelError` saying why."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{source}: resin metadata is not valid JSON ({exc.msg})") from exc
+        if not isinstance(raw, dict):
+            raise ModelError(f"{source}: resin metadata is not a JSON object")
+        version = raw.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelError(
+                f"{source}: resin metadata format {version!r} is newer than this resin "
+                f"({__version__}, format {FORMAT_VERSION}) understands; upgrade resin"
+            )
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ModelError(f"{source}: resin metadata field {where!r}: {first['msg']}") from exc
+
+
+def axial_vector_from_angle(angle_deg: float) -> tuple[float, float, float]:
+    """Unit (z, y, x) vector of an axis rotated ``angle_deg`` from z towards x."""
+    a = math.radians(angle_deg)
+    return (math.cos(a), 0.0, math.sin(a))

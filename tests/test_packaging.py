@@ -1,0 +1,75 @@
+"""The wheel must contain every package, and the runtime must not need torch/onnx/tensorrt."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_every_package_folder_is_listed():
+    tool = _pyproject()["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    dirs = tool["package-dir"]
+    found = set()
+    for name, folder in dirs.items():
+        root = REPO / folder
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root)
+            if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+                continue
+            parts = [name, *rel.parts] if rel.parts else [name]
+            found.add(".".join(parts))
+    missing = sorted(found - listed)
+    assert not missing, f"folders with __init__.py missing from [tool.setuptools] packages: {missing}"
+    for name in listed:
+        assert name == "resin" or name.startswith("resin."), name
+
+
+def test_no_tests_package():
+    assert not (REPO / "tests" / "__init__.py").exists()
+
+
+_BLOCK = """
+import importlib, pkgutil, sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'onnx', 'tensorrt', 'onnxscript'):
+            raise ImportError(f'{name} is blocked in this test')
+        return None
+sys.meta_path.insert(0, _Block())
+import resin.runtime, resin.kernels, resin.io, resin.errors, resin.metadata, resin.cli
+import resin.runtime.cli
+for pkg in (resin.runtime, resin.kernels):
+    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):
+        importlib.import_module(info.name)
+bad = [m for m in ('torch', 'onnx', 'tensorrt') if m in sys.modules]
+assert not bad, bad
+print('ok')
+"""
+
+
+def test_runtime_imports_without_torch_onnx_tensorrt():
+    proc = subprocess.run([sys.executable, "-c", _BLOCK], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("ok")
+
+
+def test_help_works_without_torch():
+    for module in ("resin.cli", "resin.runtime.cli"):
+        code = _BLOCK.split("import resin.runtime,")[0] + (
+            f"from {module} import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert "usage:" in proc.stdout
