@@ -81,10 +81,11 @@ class _TiffReader:
         if data.dtype not in SUPPORTED_DTYPES:
             raise VolumeError(f"{path}: unsupported dtype {data.dtype}; use uint8, uint16 or float32")
         self._data = data
-        self.shape = tuple(int(s) for s in data.shape)
-        self.dtype = data.dtype
-        self.voxel_size = None
-        self.chunks = (1, self.shape[1], self.shape[2])
+        z, y, x = (int(s) for s in data.shape)
+        self.shape: tuple[int, int, int] = (z, y, x)
+        self.dtype: np.dtype = data.dtype
+        self.voxel_size: VoxelSize | None = None
+        self.chunks: tuple[int, int, int] = (1, y, x)
 
     def read(self, region: Region | None = None) -> np.ndarray:
         return np.array(self._data if region is None else self._data[region])
@@ -92,7 +93,7 @@ class _TiffReader:
     def close(self) -> None:
         self._data = None
 
-    def __enter__(self) -> _TiffReader:
+    def __enter__(self) -> VolumeReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,11 +7,14 @@ checkpoint, so a checkpoint always rebuilds the same network.
 
 from __future__ import annotations
 
-from resin._optional import require
 from resin.config import GeneratorConfig
+from resin.errors import MissingDependencyError
 
-torch = require("torch", "the RESIN networks")
-nn = torch.nn
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise MissingDependencyError("torch", "train", "the RESIN networks") from exc
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
