@@ -1,0 +1,72 @@
+"""The training checkpoint: one ``torch.save`` dict, loadable with ``weights_only=True``.
+
+Keys (all plain Python / tensors, so ``weights_only=True`` loading works):
+
+- ``format``: ``"resin-checkpoint"``; ``format_version``: int
+- ``resin_version``: str
+- ``config``: the full training config as a JSON-able dict (``TrainConfig.model_dump()``),
+  including ``config["generator"]`` (a :class:`resin.config.GeneratorConfig` dict)
+- ``generator``: state_dict of F; ``degrader``, ``discriminators``, ``optimizers``: state
+  dicts (training only; export needs just ``generator``)
+- ``step``: int, steps done; ``rng``: RNG states for exact resume
+- ``normalization``: ``{"low_percentile", "high_percentile", "train_low", "train_high"}``
+- ``scale``: [sz, sy, sx]; ``axial_angle_deg``: float; ``voxel_size``: [z, y, x] or None
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from resin.errors import ModelError
+
+FORMAT = "resin-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename) so an interrupted save never leaves a torn file."""
+    import torch
+
+    path = Path(path)
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(data, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``; a missing, corrupt or foreign file is a ModelError."""
+    from resin._optional import require
+
+    torch = require("torch", "loading a training checkpoint", extra="train")
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable resin checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a resin checkpoint (made by `resin train`?)")
+    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelError(f"{path}: checkpoint format is newer than this resin; upgrade resin")
+    for key in ("config", "generator"):
+        if key not in data:
+            raise ModelError(f"{path}: checkpoint has no {key!r} entry; it is incomplete")
+    return data
+
+
+def build_generator(checkpoint: dict[str, Any]):
+    """Rebuild F from a loaded checkpoint, weights loaded, in eval mode."""
+    from resin.config import GeneratorConfig
+    from resin.models import Generator
+
+    gcfg = GeneratorConfig.model_validate(checkpoint["config"].get("generator", {}))
+    net = Generator(gcfg)
+    try:
+        net.load_state_dict(checkpoint["generator"])
+    except RuntimeError as exc:
+        raise ModelError(f"checkpoint weights do not match its generator config ({exc})") from exc
+    return net.eval()
