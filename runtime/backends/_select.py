@@ -1,0 +1,88 @@
+"""Choosing a backend: by the model file's kind, collecting each failure."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+from resin.runtime.backends._base import Backend
+
+from resin import _log
+from resin.errors import BackendError, MissingDependencyError, ModelError, UsageError
+
+#: backend name -> (module under resin.runtime.backends, class name)
+BACKENDS = {
+    "tensorrt": ("tensorrt", "TensorRTBackend"),
+    "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"),
+    "torch": ("torch", "TorchBackend"),
+}
+
+#: model kind -> backends able to run it, best first
+_FOR_KIND = {"plan": ("tensorrt",), "onnx": ("onnxruntime",), "pt": ("torch",)}
+_SUFFIX = {".plan": "plan", ".engine": "plan", ".trt": "plan", ".onnx": "onnx", ".pt": "pt",
+           ".pth": "pt", ".ckpt": "pt"}
+
+
+def model_kind(path: str | Path) -> str:
+    """'onnx', 'plan' or 'pt' from the model file's suffix; a missing file is a ModelError."""
+    path = Path(path)
+    kind = _SUFFIX.get(path.suffix.lower())
+    if kind is None:
+        raise ModelError(f"{path}: unknown model type; use a .onnx, .plan or .pt file")
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    return kind
+
+
+def parse_device(device: str) -> str:
+    """Check ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    if device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device):
+        return device
+    raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _instantiate(name: str) -> Backend:
+    module_name, cls_name = BACKENDS[name]
+    module = importlib.import_module(f"resin.runtime.backends.{module_name}")
+    return getattr(module, cls_name)()
+
+
+def load_backend(path: str | Path, backend: str = "auto", device: str = "auto") -> Backend:
+    """Load ``path`` with ``backend`` (or the best one that works) on ``device``.
+
+    A bad model file raises :class:`ModelError` at once; otherwise each backend's failure
+    is collected and, if none works, one :class:`BackendError` lists them all.
+    """
+    path = Path(path)
+    device = parse_device(device)
+    kind = model_kind(path)
+    able = _FOR_KIND[kind]
+    if backend == "auto":
+        names = list(able)
+    elif backend in BACKENDS:
+        if backend not in able:
+            raise UsageError(f"backend {backend} cannot run a .{kind} model ({path.name}); "
+                             f"use --backend {' or '.join(able)} or auto")
+        names = [backend]
+    else:
+        raise UsageError(f"unknown backend {backend!r}; use auto, {', '.join(BACKENDS)}")
+    failures: list[tuple[str, Exception]] = []
+    for name in names:
+        try:
+            engine = _instantiate(name)
+            engine.load(path, device)
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - collected and reported together below
+            _log.debug(f"backend {name} failed: {type(exc).__name__}: {exc}")
+            failures.append((name, exc))
+            continue
+        why = "requested" if backend != "auto" else f"best available for a .{kind} model"
+        _log.log(f"backend: {engine.name} on {engine.device} ({why})")
+        return engine
+    if len(failures) == 1 and isinstance(failures[0][1], MissingDependencyError | UsageError):
+        raise failures[0][1]
+    listed = "; ".join(f"{n}: {' '.join(str(e).split()) or type(e).__name__}"
+                       for n, e in failures)
+    raise BackendError(f"no backend could run {path.name}: {listed}")

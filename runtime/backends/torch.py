@@ -1,0 +1,57 @@
+"""PyTorch backend: runs a ``.pt`` training checkpoint directly (torch imported only here).
+
+The metadata record (halo, size multiple, normalization, ...) is built the same way export
+builds it (:func:`resin.export.metadata_from_checkpoint`, halo by impulse response), so a
+checkpoint tiles exactly like its exported ONNX model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resin._optional import require
+from resin.errors import BackendError
+from resin.metadata import ModelMetadata
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self) -> None:
+        self.device = "cpu"
+        self.metadata: ModelMetadata
+        self._net: Any = None
+        self._torch: Any = None
+
+    def load(self, path: Path, device: str) -> ModelMetadata:
+        torch = require("torch", "the PyTorch backend", extra="train")
+        from resin.checkpoint import build_generator, load_checkpoint
+
+        export = require("resin.export", "the PyTorch backend", extra="export")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError("torch has no CUDA device here; use --device cpu")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        ckpt = load_checkpoint(path)
+        net = build_generator(ckpt)
+        self.metadata = export.metadata_from_checkpoint(ckpt, net)
+        self._net = net.to(device)
+        self._torch = torch
+        self.device = device
+        return self.metadata
+
+    def infer(self, tile: np.ndarray) -> np.ndarray:
+        if self._net is None or self._torch is None:
+            raise BackendError("the PyTorch engine is closed")
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(tile, dtype=np.float32)).to(self.device)
+            return self._net(x).float().cpu().numpy()
+
+    def close(self) -> None:
+        self._net = None
+        if self._torch is not None and self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()

@@ -1,0 +1,68 @@
+"""Tiny resin models for runtime tests: a 2-level generator exported to ONNX with metadata.
+
+Built with torch + onnx in the test process only (the runtime itself never imports them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+#: impulse response of GeneratorConfig(features=[4, 8]) reaches 10-11 voxels; 12 is safe
+TEST_HALO = (12, 12, 12)
+
+
+def make_onnx_model(path: Path, seed: int = 0, halo=TEST_HALO, with_metadata: bool = True,
+                    low: float = 0.5, high: float = 99.9) -> Path:
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from resin.config import GeneratorConfig
+    from resin.metadata import METADATA_KEY, ModelMetadata, NormalizationRecord
+    from resin.models import Generator
+
+    torch.manual_seed(seed)
+    net = Generator(GeneratorConfig(features=[4, 8])).eval()
+    x = torch.randn(1, 1, 8, 16, 16)
+    dyn = {0: "n", 2: "z", 3: "y", 4: "x"}
+    torch.onnx.export(net, (x,), str(path), input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": dyn, "output": dyn}, dynamo=False,
+                      opset_version=17)
+    model = onnx.load(str(path))
+    if with_metadata:
+        meta = ModelMetadata(halo=halo, receptive_field=(21, 21, 21), size_multiple=2,
+                             normalization=NormalizationRecord(low_percentile=low,
+                                                               high_percentile=high),
+                             weights_sha256=f"test-{seed}",
+                             generator={"features": [4, 8], "in_channels": 1, "residual": True})
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, meta.to_json()
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory) -> Path:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make_onnx_model(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+@pytest.fixture
+def awkward_volume(rng) -> np.ndarray:
+    """An odd-shaped uint16 volume with bright blobs on a noisy background."""
+    shape = (13, 37, 29)
+    vol = rng.poisson(100, size=shape).astype(np.float32)
+    zz, yy, xx = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
+    for cz, cy, cx in ((6, 10, 12), (3, 30, 25), (11, 22, 4)):
+        vol += 3000 * np.exp(-((zz - cz) ** 2 / 8 + (yy - cy) ** 2 / 3 + (xx - cx) ** 2 / 3))
+    return vol.astype(np.uint16)
+
+
+@pytest.fixture
+def model_factory():
+    """``model_factory(path, **kw)`` -> a tiny ONNX model (see :func:`make_onnx_model`)."""
+    return make_onnx_model

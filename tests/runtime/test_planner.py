@@ -1,0 +1,86 @@
+"""Tile planner: coverage, alignment, bounds, reflect padding (property-tested)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from resin.runtime.planner import plan_axis, plan_tiles, read_padded, reflect_indices
+
+from resin.errors import UsageError
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 300), halo=st.integers(0, 20), m=st.sampled_from([1, 2, 4, 8]),
+       extra_tile=st.integers(0, 120), overlap=st.integers(0, 30))
+def test_axis_plan_covers_aligned_in_bounds(n, halo, m, extra_tile, overlap):
+    tile = 2 * halo + m + extra_tile
+    ax = plan_axis(n, tile, halo, m, overlap)
+    padded = n + 2 * halo + ax.extra
+    assert padded % m == 0 and 0 <= ax.extra < m
+    assert ax.tile % m == 0 and ax.tile <= padded
+    cover = np.zeros(n, dtype=int)
+    for s in ax.starts:
+        rel = s + halo  # start relative to the padded origin
+        assert rel % m == 0, "tile not aligned to the pooling grid of one-tile inference"
+        assert s >= -halo and s + ax.tile <= n + halo + ax.extra, "tile outside padded volume"
+        lo, hi = max(0, s + halo), min(n, s + ax.tile - halo)
+        cover[lo:hi] += 1
+    assert (cover >= 1).all(), "some voxel has no tile core"
+    assert ax.starts[-1] + ax.tile == n + halo + ax.extra, "last tile not flush with the border"
+    assert list(ax.starts) == sorted(set(ax.starts))
+
+
+@settings(max_examples=100, deadline=None)
+@given(shape=st.tuples(st.integers(1, 40), st.integers(1, 60), st.integers(1, 60)),
+       halo=st.integers(0, 6), overlap=st.integers(0, 8))
+def test_window_weight_positive_everywhere(shape, halo, overlap):
+    """Every output voxel receives positive blending weight from some tile core."""
+    from resin.runtime.planner import Tile
+
+    plan = plan_tiles(shape, (2 * halo + 8, 2 * halo + 12, 2 * halo + 16), (halo,) * 3, 4,
+                      overlap)
+    weight = np.zeros(shape)
+    cz, cy, cx = plan.core
+    for t in plan.tiles():
+        assert isinstance(t, Tile)
+        z, y, x = plan.out_core_start(t)
+        weight[max(z, 0):z + cz, max(y, 0):y + cy, max(x, 0):x + cx] += 1.0
+    assert (weight > 0).all()
+
+
+def test_small_volume_is_one_padded_tile():
+    plan = plan_tiles((5, 7, 3), (64, 64, 64), (4, 4, 4), 4)
+    assert plan.n_tiles == 1
+    assert plan.tile == (16, 16, 12)  # n + 2*halo rounded up to the size multiple
+    assert plan.axes[0].starts == (-4,)
+
+
+def test_tile_smaller_than_halo_is_a_usage_error():
+    with pytest.raises(UsageError, match="tile"):
+        plan_tiles((64, 64, 64), (8, 8, 8), (6, 6, 6), 4)
+
+
+@given(start=st.integers(-50, 50), size=st.integers(1, 60), n=st.integers(1, 20))
+def test_reflect_indices_match_numpy_pad(start, size, n):
+    a = np.arange(n)
+    pad = 200
+    ref = np.pad(a, pad, mode="reflect") if n > 1 else np.zeros(n + 2 * pad, dtype=int)
+    np.testing.assert_array_equal(reflect_indices(start, size, n), ref[start + pad:start + pad + size])
+
+
+def test_read_padded_equals_numpy_pad(rng):
+    vol = rng.integers(0, 1000, size=(5, 9, 7)).astype(np.uint16)
+    padded = np.pad(vol, 6, mode="reflect")
+    calls = []
+
+    def read(region):
+        calls.append(region)
+        return vol[region]
+
+    box = read_padded(read, vol.shape, (-3, 4, -6), (10, 8, 16))
+    np.testing.assert_array_equal(box, padded[3:13, 10:18, 0:16])
+    for region in calls:  # only in-bounds reads
+        for sl, n in zip(region, vol.shape, strict=True):
+            assert 0 <= sl.start < sl.stop <= n
