@@ -1,0 +1,359 @@
+"""Zarr v2/v3 arrays and OME-Zarr 0.4/0.5 images: reader and writer.
+
+Reads go straight to the chunks a region touches. The zarr (v3) array API is safe for
+concurrent reads from several threads, and for concurrent writes of regions that do not
+share a chunk (a shard, when sharded): :attr:`ZarrWriter.chunks` is that write unit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resin import _log
+from resin.errors import ResumeError, UsageError, VolumeError
+from resin.io._common import (
+    Region,
+    VoxelSize,
+    check_chunks,
+    check_shape,
+    check_voxel_size,
+    check_write_dtype,
+    check_write_region,
+    normalize_region,
+    one_line,
+    prepare_output,
+    read_dtype,
+    um_per_unit,
+)
+
+#: default chunk shape of written Zarr volumes (8 MiB of uint16): big enough for fast
+#: storage, small enough that the runtime's slab of pending output chunks stays modest
+DEFAULT_CHUNKS = (64, 256, 256)
+
+_SPACE_NAMES = ("z", "y", "x")
+
+
+def _zarr() -> Any:
+    import zarr
+
+    return zarr
+
+
+def _axis_kind(name: str | None, kind: str | None) -> str:
+    if kind in ("space", "time", "channel"):
+        return kind
+    name = (name or "").lower()
+    if name in _SPACE_NAMES:
+        return "space"
+    if name in ("t", "time"):
+        return "time"
+    if name in ("c", "channel", "channels"):
+        return "channel"
+    return kind or name or "unknown"
+
+
+class _Axes:
+    """Which dimensions of a stored array are z, y, x; the rest must be singletons."""
+
+    def __init__(self, path: str, shape: tuple[int, ...], kinds: list[str],
+                 names: list[str]) -> None:
+        spatial = [i for i, k in enumerate(kinds) if k == "space"]
+        if len(spatial) < 3:
+            raise VolumeError(
+                f"{path}: is {len(spatial)}D (shape {shape}); resin needs a 3D ZYX volume"
+            )
+        if len(spatial) > 3:
+            raise VolumeError(f"{path}: has {len(spatial)} spatial axes; resin needs 3 (z, y, x)")
+        for i, kind in enumerate(kinds):
+            if kind == "space" or shape[i] == 1:
+                continue
+            if kind == "channel":
+                raise VolumeError(f"{path}: has {shape[i]} channels; resin processes one "
+                                  "channel: extract it first")
+            if kind == "time":
+                raise VolumeError(f"{path}: has {shape[i]} time points; resin processes one "
+                                  "volume: extract one time point first")
+            raise VolumeError(f"{path}: has {shape[i]} entries along axis '{names[i]}'; "
+                              "resin processes one 3D volume: extract it first")
+        self.spatial = spatial
+        self.ndim = len(shape)
+        z, y, x = (int(shape[i]) for i in spatial)
+        self.shape = (z, y, x)
+
+    def index(self, region: Region) -> tuple[int | slice, ...]:
+        idx: list[int | slice] = [0] * self.ndim
+        for axis, s in zip(self.spatial, region, strict=True):
+            idx[axis] = s
+        return tuple(idx)
+
+    def pick(self, values: tuple[int, ...]) -> tuple[int, int, int]:
+        z, y, x = (int(values[i]) for i in self.spatial)
+        return z, y, x
+
+
+def _plain_axes(path: str, shape: tuple[int, ...], names: list[str] | None) -> _Axes:
+    """Axes of an array without OME metadata: named if it has dimension names, else
+    (t, c,) z, y, x with the leading axes read as time and channel."""
+    ndim = len(shape)
+    if ndim < 3:
+        raise VolumeError(f"{path}: is {ndim}D (shape {shape}); resin needs a 3D ZYX volume")
+    if ndim > 5:
+        raise VolumeError(f"{path}: has {ndim} dimensions; resin reads 3D ZYX (or TCZYX with "
+                          "one channel and time point)")
+    if names and len(names) == ndim and all(names):
+        kinds = [_axis_kind(n, None) for n in names]
+        if kinds.count("space") == 3:
+            return _Axes(path, shape, kinds, list(names))
+    default = {3: ["z", "y", "x"], 4: ["c", "z", "y", "x"], 5: ["t", "c", "z", "y", "x"]}[ndim]
+    return _Axes(path, shape, [_axis_kind(n, None) for n in default], default)
+
+
+def _scale_of(transforms: Any) -> list[float] | None:
+    if not isinstance(transforms, list):
+        return None
+    scale = None
+    for t in transforms:
+        if isinstance(t, dict) and t.get("type") == "scale" and isinstance(t.get("scale"), list):
+            scale = [float(v) for v in t["scale"]]
+    return scale
+
+
+class ZarrReader:
+    """A Zarr array or the full-resolution level of an OME-Zarr image, read by region."""
+
+    def __init__(self, path: str) -> None:
+        zarr = _zarr()
+        self.path = path
+        if not Path(path).exists():
+            raise VolumeError(f"{path}: no such file or directory")
+        try:
+            node = zarr.open(path, mode="r")
+        except Exception as exc:
+            raise VolumeError(f"{path}: not a readable Zarr array or OME-Zarr image "
+                              f"({one_line(exc)})") from exc
+        self.attrs: dict[str, Any] = {}
+        self.voxel_size: VoxelSize | None = None
+        try:
+            if isinstance(node, zarr.Array):
+                self._open_plain(node)
+            else:
+                self._open_group(node)
+        except VolumeError:
+            raise
+        except Exception as exc:
+            raise VolumeError(f"{path}: malformed Zarr/OME-Zarr metadata ({one_line(exc)})") from exc
+        self.dtype: np.dtype = read_dtype(np.dtype(self._array.dtype), path)
+        self.shape: tuple[int, int, int] = self._axes.shape
+        self.chunks: tuple[int, int, int] = self._axes.pick(tuple(self._array.chunks))
+
+    def _open_plain(self, array: Any) -> None:
+        self._array = array
+        zfmt = array.metadata.zarr_format
+        attrs = dict(array.attrs)
+        names = None
+        if zfmt == 3 and getattr(array.metadata, "dimension_names", None):
+            names = [str(n) if n is not None else "" for n in array.metadata.dimension_names]
+        elif isinstance(attrs.get("_ARRAY_DIMENSIONS"), list):
+            names = [str(n) for n in attrs["_ARRAY_DIMENSIONS"]]
+        self._axes = _plain_axes(self.path, tuple(array.shape), names)
+        self.format = f"Zarr v{zfmt} array"
+        vs = attrs.get("voxel_size")
+        factor = um_per_unit(attrs.get("voxel_size_unit", "micrometer"))
+        if isinstance(vs, list) and len(vs) == 3 and factor is not None:
+            try:
+                self.voxel_size = check_voxel_size([float(v) * factor for v in vs])
+            except UsageError:
+                self.voxel_size = None
+        if isinstance(attrs.get("resin"), dict):
+            self.attrs = attrs["resin"]
+
+    def _open_group(self, group: Any) -> None:
+        attrs = dict(group.attrs)
+        if "ome" in attrs and isinstance(attrs["ome"], dict):
+            ome = attrs["ome"]
+            version = str(ome.get("version", "0.5"))
+        else:
+            ome = attrs
+            version = ""
+        if "multiscales" not in ome and "bioformats2raw.layout" in ome and "0" in group:
+            # bioformats2raw layout: the first image is the group "0"
+            return self._open_group(group["0"])
+        if "multiscales" not in ome:
+            arrays = sorted(name for name, _ in group.arrays())
+            hint = f"; point at one of its arrays: {', '.join(arrays[:5])}" if arrays else ""
+            raise VolumeError(f"{self.path}: is a Zarr group without OME-Zarr multiscales "
+                              f"metadata{hint}")
+        ms = ome["multiscales"][0]
+        version = version or str(ms.get("version", "0.4"))
+        level = ms["datasets"][0]
+        self._array = group[level["path"]]
+        shape = tuple(int(s) for s in self._array.shape)
+        raw_axes = ms.get("axes") or ["t", "c", "z", "y", "x"][-len(shape):]
+        names, kinds, units = [], [], []
+        for ax in raw_axes:
+            if isinstance(ax, dict):
+                names.append(str(ax.get("name", "")))
+                kinds.append(_axis_kind(ax.get("name"), ax.get("type")))
+                units.append(ax.get("unit"))
+            else:
+                names.append(str(ax))
+                kinds.append(_axis_kind(str(ax), None))
+                units.append(None)
+        if len(names) != len(shape):
+            raise VolumeError(f"{self.path}: OME-Zarr axes {names} do not match the array's "
+                              f"{len(shape)} dimensions")
+        self._axes = _Axes(self.path, shape, kinds, names)
+        self.format = f"OME-Zarr {version} (Zarr v{self._array.metadata.zarr_format})"
+        scale = _scale_of(level.get("coordinateTransformations"))
+        outer = _scale_of(ms.get("coordinateTransformations"))
+        if scale is not None and outer is not None and len(outer) == len(scale):
+            scale = [a * b for a, b in zip(scale, outer, strict=True)]
+        self.voxel_size = self._voxel_size(scale, units)
+        if isinstance(attrs.get("resin"), dict):
+            self.attrs = attrs["resin"]
+
+    def _voxel_size(self, scale: list[float] | None, units: list[Any]) -> VoxelSize | None:
+        if scale is None or len(scale) != self._axes.ndim:
+            return None
+        values = [scale[i] for i in self._axes.spatial]
+        spatial_units = [units[i] for i in self._axes.spatial]
+        if all(u is None for u in spatial_units):
+            if all(v == 1.0 for v in values):
+                return None  # an identity transform without units says nothing
+            factors: list[float | None] = [1.0, 1.0, 1.0]  # unitless scale: micrometres
+        else:
+            factors = [um_per_unit(u) for u in spatial_units]
+        if any(f is None for f in factors):
+            _log.debug(f"{self.path}: unknown axis units {spatial_units}; voxel size unknown")
+            return None
+        try:
+            return check_voxel_size([v * f for v, f in zip(values, factors, strict=True)
+                                     if f is not None])
+        except UsageError:
+            return None
+
+    def read(self, region: Region | None = None) -> np.ndarray:
+        region = normalize_region(region, self.shape)
+        try:
+            data = np.asarray(self._array[self._axes.index(region)])
+        except Exception as exc:
+            raise VolumeError(f"{self.path}: could not read region {_fmt(region)} "
+                              f"({one_line(exc)}); the store may be truncated or corrupt") from exc
+        return data.astype(self.dtype, copy=False)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ZarrReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fmt(region: Region) -> str:
+    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in region) + "]"
+
+
+def _is_ome(path: str) -> bool:
+    return path.rstrip("/").lower().endswith(".ome.zarr")
+
+
+class ZarrWriter:
+    """Writes a Zarr v3 array (``.zarr``) or an OME-Zarr 0.5 image (``.ome.zarr``).
+
+    ``chunks`` is the unit of independent writes: regions that do not share one can be
+    written from different threads, and each is written once when it is complete.
+    """
+
+    def __init__(self, path: str, shape: tuple[int, int, int], dtype: object,
+                 voxel_size: VoxelSize | None = None, chunks: tuple[int, int, int] | None = None,
+                 overwrite: bool = False, attrs: dict[str, Any] | None = None,
+                 shards: tuple[int, int, int] | None = None, resume: bool = False) -> None:
+        self.path = path
+        self.shape = check_shape(shape)
+        self.dtype: np.dtype = check_write_dtype(dtype)
+        self.voxel_size = check_voxel_size(voxel_size)
+        inner = check_chunks(chunks, self.shape, DEFAULT_CHUNKS)
+        outer = None if shards is None else check_shape(shards)
+        if outer is not None and any(s % c for s, c in zip(outer, inner, strict=True)):
+            raise UsageError(f"shards {outer} must be whole multiples of chunks {inner}")
+        self.attrs = dict(attrs or {})
+        try:
+            json.dumps(self.attrs)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"volume attrs must be JSON-serializable ({exc})") from exc
+        self.ome = _is_ome(path)
+        if resume and Path(path).exists():
+            self._array = self._reopen(inner, outer)
+        else:
+            prepare_output(path, overwrite)
+            self._array = self._create(inner, outer)
+        self.chunks: tuple[int, int, int] = outer or inner
+        self.inner_chunks: tuple[int, int, int] = inner
+
+    def _create(self, inner: tuple[int, int, int], outer: tuple[int, int, int] | None) -> Any:
+        zarr = _zarr()
+        vs = self.voxel_size
+        kw: dict[str, Any] = dict(shape=self.shape, dtype=self.dtype, chunks=inner, shards=outer,
+                                  fill_value=0, dimension_names=_SPACE_NAMES)
+        if self.ome:
+            axes: list[dict[str, str]] = [{"name": n, "type": "space"} for n in _SPACE_NAMES]
+            if vs is not None:
+                for ax in axes:
+                    ax["unit"] = "micrometer"
+            name = Path(self.path.rstrip("/")).name[: -len(".ome.zarr")]
+            multiscale = {
+                "name": name,
+                "axes": axes,
+                "datasets": [{"path": "0", "coordinateTransformations": [
+                    {"type": "scale", "scale": list(vs) if vs is not None else [1.0, 1.0, 1.0]}
+                ]}],
+            }
+            group_attrs: dict[str, Any] = {"ome": {"version": "0.5", "multiscales": [multiscale]},
+                                           "resin": self.attrs}
+            group = zarr.open_group(self.path, mode="w-", zarr_format=3, attributes=group_attrs)
+            return group.create_array("0", **kw)
+        array_attrs: dict[str, Any] = {"resin": self.attrs}
+        if vs is not None:
+            array_attrs.update(voxel_size=list(vs), voxel_size_unit="micrometer")
+        return zarr.create_array(self.path, zarr_format=3, attributes=array_attrs, **kw)
+
+    def _reopen(self, inner: tuple[int, int, int], outer: tuple[int, int, int] | None) -> Any:
+        zarr = _zarr()
+        try:
+            node = zarr.open(self.path, mode="r+")
+            array = node["0"] if isinstance(node, zarr.Group) else node
+        except Exception as exc:
+            raise ResumeError(f"{self.path}: cannot reopen the partial output to resume "
+                              f"({one_line(exc)}); use --overwrite to start over") from exc
+        found = (tuple(array.shape), np.dtype(array.dtype), tuple(array.chunks),
+                 None if array.shards is None else tuple(array.shards))
+        wanted = (self.shape, self.dtype, inner, outer)
+        if found != wanted:
+            raise ResumeError(
+                f"{self.path}: the partial output has shape/dtype/chunks/shards {found}, this run "
+                f"writes {wanted}; use --overwrite to start over"
+            )
+        return array
+
+    def write(self, region: Region, array: np.ndarray) -> None:
+        region, data = check_write_region(region, array, self.shape, self.dtype, self.path)
+        try:
+            self._array[region] = data
+        except Exception as exc:
+            raise VolumeError(f"{self.path}: could not write region {_fmt(region)} "
+                              f"({one_line(exc)})") from exc
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ZarrWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object, /) -> None:
+        self.close()
