@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from resin._cli import add_common_flags, main_with, make_parser, subparser_class
 
 #: subcommand name -> module under resin.cli
-COMMANDS = ("simulate", "train", "export", "eval", "demo")
+COMMANDS = ("simulate", "train", "export", "eval", "demo", "info")
 
 
 def build_parser():

@@ -38,6 +38,7 @@ from resin.io._common import (
     VoxelSize,
     size_on_disk,
 )
+from resin.io._info import format_info, volume_info
 
 SUPPORTED_DTYPES = NATIVE_DTYPES
 
@@ -151,9 +152,11 @@ __all__ = [
     "VolumeWriter",
     "VoxelSize",
     "create_volume",
+    "format_info",
     "open_volume",
     "read_volume",
     "size_on_disk",
     "volume_format",
+    "volume_info",
     "write_volume",
 ]

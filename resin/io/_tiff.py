@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -41,16 +42,33 @@ ATTRS_TAG = 65432
 IMAGEJ_MAX_BYTES = 2**32 - 2**25
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @contextmanager
-def _quiet_tifffile() -> Iterator[None]:
-    """tifffile logs warnings about damaged files; resin reports them as one VolumeError."""
+def _quiet_tifffile() -> Iterator[list[str]]:
+    """tifffile logs warnings about damaged files; resin collects them and reports a
+    damaged file as one VolumeError instead."""
     logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    handler = _Collect()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
     try:
-        yield
+        yield handler.messages
     finally:
-        logger.setLevel(level)
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+#: tifffile warnings that mean pages are missing or unreadable
+_DAMAGE = ("invalid page offset", "failed to reshape", "truncat", "corrupt", "beyond")
 
 
 class TiffReader:
@@ -67,7 +85,7 @@ class TiffReader:
             raise VolumeError(f"{path}: no such file" if not Path(path).exists()
                               else f"{path}: is not a file")
         try:
-            with _quiet_tifffile():
+            with _quiet_tifffile() as warnings:
                 self._tif = tifffile.TiffFile(path)
                 series = self._tif.series[0]
                 shape = tuple(int(s) for s in series.shape)
@@ -75,6 +93,13 @@ class TiffReader:
                 stored = np.dtype(series.dtype)
                 keyframe_shape = tuple(int(s) for s in series.keyframe.shape)
                 pages = list(series.pages)
+            damage = [m for m in warnings if any(d in m.lower() for d in _DAMAGE)]
+            if damage:
+                self._tif.close()
+                detail = re.sub(r"^<[^>]*>\s*", "", damage[0])
+                raise VolumeError(f"{path}: is truncated or corrupt ({detail})")
+            for message in warnings:
+                _log.debug(f"{path}: tifffile: {message}")
         except VolumeError:
             raise
         except Exception as exc:
