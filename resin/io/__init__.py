@@ -134,10 +134,16 @@ def create_volume(path: str | os.PathLike[str], shape: tuple[int, int, int], dty
 def write_volume(path: str | os.PathLike[str], array: np.ndarray,
                  voxel_size: VoxelSize | None = None, overwrite: bool = False,
                  attrs: dict[str, Any] | None = None) -> None:
-    """Write a whole in-memory ZYX array (TIFF atomically)."""
+    """Write a whole in-memory ZYX array (TIFF atomically).
+
+    Arrays of a dtype resin reads as float32 (float64, int16, ...) are stored as float32,
+    the same rule as reading; other unsupported dtypes raise VolumeError.
+    """
     array = np.asarray(array)
     if array.ndim != 3:
         raise VolumeError(f"{path}: can only write 3D ZYX arrays, got shape {array.shape}")
+    if array.dtype in FLOAT32_DTYPES:
+        array = array.astype(np.float32)
     with create_volume(path, array.shape, array.dtype, voxel_size=voxel_size,  # type: ignore[arg-type]
                        overwrite=overwrite, attrs=attrs) as writer:
         writer.write((slice(None), slice(None), slice(None)), array)

@@ -36,7 +36,7 @@ from resin.io._common import (
     um_per_unit,
 )
 
-#: private TIFF tag holding the writer's ``attrs`` as JSON
+#: private TIFF tag holding JSON ``{"shape": [z, y, x], "attrs": {...}}`` from the writer
 ATTRS_TAG = 65432
 #: above this many bytes a TIFF is written as OME BigTIFF (ImageJ TIFFs stop at 4 GiB)
 IMAGEJ_MAX_BYTES = 2**32 - 2**25
@@ -113,7 +113,11 @@ class TiffReader:
     def _init(self, series: Any, shape: tuple[int, ...], axes: str, stored: np.dtype,
               keyframe_shape: tuple[int, ...], pages: list[Any]) -> None:
         path = self.path
+        record = self._resin_record()
+        self.attrs = record.get("attrs", {}) if isinstance(record.get("attrs"), dict) else {}
         kept = [(a, n) for a, n in zip(axes, shape, strict=True) if n != 1 or a in "YX"]
+        if len(kept) == 2 and record.get("shape") == [1, *(n for _, n in kept)]:
+            kept.insert(0, ("Z", 1))  # a one-plane volume resin wrote, not a 2D image
         for a, n in kept:
             if a in "CS":
                 raise VolumeError(f"{path}: has {n} channels; resin processes one channel: "
@@ -132,16 +136,6 @@ class TiffReader:
         self.shape: tuple[int, int, int] = (z, y, x)
         self.dtype: np.dtype = read_dtype(stored, path)
         self.voxel_size: VoxelSize | None = self._read_voxel_size()
-        tag = self._tif.pages.first.tags.get(ATTRS_TAG)
-        if tag is not None:
-            try:
-                raw = tag.value
-                if isinstance(raw, np.ndarray):  # tifffile hands back some ASCII tags as bytes
-                    raw = raw.astype(np.uint8).tobytes().rstrip(b"\0").decode("ascii")
-                value = json.loads(raw)
-                self.attrs = value if isinstance(value, dict) else {}
-            except (TypeError, ValueError, UnicodeDecodeError):
-                self.attrs = {}
         kind = "OME-TIFF" if self._tif.is_ome else "ImageJ TIFF" if self._tif.is_imagej else "TIFF"
         self._memmap: np.ndarray | None = None
         self._pages: list[Any] | None = None
@@ -155,6 +149,20 @@ class TiffReader:
         else:
             self.format = f"{kind} (read whole on first access)"
         self.chunks: tuple[int, int, int] = (1, y, x)
+
+    def _resin_record(self) -> dict[str, Any]:
+        """The JSON record resin's writer leaves in a private tag: shape and attrs."""
+        tag = self._tif.pages.first.tags.get(ATTRS_TAG)
+        if tag is None:
+            return {}
+        try:
+            raw = tag.value
+            if isinstance(raw, np.ndarray):  # tifffile hands back some ASCII tags as bytes
+                raw = raw.astype(np.uint8).tobytes().rstrip(b"\0").decode("ascii")
+            value = json.loads(raw)
+        except (TypeError, ValueError, UnicodeDecodeError):
+            return {}
+        return value if isinstance(value, dict) else {}
 
     def _map(self, series: Any, stored: np.dtype) -> np.ndarray:
         dtype = np.dtype(self._tif.byteorder + stored.char)
@@ -272,7 +280,7 @@ class TiffWriter:
         self.chunks: tuple[int, int, int] = (1, self.shape[1], self.shape[2])
         self.attrs = dict(attrs or {})
         try:
-            attrs_json = json.dumps(self.attrs)
+            attrs_json = json.dumps({"shape": list(self.shape), "attrs": self.attrs})
         except (TypeError, ValueError) as exc:
             raise UsageError(f"volume attrs must be JSON-serializable ({exc})") from exc
         partial, final = Path(self.partial_path), Path(path)

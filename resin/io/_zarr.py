@@ -8,6 +8,7 @@ share a chunk (a shard, when sharded): :attr:`ZarrWriter.chunks` is that write u
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,9 @@ class ZarrReader:
         if not Path(path).exists():
             raise VolumeError(f"{path}: no such file or directory")
         try:
-            node = zarr.open(path, mode="r")
+            with warnings.catch_warnings():  # zarr warns about e.g. v2 codecs; errors are ours
+                warnings.simplefilter("ignore")
+                node = zarr.open(path, mode="r")
         except Exception as exc:
             raise VolumeError(f"{path}: not a readable Zarr array or OME-Zarr image "
                               f"({one_line(exc)})") from exc

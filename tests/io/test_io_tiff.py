@@ -212,3 +212,32 @@ def make_bad_tiff(tmp_path, case):
     elif case == "garbage":
         path.write_bytes(bytes(range(256)) * 4)
     return path
+
+
+@pytest.mark.parametrize("name", ["one.tif", "one.ome.zarr"])
+def test_one_plane_volume_round_trips(tmp_path, rng, name):
+    data = rng.integers(0, 255, (1, 8, 9), dtype=np.uint8)
+    write_volume(tmp_path / name, data)
+    np.testing.assert_array_equal(read_volume(tmp_path / name), data)
+
+
+def test_large_tiff_is_written_as_ome_bigtiff(tmp_path, tiny_volume, monkeypatch):
+    from resin.io import _tiff
+
+    monkeypatch.setattr(_tiff, "IMAGEJ_MAX_BYTES", 1000)  # stands in for 4 GiB
+    write_volume(tmp_path / "big.tif", tiny_volume, voxel_size=VS)
+    with tifffile.TiffFile(tmp_path / "big.tif") as tif:
+        assert tif.is_bigtiff and tif.is_ome
+    r = open_volume(tmp_path / "big.tif")
+    assert r.voxel_size == pytest.approx(VS) and "memory-mapped" in r.format
+    np.testing.assert_array_equal(r.read(), tiny_volume)
+
+
+def test_write_volume_stores_float64_as_float32(tmp_path, rng):
+    data = rng.random((4, 8, 8))
+    write_volume(tmp_path / "f.tif", data)
+    out = read_volume(tmp_path / "f.tif")
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, data.astype(np.float32))
+    with pytest.raises(VolumeError):
+        write_volume(tmp_path / "b.tif", np.zeros((4, 8, 8), bool))
