@@ -7,8 +7,10 @@ Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) microm
 - ``read_volume(path) -> ndarray`` (whole volume, for small data and tests).
 - ``create_volume(path, shape, dtype, voxel_size=None, chunks=None, overwrite=False,
   attrs=None, shards=None, resume=False) -> VolumeWriter`` with ``write(region, array)``,
-  ``close()``, ``chunks``; a context manager. TIFF is atomic (``<name>.partial`` renamed on
-  a clean close); ``.ome.zarr`` is OME-Zarr 0.5, other ``.zarr`` a plain Zarr v3 array.
+  ``close()``, ``abandon()`` (stop, keep the partial output for ``resume=True``; what
+  leaving a ``with`` block by an exception does), ``chunks``; a context manager. TIFF is
+  atomic (``<name>.partial`` renamed on a clean close); ``.ome.zarr`` is OME-Zarr 0.5,
+  other ``.zarr`` a plain Zarr v3 array.
 - ``write_volume(path, array, voxel_size=None, overwrite=False, attrs=None)``.
 - ``volume_format(path) -> "tiff" | "zarr"``.
 
@@ -67,6 +69,7 @@ class VolumeWriter(Protocol):
 
     def write(self, region: Region, array: np.ndarray) -> None: ...
     def close(self) -> None: ...
+    def abandon(self) -> None: ...
     def __enter__(self) -> VolumeWriter: ...
     def __exit__(self, exc_type: object, exc: object, tb: object, /) -> None: ...
 

@@ -353,7 +353,10 @@ class ZarrWriter:
                               f"({one_line(exc)})") from exc
 
     def close(self) -> None:
-        pass
+        """Nothing to flush: every ``write`` has reached the store when it returns."""
+
+    def abandon(self) -> None:
+        """Stop writing and leave the partial store for a later ``resume=True``."""
 
     def __enter__(self) -> ZarrWriter:
         return self
