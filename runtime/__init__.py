@@ -1,4 +1,11 @@
 """Streaming inference runtime: tile planner, backends, pipeline, ``Enhancer``, ``resin-run``.
 
-Never imports torch at module import.
+Never imports torch at module import; each backend is imported only when chosen.
 """
+
+from resin.runtime.enhancer import Enhancer, EnhanceStream, default_model_path
+from resin.runtime.normalize import Levels
+from resin.runtime.runner import RunReport, TileSettings, default_output
+
+__all__ = ["EnhanceStream", "Enhancer", "Levels", "RunReport", "TileSettings",
+           "default_model_path", "default_output"]

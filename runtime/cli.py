@@ -1,22 +1,61 @@
-"""`resin-run`: argument parsing only; the work is done by resin.runtime."""
+"""`resin-run`: argument parsing only; the work is done by :mod:`resin.runtime`."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
-from resin._cli import main_with, make_parser
-from resin.errors import UsageError
+from resin._cli import int3, main_with, make_parser
 
 
-def build_parser():
-    parser = make_parser("resin-run", "Stream a volume through a RESIN model.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("resin-run", "Stream a volume through a RESIN model (TIFF, Zarr or "
+                         "OME-Zarr in and out).")
+    parser.add_argument("input", metavar="INPUT", help="volume to enhance (.tif/.tiff/.zarr)")
+    parser.add_argument("-o", "--output", metavar="OUTPUT", default=None,
+                        help="output volume (.tif/.tiff/.zarr/.ome.zarr; default "
+                             "<input stem>_resin.ome.zarr beside the input)")
+    parser.add_argument("--engine", metavar="MODEL", default=None,
+                        help="model: .onnx, TensorRT .plan or .pt checkpoint (default: the "
+                             "bundled model)")
+    parser.add_argument("--tile", nargs=3, type=int3, metavar=("Z", "Y", "X"), default=None,
+                        help="tile size in input voxels including the halo (default: the "
+                             "model's halo plus a ~48x96x96 core)")
+    parser.add_argument("--overlap", type=int, default=None, metavar="N",
+                        help="extra overlap (voxels) blended between tiles, on top of the "
+                             "model's halo (default 0)")
+    parser.add_argument("--backend", default="auto",
+                        choices=("auto", "tensorrt", "onnxruntime", "torch"))
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--blend", default="gaussian", choices=("gaussian", "cosine", "constant"),
+                        help="tile blending window (default gaussian)")
+    parser.add_argument("--mip", metavar="DIR", default=None,
+                        help="also write the output's three MIPs (TIFF) and a raw-vs-enhanced "
+                             "PNG into DIR")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run (same bytes as an uninterrupted one)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.set_defaults(func=_run, _prog="resin-run")
     return parser
 
 
-def _run(args) -> int:
-    raise UsageError("resin-run is not built yet")
+def _run(args: argparse.Namespace) -> int:
+    from resin.runtime import Enhancer
+
+    from resin import _log
+
+    with Enhancer(args.engine, backend=args.backend, device=args.device,
+                  tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
+                  blend=args.blend) as enh:
+        report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
+                         overwrite=args.overwrite)
+    _log.log(f"wrote {report.output} {'x'.join(map(str, report.out_shape))} in "
+             f"{report.seconds:.1f} s ({report.voxels_per_second / 1e6:.2f} Mvoxel/s, "
+             f"{report.tiles} tiles of {'x'.join(map(str, report.tile))})")
+    for path in report.mips:
+        _log.log(f"wrote {path}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ TEST_HALO = (12, 12, 12)
 
 
 def make_onnx_model(path: Path, seed: int = 0, halo=TEST_HALO, with_metadata: bool = True,
-                    low: float = 0.5, high: float = 99.9) -> Path:
+                    low: float = 0.5, high: float = 99.9, features=(4, 8)) -> Path:
     torch = pytest.importorskip("torch")
     onnx = pytest.importorskip("onnx")
     from resin.config import GeneratorConfig
@@ -23,7 +23,7 @@ def make_onnx_model(path: Path, seed: int = 0, halo=TEST_HALO, with_metadata: bo
     from resin.models import Generator
 
     torch.manual_seed(seed)
-    net = Generator(GeneratorConfig(features=[4, 8])).eval()
+    net = Generator(GeneratorConfig(features=list(features))).eval()
     x = torch.randn(1, 1, 8, 16, 16)
     dyn = {0: "n", 2: "z", 3: "y", 4: "x"}
     torch.onnx.export(net, (x,), str(path), input_names=["input"], output_names=["output"],
@@ -31,11 +31,13 @@ def make_onnx_model(path: Path, seed: int = 0, halo=TEST_HALO, with_metadata: bo
                       opset_version=17)
     model = onnx.load(str(path))
     if with_metadata:
-        meta = ModelMetadata(halo=halo, receptive_field=(21, 21, 21), size_multiple=2,
+        meta = ModelMetadata(halo=halo, receptive_field=tuple(2 * h + 1 for h in halo),
+                             size_multiple=2 ** (len(features) - 1),
                              normalization=NormalizationRecord(low_percentile=low,
                                                                high_percentile=high),
                              weights_sha256=f"test-{seed}",
-                             generator={"features": [4, 8], "in_channels": 1, "residual": True})
+                             generator={"features": list(features), "in_channels": 1,
+                                        "residual": True})
         entry = model.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, meta.to_json()
     onnx.save(model, str(path))
@@ -49,6 +51,20 @@ def onnx_model(tmp_path_factory) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return make_onnx_model(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def fast_model(tmp_path_factory) -> Path:
+    """One level, no pooling: a 5-voxel receptive field (halo 3 is safe), size multiple 1.
+
+    Cheap enough on a shared 2-core machine for tests that run whole files many times.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make_onnx_model(tmp_path_factory.mktemp("models") / "fast.onnx", seed=1,
+                               halo=(3, 3, 3), features=(4,))
 
 
 @pytest.fixture

@@ -1,0 +1,307 @@
+"""The embedding API: :class:`Enhancer` (in-memory, file-to-file, and during acquisition).
+
+```python
+from resin.runtime import Enhancer
+with Enhancer("model.onnx") as enh:            # engine=None: the bundled default model
+    out = enh.enhance(volume)                  # ndarray -> ndarray
+    enh.run("in.zarr", "out.ome.zarr")         # streaming, out-of-core
+    with enh.stream(shape, "uint16", out="live.ome.zarr") as s:
+        for plane in camera:
+            s.push(plane)                      # finished chunks are written as they complete
+```
+
+One engine is shared by all calls; inference is serialized by a lock, so an Enhancer may
+be used from several threads at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from resin.runtime.backends import load_backend
+from resin.runtime.backends._base import Backend
+from resin.runtime.normalize import Levels, sample_levels
+from resin.runtime.pipeline import ArraySink, Sink, SlabBlender
+from resin.runtime.planner import TilePlan, reflect_indices
+from resin.runtime.runner import (
+    RunReport,
+    TileSettings,
+    enhance_array,
+    enhance_file,
+    make_plan,
+    output_chunks,
+    output_dtype,
+)
+
+from resin import _log
+from resin.errors import ModelError, UsageError, VolumeError
+from resin.metadata import ModelMetadata
+
+DEFAULT_MODEL = "default.onnx"
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package (``resin/data/default.onnx``)."""
+    path = Path(str(resources.files("resin") / "data" / DEFAULT_MODEL))
+    if not path.is_file():
+        raise ModelError("the bundled default model is missing from this install; pass "
+                         "--engine MODEL (or reinstall resin)")
+    return path
+
+
+class _LockedEngine:
+    """A backend whose ``infer`` is serialized (TensorRT contexts are not thread-safe)."""
+
+    def __init__(self, engine: Backend) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self.name = engine.name
+        self.device = engine.device
+        self.metadata = engine.metadata
+
+    def load(self, path: Path, device: str) -> ModelMetadata:
+        return self._engine.load(path, device)
+
+    def infer(self, tile: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._engine.infer(tile)
+
+    def close(self) -> None:
+        with self._lock:
+            self._engine.close()
+
+
+class Enhancer:
+    """A loaded RESIN model plus tiling settings; see the module docstring."""
+
+    def __init__(self, engine: str | os.PathLike | None = None, backend: str = "auto",
+                 device: str = "auto", tile: tuple[int, int, int] | None = None,
+                 overlap: int | None = None, blend: str = "gaussian") -> None:
+        self.model_path = Path(engine) if engine is not None else default_model_path()
+        self.settings = TileSettings(tile=tuple(tile) if tile is not None else None,  # type: ignore[arg-type]
+                                     overlap=overlap, blend=blend)
+        self.settings.check()
+        self._engine: _LockedEngine | None = _LockedEngine(
+            load_backend(self.model_path, backend, device))
+
+    @property
+    def engine(self) -> _LockedEngine:
+        if self._engine is None:
+            raise UsageError("this Enhancer is closed")
+        return self._engine
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self.engine.metadata
+
+    def levels(self, volume: npt.ArrayLike) -> Levels:
+        """The normalization levels this model would use for ``volume`` (whole-volume)."""
+        vol = np.asarray(volume)
+        norm = self.metadata.normalization
+        return sample_levels(lambda r: vol[r], vol.shape, norm.low_percentile,  # type: ignore[arg-type]
+                             norm.high_percentile)
+
+    def enhance(self, volume: npt.ArrayLike, levels: Levels | None = None) -> np.ndarray:
+        """Enhance an in-memory ZYX volume (uint8/uint16/float32) -> same dtype."""
+        return enhance_array(self.engine, np.asarray(volume), self.settings, levels)
+
+    def run(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *,
+            mip: str | os.PathLike | None = None, resume: bool = False,
+            overwrite: bool = False) -> RunReport:
+        """Stream a volume file to an output file (TIFF, Zarr, OME-Zarr), out of core."""
+        return enhance_file(self.engine, str(self.model_path), input, output, self.settings,
+                            mip_dir=mip, resume=resume, overwrite=overwrite)
+
+    def stream(self, shape: tuple[int, int, int], dtype: npt.DTypeLike,
+               out: str | os.PathLike | None = None, levels: Levels | None = None,
+               overwrite: bool = False, voxel_size: tuple[float, float, float] | None = None
+               ) -> EnhanceStream:
+        """Enhance a volume as it is acquired: push planes (or slabs) in z order.
+
+        ``out``: a TIFF/Zarr path written chunk by chunk, or None for an in-memory result
+        (``stream.result`` after close). ``levels``: the normalization; by default computed
+        from the first slab of planes (one tile row), since later planes do not exist yet.
+        """
+        return EnhanceStream(self.engine, self.settings, shape, dtype, out, levels, overwrite,
+                             voxel_size)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> Enhancer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EnhanceStream:
+    """Accepts planes in acquisition order; each tile row runs as soon as its planes exist."""
+
+    def __init__(self, engine: Backend, settings: TileSettings, shape: tuple[int, int, int],
+                 dtype: npt.DTypeLike, out: str | os.PathLike | None, levels: Levels | None,
+                 overwrite: bool, voxel_size: tuple[float, float, float] | None) -> None:
+        if len(shape) != 3 or min(int(s) for s in shape) < 1:
+            raise VolumeError(f"stream shape must be a non-empty (Z, Y, X), got {tuple(shape)}")
+        self.shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind not in "uif":
+            raise VolumeError(f"unsupported stream dtype {self.dtype}")
+        self._engine = engine
+        self._settings = settings
+        self.plan: TilePlan = make_plan(engine, self.shape, settings)
+        self._levels = levels
+        self._out_dtype = output_dtype(self.dtype)
+        self.result: np.ndarray | None = None
+        self._writer: Any = None
+        if out is None:
+            self.result = np.empty(self.plan.out_shape, self._out_dtype)
+            self._sink: Sink = ArraySink(self.result)
+            self._chunk_z = self.plan.out_core[0]
+        else:
+            from resin.io import create_volume, volume_format
+
+            chunks = output_chunks(volume_format(out), self.plan.out_shape, self.plan)
+            vs = None if voxel_size is None else tuple(
+                float(v) / s for v, s in zip(voxel_size, self.plan.scale, strict=True))
+            self._writer = create_volume(out, self.plan.out_shape, self._out_dtype,
+                                         voxel_size=vs, chunks=chunks,  # type: ignore[arg-type]
+                                         overwrite=overwrite,
+                                         attrs={"model_sha256": engine.metadata.weights_sha256})
+            self._sink = self._writer
+            self._chunk_z = chunks[0]
+        z = self.shape[0]
+        # input planes each row needs (reflection folds padding onto real planes)
+        self._row_need: list[tuple[int, int]] = []
+        for start in self.plan.axes[0].starts:
+            idx = reflect_indices(start, self.plan.tile[0], z)
+            self._row_need.append((int(idx.min()), int(idx.max()) + 1))
+        self._planes: list[np.ndarray] = []
+        self._first = 0  # z of self._planes[0]
+        self._received = 0
+        self._written = 0
+        self._next_row = 0
+        self._blender: SlabBlender | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def received(self) -> int:
+        """Input planes pushed so far."""
+        return self._received
+
+    @property
+    def written(self) -> int:
+        """Output planes ``[0, written)`` are final and written to the output."""
+        return self._written
+
+    def _flushed(self, z: int) -> None:
+        self._written = z
+
+    def sync(self) -> int:
+        """Wait until every finished chunk is written; returns :attr:`written`."""
+        with self._lock:
+            if self._blender is not None:
+                self._blender.writer.drain()
+        return self._written
+
+    def push(self, data: npt.ArrayLike) -> None:
+        """Add the next plane ``(Y, X)`` or slab ``(k, Y, X)``; runs every row now complete."""
+        arr = np.asarray(data)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3 or arr.shape[1:] != self.shape[1:]:
+            raise VolumeError(f"pushed data of shape {np.asarray(data).shape} does not match "
+                              f"planes of shape {self.shape[1:]}")
+        with self._lock:
+            if self._closed:
+                raise UsageError("this stream is closed")
+            if self._received + arr.shape[0] > self.shape[0]:
+                raise VolumeError(f"pushed {self._received + arr.shape[0]} planes into a "
+                                  f"stream of {self.shape[0]}")
+            self._planes.extend(np.array(p, dtype=self.dtype) for p in arr)
+            self._received += arr.shape[0]
+            self._run_ready()
+
+    def _read(self, region: tuple[slice, slice, slice]) -> np.ndarray:
+        zs = region[0]
+        lo, hi = zs.start - self._first, zs.stop - self._first
+        if lo < 0 or hi > len(self._planes):
+            raise AssertionError(f"planes {zs} are not buffered")
+        return np.stack(self._planes[lo:hi])[:, region[1], region[2]]
+
+    def _ensure_blender(self) -> SlabBlender:
+        if self._blender is None:
+            if self._levels is None:
+                n = len(self._planes)
+                buf = np.stack(self._planes)
+                norm = self._engine.metadata.normalization
+                self._levels = sample_levels(lambda r: buf[r], (n, *self.shape[1:]),  # type: ignore[arg-type]
+                                             norm.low_percentile, norm.high_percentile,
+                                             source="stream")
+                _log.log(f"stream: normalization levels from the first {n} planes: "
+                         f"{self._levels.low:g} .. {self._levels.high:g}")
+            self._blender = SlabBlender(self._engine, self.plan, self._levels, self._out_dtype,
+                                        self._sink, self._chunk_z, self._settings.blend,
+                                        self._settings.sigma_scale, on_flush=self._flushed)
+        return self._blender
+
+    def _run_ready(self) -> None:
+        rows = len(self._row_need)
+        while self._next_row < rows and self._row_need[self._next_row][1] <= self._received:
+            blender = self._ensure_blender()
+            blender.run_rows(self._read, [self._next_row], read_ahead=False)
+            self._next_row += 1
+            # drop planes no later row needs
+            keep_from = (min(lo for lo, _ in self._row_need[self._next_row:])
+                         if self._next_row < rows else self._received)
+            drop = keep_from - self._first
+            if drop > 0:
+                del self._planes[:drop]
+                self._first = keep_from
+
+    def close(self) -> np.ndarray | None:
+        """All planes pushed: finish, write the last chunks; returns the in-memory result."""
+        with self._lock:
+            if self._closed:
+                return self.result
+            self._closed = True
+            if self._received != self.shape[0]:
+                self._abort()
+                raise VolumeError(f"stream closed after {self._received} of {self.shape[0]} "
+                                  "planes")
+            try:
+                if self._blender is not None:
+                    self._blender.close()
+            except BaseException:
+                self._abort()
+                raise
+            if self._writer is not None:
+                self._writer.close()
+            return self.result
+
+    def _abort(self) -> None:
+        if self._blender is not None:
+            self._blender.abort()
+        abandon = getattr(self._writer, "abandon", None)
+        if callable(abandon):
+            abandon()
+
+    def __enter__(self) -> EnhanceStream:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            with self._lock:
+                self._closed = True
+                self._abort()

@@ -1,0 +1,329 @@
+"""The streaming pipeline: read-ahead -> inference -> blend into a slab -> finalize -> write.
+
+Tiles are processed in rows of equal z (:meth:`TilePlan.rows`). The accumulator holds only
+one slab of output planes (a tile core plus one chunk of z); after each row, every output
+z below the next row's core start is final, so those whole chunk-planes are finalized
+(divide, de-normalize, cast) and handed to a writer thread that writes each output chunk
+exactly once, updates the MIPs from it and records progress in the resume journal.
+
+Memory is O(tile x queue depth + slab), independent of the volume's depth. Stages overlap:
+a read-ahead thread reads and normalizes tiles, the calling thread runs inference and
+blends, the writer thread writes.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from resin.runtime.backends._base import Backend
+from resin.runtime.normalize import Levels, normalize_tile
+from resin.runtime.planner import TilePlan, read_padded
+
+from resin import _log
+
+Region = tuple[slice, slice, slice]
+ReadFn = Callable[[Region], np.ndarray]
+
+#: tiles read ahead of inference; output slabs queued for the writer
+QUEUE_DEPTH = 2
+
+# The kernels are safe to call from the reader, main and writer threads at once:
+# resin.kernels serializes parallel regions itself where Numba's threading layer needs it.
+
+
+class Sink(Protocol):
+    """Where finished output goes: a :class:`resin.io.VolumeWriter` or an in-memory array."""
+
+    def write(self, region: Region, array: np.ndarray) -> None: ...
+
+
+class ArraySink:
+    """A sink that fills a NumPy array (``Enhancer.enhance``)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def write(self, region: Region, array: np.ndarray) -> None:
+        self.array[region] = array
+
+
+@dataclass
+class Mips:
+    """Running maximum-intensity projections of the output (along z, y, x)."""
+
+    along_z: np.ndarray
+    along_y: np.ndarray
+    along_x: np.ndarray
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int, int], dtype: np.dtype) -> Mips:
+        from resin.kernels import mip_init
+
+        mz, my, mx = mip_init(shape, dtype)
+        return cls(mz, my, mx)
+
+    def update(self, chunk: np.ndarray, offset: tuple[int, int, int]) -> None:
+        from resin.kernels import mip_update
+
+        mip_update(self.along_z, self.along_y, self.along_x, chunk, offset)
+
+
+class OutOfMemory(Exception):
+    """Inference ran out of memory; ``flushed_z`` output planes are already written."""
+
+    def __init__(self, flushed_z: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.flushed_z = flushed_z
+
+
+_OOM = re.compile(r"out of memory|failed to allocate|bad_alloc|cudaErrorMemoryAllocation"
+                  r"|OUT_OF_MEMORY", re.IGNORECASE)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or bool(_OOM.search(str(exc)))
+
+
+@dataclass
+class _Writer:
+    """The write-behind thread: writes finished slabs, updates MIPs, calls ``on_flush``."""
+
+    sink: Sink
+    mips: Mips | None
+    on_flush: Callable[[int], None] | None
+    _queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=QUEUE_DEPTH))
+    _error: BaseException | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="resin-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.task_done()
+                return
+            if self._error is not None:
+                self._queue.task_done()
+                continue  # drain so the producer never blocks
+            z0, z1, slab = item
+            try:
+                region = (slice(z0, z1), slice(0, slab.shape[1]), slice(0, slab.shape[2]))
+                self.sink.write(region, slab)
+                if self.mips is not None:
+                    self.mips.update(slab, (z0, 0, 0))
+                if self.on_flush is not None:
+                    self.on_flush(z1)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until every slab handed over so far is written."""
+        self._queue.join()
+        self.check()
+
+    def put(self, z0: int, z1: int, slab: np.ndarray) -> None:
+        self.check()
+        self._queue.put((z0, z1, slab))
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self.check()
+
+
+class SlabBlender:
+    """Blends tile cores into a slab accumulator and flushes finished chunk-planes.
+
+    ``skip_below`` (a chunk boundary) is where a resumed run starts writing: rows are
+    recomputed from the first one reaching it, and everything below it is dropped.
+    """
+
+    def __init__(self, engine: Backend, plan: TilePlan, levels: Levels, out_dtype: np.dtype,
+                 sink: Sink, chunk_z: int, blend: str = "gaussian", sigma_scale: float = 0.125,
+                 skip_below: int = 0, mips: Mips | None = None,
+                 on_flush: Callable[[int], None] | None = None,
+                 on_tile: Callable[[], None] | None = None,
+                 raw_mips: Mips | None = None) -> None:
+        from resin.kernels import tile_window
+
+        self.engine = engine
+        self.plan = plan
+        self.levels = levels
+        self.out_dtype = np.dtype(out_dtype)
+        self.chunk_z = max(1, int(chunk_z))
+        self.in_dtype = np.dtype(engine.metadata.input_dtype)
+        oz, oy, ox = plan.out_shape
+        self.slab_z = min(oz, plan.out_core[0] + self.chunk_z)
+        self.acc = np.zeros((self.slab_z, oy, ox), np.float32)
+        self.wsum = np.zeros_like(self.acc)
+        self.base = int(skip_below)
+        self.flushed = int(skip_below)
+        self.window = tile_window(plan.out_core, mode=blend, sigma_scale=sigma_scale)
+        self.core = plan.core_slices()
+        self.on_tile = on_tile
+        self.raw_mips = raw_mips
+        self.writer = _Writer(sink, mips, on_flush)
+        self.writer.start()
+
+    # -- one tile ---------------------------------------------------------------------------
+    def prepare(self, read: ReadFn, start: tuple[int, int, int]) -> np.ndarray:
+        """Read (reflect-padded) and normalize one tile: the network's ``(1, 1, Z, Y, X)`` input."""
+        raw = read_padded(read, self.plan.shape, start, self.plan.tile)
+        x = normalize_tile(raw, self.levels, self.in_dtype)[None, None]
+        if self.raw_mips is not None:
+            self._update_raw_mips(raw, start)
+        return x
+
+    def _update_raw_mips(self, raw: np.ndarray, start: tuple[int, int, int]) -> None:
+        # the tile's core, clipped to the volume: every input voxel is in some core
+        lo, hi = [], []
+        for i in range(3):
+            a = start[i] + self.plan.halo[i]
+            lo.append(max(0, a))
+            hi.append(min(self.plan.shape[i], a + self.plan.core[i]))
+        if any(h <= lo_ for lo_, h in zip(lo, hi, strict=True)):
+            return
+        sub = raw[tuple(slice(lo[i] - start[i], hi[i] - start[i]) for i in range(3))]
+        assert self.raw_mips is not None
+        self.raw_mips.update(np.ascontiguousarray(sub), (lo[0], lo[1], lo[2]))
+
+    def blend(self, tile_start: tuple[int, int, int], x: np.ndarray) -> None:
+        from resin.kernels import accumulate
+
+        try:
+            y = self.engine.infer(x)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise OutOfMemory(self.flushed, exc) from exc
+            raise
+        expect = tuple(int(x.shape[i + 2] * self.plan.scale[i]) for i in range(3))
+        if y.ndim != 5 or tuple(y.shape[2:]) != expect:
+            from resin.errors import ModelError
+
+            raise ModelError(f"the model returned a tile of shape {tuple(y.shape)} for input "
+                             f"{tuple(x.shape)}; its metadata promises scale {self.plan.scale}")
+        core = np.ascontiguousarray(y[0, 0][self.core], dtype=np.float32)
+        s = self.plan.scale
+        h = self.plan.halo
+        off = ((tile_start[0] + h[0]) * s[0] - self.base, (tile_start[1] + h[1]) * s[1],
+               (tile_start[2] + h[2]) * s[2])
+        accumulate(self.acc, self.wsum, core, self.window, off)
+        if self.on_tile is not None:
+            self.on_tile()
+
+    # -- flushing ---------------------------------------------------------------------------
+    def end_row(self, z_row: int) -> None:
+        """All tiles of row ``z_row`` are blended: write every output plane that is final."""
+        done = self.plan.row_out_end(z_row)
+        oz = self.plan.out_shape[0]
+        upto = oz if done >= oz else (done // self.chunk_z) * self.chunk_z
+        if upto <= self.base:
+            return
+        from resin.kernels import finalize
+
+        n = upto - self.base
+        out = finalize(self.acc[:n], self.wsum[:n], self.out_dtype, low=self.levels.low,
+                       high=self.levels.high)
+        self.writer.put(self.base, upto, out)
+        keep = self.slab_z - n
+        self.acc[:keep] = self.acc[n:]
+        self.acc[keep:] = 0.0
+        self.wsum[:keep] = self.wsum[n:]
+        self.wsum[keep:] = 0.0
+        self.base = upto
+        self.flushed = upto
+
+    def run_rows(self, read: ReadFn, rows: Iterable[int], read_ahead: bool = True) -> None:
+        """Blend the given rows (in order), reading tiles on a read-ahead thread."""
+        rows = list(rows)
+        tiles_of = dict(self.plan.rows())
+        if not read_ahead:
+            for r in rows:
+                for t in tiles_of[r]:
+                    self.blend(t.start, self.prepare(read, t.start))
+                self.end_row(r)
+                self.writer.check()
+            return
+        q: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for r in rows:
+                    for t in tiles_of[r]:
+                        if stop.is_set():
+                            return
+                        q.put(("tile", r, t.start, self.prepare(read, t.start)))
+                    q.put(("row", r, None, None))
+                q.put(("end", -1, None, None))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+                q.put(("error", -1, None, exc))
+
+        reader = threading.Thread(target=produce, name="resin-reader", daemon=True)
+        reader.start()
+        try:
+            while True:
+                kind, r, start, payload = q.get()
+                if kind == "tile":
+                    self.blend(start, payload)
+                elif kind == "row":
+                    self.end_row(r)
+                    self.writer.check()
+                elif kind == "error":
+                    raise payload
+                else:
+                    break
+        finally:
+            stop.set()
+            while reader.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            reader.join()
+
+    def close(self) -> None:
+        """Wait for the writer; re-raise its error, if any."""
+        self.writer.close()
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        except BaseException as exc:  # noqa: BLE001 - the first error is the one reported
+            _log.debug(f"writer error after abort: {exc}")
+
+
+def shrink_tile(plan: TilePlan, size_multiple: int) -> tuple[int, int, int] | None:
+    """A smaller tile for an out-of-memory retry (the largest side halved), or None."""
+    tile = list(plan.tile)
+    order = sorted(range(3), key=lambda i: tile[i] - 2 * plan.halo[i], reverse=True)
+    for i in order:
+        core = tile[i] - 2 * plan.halo[i]
+        new_core = max(size_multiple, (core // 2 // size_multiple) * size_multiple)
+        new = new_core + 2 * plan.halo[i]
+        new = -(-new // size_multiple) * size_multiple
+        if new < tile[i]:
+            tile[i] = new
+            return (tile[0], tile[1], tile[2])
+    return None
+
+
+def describe(x: Any) -> str:
+    return "x".join(str(int(v)) for v in x)

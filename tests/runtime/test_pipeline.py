@@ -1,0 +1,129 @@
+"""Tiled, blended, streamed inference equals one-tile inference of the whole volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from resin.runtime import Enhancer
+from resin.runtime.runner import make_plan
+
+
+def _one_tile_reference(model, vol: np.ndarray, halo, m: int, low: float, high: float):
+    """Normalize, reflect-pad by the halo (+ up to the size multiple), one ORT call, crop."""
+    x = (vol.astype(np.float32) - np.float32(low)) * np.float32(1.0 / (high - low))
+    pads = []
+    for n, h in zip(vol.shape, halo, strict=True):
+        extra = -(n + 2 * h) % m
+        pads.append((h, h + extra))
+    xp = np.pad(x, pads, mode="reflect")
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    y = sess.run(["output"], {"input": xp[None, None]})[0][0, 0]
+    core = y[tuple(slice(h, h + n) for h, n in zip(halo, vol.shape, strict=True))]
+    return core * (high - low) + low
+
+
+@pytest.mark.parametrize("shape,tile,overlap,blend", [
+    ((13, 37, 29), (32, 32, 32), 0, "gaussian"),
+    ((21, 19, 45), (32, 40, 40), 3, "cosine"),
+    ((5, 50, 7), (26, 34, 26), 1, "constant"),
+])
+def test_tiled_equals_one_tile(onnx_model, rng, shape, tile, overlap, blend):
+    vol = (rng.gamma(2.0, 200.0, size=shape) + 50).astype(np.float32)
+    with Enhancer(onnx_model, device="cpu", tile=tile, overlap=overlap, blend=blend) as enh:
+        meta = enh.metadata
+        levels = enh.levels(vol)
+        out = enh.enhance(vol)
+        n_tiles = make_plan(enh.engine, shape, enh.settings).n_tiles
+    assert n_tiles > 1, "the test must actually tile"
+    ref = _one_tile_reference(onnx_model, vol, meta.halo, meta.size_multiple, levels.low,
+                              levels.high)
+    assert out.shape == vol.shape and out.dtype == np.float32
+    span = float(ref.max() - ref.min())
+    err = float(np.abs(out - ref).max())
+    assert err <= 1e-3 * span, (err, span)
+
+
+def test_integer_output_is_rounded_and_clipped(onnx_model, awkward_volume):
+    with Enhancer(onnx_model, device="cpu", tile=(32, 32, 32)) as enh:
+        out = enh.enhance(awkward_volume)
+        levels = enh.levels(awkward_volume)
+    ref = _one_tile_reference(onnx_model, awkward_volume, (12, 12, 12), 2, levels.low,
+                              levels.high)
+    expect = np.clip(np.round(ref), 0, 65535).astype(np.uint16)
+    assert out.dtype == np.uint16
+    assert np.abs(out.astype(np.int64) - expect).max() <= 1
+
+
+def test_stream_plane_by_plane_equals_enhance(fast_model, awkward_volume):
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+        levels = enh.levels(awkward_volume)
+        whole = enh.enhance(awkward_volume)
+        with enh.stream(awkward_volume.shape, awkward_volume.dtype, levels=levels) as s:
+            for plane in awkward_volume:
+                s.push(plane)
+        np.testing.assert_array_equal(s.result, whole)
+        # slabs of uneven sizes give the same bytes
+        with enh.stream(awkward_volume.shape, awkward_volume.dtype, levels=levels) as s2:
+            s2.push(awkward_volume[:4])
+            s2.push(awkward_volume[4:5])
+            s2.push(awkward_volume[5:])
+        np.testing.assert_array_equal(s2.result, whole)
+
+
+def test_stream_flushes_chunks_before_the_end(fast_model, tmp_path, rng):
+    from resin.io import read_volume
+
+    deep = rng.integers(0, 4000, size=(40, 12, 10)).astype(np.uint16)
+    out = tmp_path / "live.zarr"
+    with Enhancer(fast_model, device="cpu", tile=(12, 12, 12)) as enh:
+        levels = enh.levels(deep)
+        whole = enh.enhance(deep, levels=levels)
+        s = enh.stream(deep.shape, deep.dtype, out=out, levels=levels)
+        for plane in deep[:20]:
+            s.push(plane)
+        written = s.sync()
+        assert 0 < written < deep.shape[0], "no chunk was written while planes arrived"
+        partial = read_volume(out)
+        np.testing.assert_array_equal(partial[:written], whole[:written])
+        for plane in deep[20:]:
+            s.push(plane)
+        s.close()
+    np.testing.assert_array_equal(read_volume(out), whole)
+
+
+def test_stream_refuses_wrong_planes(onnx_model):
+    from resin.errors import VolumeError
+
+    with Enhancer(onnx_model, device="cpu") as enh:
+        s = enh.stream((4, 8, 8), np.uint16)
+        with pytest.raises(VolumeError, match="does not match"):
+            s.push(np.zeros((9, 8), np.uint16))
+        s.push(np.zeros((3, 8, 8), np.uint16))
+        with pytest.raises(VolumeError, match="closed after 3 of 4"):
+            s.close()
+
+
+def test_enhancer_is_thread_safe(fast_model, awkward_volume):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Enhancer(fast_model, device="cpu", tile=(10, 16, 16)) as enh:
+        expect = enh.enhance(awkward_volume)
+        with ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(lambda _: enh.enhance(awkward_volume), range(3)))
+    for r in results:
+        np.testing.assert_array_equal(r, expect)
+
+
+def test_bad_arrays(onnx_model):
+    from resin.errors import VolumeError
+
+    with Enhancer(onnx_model, device="cpu") as enh:
+        with pytest.raises(VolumeError, match="3D"):
+            enh.enhance(np.zeros((4, 4), np.uint16))
+        with pytest.raises(VolumeError, match="empty"):
+            enh.enhance(np.zeros((0, 4, 4), np.uint16))
+        bad = np.ones((4, 8, 8), np.float32)
+        bad[1, 2, 3] = np.nan
+        with pytest.raises(VolumeError, match="NaN"):
+            enh.enhance(bad)
