@@ -42,29 +42,38 @@ ATTRS_TAG = 65432
 IMAGEJ_MAX_BYTES = 2**32 - 2**25
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
+class _Collect(logging.Filter):
+    """Swallows tifffile's log records on threads inside :func:`_quiet_tifffile` and keeps
+    their messages; other threads' records pass untouched (installed once, thread-safe)."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        messages = getattr(self.local, "messages", None)
+        if messages is None:
+            return True
+        if record.levelno >= logging.WARNING:
+            messages.append(record.getMessage())
+        return False
+
+
+_COLLECT = _Collect()
+logging.getLogger("tifffile").addFilter(_COLLECT)
 
 
 @contextmanager
 def _quiet_tifffile() -> Iterator[list[str]]:
-    """tifffile logs warnings about damaged files; resin collects them and reports a
-    damaged file as one VolumeError instead."""
-    logger = logging.getLogger("tifffile")
-    handler = _Collect()
-    propagate = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
+    """tifffile logs warnings about damaged files; resin collects them (to report a damaged
+    file as one VolumeError) instead of letting them reach stderr."""
+    outer = getattr(_COLLECT.local, "messages", None)
+    messages: list[str] = []
+    _COLLECT.local.messages = messages
     try:
-        yield handler.messages
+        yield messages
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+        _COLLECT.local.messages = outer
 
 
 #: tifffile warnings that mean pages are missing or unreadable
@@ -145,6 +154,8 @@ class TiffReader:
         elif len(pages) == z and keyframe_shape in ((y, x), (y, x, 1)):
             self._pages = pages
             compression = getattr(series.keyframe.compression, "name", "?").lower()
+            if compression == "none":
+                compression = "uncompressed"
             self.format = f"{kind} ({compression}, read plane by plane)"
         else:
             self.format = f"{kind} (read whole on first access)"
