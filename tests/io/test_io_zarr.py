@@ -282,3 +282,19 @@ def test_group_without_ome_metadata_names_its_arrays(tmp_path):
     with pytest.raises(VolumeError, match="raw"):
         open_volume(tmp_path / "g.zarr")
     assert open_volume(tmp_path / "g.zarr" / "raw").shape == (2, 3, 4)
+
+
+@pytest.mark.parametrize("name", ["w.ome.zarr", "w.tif"])
+def test_concurrent_writes_of_disjoint_chunks(tmp_path, rng, name):
+    data = rng.integers(0, 60000, (16, 32, 32), dtype=np.uint16)
+    path = tmp_path / name
+    with create_volume(path, data.shape, np.uint16, chunks=(4, 16, 32)) as w:
+        cz, cy, _ = w.chunks
+        regions = [(slice(z, z + cz), slice(y, y + cy), slice(0, 32))
+                   for z in range(0, 16, cz) for y in range(0, 32, cy)]
+        threads = [threading.Thread(target=w.write, args=(r, data[r])) for r in regions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    np.testing.assert_array_equal(read_volume(path), data)
