@@ -56,8 +56,9 @@ FOURIER_MAX_BLOCKS = 64
 FOURIER_QUANTILE = math.erf(math.sqrt(2.0))  # 2 sigma of a Gaussian spectrum
 FOURIER_FLOOR_FROM = 0.4  # cycles/voxel
 
-#: voxels per slab for blockwise passes (~16 Mi voxels: 64 MiB per float32 temporary)
-SLAB_VOXELS = 1 << 24
+#: voxels per slab for blockwise passes (32 Mi voxels: 128 MiB per float32 temporary;
+#: SSIM holds about a dozen, so ~1.5 GiB whatever the volume size)
+SLAB_VOXELS = 1 << 25
 
 
 # --------------------------------------------------------------------------- helpers
@@ -85,8 +86,11 @@ def _check_pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _slabs(nz: int, plane_voxels: int, halo: int = 0) -> Iterator[tuple[int, int]]:
-    """z-ranges [z0, z1) of about SLAB_VOXELS voxels (halo planes excluded)."""
-    step = max(1, SLAB_VOXELS // max(plane_voxels, 1) - 2 * halo)
+    """z-ranges [z0, z1) of about SLAB_VOXELS voxels, halo planes included.
+
+    With a halo, a slab is at least 3 halos thick so the re-read halo stays a minority.
+    """
+    step = max(1, SLAB_VOXELS // max(plane_voxels, 1) - 2 * halo, 2 * halo)
     for z0 in range(0, nz, step):
         yield z0, min(nz, z0 + step)
 
