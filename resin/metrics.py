@@ -417,7 +417,12 @@ def isotropy_fourier(volume: np.ndarray, axial_axis: int = 0) -> float:
 
 
 def evaluate(pred: np.ndarray, truth: np.ndarray, axial_axis: int = 0) -> dict[str, float]:
-    """All six metrics of ``pred`` against ``truth`` (keys :data:`KEYS`)."""
+    """All six metrics of ``pred`` against ``truth`` (keys :data:`KEYS`).
+
+    Shape mismatch, a constant volume or NaN/inf raise :class:`VolumeError`; an isotropy
+    measure the volume is too small for (fewer than 33 voxels per axis for
+    ``isotropy_ratio``, 16 for ``isotropy_fourier``) is NaN, with a log line saying why.
+    """
     from resin import _log
 
     p, t = _check_pair(pred, truth)
@@ -429,13 +434,26 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, axial_axis: int = 0) -> dict[s
     ssim_value = _ssim(p, t, prange, trange)
     points = skeleton_points(t, trange)
     _log.debug(f"eval: {len(points)} skeleton points")
+    # a volume too small (or too empty) for an isotropy measure still gets the other
+    # numbers: that measure is NaN (null in JSON) and the log says why
+    iso = iso_sub = fourier = math.nan
+    if len(points):
+        iso = _isotropy(p, points, prange, axial_axis, subvoxel=False)
+        iso_sub = _isotropy(p, points, prange, axial_axis, subvoxel=True)
+    else:
+        _log.log("eval: isotropy_ratio is undefined: the truth has no skeleton voxels at "
+                 f"least {BORDER} voxels from every border")
+    try:
+        fourier = isotropy_fourier(p, axial_axis)
+    except VolumeError as exc:
+        _log.log(f"eval: isotropy_fourier is undefined: {exc}")
     return {
         "rmse": RMSE_SCALE * math.sqrt(mse),
         "ssim": ssim_value,
         "psnr": _psnr_from_mse(mse),
-        "isotropy_ratio": _isotropy(p, points, prange, axial_axis, subvoxel=False),
-        "isotropy_ratio_subvoxel": _isotropy(p, points, prange, axial_axis, subvoxel=True),
-        "isotropy_fourier": isotropy_fourier(p, axial_axis),
+        "isotropy_ratio": iso,
+        "isotropy_ratio_subvoxel": iso_sub,
+        "isotropy_fourier": fourier,
     }
 
 

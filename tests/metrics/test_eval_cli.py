@@ -81,3 +81,15 @@ def test_eval_missing_file_and_bad_axis_exit_2(cli, volumes, tmp_path):
     _, raw, truth = volumes
     assert_one_line_error(cli("resin", "eval", str(tmp_path / "nope.tif"), str(truth)))
     assert_one_line_error(cli("resin", "eval", str(raw), str(truth), "--axial-axis", "w"))
+
+
+def test_eval_small_volume_writes_null_isotropy(cli, tmp_path):
+    s = simulate((16, 32, 32), seed=1)
+    raw, truth, out = tmp_path / "r.tif", tmp_path / "t.tif", tmp_path / "m.json"
+    write_volume(raw, s.raw)
+    write_volume(truth, s.truth)
+    proc = cli("resin", "eval", str(raw), str(truth), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert record["isotropy_ratio"] is None and record["isotropy_ratio_subvoxel"] is None
+    assert record["ssim"] == pytest.approx(metrics.ssim(s.raw, s.truth), rel=1e-12)

@@ -218,3 +218,13 @@ def test_evaluate_has_exactly_the_agreed_keys():
                              "isotropy_ratio_subvoxel", "isotropy_fourier")
     assert all(isinstance(v, float) for v in result.values())
     assert 0 < result["ssim"] < 1 and result["rmse"] > 0
+
+
+def test_evaluate_small_volume_reports_nan_isotropy(capsys):
+    s = simulate((16, 40, 40), seed=2)
+    result = metrics.evaluate(s.raw, s.truth)
+    assert math.isnan(result["isotropy_ratio"]) and math.isnan(result["isotropy_ratio_subvoxel"])
+    assert math.isfinite(result["isotropy_fourier"]) and math.isfinite(result["ssim"])
+    assert "isotropy_ratio is undefined" in capsys.readouterr().err
+    tiny = simulate((12, 12, 12), seed=2, n_tubes=3)
+    assert math.isnan(metrics.evaluate(tiny.raw, tiny.truth)["isotropy_fourier"])
