@@ -1,0 +1,209 @@
+"""Numba CPU kernels (``parallel=True``, cached, compiled eagerly for uint8/uint16/float32).
+
+These are the raw loops; argument checking, clipping and dispatch live in
+``resin.kernels``. Every kernel takes C-contiguous arrays.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+_VOL = ("uint8", "uint16", "float32")
+
+
+def _sigs(template: str) -> list[str]:
+    return [template.replace("V", v) for v in _VOL]
+
+
+# -- blending -------------------------------------------------------------------------
+
+@njit("void(float32[:,:,::1], float32[:,:,::1], float32[:,:,::1], float32[:,:,::1],"
+      " int64, int64, int64, int64, int64, int64, int64, int64, int64)",
+      parallel=True, cache=True, nogil=True)
+def accumulate(acc, wsum, tile, window, az, ay, ax, tz, ty, tx, nz, ny, nx):  # pragma: no cover
+    # one flat loop over (z, y) rows keeps both cores busy when the tile is thin in z
+    for r in prange(nz * ny):
+        z = r // ny
+        y = r - z * ny
+        # slices starting at the offsets keep every index a bare loop counter (vectorises)
+        a_row = acc[az + z, ay + y, ax:]
+        w_row = wsum[az + z, ay + y, ax:]
+        t_row = tile[tz + z, ty + y, tx:]
+        k_row = window[tz + z, ty + y, tx:]
+        for x in range(nx):
+            w = k_row[x]
+            a_row[x] += t_row[x] * w
+            w_row[x] += w
+
+
+@njit(["void(float32[:,:,::1], float32[:,:,::1], float32, float32, float32,"
+       " uint8[:,:,::1])",
+       "void(float32[:,:,::1], float32[:,:,::1], float32, float32, float32,"
+       " uint16[:,:,::1])"],
+      parallel=True, cache=True, nogil=True)
+def finalize_int(acc, wsum, scale, low, top, out):  # pragma: no cover
+    nz, ny, nx = acc.shape
+    for r in prange(nz * ny):
+        z = r // ny
+        y = r - z * ny
+        a_row = acc[z, y]
+        w_row = wsum[z, y]
+        o_row = out[z, y]
+        for x in range(nx):
+            v = a_row[x] / w_row[x] * scale + low
+            if not v >= 0:  # NaN and negatives
+                v = np.float32(0)
+            elif v > top:
+                v = top
+            o_row[x] = np.rint(v)
+
+
+@njit("void(float32[:,:,::1], float32[:,:,::1], float32, float32, float32[:,:,::1])",
+      parallel=True, cache=True, nogil=True)
+def finalize_float(acc, wsum, scale, low, out):  # pragma: no cover
+    nz, ny, nx = acc.shape
+    for r in prange(nz * ny):
+        z = r // ny
+        y = r - z * ny
+        a_row = acc[z, y]
+        w_row = wsum[z, y]
+        o_row = out[z, y]
+        for x in range(nx):
+            v = a_row[x] / w_row[x] * scale + low
+            o_row[x] = v if v == v else np.float32(0)
+
+
+# -- maximum intensity projections ------------------------------------------------------
+
+@njit(_sigs("void(V[:,:,::1], V[:,::1], V[:,::1], V[:,::1], int64, int64, int64, int64)"),
+      parallel=True, cache=True, nogil=True)
+def mip_update(chunk, mz, my, mx, z0, y0, x0, n_blocks):  # pragma: no cover
+    """One streaming read of the chunk updates all three projections. Blocks of y rows run
+    in parallel; each keeps its own partial along-y projection, merged at the end.
+
+    Rows are indexed through slices that start at the offset so that every index is a bare
+    loop counter: that lets LLVM drop the negative-index checks and vectorise. The running
+    value always comes first in ``max``, so a NaN voxel never wins.
+    """
+    cz, cy, cx = chunk.shape
+    nb = max(1, min(n_blocks, cy))
+    part = np.empty((nb, cz, cx), dtype=chunk.dtype)
+    for b in prange(nb):
+        ya = b * cy // nb
+        yb = (b + 1) * cy // nb
+        for z in range(cz):
+            p_row = part[b, z]
+            start = my[z0 + z, x0:]
+            for x in range(cx):
+                p_row[x] = start[x]
+            for y in range(ya, yb):
+                row = chunk[z, y]
+                z_row = mz[y0 + y, x0:]
+                for x in range(cx):
+                    v = row[x]
+                    z_row[x] = max(z_row[x], v)
+                    p_row[x] = max(p_row[x], v)
+                m = mx[z0 + z, y0 + y]
+                for x in range(cx):
+                    m = max(m, row[x])
+                mx[z0 + z, y0 + y] = m
+    for z in prange(cz):
+        y_row = my[z0 + z, x0:]
+        for b in range(nb):
+            p_row = part[b, z]
+            for x in range(cx):
+                y_row[x] = max(y_row[x], p_row[x])
+
+
+@njit(_sigs("void(V[:,:,::1], float64, float64, int64, float32[:,::1])"),
+      parallel=True, cache=True, nogil=True)
+def slanted_mip(vol, cos_a, sin_a, t_n, out):  # pragma: no cover
+    """Max of bilinear (z, x) samples along rays tilted from z towards x; samples outside
+    the volume are skipped, rays that never enter it give 0."""
+    nz, ny, nx = vol.shape
+    u_n = out.shape[1]
+    cz = (nz - 1) / 2.0
+    cx = (nx - 1) / 2.0
+    ct = (t_n - 1) / 2.0
+    cu = (u_n - 1) / 2.0
+    for r in prange(ny * u_n):
+        y = r // u_n
+        j = r - y * u_n
+        u = j - cu
+        best = -np.inf
+        for i in range(t_n):
+            t = i - ct
+            z = cz + t * cos_a - u * sin_a
+            x = cx + t * sin_a + u * cos_a
+            if z < 0.0 or z > nz - 1 or x < 0.0 or x > nx - 1:
+                continue
+            iz = min(int(z), nz - 1)
+            ix = min(int(x), nx - 1)
+            fz = z - iz
+            fx = x - ix
+            jz = min(iz + 1, nz - 1)
+            jx = min(ix + 1, nx - 1)
+            v = ((1 - fz) * ((1 - fx) * vol[iz, y, ix] + fx * vol[iz, y, jx])
+                 + fz * ((1 - fx) * vol[jz, y, ix] + fx * vol[jz, y, jx]))
+            if v > best:
+                best = v
+        out[y, j] = best if best > -np.inf else 0.0
+
+
+# -- resampling ---------------------------------------------------------------------------
+
+@njit(_sigs("void(V[:,:,::1], float64[:,::1], float64[::1], int64, float64, boolean,"
+            " float64, float64, V[:,:,::1])"),
+      parallel=True, cache=True, nogil=True)
+def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
+    """scipy.ndimage.affine_transform, mode='constant': a sample is taken only where every
+    coordinate lies in [0, n - 1]; order 0 picks floor(c + 0.5), order 1 is trilinear;
+    integer outputs are rounded half up and clipped."""
+    nz, ny, nx = vol.shape
+    oz, oy, ox = out.shape
+    for r in prange(oz * oy):
+        z = r // oy
+        y = r - z * oy
+        bz = mat[0, 0] * z + mat[0, 1] * y + off[0]
+        by = mat[1, 0] * z + mat[1, 1] * y + off[1]
+        bx = mat[2, 0] * z + mat[2, 1] * y + off[2]
+        o_row = out[z, y]
+        for x in range(ox):
+            cz = bz + mat[0, 2] * x
+            cy = by + mat[1, 2] * x
+            cx = bx + mat[2, 2] * x
+            if (cz >= 0.0 and cz <= nz - 1 and cy >= 0.0 and cy <= ny - 1
+                    and cx >= 0.0 and cx <= nx - 1):
+                if order == 0:
+                    v = np.float64(vol[min(int(cz + 0.5), nz - 1), min(int(cy + 0.5), ny - 1),
+                                       min(int(cx + 0.5), nx - 1)])
+                else:
+                    iz = min(int(cz), nz - 1)
+                    iy = min(int(cy), ny - 1)
+                    ix = min(int(cx), nx - 1)
+                    fz = cz - iz
+                    fy = cy - iy
+                    fx = cx - ix
+                    jz = min(iz + 1, nz - 1)
+                    jy = min(iy + 1, ny - 1)
+                    jx = min(ix + 1, nx - 1)
+                    gx = 1.0 - fx
+                    c00 = gx * vol[iz, iy, ix] + fx * vol[iz, iy, jx]
+                    c01 = gx * vol[iz, jy, ix] + fx * vol[iz, jy, jx]
+                    c10 = gx * vol[jz, iy, ix] + fx * vol[jz, iy, jx]
+                    c11 = gx * vol[jz, jy, ix] + fx * vol[jz, jy, jx]
+                    v = ((1.0 - fz) * ((1.0 - fy) * c00 + fy * c01)
+                         + fz * ((1.0 - fy) * c10 + fy * c11))
+            else:
+                v = cval
+            if to_int:
+                v = math.floor(v + 0.5)
+                v = lo if v < lo else (hi if v > hi else v)
+            o_row[x] = v
+
+
+__all__ = ["accumulate", "affine", "finalize_float", "finalize_int", "mip_update",
+           "slanted_mip"]

@@ -1,0 +1,68 @@
+"""The runtime calls kernels from worker threads: two threads at once must not abort
+(Numba's workqueue layer does) and must each get the right answer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import resin.kernels as K
+
+
+def _worker(seed: int, errors: list[BaseException]) -> None:
+    try:
+        rng = np.random.default_rng(seed)
+        for _ in range(30):
+            vol = rng.integers(0, 60000, (6, 17, 13)).astype(np.uint16)
+            mz, my, mx = K.mip(vol)
+            assert (mz == vol.max(0)).all() and (mx == vol.max(2)).all()
+            acc = np.zeros((6, 17, 13), np.float32)
+            wsum = np.zeros_like(acc)
+            tile = rng.random((4, 9, 9)).astype(np.float32)
+            K.accumulate(acc, wsum, tile, K.tile_window(tile.shape), (1, 3, -2))
+            K.finalize(acc, wsum, np.uint16, 0, 1000)
+            K.affine_transform(vol, np.eye(3) * 0.9, 0.3)
+    except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        errors.append(exc)
+
+
+def test_two_threads_call_kernels_concurrently():
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=_worker, args=(s, errors)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+_CHILD = """
+import threading, numpy as np, resin.kernels as K
+def run():
+    v = np.ones((8, 64, 64), np.float32)
+    for _ in range(50):
+        K.mip(v); K.affine_transform(v, np.eye(3), 0.5)
+ts = [threading.Thread(target=run) for _ in range(3)]
+[t.start() for t in ts]; [t.join() for t in ts]
+import numba; print('layer', numba.threading_layer())
+"""
+
+
+@pytest.mark.parametrize("layer", ["workqueue", None])
+def test_concurrent_calls_in_a_fresh_process_do_not_abort(layer):
+    # a fresh process: the first parallel launches race each other. Under the workqueue
+    # layer (what Numba falls back to without TBB or OpenMP) a missing lock aborts the
+    # interpreter; by default Numba picks OpenMP when libgomp is there.
+    env = dict(os.environ)
+    env.pop("NUMBA_THREADING_LAYER", None)
+    if layer:
+        env["NUMBA_THREADING_LAYER"] = layer
+    proc = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if layer:
+        assert f"layer {layer}" in proc.stdout
