@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from resin.runtime.backends import load_backend
+from resin.runtime.backends import choose_backend
 from resin.runtime.backends._base import Backend
 from resin.runtime.normalize import Levels, sample_levels
 from resin.runtime.pipeline import ArraySink, Sink, SlabBlender
@@ -87,8 +87,9 @@ class Enhancer:
         self.settings = TileSettings(tile=tuple(tile) if tile is not None else None,  # type: ignore[arg-type]
                                      overlap=overlap, blend=blend)
         self.settings.check()
-        self._engine: _LockedEngine | None = _LockedEngine(
-            load_backend(self.model_path, backend, device))
+        engine_, self.backend_reason = choose_backend(self.model_path, backend, device)
+        self._engine: _LockedEngine | None = _LockedEngine(engine_)
+        _log.debug(self.backend_reason)
 
     @property
     def engine(self) -> _LockedEngine:
@@ -116,7 +117,8 @@ class Enhancer:
             overwrite: bool = False) -> RunReport:
         """Stream a volume file to an output file (TIFF, Zarr, OME-Zarr), out of core."""
         return enhance_file(self.engine, str(self.model_path), input, output, self.settings,
-                            mip_dir=mip, resume=resume, overwrite=overwrite)
+                            mip_dir=mip, resume=resume, overwrite=overwrite,
+                            announce=self.backend_reason)
 
     def stream(self, shape: tuple[int, int, int], dtype: npt.DTypeLike,
                out: str | os.PathLike | None = None, levels: Levels | None = None,

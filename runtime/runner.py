@@ -176,19 +176,19 @@ def output_chunks(fmt: str, out_shape: tuple[int, int, int],
     return (cz, min(out_shape[1], 256), min(out_shape[2], 256))
 
 
-def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike,
-                 output_path: str | os.PathLike | None, settings: TileSettings,
-                 mip_dir: str | os.PathLike | None = None, resume: bool = False,
-                 overwrite: bool = False) -> RunReport:
-    """Stream ``input_path`` through ``engine`` into ``output_path`` (see module docstring)."""
-    from resin.io import create_volume, open_volume, volume_format
+def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike | None,
+                 resume: bool = False, overwrite: bool = False) -> str:
+    """The output path (default beside the input); refuses to replace one without a flag.
 
-    settings.check()
+    Cheap, so ``resin-run`` calls it before loading the model.
+    """
+    from resin.io import volume_format
+
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one")
     input_path = os.fspath(input_path)
     output = os.fspath(output_path) if output_path is not None else default_output(input_path)
-    fmt = volume_format(output)
+    volume_format(output)
     volume_format(input_path)
     if Path(output).resolve() == Path(input_path).resolve():
         raise UsageError(f"{output}: the output must not be the input")
@@ -196,6 +196,23 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     if _output_exists(output) and not overwrite and not resume:
         hint = "--resume to continue it or " if journal_exists else ""
         raise OutputExistsError(f"{output} exists; pass {hint}--overwrite to replace it")
+    return output
+
+
+def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike,
+                 output_path: str | os.PathLike | None, settings: TileSettings,
+                 mip_dir: str | os.PathLike | None = None, resume: bool = False,
+                 overwrite: bool = False, announce: str | None = None) -> RunReport:
+    """Stream ``input_path`` through ``engine`` into ``output_path`` (see module docstring).
+
+    ``announce`` (the backend choice) is logged once the inputs are checked.
+    """
+    from resin.io import create_volume, open_volume, volume_format
+
+    settings.check()
+    input_path = os.fspath(input_path)
+    output = check_output(input_path, output_path, resume, overwrite)
+    fmt = volume_format(output)
 
     t0 = time.perf_counter()
     reader = open_volume(input_path)
@@ -242,6 +259,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
             "overlap": settings.overlap or 0, "blend": settings.blend,
             "input": Path(input_path).name,
         }
+        if announce:
+            _log.log(announce)
         writer = create_volume(output, out_shape, out_dtype, voxel_size=voxel_size,
                                chunks=chunks, overwrite=overwrite, attrs=attrs,
                                resume=resume)

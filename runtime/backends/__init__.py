@@ -4,6 +4,6 @@ Each backend lives in its own module and is imported only when chosen, so the ru
 never needs torch, onnx or tensorrt unless the user picks a backend that uses them.
 """
 
-from resin.runtime.backends._select import BACKENDS, load_backend, model_kind
+from resin.runtime.backends._select import BACKENDS, choose_backend, load_backend, model_kind
 
-__all__ = ["BACKENDS", "load_backend", "model_kind"]
+__all__ = ["BACKENDS", "choose_backend", "load_backend", "model_kind"]

@@ -54,6 +54,18 @@ def load_backend(path: str | Path, backend: str = "auto", device: str = "auto") 
     A bad model file raises :class:`ModelError` at once; otherwise each backend's failure
     is collected and, if none works, one :class:`BackendError` lists them all.
     """
+    engine, reason = choose_backend(path, backend, device)
+    _log.debug(reason)
+    return engine
+
+
+def choose_backend(path: str | Path, backend: str = "auto",
+                   device: str = "auto") -> tuple[Backend, str]:
+    """:func:`load_backend`, also returning the line that says which backend and why.
+
+    The caller logs that line once the run's inputs are checked, so that a bad input
+    still fails with exactly one line on stderr.
+    """
     path = Path(path)
     device = parse_device(device)
     kind = model_kind(path)
@@ -78,9 +90,12 @@ def load_backend(path: str | Path, backend: str = "auto", device: str = "auto") 
             _log.debug(f"backend {name} failed: {type(exc).__name__}: {exc}")
             failures.append((name, exc))
             continue
-        why = "requested" if backend != "auto" else f"best available for a .{kind} model"
-        _log.log(f"backend: {engine.name} on {engine.device} ({why})")
-        return engine
+        if backend != "auto":
+            why = "requested"
+        else:
+            tried = "; ".join(f"{n} failed: {e}" for n, e in failures)
+            why = f"best available for a .{kind} model" + (f"; {tried}" if tried else "")
+        return engine, f"backend: {engine.name} on {engine.device} ({why})"
     if len(failures) == 1 and isinstance(failures[0][1], MissingDependencyError | UsageError):
         raise failures[0][1]
     listed = "; ".join(f"{n}: {' '.join(str(e).split()) or type(e).__name__}"
