@@ -218,7 +218,8 @@ def skeleton_points(truth: np.ndarray, trange: tuple[float, float] | None = None
     Skeleton of (uint16-normalised truth >= 11000); kept where the truth > 10000 and the
     voxel is at least 16 voxels from every border (16 <= c <= n - 17).
     """
-    morphology = require("skimage.morphology", "isotropy_ratio (skeletonization)")
+    morphology = require("skimage.morphology", "isotropy_ratio (skeletonization)",
+                         extra="eval")
     t = _as_volume(truth, "truth")
     rng = trange if trange is not None else value_range(t, "truth")
     plane = int(t.shape[1]) * int(t.shape[2])

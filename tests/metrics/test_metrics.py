@@ -228,3 +228,14 @@ def test_evaluate_small_volume_reports_nan_isotropy(capsys):
     assert "isotropy_ratio is undefined" in capsys.readouterr().err
     tiny = simulate((12, 12, 12), seed=2, n_tubes=3)
     assert math.isnan(metrics.evaluate(tiny.raw, tiny.truth)["isotropy_fourier"])
+
+
+def test_missing_scikit_image_names_the_eval_extra(monkeypatch):
+    import sys
+
+    from resin.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "skimage.morphology", None)  # import now fails
+    _, truth = _line_pair(3.0, 1.5)
+    with pytest.raises(MissingDependencyError, match=r"resin\[eval\]"):
+        metrics.skeleton_points(truth)
