@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -38,3 +40,214 @@ class NormalizationConfig(_Strict):
     """Lower percentile of the whole volume mapped to 0."""
     high_percentile: float = Field(99.9, gt=50.0, le=100.0)
     """Upper percentile of the whole volume mapped to 1."""
+
+
+class DegraderConfig(_Strict):
+    """The degradation network D: high-resolution volume -> raw-looking volume."""
+
+    kind: Literal["kernel", "linear", "cnn"] = "kernel"
+    """'kernel': one learnable blur kernel (sum 1) applied by FFT; 'linear': a bias-free stack
+    of convolutions (the same function class, over-parameterised); 'cnn': adds LeakyReLUs."""
+    kernel_size: int = Field(21, ge=1, le=63)
+    """Side of the 'kernel' blur (odd); cover the PSF's long axis (~4 sigma)."""
+    kernel_sizes: list[int] = Field(default_factory=lambda: [9, 7, 5, 3], min_length=1,
+                                    max_length=8)
+    """Kernel size of each 3D convolution (odd); the blur's extent is sum(k - 1) + 1."""
+    channels: int = Field(8, ge=1, le=128)
+    """Hidden channels between the convolutions."""
+
+    @field_validator("kernel_sizes")
+    @classmethod
+    def _odd(cls, v: list[int]) -> list[int]:
+        if any(k < 1 or k % 2 == 0 for k in v):
+            raise ValueError("every kernel size must be a positive odd number")
+        return v
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd_one(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("kernel_size must be odd")
+        return v
+
+
+class DiscriminatorConfig(_Strict):
+    """PatchGAN discriminators (kernel 4, LeakyReLU 0.2): one 3D for cubes, 2D for MIPs."""
+
+    features: int = Field(16, ge=1, le=512)
+    """Channels of the first layer; doubled at each downsampling layer (capped at 8x)."""
+    layers: int = Field(2, ge=1, le=5)
+    """Stride-2 layers; the patch a score sees grows with it (use 3 for 64^3 patches)."""
+
+
+class LossConfig(_Strict):
+    """Weights of the RESIN objective: L_G = cycle1 + cycle2 + lambda * (GAN terms)."""
+
+    cycle_l1: float = Field(10.0, ge=0.0)
+    """Weight of the L1 part of each cycle loss."""
+    cycle_ssim: float = Field(1.0, ge=0.0)
+    """Weight of the (1 - SSIM3D) part of each cycle loss."""
+    cycle1: float = Field(1.0, ge=0.0)
+    """Weight of L_cycle1 (y vs D(F(y)))."""
+    cycle2: float = Field(1.0, ge=0.0)
+    """Weight of L_cycle2 (y vs D(R^-1(F(D(R(x))))))."""
+    gan: float = Field(1.0, ge=0.0)
+    """lambda: weight of all adversarial terms, for G and for the discriminators."""
+    yy: float = Field(1.0, ge=0.0)
+    """Weight of the rotational-equivariance terms L_G_yy / L_D_yy."""
+    aniso_proj: float = Field(1.0, ge=0.0)
+    """Weight of L_G_aniso_proj / L_D_aniso_proj (MIPs of x along the lateral axes)."""
+    iso_proj: float = Field(1.0, ge=0.0)
+    """Weight of L_G_iso_proj / L_D_iso_proj (MIP of x along the axial axis)."""
+    ssim_window: int = Field(11, ge=3, le=21)
+    """Gaussian SSIM window size (odd; shrunk to fit small patches)."""
+    ssim_sigma: float = Field(1.5, gt=0.0)
+    """Gaussian SSIM window sigma."""
+
+    @field_validator("ssim_window")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("ssim_window must be odd")
+        return v
+
+
+class DataConfig(_Strict):
+    """Patch sampling from the raw volume."""
+
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    """Training patch (Z, Y, X) in voxels of the (z-step resampled) volume; multiples of 4."""
+    batch_size: int = Field(1, ge=1, le=64)
+    """Patches per step."""
+    foreground_percentile: float = Field(90.0, ge=0.0, le=100.0)
+    """A patch counts as foreground if its 99th percentile reaches this global percentile."""
+    foreground_tries: int = Field(20, ge=1, le=1000)
+    """Random draws per patch before the brightest draw is taken instead."""
+    augment: bool = True
+    """Random flips and lateral transposes (only those that keep the PSF's axis)."""
+    z_step: int = Field(1, ge=1, le=16)
+    """Axial sampling step K: raw z is interpolated by K to isotropic sampling first."""
+    validation_patches: int = Field(4, ge=0, le=64)
+    """Fixed patches (held out where the volume allows) for the validation score."""
+    percentile_sample_voxels: int = Field(16_000_000, ge=10_000)
+    """At most this many voxels are read to compute the global normalization percentiles."""
+
+    @field_validator("patch_size")
+    @classmethod
+    def _mult4(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(s < 8 or s % 4 for s in v):
+            raise ValueError("every patch side must be a multiple of 4 and at least 8")
+        return v
+
+
+class OptimConfig(_Strict):
+    """Adam for all networks, with optional cosine decay."""
+
+    lr_generator: float = Field(1e-4, gt=0.0, le=1.0)
+    """Learning rate of F and D."""
+    lr_discriminator: float = Field(1e-4, gt=0.0, le=1.0)
+    """Learning rate of the discriminators."""
+    lr_degrader_scale: float = Field(10.0, gt=0.0, le=1000.0)
+    """D's learning rate as a multiple of F's (a free-form blur kernel needs larger steps)."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    """Adam betas."""
+    cosine: bool = True
+    """Cosine decay of the learning rates to lr * min_lr_ratio over the run."""
+    min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)
+    """Final learning rate as a fraction of the initial one."""
+    warmup_steps: int = Field(0, ge=0)
+    """Steps with only the cycle losses (adversarial weight ramps in linearly after them)."""
+
+
+class TrainConfig(_Strict):
+    """Everything `resin train` needs; saved in the checkpoint and as JSON beside it."""
+
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    """F's architecture."""
+    degrader: DegraderConfig = Field(default_factory=DegraderConfig)
+    """D's architecture."""
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+    """The PatchGAN discriminators' architecture."""
+    loss: LossConfig = Field(default_factory=LossConfig)
+    """Loss weights."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Patch sampling."""
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """Optimizers and schedule."""
+    normalization: NormalizationConfig = Field(default_factory=NormalizationConfig)
+    """Global percentile normalization of the raw volume."""
+    steps: int = Field(20_000, ge=1, le=10_000_000)
+    """Training steps (one G update and one discriminator update each)."""
+    seed: int = Field(0, ge=0)
+    """Seed of every random choice (patches, augmentation, R's axis, initial weights)."""
+    angle_deg: float = Field(0.0, ge=-90.0, le=90.0)
+    """Angle of the PSF's long axis from z towards x (0: axial = z)."""
+    checkpoint_every: int = Field(500, ge=1)
+    """Steps between resumable checkpoints."""
+    validate_every: int = Field(250, ge=1)
+    """Steps between validation scores (the best-scoring generator is kept)."""
+    preview_every: int = Field(500, ge=1)
+    """Steps between PNG previews."""
+    log_every: int = Field(50, ge=1)
+    """Steps between loss lines in the log and rows in the CSV."""
+    keep: Literal["best", "last"] = "best"
+    """Which generator MODEL.pt gets: the best validation score, or the last step."""
+    validation_isotropy_weight: float = Field(1.0, ge=0.0)
+    """Weight of |log isotropy_fourier(F(y))| in the validation score (beside the cycle loss)."""
+    amp: bool = True
+    """Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU."""
+    threads: int | None = Field(None, ge=1, le=256)
+    """CPU threads for torch (None: torch's default)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        m = self.generator.size_multiple
+        if any(s % m for s in self.data.patch_size):
+            raise ValueError(f"every patch side must be a multiple of the generator's size "
+                             f"multiple {m}")
+        if self.angle_deg != 0.0 and len(set(self.data.patch_size)) != 1:
+            raise ValueError("an oblique --angle needs cubic patches (all sides equal)")
+        return self
+
+
+PRESETS: dict[str, dict] = {
+    # Small enough for a laptop CPU in ~10 minutes; already beats the raw input.
+    "quick": {
+        "generator": {"features": [8, 16, 32]},
+        "discriminator": {"features": 8, "layers": 2},
+        "data": {"patch_size": (32, 32, 32), "batch_size": 1, "validation_patches": 2},
+        "optim": {"lr_generator": 2e-4, "lr_discriminator": 2e-4},
+        "steps": 1200,
+        "checkpoint_every": 200,
+        "validate_every": 200,
+        "preview_every": 200,
+        "log_every": 50,
+    },
+    # The paper-size configuration, for a GPU.
+    "default": {
+        "generator": {"features": [64, 128, 256]},
+        "discriminator": {"features": 32, "layers": 3},
+        "data": {"patch_size": (64, 64, 64), "batch_size": 2},
+        "optim": {"lr_generator": 1e-4, "lr_discriminator": 1e-4, "betas": (0.9, 0.99),
+                  "cosine": True},
+        "steps": 20_000,
+    },
+}
+
+
+def preset_config(name: str, overrides: dict | None = None) -> TrainConfig:
+    """A preset's TrainConfig, with ``overrides`` (nested dicts) merged on top."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    merged = _merge(PRESETS[name], overrides or {})
+    return TrainConfig.model_validate(merged)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

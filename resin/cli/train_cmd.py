@@ -1,17 +1,58 @@
-"""`resin train`: argument parsing only; the work is done by the library."""
+"""`resin train`: argument parsing only; the work is done by :func:`resin.train.train`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from resin.errors import UsageError
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help="(being built)")
+    p = sub.add_parser(
+        "train", help="train RESIN on a raw anisotropic volume (self-supervised)",
+        description="Train the RESIN generator F on one raw volume (no ground truth). Writes "
+                    "MODEL.pt (the best-validated generator), MODEL.last.pt (state for "
+                    "--resume), MODEL.json (config), MODEL.losses.csv and MODEL.previews/.")
+    p.add_argument("raw", metavar="RAW", help="raw volume (.tif/.tiff or .zarr), ZYX")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="model to write")
+    p.add_argument("--preset", choices=("quick", "default"), default="default",
+                   help="quick: small, ~10 min on a CPU; default: paper-size, for a GPU")
+    p.add_argument("--config", metavar="FILE",
+                   help="JSON file of TrainConfig fields merged over the preset")
+    p.add_argument("--steps", type=int, metavar="N", help="training steps")
+    p.add_argument("--angle", type=float, metavar="DEG",
+                   help="PSF long axis tilted DEG degrees from z towards x")
+    p.add_argument("--z-step", type=int, metavar="K",
+                   help="raw z spacing in lateral voxels; the model upsamples z by K")
+    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="training patch size (multiples of 4)")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from MODEL.last.pt (same options; --steps may grow)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model")
+    p.add_argument("--no-previews", action="store_true", help="do not write PNG previews")
     p.set_defaults(func=_run)
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise UsageError("resin train is not built yet")
+    from resin.train.config_io import build_config
+
+    overrides: dict = {}
+    if args.config:
+        path = Path(args.config)
+        try:
+            overrides = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path}: not a readable JSON config ({exc})") from exc
+    flags = {"steps": args.steps, "angle_deg": args.angle, "seed": args.seed,
+             "z_step": args.z_step, "patch_size": tuple(args.patch) if args.patch else None}
+    config = build_config(args.preset, overrides, flags)
+    from resin.train import train
+
+    train(args.raw, args.output, config, device=args.device, resume=args.resume,
+          overwrite=args.overwrite, previews=not args.no_previews)
+    return 0

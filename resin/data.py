@@ -1,0 +1,218 @@
+"""Patch sampling for training: lazy region reads, global normalization, foreground filter.
+
+The raw volume is never loaded whole: patches are read region by region through
+:func:`resin.io.open_volume` (TIFF now, Zarr through the same reader). Intensities are
+normalized once per volume with global percentiles (``x -> (x - p_low) / (p_high - p_low)``),
+the same rule the runtime applies at inference: never per patch, which would make seams.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from resin.config import DataConfig, NormalizationConfig
+from resin.errors import VolumeError
+from resin.io import VolumeReader
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The global percentile normalization of one volume."""
+
+    low_percentile: float
+    high_percentile: float
+    low: float
+    high: float
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return ((x.astype(np.float32) - self.low) / (self.high - self.low)).astype(np.float32)
+
+    def invert(self, x: np.ndarray) -> np.ndarray:
+        return x.astype(np.float32) * (self.high - self.low) + self.low
+
+    def record(self) -> dict[str, float]:
+        """The checkpoint's ``normalization`` entry."""
+        return {"low_percentile": self.low_percentile, "high_percentile": self.high_percentile,
+                "train_low": self.low, "train_high": self.high}
+
+
+def volume_sample(reader: VolumeReader, max_voxels: int, seed: int = 0) -> np.ndarray:
+    """Voxels for global statistics: the whole volume if small, else random blocks (flat)."""
+    shape = reader.shape
+    total = math.prod(shape)
+    if total <= max_voxels:
+        return reader.read().ravel()
+    rng = np.random.default_rng(seed)
+    block = tuple(min(s, 64) for s in shape)
+    n_blocks = max(1, max_voxels // math.prod(block))
+    parts = []
+    for _ in range(n_blocks):
+        start = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, block, strict=True)]
+        region = tuple(slice(o, o + b) for o, b in zip(start, block, strict=True))
+        parts.append(reader.read(region).ravel())  # type: ignore[arg-type]
+    return np.concatenate(parts)
+
+
+def compute_normalization(sample: np.ndarray, config: NormalizationConfig,
+                          source: str = "volume") -> Normalization:
+    """Global percentiles; an empty or constant volume is a VolumeError."""
+    low, high = np.percentile(sample, [config.low_percentile, config.high_percentile])
+    if not np.isfinite([low, high]).all() or high - low <= 0:
+        top = float(sample.max()) if sample.size else 0.0
+        bottom = float(sample.min()) if sample.size else 0.0
+        if top > bottom:
+            low, high = bottom, top  # sparse data: the high percentile is still background
+        else:
+            raise VolumeError(f"{source}: the volume is empty or constant; nothing to learn from")
+    return Normalization(config.low_percentile, config.high_percentile, float(low), float(high))
+
+
+class PatchSampler:
+    """Draws normalized training patches (C=1 axis added by the caller) from a reader.
+
+    With ``z_step = K > 1`` the raw z axis is linearly interpolated by K on the fly, so a
+    patch of ``Pz`` samples covers ``(Pz - 1) / K + 1`` raw slices. Foreground filter: a
+    draw is kept if its 99th percentile reaches the volume's ``foreground_percentile``;
+    after ``foreground_tries`` draws the brightest one is used. All randomness comes from
+    one seeded NumPy generator whose state is saved in the checkpoint.
+    """
+
+    def __init__(self, reader: VolumeReader, config: DataConfig, norm: Normalization,
+                 foreground_level: float, angle_deg: float = 0.0, seed: int = 0,
+                 holdout: bool = True) -> None:
+        self.reader = reader
+        self.config = config
+        self.norm = norm
+        self.foreground_level = foreground_level
+        self.oblique = abs(angle_deg) > 1e-9
+        self.rng = np.random.default_rng(seed)
+        self.k = config.z_step
+        z, y, x = reader.shape
+        self.shape = ((z - 1) * self.k + 1, y, x)
+        p = config.patch_size
+        if any(s < q for s, q in zip(self.shape, p, strict=True)):
+            raise VolumeError(
+                f"{reader.path}: volume {tuple(reader.shape)} (z-step {self.k}: "
+                f"{self.shape}) is smaller than the training patch {tuple(p)}; "
+                "use a smaller patch size")
+        # Hold out the last patch-width along x for validation when the volume allows it.
+        self.holdout = holdout and x >= 3 * p[2]
+        self.train_x_max = x - 2 * p[2] if self.holdout else x - p[2]
+
+    # -- state for exact resume -------------------------------------------------------
+    def state(self) -> str:
+        return json.dumps(self.rng.bit_generator.state)
+
+    def set_state(self, state: str) -> None:
+        self.rng.bit_generator.state = json.loads(state)
+
+    # -- reading ----------------------------------------------------------------------
+    def read_patch(self, start: tuple[int, int, int],
+                   size: tuple[int, int, int] | None = None) -> np.ndarray:
+        """Normalized float32 block of ``size`` (default: the patch) at ``start``.
+
+        ``start`` and ``size`` are in resampled (z-step) units.
+        """
+        pz, py, px = size or self.config.patch_size
+        t0, y0, x0 = start
+        ys, xs = slice(y0, y0 + py), slice(x0, x0 + px)
+        if self.k == 1:
+            raw = self.reader.read((slice(t0, t0 + pz), ys, xs))
+            return self.norm.apply(raw)
+        t = (t0 + np.arange(pz)) / self.k
+        z_lo = int(np.floor(t[0]))
+        z_hi = min(int(np.ceil(t[-1])) + 1, self.reader.shape[0])
+        raw = self.norm.apply(self.reader.read((slice(z_lo, z_hi), ys, xs)))
+        i0 = np.clip(np.floor(t).astype(int) - z_lo, 0, raw.shape[0] - 1)
+        i1 = np.clip(i0 + 1, 0, raw.shape[0] - 1)
+        w = (t - np.floor(t)).astype(np.float32)[:, None, None]
+        return (raw[i0] * (1 - w) + raw[i1] * w).astype(np.float32)
+
+    def _random_start(self) -> tuple[int, int, int]:
+        pz, py, _ = self.config.patch_size
+        return (int(self.rng.integers(0, self.shape[0] - pz + 1)),
+                int(self.rng.integers(0, self.shape[1] - py + 1)),
+                int(self.rng.integers(0, self.train_x_max + 1)))
+
+    def sample(self) -> np.ndarray:
+        """One augmented foreground patch (Z, Y, X), float32, normalized."""
+        best, best_level = None, -np.inf
+        for _ in range(self.config.foreground_tries):
+            patch = self.read_patch(self._random_start())
+            level = float(np.percentile(patch, 99))
+            if level >= self.foreground_level:
+                best = patch
+                break
+            if level > best_level:
+                best, best_level = patch, level
+        assert best is not None
+        return self.augment(best) if self.config.augment else best
+
+    def batch(self) -> np.ndarray:
+        """(N, 1, Z, Y, X) float32."""
+        return np.stack([self.sample() for _ in range(self.config.batch_size)])[:, None]
+
+    def augment(self, patch: np.ndarray) -> np.ndarray:
+        """Flips and lateral transposes that keep the PSF's axis (and so the blur) unchanged.
+
+        Axial PSF: flip any axis, swap y and x. Oblique PSF (axis in the z-x plane): flip y,
+        or flip z and x together (a half turn about y); a lone z or x flip or a y/x swap
+        would mirror the PSF's tilt.
+        """
+        flips = self.rng.integers(0, 2, size=4)
+        if self.oblique:
+            if flips[0]:
+                patch = patch[:, ::-1, :]
+            if flips[1]:
+                patch = patch[::-1, :, ::-1]
+        else:
+            for axis in range(3):
+                if flips[axis]:
+                    patch = np.flip(patch, axis)
+            if flips[3] and patch.shape[1] == patch.shape[2]:
+                patch = patch.transpose(0, 2, 1)
+        return np.ascontiguousarray(patch)
+
+    def validation_patches(self, count: int, seed: int) -> list[np.ndarray]:
+        """Fixed patches for the validation score (from the held-out strip if there is one)."""
+        rng = np.random.default_rng(seed)
+        pz, py, px = self.config.patch_size
+        x_lo = self.shape[2] - px if self.holdout else 0
+        out = []
+        for _ in range(count):
+            start = (int(rng.integers(0, self.shape[0] - pz + 1)),
+                     int(rng.integers(0, self.shape[1] - py + 1)),
+                     int(rng.integers(x_lo, self.shape[2] - px + 1)))
+            out.append(self.read_patch(start))
+        return out
+
+    def preview_region(self, multiple: int) -> tuple[slice, slice, slice]:
+        """A centred block (resampled z units) for the PNG previews, at most ~2 x 4 x 4 patches."""
+        pz, py, px = self.config.patch_size
+        want = (2 * pz, min(4 * py, 256), min(4 * px, 256))
+        out = []
+        for s, w in zip(self.shape, want, strict=True):
+            n = max(multiple, (min(s, w) // multiple) * multiple)
+            lo = (s - n) // 2
+            out.append(slice(lo, lo + n))
+        return out[0], out[1], out[2]
+
+    def read_region(self, region: tuple[slice, slice, slice]) -> np.ndarray:
+        """Normalized block; ``region`` is in resampled (z-step) units."""
+        start = (int(region[0].start), int(region[1].start), int(region[2].start))
+        size = tuple(int(r.stop) - int(r.start) for r in region)
+        return self.read_patch(start, size)  # type: ignore[arg-type]
+
+
+def foreground_level(sample: np.ndarray, norm: Normalization, percentile: float) -> float:
+    """The normalized intensity a foreground patch's 99th percentile must reach."""
+    return float(norm.apply(np.asarray([np.percentile(sample, percentile)]))[0])
+
+
+def describe(reader: VolumeReader) -> dict[str, Any]:
+    return {"path": str(reader.path), "shape": list(reader.shape), "dtype": str(reader.dtype)}

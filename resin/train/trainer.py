@@ -1,0 +1,497 @@
+"""The RESIN trainer: F, D, three discriminators, the three constraints, exact resume.
+
+One step (y = a batch of raw patches, x = F(y), R = a 90-degree turn of the axial axis onto
+a lateral axis drawn at random each step):
+
+- generator update (F and D together, Adam):
+  ``L_G = w1 L_cycle1 + w2 L_cycle2 + lambda (L_G_yy + L_G_aniso_proj + L_G_iso_proj)``
+  with ``L_cycle1 = cyc(D(x), y)``, ``L_cycle2 = cyc(D(R^-1(F(D(R(x))))), y)``,
+  ``cyc = 10 L1 + (1 - SSIM3D)``; the GAN terms ask the 3D discriminator to take D(R(x))
+  for real raw data, and the 2D discriminators to take the lateral MIPs (aniso) and the
+  axial MIP (iso) of x for the axial MIP of y;
+- discriminator update (Adam): least squares, real = y / axial MIP of y, fake = the
+  detached fakes above.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resin import _log
+from resin._optional import require
+from resin._version import __version__
+from resin.checkpoint import load_checkpoint, save_checkpoint
+from resin.config import TrainConfig
+from resin.data import (
+    Normalization,
+    PatchSampler,
+    compute_normalization,
+    foreground_level,
+    volume_sample,
+)
+from resin.errors import (
+    ModelError,
+    OutputExistsError,
+    ResumeError,
+    TrainingError,
+    UsageError,
+    VolumeError,
+)
+from resin.io import open_volume
+from resin.losses import cosine_factor, cycle_loss, lsgan
+from resin.models import (
+    Degrader,
+    Generator,
+    PatchDiscriminator2D,
+    PatchDiscriminator3D,
+    min_discriminator_input,
+)
+from resin.train.geometry import AXES, Geometry
+
+require("torch", "RESIN training", extra="train")
+import torch  # noqa: E402 - after the check that names the extra to install
+
+G_TERMS = ("cycle1", "cycle2", "G_yy", "G_aniso_proj", "G_iso_proj")
+D_TERMS = ("D_yy", "D_aniso_proj", "D_iso_proj")
+
+
+@dataclass
+class Paths:
+    """Files a run writes, all beside the output model."""
+
+    model: Path
+    state: Path = field(init=False)
+    config: Path = field(init=False)
+    losses: Path = field(init=False)
+    previews: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        stem = self.model.with_suffix("")
+        self.state = Path(f"{stem}.last.pt")
+        self.config = Path(f"{stem}.json")
+        self.losses = Path(f"{stem}.losses.csv")
+        self.previews = Path(f"{stem}.previews")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+class Networks(torch.nn.Module):
+    """F, D and the three discriminators, with their two optimizers."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__()
+        self.F = Generator(config.generator)
+        # F starts as the identity (zero correction): training begins from the raw data.
+        torch.nn.init.zeros_(self.F.head.weight)
+        if self.F.head.bias is not None:
+            torch.nn.init.zeros_(self.F.head.bias)
+        self.D = Degrader(config.degrader)
+        self.disc_yy = PatchDiscriminator3D(config.discriminator)
+        self.disc_aniso = PatchDiscriminator2D(config.discriminator)
+        self.disc_iso = PatchDiscriminator2D(config.discriminator)
+        o = config.optim
+        self.opt_g = torch.optim.Adam(
+            [{"params": list(self.F.parameters()), "lr": o.lr_generator, "scale": 1.0},
+             {"params": list(self.D.parameters()), "lr": o.lr_generator * o.lr_degrader_scale,
+              "scale": o.lr_degrader_scale}], betas=o.betas)
+        self.opt_d = torch.optim.Adam([*self.disc_yy.parameters(), *self.disc_aniso.parameters(),
+                                       *self.disc_iso.parameters()],
+                                      lr=o.lr_discriminator, betas=o.betas)
+
+    def discriminators(self) -> list[torch.nn.Module]:
+        return [self.disc_yy, self.disc_aniso, self.disc_iso]
+
+
+class Trainer:
+    """Holds the networks, the geometry and the loss computation; no I/O."""
+
+    def __init__(self, config: TrainConfig, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        self.nets = Networks(config).to(self.device)
+        self.geometry = Geometry(config.data.patch_size, config.angle_deg, self.device)
+        self.rng = np.random.default_rng([config.seed, 1])
+        self.step = 0
+        self.amp = config.amp and self.device.type == "cuda"
+        smallest = min(min(config.data.patch_size), _valid_side(self.geometry, config))
+        need = min_discriminator_input(config.discriminator)
+        if smallest < need:
+            raise UsageError(f"patches of {tuple(config.data.patch_size)} are too small for "
+                             f"discriminators with {config.discriminator.layers} layers "
+                             f"(need sides of at least {need} after cropping)")
+
+    # -- losses -----------------------------------------------------------------------
+    def _cyc(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        lc = self.config.loss
+        return cycle_loss(pred, target, lc.cycle_l1, lc.cycle_ssim, lc.ssim_window, lc.ssim_sigma)
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def gan_ramp(self, step: int) -> float:
+        w = self.config.optim.warmup_steps
+        return 1.0 if w == 0 else min(1.0, step / w)
+
+    def generator_terms(self, y: torch.Tensor, axis: str) -> tuple[dict[str, torch.Tensor],
+                                                                    dict[str, torch.Tensor]]:
+        """The five generator loss terms, and the fakes the discriminators need.
+
+        The discriminators are frozen while the graph is built, so these terms never
+        put gradients into them.
+        """
+        n, g = self.nets, self.geometry
+        for d in n.discriminators():
+            d.requires_grad_(False)
+        with self._autocast():
+            x = n.F(y)
+            cycle1 = self._cyc(n.D(x), y)
+            drx = n.D(g.rotate(x, axis))
+            back = n.D(g.rotate_inverse(n.F(drx), axis))
+            cycle2 = self._cyc(g.crop(back), g.crop(y))
+            fake_yy = g.crop(drx)
+            mip_y, mip_x = g.lateral_mips(x)
+            mip_axial = g.axial_mip(x)
+            terms = {
+                "cycle1": cycle1,
+                "cycle2": cycle2,
+                "G_yy": lsgan(n.disc_yy(fake_yy), real=True),
+                "G_aniso_proj": 0.5 * (lsgan(n.disc_aniso(mip_y), real=True)
+                                       + lsgan(n.disc_aniso(mip_x), real=True)),
+                "G_iso_proj": lsgan(n.disc_iso(mip_axial), real=True),
+            }
+        for d in n.discriminators():
+            d.requires_grad_(True)
+        fakes = {"yy": fake_yy, "mip_y": mip_y, "mip_x": mip_x, "mip_axial": mip_axial}
+        return terms, fakes
+
+    def generator_loss(self, terms: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        lc = self.config.loss
+        lam = lc.gan * self.gan_ramp(step)
+        return (lc.cycle1 * terms["cycle1"] + lc.cycle2 * terms["cycle2"]
+                + lam * (lc.yy * terms["G_yy"] + lc.aniso_proj * terms["G_aniso_proj"]
+                         + lc.iso_proj * terms["G_iso_proj"]))
+
+    def discriminator_terms(self, y: torch.Tensor,
+                            fakes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        n, g = self.nets, self.geometry
+        f = {k: v.detach() for k, v in fakes.items()}
+        with self._autocast():
+            real_mip = g.axial_mip(y)
+            return {
+                "D_yy": 0.5 * (lsgan(n.disc_yy(g.crop(y)), real=True)
+                               + lsgan(n.disc_yy(f["yy"]), real=False)),
+                "D_aniso_proj": 0.5 * (lsgan(n.disc_aniso(real_mip), real=True)
+                                       + 0.5 * (lsgan(n.disc_aniso(f["mip_y"]), real=False)
+                                                + lsgan(n.disc_aniso(f["mip_x"]), real=False))),
+                "D_iso_proj": 0.5 * (lsgan(n.disc_iso(real_mip), real=True)
+                                     + lsgan(n.disc_iso(f["mip_axial"]), real=False)),
+            }
+
+    def discriminator_loss(self, terms: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        lc = self.config.loss
+        lam = lc.gan * self.gan_ramp(step)
+        return lam * (lc.yy * terms["D_yy"] + lc.aniso_proj * terms["D_aniso_proj"]
+                      + lc.iso_proj * terms["D_iso_proj"])
+
+    # -- one step ---------------------------------------------------------------------
+    def set_learning_rates(self, step: int) -> float:
+        o = self.config.optim
+        factor = cosine_factor(step, self.config.steps, o.min_lr_ratio) if o.cosine else 1.0
+        for group in self.nets.opt_g.param_groups:
+            group["lr"] = o.lr_generator * group["scale"] * factor
+        for group in self.nets.opt_d.param_groups:
+            group["lr"] = o.lr_discriminator * factor
+        return factor
+
+    def train_step(self, batch: np.ndarray) -> dict[str, float]:
+        """One generator update then one discriminator update; returns every loss term."""
+        n = self.nets
+        n.train()
+        y = torch.from_numpy(batch).to(self.device)
+        axis = AXES[int(self.rng.integers(0, len(AXES)))]
+        factor = self.set_learning_rates(self.step)
+        g_terms, fakes = self.generator_terms(y, axis)
+        loss_g = self.generator_loss(g_terms, self.step)
+        n.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        n.opt_g.step()
+        d_terms = self.discriminator_terms(y, fakes)
+        loss_d = self.discriminator_loss(d_terms, self.step)
+        n.opt_d.zero_grad(set_to_none=True)
+        if loss_d.requires_grad:
+            loss_d.backward()
+            n.opt_d.step()
+        self.step += 1
+        out = {k: float(v.detach()) for k, v in {**g_terms, **d_terms}.items()}
+        out["L_G"] = float(loss_g.detach())
+        out["L_D"] = float(loss_d.detach())
+        out["lr_factor"] = factor
+        if not all(math.isfinite(v) for v in out.values()):
+            bad = ", ".join(k for k, v in out.items() if not math.isfinite(v))
+            raise TrainingError(f"training diverged at step {self.step} (non-finite {bad}); "
+                                "lower the learning rates in --config")
+        return out
+
+    @torch.no_grad()
+    def enhance(self, volume: np.ndarray) -> np.ndarray:
+        """F on a normalized (Z, Y, X) block whose sides are multiples of the size multiple."""
+        self.nets.F.eval()
+        t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+        with self._autocast():
+            out = self.nets.F(t.to(self.device))
+        return out.float()[0, 0].cpu().numpy()
+
+    @torch.no_grad()
+    def validation_cycle(self, patches: list[np.ndarray]) -> float:
+        """Mean cycle loss y vs D(F(y)) on fixed patches (ground-truth free)."""
+        if not patches:
+            return float("nan")
+        self.nets.eval()
+        losses = []
+        for p in patches:
+            y = torch.from_numpy(p)[None, None].to(self.device)
+            with self._autocast():
+                losses.append(float(self._cyc(self.nets.D(self.nets.F(y)), y)))
+        return float(np.mean(losses))
+
+    # -- state ------------------------------------------------------------------------
+    def state_dict_payload(self) -> dict[str, Any]:
+        n = self.nets
+        return {
+            "generator": n.F.state_dict(),
+            "degrader": n.D.state_dict(),
+            "discriminators": {"yy": n.disc_yy.state_dict(), "aniso": n.disc_aniso.state_dict(),
+                               "iso": n.disc_iso.state_dict()},
+            "optimizers": {"generator": n.opt_g.state_dict(),
+                           "discriminator": n.opt_d.state_dict()},
+            "step": self.step,
+            "rng": {"trainer": json.dumps(self.rng.bit_generator.state),
+                    "torch": torch.get_rng_state()},
+        }
+
+    def load_payload(self, ckpt: dict[str, Any]) -> None:
+        n = self.nets
+        try:
+            n.F.load_state_dict(ckpt["generator"])
+            n.D.load_state_dict(ckpt["degrader"])
+            n.disc_yy.load_state_dict(ckpt["discriminators"]["yy"])
+            n.disc_aniso.load_state_dict(ckpt["discriminators"]["aniso"])
+            n.disc_iso.load_state_dict(ckpt["discriminators"]["iso"])
+            n.opt_g.load_state_dict(ckpt["optimizers"]["generator"])
+            n.opt_d.load_state_dict(ckpt["optimizers"]["discriminator"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ResumeError(f"the checkpoint does not match this configuration ({exc})") from exc
+        self.step = int(ckpt["step"])
+        self.rng.bit_generator.state = json.loads(ckpt["rng"]["trainer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+
+
+def _valid_side(geometry: Geometry, config: TrainConfig) -> int:
+    if not geometry.oblique:
+        return min(config.data.patch_size)
+    crop = geometry.valid[0]
+    side = config.data.patch_size[0]
+    aligned = geometry.aligned_shape[0]
+    return min(len(range(side)[crop]), aligned)
+
+
+# ---------------------------------------------------------------------------------------
+def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None,
+          device: str = "auto", resume: bool = False, overwrite: bool = False,
+          previews: bool = True, stop_after: int | None = None) -> Path:
+    """Train on ``raw``; write the best-validated model to ``out`` and return its path.
+
+    Beside ``out`` (``MODEL.pt``): ``MODEL.last.pt`` (full state, for ``resume``),
+    ``MODEL.json`` (the config), ``MODEL.losses.csv`` and ``MODEL.previews/``.
+    ``stop_after``: stop (after saving the state) once this many steps are done, as an
+    interruption would; a later ``resume=True`` call continues exactly.
+    """
+    config = config or TrainConfig()
+    paths = Paths(Path(out))
+    if paths.model.suffix != ".pt":
+        raise UsageError(f"{out}: the model file must end in .pt")
+    if not paths.model.parent.is_dir():
+        raise UsageError(f"{paths.model.parent}: output folder does not exist")
+    dev = resolve_device(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    resume_ckpt = None
+    if resume:
+        if not paths.state.is_file():
+            raise ResumeError(f"{paths.state}: nothing to resume (no training state beside "
+                              f"{paths.model})")
+        try:
+            resume_ckpt = load_checkpoint(paths.state)
+        except ModelError as exc:
+            raise ResumeError(f"cannot resume: {exc}") from exc
+        saved = TrainConfig.model_validate(resume_ckpt["config"])
+        # The number of steps may grow on resume; nothing else may change.
+        if saved.model_copy(update={"steps": config.steps}) != config:
+            raise ResumeError(f"{paths.state} was made with a different configuration; resume "
+                              "with the same options (only --steps may change)")
+    elif not overwrite and any(p.exists() for p in (paths.model, paths.state)):
+        raise OutputExistsError(f"{paths.model} exists; pass --overwrite to replace it or "
+                                "--resume to continue its training")
+
+    reader = open_volume(raw)
+    try:
+        return _run(reader, paths, config, dev, resume_ckpt, previews, stop_after)
+    finally:
+        reader.close()
+
+
+def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
+         resume_ckpt: dict[str, Any] | None, previews: bool, stop_after: int | None) -> Path:
+    if len(reader.shape) != 3:
+        raise VolumeError(f"{reader.path}: expected a 3D ZYX volume, got shape {reader.shape}")
+    sample = volume_sample(reader, config.data.percentile_sample_voxels, seed=config.seed)
+    norm = compute_normalization(sample, config.normalization, source=str(reader.path))
+    level = foreground_level(sample, norm, config.data.foreground_percentile)
+    del sample
+    sampler = PatchSampler(reader, config.data, norm, level, config.angle_deg,
+                           seed=config.seed)
+    trainer = Trainer(config, dev)
+    val_patches = sampler.validation_patches(config.data.validation_patches, config.seed + 7)
+    preview_region = sampler.preview_region(config.generator.size_multiple)
+    preview_raw = sampler.read_region(preview_region)
+    best: dict[str, Any] = {"score": None, "step": None}
+    if resume_ckpt is not None:
+        trainer.load_payload(resume_ckpt)
+        sampler.set_state(resume_ckpt["rng"]["sampler"])
+        best = dict(resume_ckpt.get("best", best))
+        _truncate_csv(paths.losses, trainer.step)
+        _log.log(f"resuming at step {trainer.step} of {config.steps}")
+    else:
+        paths.config.write_text(config.model_dump_json(indent=2))
+        _truncate_csv(paths.losses, 0)
+    _log.log(f"training on {reader.path} {tuple(reader.shape)} {reader.dtype}, device {dev}, "
+             f"patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
+             f"p{config.normalization.low_percentile}={norm.low:.4g} "
+             f"p{config.normalization.high_percentile}={norm.high:.4g}"
+             + (" (validation strip held out)" if sampler.holdout else ""))
+
+    def payload() -> dict[str, Any]:
+        p = trainer.state_dict_payload()
+        p["rng"]["sampler"] = sampler.state()
+        p.update(_metadata(config, norm, reader))
+        p["best"] = best
+        return p
+
+    window: list[dict[str, float]] = []
+    t_start = time.perf_counter()
+    remaining = config.steps - trainer.step
+    with _log.progress(max(remaining, 0), "training", unit="steps") as bar:
+        while trainer.step < config.steps:
+            losses = trainer.train_step(sampler.batch())
+            step = trainer.step
+            window.append(losses)
+            bar.advance(1)
+            if step % config.log_every == 0 or step == config.steps:
+                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                window.clear()
+                _append_csv(paths.losses, step, mean, time.perf_counter() - t_start)
+                _log.log(f"step {step}: " + " ".join(
+                    f"{k}={mean[k]:.4f}" for k in (*G_TERMS, *D_TERMS)))
+            if step % config.validate_every == 0 or step == config.steps:
+                score, parts = _validation_score(trainer, val_patches, preview_raw, config)
+                _log.log(f"step {step}: validation score {score:.4f} ({parts})")
+                if config.keep == "best" and (best["score"] is None or score < best["score"]):
+                    best = {"score": score, "step": step}
+                    save_checkpoint(paths.model, payload())
+            if previews and (step % config.preview_every == 0 or step == config.steps):
+                from resin.train.preview import write_preview
+
+                write_preview(paths.previews / f"step{step:07d}.png", preview_raw,
+                              trainer.enhance(preview_raw))
+            if step % config.checkpoint_every == 0 or step == config.steps or step == stop_after:
+                save_checkpoint(paths.state, payload())
+            if step == stop_after:
+                _log.log(f"stopped at step {step} as asked; continue with --resume")
+                return paths.model
+    if config.keep == "last" or not paths.model.exists():
+        best = {"score": None, "step": trainer.step}
+        save_checkpoint(paths.model, payload())
+    _log.log(f"{paths.model}: the generator of step {best['step']} (validation score "
+             f"{best['score']}); full training state in {paths.state}")
+    return paths.model
+
+
+def _validation_score(trainer: Trainer, patches: list[np.ndarray], preview_raw: np.ndarray,
+                      config: TrainConfig) -> tuple[float, str]:
+    """Ground-truth free: held-out cycle loss + |log isotropy_fourier(F(preview block))|."""
+    cyc = trainer.validation_cycle(patches)
+    iso = _fourier_isotropy(trainer.enhance(preview_raw), config.angle_deg)
+    parts = f"cycle {cyc:.4f}"
+    score = 0.0 if math.isnan(cyc) else cyc
+    if iso is not None and math.isfinite(iso) and iso > 0:
+        score += config.validation_isotropy_weight * abs(math.log(iso))
+        parts += f", isotropy_fourier {iso:.3f}"
+    return score, parts
+
+
+def _fourier_isotropy(volume: np.ndarray, angle_deg: float) -> float | None:
+    try:
+        from resin.metrics import isotropy_fourier
+    except ImportError:
+        return None
+    if angle_deg:
+        return None  # the metric measures along z; an oblique axis would need resampling
+    try:
+        return float(isotropy_fourier(volume))
+    except Exception:  # noqa: BLE001 - a validation aid must never stop training
+        return None
+
+
+def _metadata(config: TrainConfig, norm: Normalization, reader: Any) -> dict[str, Any]:
+    vs = getattr(reader, "voxel_size", None)
+    if vs is not None and config.data.z_step > 1:
+        vs = (vs[0] / config.data.z_step, vs[1], vs[2])
+    return {
+        "resin_version": __version__,
+        "config": config.model_dump(mode="json"),
+        "normalization": norm.record(),
+        "scale": [float(config.data.z_step), 1.0, 1.0],
+        "axial_angle_deg": float(config.angle_deg),
+        "voxel_size": list(vs) if vs is not None else None,
+    }
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop rows after ``step`` (a resumed run rewrites them identically)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(keep if step > 0 else [])
+
+
+def _append_csv(path: Path, step: int, losses: dict[str, float], seconds: float) -> None:
+    keys = sorted(losses)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as fh:
+        w = csv.writer(fh)
+        if new:
+            w.writerow(["step", *keys, "seconds"])
+        w.writerow([step, *(f"{losses[k]:.6g}" for k in keys), f"{seconds:.1f}"])

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from conftest import assert_one_line_error
+
+TINY = {
+    "generator": {"features": [4, 8]}, "degrader": {"kernel_size": 5},
+    "discriminator": {"features": 2, "layers": 2}, "loss": {"ssim_window": 7},
+    "data": {"patch_size": [16, 32, 32], "validation_patches": 1}, "threads": 1,
+}
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def test_train_cli_runs_and_refuses_to_overwrite(cli, tmp_path, tiny_volume, config_file):
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, tiny_volume)
+    out = tmp_path / "m.pt"
+    proc = cli("resin", "train", str(raw), "-o", str(out), "--preset", "quick", "--steps", "2",
+               "--config", str(config_file), "--device", "cpu", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and proc.stderr == ""
+    again = cli("resin", "train", str(raw), "-o", str(out), "--config", str(config_file))
+    assert "--overwrite" in assert_one_line_error(again)
+
+
+@pytest.mark.parametrize("case", ["missing", "2d", "constant", "small", "bad-config",
+                                  "bad-field", "bad-patch"])
+def test_train_cli_bad_input_exits_2(cli, tmp_path, config_file, case):
+    raw = tmp_path / "raw.tif"
+    args = ["--config", str(config_file)]
+    if case == "2d":
+        tifffile.imwrite(raw, np.ones((32, 32), np.uint16))
+    elif case == "constant":
+        tifffile.imwrite(raw, np.full((16, 32, 32), 5, np.uint16))
+    elif case == "small":
+        tifffile.imwrite(raw, np.arange(8 * 16 * 16, dtype=np.uint16).reshape(8, 16, 16))
+    else:
+        tifffile.imwrite(raw, np.arange(16 * 32 * 32, dtype=np.uint16).reshape(16, 32, 32))
+    if case == "missing":
+        raw = tmp_path / "nope.tif"
+    if case == "bad-config":
+        args = ["--config", str(tmp_path / "none.json")]
+    if case == "bad-field":
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({**TINY, "learning_rate": 3}))
+        args = ["--config", str(bad)]
+    if case == "bad-patch":
+        args += ["--patch", "15", "32", "32"]
+    proc = cli("resin", "train", str(raw), "-o", str(tmp_path / "m.pt"), *args)
+    assert_one_line_error(proc)

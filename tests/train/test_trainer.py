@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tifffile = pytest.importorskip("tifffile")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny import tiny_config  # noqa: E402
+
+from resin.checkpoint import build_generator, load_checkpoint  # noqa: E402
+from resin.errors import OutputExistsError, ResumeError  # noqa: E402
+from resin.train import train  # noqa: E402
+from resin.train.trainer import D_TERMS, G_TERMS, Trainer  # noqa: E402
+
+
+def _batch(rng, shape=(16, 32, 32)) -> np.ndarray:
+    return rng.random((1, 1, *shape)).astype(np.float32)
+
+
+def _grads(module: torch.nn.Module) -> bool:
+    return any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in module.parameters())
+
+
+#: which networks each loss term must reach (and no others)
+EXPECTED = {
+    "cycle1": {"F", "D"},
+    "cycle2": {"F", "D"},
+    "G_yy": {"F", "D"},
+    "G_aniso_proj": {"F"},
+    "G_iso_proj": {"F"},
+    "D_yy": {"disc_yy"},
+    "D_aniso_proj": {"disc_aniso"},
+    "D_iso_proj": {"disc_iso"},
+}
+NETS = ("F", "D", "disc_yy", "disc_aniso", "disc_iso")
+
+
+@pytest.mark.parametrize("angle", [0.0, 45.0])
+@pytest.mark.parametrize("axis", ["y", "x"])
+def test_every_term_is_finite_and_reaches_the_right_networks(rng, angle, axis):
+    patch = (16, 32, 32) if angle == 0.0 else (28, 28, 28)
+    cfg = tiny_config(angle_deg=angle, data={"patch_size": patch})
+    tr = Trainer(cfg)
+    # give F a non-zero head so gradients flow through x = F(y) like mid-training
+    torch.nn.init.normal_(tr.nets.F.head.weight, std=0.1)
+    y = torch.from_numpy(_batch(rng, patch))
+    for term in (*G_TERMS, *D_TERMS):
+        tr.nets.zero_grad(set_to_none=True)
+        g_terms, fakes = tr.generator_terms(y, axis)
+        value = g_terms[term] if term in g_terms else tr.discriminator_terms(y, fakes)[term]
+        assert torch.isfinite(value), term
+        value.backward()
+        reached = {name for name in NETS if _grads(getattr(tr.nets, name))}
+        assert reached == EXPECTED[term], (term, reached)
+
+
+def test_one_generator_and_discriminator_step_updates_all_networks(rng):
+    tr = Trainer(tiny_config())
+    before = {name: [p.detach().clone() for p in getattr(tr.nets, name).parameters()]
+              for name in NETS}
+    losses = tr.train_step(_batch(rng))
+    assert set(G_TERMS) | set(D_TERMS) <= set(losses)
+    assert all(np.isfinite(v) for v in losses.values())
+    for name in NETS:
+        after = list(getattr(tr.nets, name).parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(after, before[name], strict=True)), name
+    assert tr.step == 1
+
+
+def test_generator_loss_weights_are_config_fields(rng):
+    tr = Trainer(tiny_config(loss={"gan": 0.0, "cycle2": 0.0}))
+    g_terms, _ = tr.generator_terms(torch.from_numpy(_batch(rng)), "y")
+    assert float(tr.generator_loss(g_terms, 0)) == pytest.approx(float(g_terms["cycle1"]))
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    col = rows[0].index("seconds")
+    return [r[:col] + r[col + 1:] for r in rows]
+
+
+@pytest.fixture
+def raw_tif(tmp_path, rng) -> Path:
+    vol = rng.poisson(100, size=(20, 40, 40)).astype(np.float32)
+    zz, yy, xx = np.mgrid[0:20, 0:40, 0:40]
+    for _ in range(6):
+        c = rng.uniform([2, 2, 2], [18, 38, 38])
+        vol += 1500 * np.exp(-((zz - c[0]) ** 2 / 18 + (yy - c[1]) ** 2 / 2 + (xx - c[2]) ** 2 / 2))
+    path = tmp_path / "raw.tif"
+    tifffile.imwrite(path, vol.astype(np.uint16))
+    return path
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, raw_tif):
+    cfg = tiny_config(steps=4)
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    train(raw_tif, a / "m.pt", cfg, device="cpu", previews=False)
+    train(raw_tif, b / "m.pt", cfg, device="cpu", previews=False, stop_after=3)
+    with pytest.raises(OutputExistsError):
+        train(raw_tif, b / "m.pt", cfg, device="cpu", previews=False)
+    with pytest.raises(ResumeError):
+        train(raw_tif, b / "m.pt", tiny_config(steps=4, seed=5), device="cpu", resume=True)
+    state3 = load_checkpoint(b / "m.last.pt")
+    assert state3["step"] == 3
+    train(raw_tif, b / "m.pt", cfg, device="cpu", resume=True, previews=False)
+    assert _rows(a / "m.losses.csv") == _rows(b / "m.losses.csv")
+    assert len(_rows(a / "m.losses.csv")) == 5  # header + 4 steps
+    sa, sb = load_checkpoint(a / "m.last.pt"), load_checkpoint(b / "m.last.pt")
+    assert sa["step"] == sb["step"] == 4
+    for key in sa["generator"]:
+        assert torch.equal(sa["generator"][key], sb["generator"][key]), key
+
+
+def test_checkpoint_contract_and_artifacts(tmp_path, raw_tif):
+    out = tmp_path / "m.pt"
+    train(raw_tif, out, tiny_config(steps=2), device="cpu")
+    ckpt = load_checkpoint(out)
+    assert ckpt["format"] == "resin-checkpoint"
+    assert ckpt["config"]["generator"]["features"] == [4, 8]
+    norm = ckpt["normalization"]
+    assert norm["train_high"] > norm["train_low"]
+    assert ckpt["scale"] == [1.0, 1.0, 1.0] and ckpt["axial_angle_deg"] == 0.0
+    assert set(ckpt["discriminators"]) == {"yy", "aniso", "iso"}
+    net = build_generator(ckpt)
+    x = torch.rand(1, 1, 8, 8, 8)
+    assert net(x).shape == x.shape
+    assert (tmp_path / "m.json").is_file() and (tmp_path / "m.last.pt").is_file()
+    pngs = sorted((tmp_path / "m.previews").glob("*.png"))
+    assert [p.name for p in pngs] == ["step0000002.png"]
+    # weights_only loading works on the raw file (the contract for export/runtime)
+    torch.load(out, weights_only=True)
+
+
+def test_oblique_training_runs(tmp_path, rng):
+    vol = (rng.poisson(100, size=(32, 32, 32)) + 0).astype(np.uint16)
+    vol[10:20, 12:16, 5:25] += 800
+    path = tmp_path / "obl.tif"
+    tifffile.imwrite(path, vol)
+    cfg = tiny_config(steps=1, angle_deg=45.0, data={"patch_size": (28, 28, 28)})
+    train(path, tmp_path / "m.pt", cfg, device="cpu", previews=False)
+    assert load_checkpoint(tmp_path / "m.pt")["axial_angle_deg"] == 45.0
