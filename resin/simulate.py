@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
+from resin import _log
 from resin._optional import require
 from resin.errors import UsageError
 
@@ -33,6 +35,8 @@ DEFAULT_PHOTONS = 3000.0
 DEFAULT_READ_NOISE = 2.0
 DEFAULT_OFFSET = 100
 DEFAULT_BACKGROUND = 2.0
+NOISE_SLAB = 16  # planes per noise-drawing slab
+BIG_VOLUME = 1 << 25  # voxels; bigger volumes show progress while tubes are drawn
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,19 @@ def _stamp_tube(obj: np.ndarray, points: np.ndarray, radii: np.ndarray,
         np.maximum(region, ball, out=region)
 
 
+def _draw_tube(obj: np.ndarray, rng: np.random.Generator, shape: Shape3, step: float) -> None:
+    """One random tube: a smooth curve with smoothly varying radius and brightness."""
+    pts = _curve(rng, shape, step)
+    n = len(pts)
+    radius = 1.6 + 0.6 * _smooth_noise(rng, n, 1, corr=30.0 / step)[:, 0]
+    radius = np.clip(radius, 0.8, 3.0)
+    level = float(rng.uniform(0.45, 1.0))
+    bright = level * (1.0 + 0.15 * _smooth_noise(rng, n, 1, corr=50.0 / step)[:, 0])
+    bright = np.clip(bright, 0.3, 1.0)
+    inside = np.all((pts > -4) & (pts < np.asarray(shape) + 4), axis=1)
+    _stamp_tube(obj, pts[inside], radius[inside], bright[inside])
+
+
 def render_object(shape: Shape3, rng: np.random.Generator, n_tubes: int | None = None,
                   n_blobs: int = 0) -> np.ndarray:
     """Noise-free object in [0, 1] (float32 ZYX): tubes and optional blobs."""
@@ -164,16 +181,14 @@ def render_object(shape: Shape3, rng: np.random.Generator, n_tubes: int | None =
         # scores like the paper's (RMSE ~14), sparse enough to stay neurite-like
         n_tubes = max(3, round(float(np.prod(shape)) / 1.05e5))
     step = 0.5
-    for _ in range(n_tubes):
-        pts = _curve(rng, shape, step)
-        n = len(pts)
-        radius = 1.6 + 0.6 * _smooth_noise(rng, n, 1, corr=30.0 / step)[:, 0]
-        radius = np.clip(radius, 0.8, 3.0)
-        level = float(rng.uniform(0.45, 1.0))
-        bright = level * (1.0 + 0.15 * _smooth_noise(rng, n, 1, corr=50.0 / step)[:, 0])
-        bright = np.clip(bright, 0.3, 1.0)
-        inside = np.all((pts > -4) & (pts < np.asarray(shape) + 4), axis=1)
-        _stamp_tube(obj, pts[inside], radius[inside], bright[inside])
+    show = obj.size >= BIG_VOLUME
+    bar_cm = _log.progress(n_tubes, "simulate: drawing tubes", unit="tubes") if show \
+        else nullcontext(None)
+    with bar_cm as bar:
+        for _ in range(n_tubes):
+            _draw_tube(obj, rng, shape, step)
+            if bar is not None:
+                bar.advance(1)
     for _ in range(n_blobs):
         centre = rng.uniform(0.05, 0.95, size=3) * np.asarray(shape)
         r = float(rng.uniform(2.0, 5.0))
@@ -216,15 +231,24 @@ def simulate(shape: Shape3 = DEFAULT_SHAPE, sigma: tuple[float, float] = DEFAULT
 
     rng = np.random.default_rng(seed)
     obj = render_object(shape3, rng, n_tubes=n_tubes, n_blobs=n_blobs)
-    expected = blur(obj, sigma_zyx, angle_deg)[:: int(z_step)]
-    expected *= np.float32(photons)
-    expected += np.float32(background)
-    counts = rng.poisson(expected).astype(np.float32)
-    if read_noise > 0:
-        counts += rng.normal(0.0, read_noise, size=counts.shape).astype(np.float32)
-    counts += np.float32(offset)
-    truth = obj * np.float32(photons) + np.float32(background + offset)
-    return Simulation(raw=_to_uint16(counts), truth=_to_uint16(truth),
+    blurred = blur(obj, sigma_zyx, angle_deg)[:: int(z_step)]
+    nz = int(blurred.shape[0])
+    raw = np.empty(blurred.shape, dtype=np.uint16)
+    # noise in fixed slabs of planes: int64/float64 temporaries stay small, and the
+    # draws (hence the bytes) do not depend on the volume's memory footprint
+    for z0 in range(0, nz, NOISE_SLAB):
+        expected = blurred[z0:z0 + NOISE_SLAB] * np.float32(photons) + np.float32(background)
+        counts = rng.poisson(expected).astype(np.float32)
+        if read_noise > 0:
+            noise = rng.standard_normal(size=counts.shape, dtype=np.float32)
+            noise *= np.float32(read_noise)
+            counts += noise
+        counts += np.float32(offset)
+        raw[z0:z0 + NOISE_SLAB] = _to_uint16(counts)
+    del blurred
+    obj *= np.float32(photons)
+    obj += np.float32(background + offset)
+    return Simulation(raw=raw, truth=_to_uint16(obj),
                       psf_sigma_zyx=sigma_zyx, angle_deg=float(angle_deg),
                       z_step=int(z_step), seed=int(seed))
 
@@ -233,7 +257,6 @@ def simulate_to_files(out: str | os.PathLike, truth: str | os.PathLike | None = 
                       overwrite: bool = False, voxel_size: float = 1.0,
                       **kwargs: object) -> Simulation:
     """Run :func:`simulate` and write ``raw`` to ``out`` (and ``truth`` if given)."""
-    from resin import _log
     from resin.errors import OutputExistsError
     from resin.io import volume_format, write_volume
 
