@@ -133,3 +133,13 @@ def test_cli_bad_arguments_exit_2(cli, tmp_path, args):
 def test_cli_unknown_suffix_exit_2(cli, tmp_path):
     assert_one_line_error(cli("resin", "simulate", str(tmp_path / "raw.png"), "--shape",
                               "16", "32", "32"))
+
+
+def test_blobs_add_round_bright_objects():
+    plain = simulate((24, 48, 48), seed=9, n_tubes=0)
+    assert plain.truth.min() == plain.truth.max()  # no tubes, no blobs: empty field
+    blobs = simulate((24, 48, 48), seed=9, n_tubes=0, n_blobs=3)
+    lit = blobs.truth > blobs.truth.min()
+    # each blob is a ball of radius 2-5: between ~30 and ~3 x 520 voxels in total
+    assert 30 < lit.sum() < 3 * 4 / 3 * np.pi * 5.5**3
+    assert blobs.raw.mean() > plain.raw.mean()
