@@ -217,7 +217,8 @@ def mip_update(mz: Array, my: Array, mx: Array, chunk: Array, offset: Sequence[i
     from numba import get_num_threads
 
     with parallel_section():
-        _cpu_kernels().mip_update(c, mz, my, mx, off[0], off[1], off[2], get_num_threads())
+        _cpu_kernels().mip_update(c, mz, my, mx, off[0], off[1], off[2], get_num_threads(),
+                                  dt.kind == "f")
 
 
 def mip(volume: Array) -> Projections:
