@@ -164,22 +164,24 @@ class EnhanceStream:
         self._out_dtype = output_dtype(self.dtype)
         self.result: np.ndarray | None = None
         self._writer: Any = None
-        if out is None:
+        self._out = None if out is None else os.fspath(out)
+        self._overwrite = overwrite
+        self._voxel_size = voxel_size
+        if self._out is None:
             self.result = np.empty(self.plan.out_shape, self._out_dtype)
             self._sink: Sink = ArraySink(self.result)
             self._chunk_z = self.plan.out_core[0]
         else:
-            from resin.io import create_volume, volume_format
+            from resin.errors import OutputExistsError
+            from resin.io import volume_format
 
-            chunks = output_chunks(volume_format(out), self.plan.out_shape, self.plan)
-            vs = None if voxel_size is None else tuple(
-                float(v) / s for v, s in zip(voxel_size, self.plan.scale, strict=True))
-            self._writer = create_volume(out, self.plan.out_shape, self._out_dtype,
-                                         voxel_size=vs, chunks=chunks,  # type: ignore[arg-type]
-                                         overwrite=overwrite,
-                                         attrs={"model_sha256": engine.metadata.weights_sha256})
-            self._sink = self._writer
-            self._chunk_z = chunks[0]
+            # refuse an existing output now; create it once the levels are known
+            volume_format(self._out)
+            exists = Path(self._out).exists() or Path(self._out + ".partial").exists()
+            if exists and not overwrite:
+                raise OutputExistsError(f"{self._out} exists; pass overwrite=True to replace it")
+            self._chunk_z = output_chunks(volume_format(self._out), self.plan.out_shape,
+                                          self.plan)[0]
         z = self.shape[0]
         # input planes each row needs (reflection folds padding onto real planes)
         self._row_need: list[tuple[int, int]] = []
@@ -251,10 +253,29 @@ class EnhanceStream:
                                              source="stream")
                 _log.log(f"stream: normalization levels from the first {n} planes: "
                          f"{self._levels.low:g} .. {self._levels.high:g}")
+            if self._out is not None:
+                self._create_output(self._levels)
             self._blender = SlabBlender(self._engine, self.plan, self._levels, self._out_dtype,
                                         self._sink, self._chunk_z, self._settings.blend,
                                         self._settings.sigma_scale, on_flush=self._flushed)
         return self._blender
+
+    def _create_output(self, levels: Levels) -> None:
+        from resin.io import create_volume, volume_format
+
+        assert self._out is not None
+        chunks = output_chunks(volume_format(self._out), self.plan.out_shape, self.plan)
+        vs = None if self._voxel_size is None else tuple(
+            float(v) / s for v, s in zip(self._voxel_size, self.plan.scale, strict=True))
+        meta = self._engine.metadata
+        attrs = {"model_sha256": meta.weights_sha256, "normalization": levels.as_attrs(),
+                 "scale": list(meta.scale), "tile": list(self.plan.tile),
+                 "halo": list(self.plan.halo), "blend": self._settings.blend,
+                 "input": "stream"}
+        self._writer = create_volume(self._out, self.plan.out_shape, self._out_dtype,
+                                     voxel_size=vs, chunks=chunks,  # type: ignore[arg-type]
+                                     overwrite=self._overwrite, attrs=attrs)
+        self._sink = self._writer
 
     def _run_ready(self) -> None:
         rows = len(self._row_need)

@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
+from _reference import one_tile_reference
 from resin.runtime import Enhancer
 from resin.runtime.runner import make_plan
-
-
-def _one_tile_reference(model, vol: np.ndarray, halo, m: int, low: float, high: float):
-    """Normalize, reflect-pad by the halo (+ up to the size multiple), one ORT call, crop."""
-    x = (vol.astype(np.float32) - np.float32(low)) * np.float32(1.0 / (high - low))
-    pads = []
-    for n, h in zip(vol.shape, halo, strict=True):
-        extra = -(n + 2 * h) % m
-        pads.append((h, h + extra))
-    xp = np.pad(x, pads, mode="reflect")
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    y = sess.run(["output"], {"input": xp[None, None]})[0][0, 0]
-    core = y[tuple(slice(h, h + n) for h, n in zip(halo, vol.shape, strict=True))]
-    return core * (high - low) + low
 
 
 @pytest.mark.parametrize("shape,tile,overlap,blend", [
@@ -36,7 +22,7 @@ def test_tiled_equals_one_tile(onnx_model, rng, shape, tile, overlap, blend):
         out = enh.enhance(vol)
         n_tiles = make_plan(enh.engine, shape, enh.settings).n_tiles
     assert n_tiles > 1, "the test must actually tile"
-    ref = _one_tile_reference(onnx_model, vol, meta.halo, meta.size_multiple, levels.low,
+    ref = one_tile_reference(onnx_model, vol, meta.halo, meta.size_multiple, levels.low,
                               levels.high)
     assert out.shape == vol.shape and out.dtype == np.float32
     span = float(ref.max() - ref.min())
@@ -48,7 +34,7 @@ def test_integer_output_is_rounded_and_clipped(onnx_model, awkward_volume):
     with Enhancer(onnx_model, device="cpu", tile=(32, 32, 32)) as enh:
         out = enh.enhance(awkward_volume)
         levels = enh.levels(awkward_volume)
-    ref = _one_tile_reference(onnx_model, awkward_volume, (12, 12, 12), 2, levels.low,
+    ref = one_tile_reference(onnx_model, awkward_volume, (12, 12, 12), 2, levels.low,
                               levels.high)
     expect = np.clip(np.round(ref), 0, 65535).astype(np.uint16)
     assert out.dtype == np.uint16
@@ -127,3 +113,64 @@ def test_bad_arrays(onnx_model):
         bad[1, 2, 3] = np.nan
         with pytest.raises(VolumeError, match="NaN"):
             enh.enhance(bad)
+
+
+class _UpsampleZ:
+    """A fake engine: nearest-neighbour 2x along z (checks the planner's scale handling)."""
+
+    name = "fake"
+    device = "cpu"
+
+    def __init__(self) -> None:
+        from resin.metadata import ModelMetadata, NormalizationRecord
+
+        self.metadata = ModelMetadata(scale=(2.0, 1.0, 1.0), halo=(2, 2, 2), size_multiple=2,
+                                      normalization=NormalizationRecord(low_percentile=1,
+                                                                        high_percentile=99))
+
+    def load(self, path, device):
+        return self.metadata
+
+    def infer(self, tile):
+        return np.repeat(tile, 2, axis=2)
+
+    def close(self):
+        pass
+
+
+def test_upsampling_model_scales_output(rng):
+    from resin.runtime.runner import TileSettings, enhance_array
+
+    vol = rng.integers(0, 3000, size=(9, 21, 17)).astype(np.uint16)
+    out = enhance_array(_UpsampleZ(), vol, TileSettings(tile=(8, 12, 10), blend="cosine"))
+    assert out.shape == (18, 21, 17)
+    np.testing.assert_array_equal(out, np.repeat(vol, 2, axis=0))
+
+
+def test_nan_found_mid_run_removes_the_new_output(fast_model, tmp_path, monkeypatch):
+    import tifffile
+    from resin.runtime import normalize
+
+    from resin.errors import VolumeError
+
+    monkeypatch.setattr(normalize, "MAX_PLANES", 2)  # the sample misses the NaN plane
+    vol = np.ones((12, 10, 10), np.float32)
+    vol[5, 3, 3] = np.nan
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, vol)
+    out = tmp_path / "out.zarr"
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+        with pytest.raises(VolumeError, match="NaN"):
+            enh.run(src, out)
+    assert not out.exists()
+    assert not list(tmp_path.glob("*journal*"))
+
+
+def test_stream_to_file_refuses_existing_output(fast_model, tmp_path):
+    from resin.errors import OutputExistsError
+
+    out = tmp_path / "x.zarr"
+    out.mkdir()
+    with Enhancer(fast_model, device="cpu") as enh:
+        with pytest.raises(OutputExistsError):
+            enh.stream((4, 8, 8), np.uint16, out=out)
