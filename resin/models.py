@@ -7,6 +7,8 @@ checkpoint, so a checkpoint always rebuilds the same network.
 
 from __future__ import annotations
 
+from typing import Any
+
 from resin.config import DegraderConfig, DiscriminatorConfig, GeneratorConfig
 from resin.errors import MissingDependencyError
 
@@ -67,7 +69,17 @@ class Generator(nn.Module):
             h = up_conv(h)
             h = block(torch.cat([h, skip], dim=1))
         correction = self.head(h)
-        return x + correction if self.config.residual else correction
+        out = x + correction if self.config.residual else correction
+        floor = self.config.output_floor
+        # at inference only: a clamp while training can leave F stuck below it with no gradient
+        if floor is None or self.training:
+            return out
+        return torch.clamp(out, min=floor)
+
+
+def generator_from_config(**config: Any) -> Generator:
+    """F from GeneratorConfig fields as keyword arguments (a bioimage.io package's architecture)."""
+    return Generator(GeneratorConfig.model_validate(config))
 
 
 class Degrader(nn.Module):
@@ -117,10 +129,38 @@ class Degrader(nn.Module):
                 c = m.kernel_size[0] // 2
                 m.weight[0, 0, c, c, c] += 1.0
 
+    @torch.no_grad()
+    def reset_to_gaussian(self, sigma: float, axial_vector: tuple[float, float, float],
+                          lateral_sigma: float = 0.3) -> None:
+        """Start as a blur of ``sigma`` voxels along ``axial_vector`` (z, y, x), ~none across.
+
+        Only for ``kind="kernel"``. ``lateral_sigma`` keeps a tilted line kernel smooth on
+        the voxel grid; 0.3 is a delta for all practical purposes on the axis-aligned one.
+        """
+        if self.kernel is None:
+            raise ValueError("a Gaussian start needs the 'kernel' degrader")
+        k = self.kernel.shape[0]
+        c = torch.arange(k, dtype=torch.float64) - k // 2
+        d = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1)
+        a = torch.tensor(axial_vector, dtype=torch.float64)
+        along = d @ a
+        across2 = (d * d).sum(-1) - along**2
+        g = torch.exp(-across2 / (2 * lateral_sigma**2))
+        if sigma > 0:
+            g = g * torch.exp(-(along**2) / (2 * sigma**2))
+        else:
+            g = g * (along.abs() < 0.5)
+        self.kernel.copy_((g / g.sum()).to(self.kernel.dtype))
+
     def blur_kernel(self) -> torch.Tensor:
-        """The normalised kernel of ``kind="kernel"`` (sum 1)."""
+        """The normalised kernel of ``kind="kernel"``: non-negative (a PSF is), sum 1.
+
+        Negative weights would let D sharpen instead of blur, and drift it towards the
+        identity, where F = D = identity meets both cycle constraints without deblurring.
+        """
         assert self.kernel is not None
-        return self.kernel / self.kernel.sum()
+        k = self.kernel.clamp(min=0.0)
+        return k / k.sum().clamp(min=1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.net is not None:

@@ -98,10 +98,12 @@ class Networks(torch.nn.Module):
     def __init__(self, config: TrainConfig) -> None:
         super().__init__()
         self.F = Generator(config.generator)
-        # F starts as the identity (zero correction): training begins from the raw data.
-        torch.nn.init.zeros_(self.F.head.weight)
-        if self.F.head.bias is not None:
-            torch.nn.init.zeros_(self.F.head.bias)
+        if config.generator_init_scale != 1.0:
+            # A small correction at first keeps F near the identity (the global residual).
+            with torch.no_grad():
+                self.F.head.weight.mul_(config.generator_init_scale)
+                if self.F.head.bias is not None:
+                    self.F.head.bias.mul_(config.generator_init_scale)
         self.D = Degrader(config.degrader)
         self.disc_yy = PatchDiscriminator3D(config.discriminator)
         self.disc_aniso = PatchDiscriminator2D(config.discriminator)
@@ -382,6 +384,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     else:
         paths.config.write_text(config.model_dump_json(indent=2))
         _truncate_csv(paths.losses, 0)
+        _start_degrader(trainer, sampler, config)
     _log.log(f"training on {reader.path} {tuple(reader.shape)} {reader.dtype}, device {dev}, "
              f"patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
              f"p{config.normalization.low_percentile}={norm.low:.4g} "
@@ -397,35 +400,47 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
 
     window: list[dict[str, float]] = []
     t_start = time.perf_counter()
-    remaining = config.steps - trainer.step
-    with _log.progress(max(remaining, 0), "training", unit="steps") as bar:
+    limit = config.time_limit_minutes
+
+    def log_window(step: int) -> None:
+        mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+        window.clear()
+        _append_csv(paths.losses, step, mean, time.perf_counter() - t_start)
+        _log.log(f"step {step}: " + " ".join(f"{k}={mean[k]:.4f}" for k in (*G_TERMS, *D_TERMS)))
+
+    def validate(step: int) -> None:
+        nonlocal best
+        score, parts = _validation_score(trainer, val_patches, preview_raw, config)
+        _log.log(f"step {step}: validation score {score:.4f} ({parts})")
+        if config.keep == "best" and (best["score"] is None or score < best["score"]):
+            best = {"score": score, "step": step}
+            save_checkpoint(paths.model, payload())
+
+    with _log.progress(max(config.steps - trainer.step, 0), "training", unit="steps") as bar:
         while trainer.step < config.steps:
-            losses = trainer.train_step(sampler.batch())
+            window.append(trainer.train_step(sampler.batch()))
             step = trainer.step
-            window.append(losses)
             bar.advance(1)
-            if step % config.log_every == 0 or step == config.steps:
-                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                window.clear()
-                _append_csv(paths.losses, step, mean, time.perf_counter() - t_start)
-                _log.log(f"step {step}: " + " ".join(
-                    f"{k}={mean[k]:.4f}" for k in (*G_TERMS, *D_TERMS)))
-            if step % config.validate_every == 0 or step == config.steps:
-                score, parts = _validation_score(trainer, val_patches, preview_raw, config)
-                _log.log(f"step {step}: validation score {score:.4f} ({parts})")
-                if config.keep == "best" and (best["score"] is None or score < best["score"]):
-                    best = {"score": score, "step": step}
-                    save_checkpoint(paths.model, payload())
-            if previews and (step % config.preview_every == 0 or step == config.steps):
+            last = step == config.steps
+            out_of_time = limit is not None and time.perf_counter() - t_start > 60 * limit
+            if step % config.log_every == 0 or last or out_of_time:
+                log_window(step)
+            if step % config.validate_every == 0 or last or out_of_time:
+                validate(step)
+            if previews and (step % config.preview_every == 0 or last or out_of_time):
                 from resin.train.preview import write_preview
 
                 write_preview(paths.previews / f"step{step:07d}.png", preview_raw,
                               trainer.enhance(preview_raw))
-            if step % config.checkpoint_every == 0 or step == config.steps or step == stop_after:
+            if step % config.checkpoint_every == 0 or last or out_of_time or step == stop_after:
                 save_checkpoint(paths.state, payload())
             if step == stop_after:
                 _log.log(f"stopped at step {step} as asked; continue with --resume")
                 return paths.model
+            if out_of_time and not last:
+                _log.log(f"time limit of {limit:g} min reached at step {step} of "
+                         f"{config.steps}; stopped (--resume continues)")
+                break
     if config.keep == "last" or not paths.model.exists():
         best = {"score": None, "step": trainer.step}
         save_checkpoint(paths.model, payload())
@@ -458,6 +473,27 @@ def _fourier_isotropy(volume: np.ndarray, angle_deg: float) -> float | None:
         return float(isotropy_fourier(volume))
     except Exception:  # noqa: BLE001 - a validation aid must never stop training
         return None
+
+
+def _start_degrader(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -> None:
+    """Start D as the axial blur measured from the raw volume (DegraderConfig.init)."""
+    dc = config.degrader
+    if dc.kind != "kernel" or (dc.init == "identity" and dc.init_sigma is None):
+        return
+    from resin.metadata import axial_vector_from_angle
+    from resin.train.psf import estimate_axial_blur
+
+    if dc.init_sigma is not None:
+        sigma, how = dc.init_sigma, "given"
+    else:
+        side = min(96, *sampler.shape)
+        start = tuple((s - side) // 2 for s in sampler.shape)
+        block = sampler.read_patch(start, (side, side, side))  # type: ignore[arg-type]
+        est = estimate_axial_blur(block, config.angle_deg)
+        sigma = est.sigma
+        how = f"measured from the raw volume's spectra over {est.frequencies} frequencies"
+    trainer.nets.D.reset_to_gaussian(sigma, axial_vector_from_angle(config.angle_deg))
+    _log.log(f"D starts as an axial Gaussian blur of sigma {sigma:.2f} voxels ({how})")
 
 
 def _metadata(config: TrainConfig, norm: Normalization, reader: Any) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""D's start: the extra axial blur measured from the raw volume's spectra, as a Gaussian kernel."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny import tiny_config  # noqa: E402
+
+from resin.config import DegraderConfig  # noqa: E402
+from resin.metadata import axial_vector_from_angle  # noqa: E402
+from resin.models import Degrader  # noqa: E402
+from resin.simulate import simulate  # noqa: E402
+from resin.train.psf import estimate_axial_blur  # noqa: E402
+
+
+def _moments(kernel: torch.Tensor, direction) -> tuple[float, float]:
+    """Standard deviation of the kernel's mass along ``direction`` and across it."""
+    k = kernel.double() / kernel.double().sum()
+    n = k.shape[0]
+    c = torch.arange(n, dtype=torch.float64) - n // 2
+    d = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), dim=-1)
+    along = d @ torch.tensor(direction, dtype=torch.float64)
+    across2 = (d * d).sum(-1) - along**2
+    return float(((k * along**2).sum()).sqrt()), float(((k * across2).sum()).sqrt())
+
+
+@pytest.mark.parametrize("angle", [0.0, 45.0])
+def test_estimate_follows_the_true_extra_axial_blur(angle):
+    estimates = {}
+    for axial in (1.0, 3.0, 5.0):
+        sim = simulate((64, 64, 64), sigma=(1.0, axial), angle_deg=angle, seed=3)
+        estimates[axial] = estimate_axial_blur(sim.raw.astype(np.float32), angle).sigma
+    # truth: sqrt(axial^2 - 1) = 0, 2.83, 4.90
+    assert estimates[1.0] < 1.0
+    assert estimates[1.0] < estimates[3.0] < estimates[5.0]
+    assert 0.7 * math.sqrt(24) <= estimates[5.0] <= 1.15 * math.sqrt(24), estimates
+    assert 0.7 * math.sqrt(8) <= estimates[3.0] <= 1.15 * math.sqrt(8), estimates
+
+
+def test_estimate_of_pure_noise_is_zero(rng):
+    noise = rng.normal(100, 5, size=(48, 48, 48)).astype(np.float32)
+    est = estimate_axial_blur(noise)
+    assert est.sigma == 0.0 and est.frequencies < 2
+
+
+@pytest.mark.parametrize("angle", [0.0, 45.0])
+def test_gaussian_start_has_the_asked_blur_along_the_axis(angle):
+    d = Degrader(DegraderConfig(kind="kernel", kernel_size=21))
+    axis = axial_vector_from_angle(angle)
+    d.reset_to_gaussian(2.5, axis)
+    k = d.blur_kernel().detach()
+    assert float(k.sum()) == pytest.approx(1.0, abs=1e-6) and float(k.min()) >= 0.0
+    along, across = _moments(k, axis)
+    assert along == pytest.approx(2.5, rel=0.05)
+    assert across < 0.6
+
+
+def test_kernel_is_kept_non_negative():
+    d = Degrader(DegraderConfig(kind="kernel", kernel_size=5))
+    with torch.no_grad():
+        d.kernel.fill_(-0.01)
+        d.kernel[2, 2, 2] = 1.0
+    k = d.blur_kernel().detach()
+    assert float(k.min()) == 0.0 and float(k[2, 2, 2]) == pytest.approx(1.0)
+
+
+def test_training_starts_d_at_the_given_sigma(tmp_path, tiny_volume):
+    import tifffile
+
+    from resin.checkpoint import load_checkpoint
+    from resin.train import train
+
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, tiny_volume)
+    cfg = tiny_config(degrader={"init_sigma": 2.0, "kernel_size": 13},
+                      optim={"lr_degrader_scale": 1e-6})
+    train(raw, tmp_path / "m.pt", cfg, device="cpu", previews=False, stop_after=1)
+    state = load_checkpoint(tmp_path / "m.last.pt")
+    k = state["degrader"]["kernel"].clamp(min=0)
+    along, across = _moments(k, (1.0, 0.0, 0.0))
+    assert along == pytest.approx(2.0, rel=0.05) and across < 0.5
