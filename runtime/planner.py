@@ -147,6 +147,17 @@ class TilePlan:
         return len(self.axes[0].starts)
 
 
+def default_tile(halo: Triple, size_multiple: int, overlap: int = 0) -> Triple:
+    """The tile ``resin-run`` uses without ``--tile``: a core of about :data:`DEFAULT_CORE`.
+
+    Also the opt shape of a TensorRT plan's optimization profile, so that the engine is
+    tuned for the tile the runtime will actually feed it.
+    """
+    z, y, x = (_round_up(DEFAULT_CORE[i] + 2 * int(halo[i]) + overlap, size_multiple)
+               for i in range(3))
+    return (z, y, x)
+
+
 def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: int,
                overlap: int = 0, scale: Triple = (1, 1, 1)) -> TilePlan:
     """Plan the tiles of a ``shape`` volume for a model with this halo and size multiple.
@@ -159,9 +170,7 @@ def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: 
     if overlap < 0:
         raise UsageError(f"overlap must be >= 0, got {overlap}")
     if tile is None:
-        tile = tuple(_round_up(DEFAULT_CORE[i] + 2 * halo[i] + overlap, size_multiple)
-                     for i in range(3))  # type: ignore[assignment]
-    assert tile is not None
+        tile = default_tile(halo, size_multiple, overlap)
     if any(int(t) <= 0 for t in tile):
         raise UsageError(f"tile sides must be positive, got {tuple(tile)}")
     axes = tuple(plan_axis(int(shape[i]), int(tile[i]), int(halo[i]), size_multiple, overlap)

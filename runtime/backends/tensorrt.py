@@ -42,14 +42,14 @@ class TensorRTBackend:
         if ":" in device:
             numba_cuda.select_device(int(device.split(":")[1]))
         export = require("resin.export", "checking a TensorRT plan", extra="export")
-        sidecar = Path(str(path) + ".json")
-        if not sidecar.is_file():
-            raise ModelError(f"{path}: no {sidecar.name} beside the plan; rebuild it with "
-                             "`resin export --trt`")
-        self.metadata = ModelMetadata.from_json(sidecar.read_text(), source=str(sidecar))
-        export.check_plan_compatible(path)
+        # sidecar present, record valid, TensorRT version and GPU match: else one ModelError
+        self.metadata = export.check_plan_compatible(path)
+        built = (self.metadata.model_extra or {}).get("tensorrt", {})
         logger = trt.Logger(trt.Logger.ERROR)
         runtime = trt.Runtime(logger)
+        if built.get("version_compatible"):
+            # a version-compatible plan carries its own lean runtime (host code) to load
+            runtime.engine_host_code_allowed = True
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise ModelError(f"{path}: TensorRT could not deserialize this plan; rebuild it "

@@ -1,0 +1,134 @@
+"""Receptive field and halo of a generator, measured by impulse response.
+
+Large impulses (both signs) are pushed into the network at several positions, on
+several random backgrounds, in float64 and eval mode; every output voxel whose value
+changes is inside the receptive field of that input voxel. A U-Net with max-pooling
+has a position-dependent footprint (the pooling grid is fixed), so the impulse is put
+at every phase of the pooling grid and the widest reach is kept. The measured reach is
+a property of the trained weights, not only of the architecture, which is why it is
+measured rather than computed; the probe grows until no change touches its border.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from resin.errors import ModelError
+
+#: a change smaller than this fraction of the largest change is float64 round-off
+_RELATIVE_FLOOR = 1e-12
+
+
+def _phases(size_multiple: int, max_positions: int) -> list[tuple[int, int, int]]:
+    """Offsets within one pooling cell: the diagonal phases first, then mixed ones."""
+    m = size_multiple
+    diagonal = [(r, r, r) for r in range(m)]
+    mixed: list[tuple[int, int, int]] = [
+        (a, b, c) for a, b, c in itertools.product(range(m), repeat=3) if (a, b, c) not in diagonal]
+    # deterministic spread over the remaining phases
+    step = max(1, len(mixed) // max(1, max_positions - len(diagonal)))
+    phases = diagonal + mixed[::step]
+    return phases[:max(max_positions, len(diagonal))]
+
+
+def reach_bound(features: Sequence[int]) -> int:
+    """Upper bound (voxels) of the resin U-Net's reach from its architecture alone.
+
+    Per level ``i`` (scale ``2**i``): two 3x3x3 convolutions on the way down; pooling,
+    trilinear upsampling (one coarse voxel), the up-convolution and two convolutions on
+    the way up. Used only to size the impulse probe, never as the halo itself.
+    """
+    levels = len(features)
+    down = sum(2 * 2**i for i in range(levels))
+    up = sum(2**i + 2 ** (i + 1) + 2**i + 2 * 2**i for i in range(levels - 1))
+    return down + up
+
+
+def measure_halo(
+    generator: Any,
+    size_multiple: int,
+    *,
+    max_positions: int = 8,
+    backgrounds: int = 2,
+    amplitude: float = 8.0,
+    start_side: int | None = None,
+    max_side: int = 320,
+    seed: int = 0,
+    probe: str = "thin",
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Return ``(receptive_field, halo)`` per axis (z, y, x) in voxels.
+
+    ``halo`` is the farthest distance (voxels, either side) at which an input impulse
+    changes the output, maximised over impulse positions; ``receptive_field`` is the
+    widest extent of one impulse's footprint. A tile whose kept centre is ``halo`` voxels
+    from every cut edge (and whose origin is a multiple of ``size_multiple``) reproduces
+    full-volume inference there. ``probe="full"`` measures in one cubic probe instead of
+    one thin probe per axis (slower; the tests check both agree).
+    """
+    import torch
+
+    if size_multiple < 1:
+        raise ModelError(f"size_multiple must be >= 1, got {size_multiple}")
+    m = size_multiple
+    net = copy.deepcopy(generator).to(device="cpu", dtype=torch.float64).eval()
+    if start_side is None:
+        features = getattr(getattr(generator, "config", None), "features", None)
+        bound = reach_bound(features) if features else 4 * m
+        # room for the reach on both sides of the impulse plus its phase offsets
+        start_side = 2 * bound + 2 * m + 2
+    side = -(-start_side // m) * m
+    if probe not in ("thin", "full"):
+        raise ValueError(f"probe must be 'thin' or 'full', got {probe!r}")
+    width = max(8, 4 * m)
+    gen = torch.Generator().manual_seed(seed)
+    phases = _phases(m, max_positions)
+    while True:
+        lo = [0, 0, 0]
+        hi = [0, 0, 0]
+        extent = [1, 1, 1]
+        touched = False
+        # thin: one long probe per axis (the reach along an axis is realised along the
+        # impulse's own column), so the cost is linear in the reach, not cubic
+        probes = [(side,) * 3] if probe == "full" else [
+            tuple(side if b == a else width for b in range(3)) for a in range(3)
+        ]
+        for long_axis, shape in enumerate(probes):
+            # (by position, not by shape: with width == side every thin probe is a cube)
+            axes = range(3) if probe == "full" else [long_axis]
+            centre = [(s // 2) // m * m for s in shape]
+            for _ in range(backgrounds):
+                base = torch.rand((1, 1, *shape), generator=gen, dtype=torch.float64)
+                with torch.no_grad():
+                    ref = net(base)
+                    # one impulse per pass: a batched conv may order its sums per sample
+                    for phase in phases:
+                        q = [c + p for c, p in zip(centre, phase, strict=True)]
+                        for sign in (1.0, -1.0):
+                            x = base.clone()
+                            x[0, 0, q[0], q[1], q[2]] += sign * amplitude
+                            change = (net(x) - ref).abs()[0, 0]
+                            peak = float(change.max())
+                            if peak == 0.0:
+                                continue
+                            idx = torch.nonzero(change > peak * _RELATIVE_FLOOR)
+                            first = idx.min(dim=0).values.tolist()
+                            last = idx.max(dim=0).values.tolist()
+                            for a in axes:
+                                lo[a] = max(lo[a], q[a] - first[a])
+                                hi[a] = max(hi[a], last[a] - q[a])
+                                extent[a] = max(extent[a], last[a] - first[a] + 1)
+                                if first[a] == 0 or last[a] == shape[a] - 1:
+                                    touched = True
+        if not touched:
+            break
+        if side >= max_side:
+            raise ModelError(
+                f"the generator's receptive field is wider than a {max_side}-voxel probe; "
+                "it cannot be tiled"
+            )
+        side = min(max_side, side * 2)
+    halo = (max(lo[0], hi[0]), max(lo[1], hi[1]), max(lo[2], hi[2]))
+    return (extent[0], extent[1], extent[2]), halo

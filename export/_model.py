@@ -1,0 +1,152 @@
+"""``resin export``'s whole flow: checkpoint -> ONNX (parity-checked) -> TensorRT plan and/or
+bioimage.io package. The CLI only parses flags and calls :func:`export_model`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resin import _log
+from resin.errors import OutputExistsError, UsageError
+from resin.metadata import ModelMetadata
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote."""
+
+    onnx: Path
+    metadata: ModelMetadata
+    plan: Path | None = None
+    plan_record: dict | None = None
+    bioimageio: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def _refuse_existing(paths: Sequence[Path | None], overwrite: bool) -> None:
+    """Fail before any work if an output exists (nothing is overwritten without --overwrite)."""
+    for path in paths:
+        if path is None or overwrite or not path.exists():
+            continue
+        if path.is_dir() and not any(path.iterdir()):
+            continue
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
+
+
+def _check_trt_flags(ckpt: dict, tile: Sequence[int] | None, min_tile: Sequence[int] | None,
+                     max_tile: Sequence[int] | None, workspace_gib: float,
+                     optimization_level: int) -> None:
+    """The TensorRT flags that can be judged before the export (which takes a while)."""
+    from resin.export._tensorrt import check_tensor_limit, optimization_profile
+
+    if not workspace_gib > 0:
+        raise UsageError(f"--workspace {workspace_gib} GiB must be positive")
+    if not 0 <= int(optimization_level) <= 5:
+        raise UsageError(f"--optimization-level {optimization_level} must be between 0 and 5")
+    features = list(ckpt["config"].get("generator", {}).get("features", []))
+    if not features:
+        return
+    m = 2 ** (len(features) - 1)
+    scale = [float(s) for s in ckpt.get("scale", (1.0, 1.0, 1.0))]
+    if tile is not None:
+        largest = optimization_profile(tile, m, min_tile, max_tile)["max"][2:]
+        check_tensor_limit(features, largest, scale, size_multiple=m,
+                           what="--max-tile" if max_tile is not None else "--tile")
+    elif max_tile is not None:
+        check_tensor_limit(features, max_tile, scale, size_multiple=m)
+
+
+def export_model(
+    checkpoint: str | os.PathLike,
+    onnx_out: str | os.PathLike | None = None,
+    *,
+    opset: int | None = None,
+    fp16: bool = False,
+    tile: Sequence[int] | None = None,
+    static: bool = False,
+    exporter: str = "auto",
+    trt: bool = False,
+    plan: str | os.PathLike | None = None,
+    min_tile: Sequence[int] | None = None,
+    max_tile: Sequence[int] | None = None,
+    workspace_gib: float = 4.0,
+    timing_cache: str | os.PathLike | None = None,
+    optimization_level: int = 3,
+    version_compatible: bool = False,
+    hardware_compatible: bool = False,
+    bioimageio: str | os.PathLike | None = None,
+    authors: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export ``checkpoint``'s generator to ONNX, then optionally to TensorRT and bioimage.io.
+
+    Every output path is checked before any work starts; TensorRT's presence too (when
+    ``trt``), so a machine without it fails in a second with exit 2, not after the export.
+    ``tile`` is the TensorRT profile's opt shape (default: the runtime's default tile for
+    this model's halo) and, with ``static``, the ONNX model's fixed input shape.
+    """
+    from resin.export._onnx import export_onnx
+
+    from resin._optional import require
+
+    checkpoint = Path(checkpoint)
+    onnx_path = Path(onnx_out) if onnx_out is not None else checkpoint.with_suffix(".onnx")
+    if onnx_path.suffix.lower() != ".onnx":
+        raise UsageError(f"-o {onnx_path}: the ONNX model's name must end in .onnx")
+    if static and tile is None:
+        raise UsageError("--static needs --tile Z Y X (the fixed input shape)")
+    if not trt:
+        for name, value in (("--plan", plan), ("--max-tile", max_tile), ("--min-tile", min_tile),
+                            ("--timing-cache", timing_cache)):
+            if value is not None:
+                raise UsageError(f"{name} only applies with --trt")
+    plan_path = None
+    if trt:
+        plan_path = Path(plan) if plan is not None else onnx_path.with_suffix(".plan")
+        if plan_path.resolve() == onnx_path.resolve():
+            raise UsageError("--plan must differ from the ONNX output")
+    bio_path = Path(bioimageio) if bioimageio is not None else None
+    if bio_path is not None and fp16:
+        raise UsageError("--bioimageio needs a float32 model (bioimage.io has no float16 "
+                         "tensors); export the package without --fp16")
+    if authors and bio_path is None:
+        raise UsageError("--author only applies with --bioimageio")
+    _refuse_existing([onnx_path, plan_path, bio_path], overwrite)
+    from resin.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    if trt:
+        _check_trt_flags(ckpt, tile, min_tile, max_tile, workspace_gib, optimization_level)
+        require("tensorrt", "building a TensorRT engine (--trt)", extra="gpu")
+    if bio_path is not None:
+        require("bioimageio.spec", "writing a bioimage.io package (--bioimageio)", extra="export")
+
+    meta = export_onnx(ckpt, onnx_path, opset=opset, fp16=fp16,
+                       static_tile=tile if static else None, exporter=exporter,
+                       overwrite=overwrite)
+    result = ExportResult(onnx=onnx_path, metadata=meta, files=[onnx_path])
+    if trt:
+        from resin.export._tensorrt import build_engine
+        from resin.runtime.planner import default_tile
+
+        assert plan_path is not None
+        opt = tuple(tile) if tile is not None else default_tile(meta.halo, meta.size_multiple)
+        _log.log(f"building the TensorRT engine: opt tile {opt}")
+        result.plan_record = build_engine(
+            onnx_path, plan_path, tile=opt, min_tile=min_tile, max_tile=max_tile,
+            workspace_gib=workspace_gib, timing_cache=timing_cache, fp16=fp16,
+            optimization_level=optimization_level, version_compatible=version_compatible,
+            hardware_compatible=hardware_compatible, overwrite=overwrite)
+        result.plan = plan_path
+        result.files += [plan_path, Path(str(plan_path) + ".json")]
+    if bio_path is not None:
+        from resin.export._bioimageio import write_bioimageio
+
+        rdf = write_bioimageio(checkpoint, onnx_path, bio_path, plan=result.plan,
+                               authors=authors, overwrite=overwrite)
+        result.bioimageio = rdf
+        result.files.append(rdf)
+    return result

@@ -1,0 +1,417 @@
+"""TensorRT engine build from the exported ONNX, the ``<plan>.json`` sidecar, compatibility.
+
+A serialized plan runs only on the TensorRT version and GPU it was built for (unless built
+version- or hardware-compatible), so the sidecar records both next to the model's metadata
+record, and :func:`check_plan_compatible` turns a mismatch into one clear ModelError before
+TensorRT would fail on it with a cryptic one. The cheap checks (tile profile, TensorRT's
+2**31-element tensor limit) run before tensorrt is imported, so bad flags are a UsageError
+even on a machine without TensorRT. Written against the TensorRT 10/11 Python API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from resin.export._onnx import check_tile
+from resin.export.metadata import read_onnx_metadata
+
+from resin import _log
+from resin._optional import require
+from resin.errors import BackendError, ModelError, OutputExistsError, UsageError
+from resin.metadata import ModelMetadata
+
+#: TensorRT refuses any tensor with this many elements or more
+TENSOR_LIMIT = 2**31
+#: first TensorRT release that deprecates weak typing (the FP16 builder flag)
+_WEAK_TYPING_DEPRECATED = (10, 12, 0)
+#: hardware-compatible plans (AMPERE_PLUS) run on compute capability 8.0 and newer
+_AMPERE = (8, 0)
+_REBUILD = "rebuild it with `resin export MODEL.pt --trt` on this machine"
+
+Tile = tuple[int, int, int]
+Gpu = tuple[str, tuple[int, int]]
+
+
+# --- cheap checks (no TensorRT needed) ----------------------------------------------------
+
+def optimization_profile(tile: Sequence[int], size_multiple: int,
+                         min_tile: Sequence[int] | None = None,
+                         max_tile: Sequence[int] | None = None) -> dict[str, tuple[int, ...]]:
+    """The ``"input"`` profile: ``{"min", "opt", "max"}``, each ``(1, 1, Z, Y, X)``.
+
+    ``opt`` is ``tile``; ``min`` defaults to one size multiple per side, ``max`` to ``tile``.
+    """
+    opt = check_tile(tile, size_multiple, "--tile")
+    lo = check_tile(min_tile, size_multiple, "--min-tile") if min_tile is not None \
+        else (size_multiple,) * 3
+    hi = check_tile(max_tile, size_multiple, "--max-tile") if max_tile is not None else opt
+    if any(a > b for a, b in zip(lo, opt, strict=True)):
+        raise UsageError(f"--min-tile {_fmt(lo)} must not exceed --tile {_fmt(opt)} on any axis; "
+                         "pass a smaller --min-tile")
+    if any(a < b for a, b in zip(hi, opt, strict=True)):
+        raise UsageError(f"--max-tile {_fmt(hi)} must be at least --tile {_fmt(opt)} on every "
+                         "axis; pass a larger --max-tile or a smaller --tile")
+    return {"min": (1, 1, *lo), "opt": (1, 1, *opt), "max": (1, 1, *hi)}
+
+
+def _largest_activation(features: Sequence[int], grid: Tile, in_channels: int) -> int:
+    """Elements of the largest tensor of the generator's U-Net (batch 1) on ``grid`` voxels.
+
+    Mirrors :class:`resin.models.Generator`: per level two convolutions to ``f_i`` channels,
+    max-pool by 2 (floor); on the way up a trilinear upsample of ``f_i`` channels to the
+    skip's grid, a convolution to ``f_{i-1}``, the concatenation (``2 f_{i-1}``), two convs.
+    """
+    grids = [grid]
+    for _ in features[1:]:
+        grids.append((grids[-1][0] // 2, grids[-1][1] // 2, grids[-1][2] // 2))
+    voxels = [math.prod(g) for g in grids]
+    sizes = [in_channels * voxels[0]]
+    sizes += [f * v for f, v in zip(features, voxels, strict=True)]
+    for i in range(1, len(features)):
+        sizes.append(features[i] * voxels[i - 1])        # upsampled, before its conv
+        sizes.append(2 * features[i - 1] * voxels[i - 1])  # concatenated with the skip
+    return max(sizes)
+
+
+def check_tensor_limit(features: Sequence[int], max_tile: Sequence[int],
+                       scale: Sequence[float] = (1.0, 1.0, 1.0), *, in_channels: int = 1,
+                       size_multiple: int | None = None, what: str = "--max-tile") -> int:
+    """Largest activation (elements) of the U-Net at ``max_tile``; UsageError at 2**31 or more.
+
+    With a scale above 1 the activations are counted on the output grid (tile x scale), an
+    upper bound whether a model upsamples first or last. The error names the largest cube,
+    and the largest z for the given y and x, that fit.
+    """
+    feats = [int(f) for f in features]
+    if not feats or any(f <= 0 for f in feats):
+        raise ModelError(f"the generator's features {list(features)} are not positive channel "
+                         "counts; re-export the model with `resin export`")
+    m = int(size_multiple or 2 ** (len(feats) - 1))
+    z, y, x = (int(v) for v in max_tile)
+
+    def largest(t: Tile) -> int:
+        grid = tuple(math.ceil(side * float(s)) for side, s in zip(t, scale, strict=True))
+        return _largest_activation(feats, grid, in_channels)  # type: ignore[arg-type]
+
+    biggest = largest((z, y, x))
+    if biggest < TENSOR_LIMIT:
+        return biggest
+    cube = _largest_side(lambda n: largest((n, n, n)) < TENSOR_LIMIT, m, max(z, y, x))
+    z_fit = _largest_side(lambda n: largest((n, y, x)) < TENSOR_LIMIT, m, z)
+    fits = []
+    if cube:
+        fits.append(f"{what} {cube} {cube} {cube}")
+    if z_fit:
+        fits.append(f"{what} {z_fit} {y} {x}")
+    advice = " or ".join(fits) if fits else "a smaller tile"
+    raise UsageError(
+        f"{what} {z} {y} {x} needs a tensor of {biggest:,} elements, over TensorRT's limit of "
+        f"2**31; use at most {advice}"
+    )
+
+
+def _largest_side(fits: Any, step: int, upper: int) -> int:
+    """Largest multiple of ``step`` in [step, upper] for which ``fits`` holds (0 if none)."""
+    lo, hi = 0, upper // step  # fits(lo * step) is assumed, fits(>hi * step) not asked
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid * step):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * step
+
+
+# --- the build ----------------------------------------------------------------------------
+
+def build_engine(
+    onnx_path: str | os.PathLike,
+    plan_path: str | os.PathLike,
+    *,
+    tile: Sequence[int],
+    min_tile: Sequence[int] | None = None,
+    max_tile: Sequence[int] | None = None,
+    workspace_gib: float = 4.0,
+    timing_cache: str | os.PathLike | None = None,
+    fp16: bool = False,
+    optimization_level: int = 3,
+    version_compatible: bool = False,
+    hardware_compatible: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Build a TensorRT plan from a resin ONNX; write it and its ``<plan>.json`` sidecar.
+
+    Returns the sidecar: the ONNX's metadata record plus a ``"tensorrt"`` object (version,
+    GPU, profile, flags, build time, the ONNX's SHA-256). Both files appear atomically.
+    """
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    sidecar_path = _sidecar_path(plan_path)
+    for target in (plan_path, sidecar_path):
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
+    if not workspace_gib > 0:
+        raise UsageError(f"--workspace {workspace_gib} GiB must be positive")
+    if not 0 <= int(optimization_level) <= 5:
+        raise UsageError(f"--optimization-level {optimization_level} must be between 0 and 5")
+    meta = read_onnx_metadata(onnx_path)
+    profile = optimization_profile(tile, meta.size_multiple, min_tile, max_tile)
+    gen = meta.generator or {}
+    if gen.get("features"):
+        largest = check_tensor_limit(gen["features"], profile["max"][2:], meta.scale,
+                                     in_channels=int(gen.get("in_channels", 1)),
+                                     size_multiple=meta.size_multiple,
+                                     what="--max-tile" if max_tile is not None else "--tile")
+        _log.debug(f"largest activation at the maximum tile: {largest:,} elements")
+    else:
+        _log.debug("no generator architecture in the metadata; tensor-size check skipped")
+
+    trt = require("tensorrt", "building a TensorRT engine", extra="gpu")
+    version = _parse_version(trt.__version__)
+    gpu_name, cc = _current_gpu()
+    if hardware_compatible and cc < _AMPERE:
+        raise UsageError(f"--hardware-compatible builds for Ampere or newer GPUs, but this "
+                         f"machine has {gpu_name} (sm_{cc[0]}{cc[1]}); build without it")
+    onnx_fp16 = meta.input_dtype == "float16"
+    creation = trt.NetworkDefinitionCreationFlag
+    strongly_typed = onnx_fp16 and hasattr(creation, "STRONGLY_TYPED")
+    fp16_flag = (fp16 or onnx_fp16) and not strongly_typed
+    if fp16_flag and not _fp16_flag_usable(trt, version):
+        raise UsageError(f"TensorRT {trt.__version__} builds fp16 engines only from an fp16 "
+                         "ONNX (strong typing); export the ONNX with --fp16 and build from it")
+
+    logger = _collecting_logger(trt)
+    builder = trt.Builder(logger)
+    flags = 0
+    if version[0] < 10:  # explicit batch is the only mode (and the flag deprecated) from 10
+        flags |= 1 << int(creation.EXPLICIT_BATCH)
+    if strongly_typed:
+        flags |= 1 << int(creation.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        first = errors[0] if errors else "no details"
+        raise ModelError(f"{onnx_path}: TensorRT {trt.__version__} could not parse the ONNX "
+                         f"model: {first}{more}; re-export it with `resin export`")
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    if inputs != ["input"]:
+        raise ModelError(f"{onnx_path}: expected one input tensor 'input', got {inputs}; "
+                         "re-export it with `resin export`")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    config.builder_optimization_level = int(optimization_level)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape("input", profile["min"], profile["opt"], profile["max"])
+    if config.add_optimization_profile(opt_profile) < 0:
+        raise UsageError(f"TensorRT refused the tile profile min {_fmt(profile['min'][2:])}, "
+                         f"opt {_fmt(profile['opt'][2:])}, max {_fmt(profile['max'][2:])}; "
+                         "check --min-tile, --tile and --max-tile")
+    if fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    if cache_path is not None:
+        _load_timing_cache(config, cache_path)
+
+    _log.log(f"building a TensorRT {trt.__version__} engine on {gpu_name} for tiles "
+             f"{_fmt(profile['min'][2:])} .. {_fmt(profile['max'][2:])} (opt "
+             f"{_fmt(profile['opt'][2:])}; this can take minutes) ...")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        why = logger.errors[-1] if logger.errors else "no details"
+        raise BackendError(f"TensorRT could not build an engine from {onnx_path} ({why}); try a "
+                           "smaller --max-tile or a larger --workspace")
+    if cache_path is not None:
+        _atomic_write(cache_path, memoryview(config.get_timing_cache().serialize()))
+
+    sidecar = {
+        **meta.model_dump(mode="json"),
+        "tensorrt": {
+            "version": str(trt.__version__),
+            "gpu_name": gpu_name,
+            "compute_capability": [cc[0], cc[1]],
+            "profile": {k: list(v) for k, v in profile.items()},
+            "fp16": bool(onnx_fp16 or fp16_flag),
+            "version_compatible": bool(version_compatible),
+            "hardware_compatible": bool(hardware_compatible),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "onnx_sha256": _sha256(onnx_path),
+        },
+    }
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    # the sidecar lands first: a plan never appears without the record that describes it
+    _atomic_write(sidecar_path, json.dumps(sidecar, indent=2).encode())
+    _atomic_write(plan_path, memoryview(serialized))
+    _log.log(f"wrote {plan_path} and {sidecar_path.name}")
+    return sidecar
+
+
+def _fp16_flag_usable(trt: Any, version: tuple[int, int, int]) -> bool:
+    """The FP16 builder flag exists and is not deprecated (weak typing: TensorRT < 10.12)."""
+    return hasattr(trt.BuilderFlag, "FP16") and version < _WEAK_TYPING_DEPRECATED
+
+
+def _collecting_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps the errors (for our one-line message) and logs the rest
+    only with --debug, so TensorRT's own output never breaks the one-line failure contract."""
+    severity = trt.ILogger.Severity
+
+    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, level: Any, msg: str) -> None:
+            if level in (severity.INTERNAL_ERROR, severity.ERROR):
+                self.errors.append(" ".join(str(msg).split()))
+            _log.debug(f"TensorRT: {msg}")
+
+    return _Logger()
+
+
+def _parser_error(error: Any) -> str:
+    text = error.desc() if hasattr(error, "desc") else str(error)
+    return " ".join(str(text).split()).rstrip(".")
+
+
+def _load_timing_cache(config: Any, path: Path) -> None:
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if config.set_timing_cache(cache, False):
+        if data:
+            _log.log(f"using the timing cache {path}")
+        return
+    # a cache from another GPU or TensorRT version: start a fresh one rather than fail
+    _log.log(f"the timing cache {path} does not match this GPU or TensorRT; starting a new one")
+    config.set_timing_cache(config.create_timing_cache(b""), False)
+
+
+# --- the sidecar and compatibility --------------------------------------------------------
+
+def read_plan_sidecar(plan_path: str | os.PathLike) -> dict[str, Any]:
+    """The ``<plan>.json`` record beside a plan, with its ``"tensorrt"`` build record checked."""
+    plan_path = Path(plan_path)
+    path = _sidecar_path(plan_path)
+    rebuild = "rebuild the plan with `resin export MODEL.pt --trt`"
+    if not path.is_file():
+        raise ModelError(f"{plan_path}: no {path.name} beside the plan; {rebuild}")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: the plan's sidecar is not readable JSON; {rebuild}") from exc
+    info = record.get("tensorrt") if isinstance(record, dict) else None
+    if not isinstance(info, dict):
+        raise ModelError(f"{path}: the plan's sidecar has no \"tensorrt\" build record; {rebuild}")
+    cc = info.get("compute_capability")
+    ok = (isinstance(info.get("version"), str)
+          and isinstance(cc, list) and len(cc) == 2 and all(isinstance(v, int) for v in cc)
+          and all(isinstance(info.get(k, False), bool)
+                  for k in ("version_compatible", "hardware_compatible")))
+    if not ok:
+        raise ModelError(f"{path}: the plan's \"tensorrt\" build record is incomplete (version, "
+                         f"compute_capability); {rebuild}")
+    return record  # type: ignore[no-any-return]
+
+
+def check_plan_compatible(plan_path: str | os.PathLike, *, trt_version: str | None = None,
+                          gpu: Gpu | None = None) -> ModelMetadata:
+    """ModelError unless the plan can run with this TensorRT on this GPU; returns its record.
+
+    Default: the same TensorRT major.minor.patch and the same compute capability. A plan
+    built version-compatible runs on the same or a newer TensorRT of the same major; one
+    built hardware-compatible (AMPERE_PLUS) on any GPU of compute capability 8.0 or newer.
+    """
+    record = read_plan_sidecar(plan_path)
+    sidecar = _sidecar_path(Path(plan_path))
+    meta = ModelMetadata.from_json(json.dumps(record), source=str(sidecar))
+    info = record["tensorrt"]
+    if trt_version is None:
+        trt_version = str(require("tensorrt", "checking a TensorRT plan", extra="gpu").__version__)
+    name, cc = gpu if gpu is not None else _current_gpu()
+    cc = (int(cc[0]), int(cc[1]))
+    built, here = _parse_version(info["version"]), _parse_version(trt_version)
+    built_cc = (int(info["compute_capability"][0]), int(info["compute_capability"][1]))
+    built_on = (f"{plan_path}: built with TensorRT {info['version']} on "
+                f"{info.get('gpu_name', 'an unknown GPU')} (sm_{built_cc[0]}{built_cc[1]})")
+    if info.get("version_compatible"):
+        if here[0] != built[0] or here < built:
+            raise ModelError(
+                f"{built_on} as version-compatible, which runs on TensorRT "
+                f"{'.'.join(map(str, built))} or a newer {built[0]}.x, but this machine has "
+                f"TensorRT {trt_version}; install such a TensorRT or {_REBUILD}")
+    elif here != built:
+        raise ModelError(f"{built_on}, but this machine has TensorRT {trt_version}; {_REBUILD} "
+                         "(or build it with --version-compatible)")
+    if info.get("hardware_compatible"):
+        if cc < _AMPERE:
+            raise ModelError(
+                f"{built_on} as hardware-compatible for Ampere or newer GPUs, but this machine "
+                f"has {name} (sm_{cc[0]}{cc[1]}); {_REBUILD} without --hardware-compatible")
+    elif cc != built_cc:
+        raise ModelError(f"{built_on}, but this machine has {name} (sm_{cc[0]}{cc[1]}); "
+                         f"{_REBUILD} (or build it with --hardware-compatible)")
+    return meta
+
+
+def _current_gpu() -> Gpu:
+    """(name, compute capability) of the current CUDA device; the one place that asks CUDA."""
+    cuda = require("numba.cuda", "querying the GPU for TensorRT", extra="gpu")
+    if not cuda.is_available():
+        raise BackendError("no CUDA GPU is available; TensorRT plans are built and run on a "
+                           "CUDA GPU")
+    device = cuda.get_current_device()
+    name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
+    major, minor = (int(v) for v in device.compute_capability)
+    return name, (major, minor)
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+def _parse_version(text: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a TensorRT version string such as ``10.3.0.26``."""
+    parts = [int(m.group()) if (m := re.match(r"\d+", p)) else 0 for p in str(text).split(".")]
+    if not parts or not re.match(r"\d", str(text)):
+        raise ModelError(f"cannot read the TensorRT version {text!r}; rebuild the plan with "
+                         "`resin export MODEL.pt --trt`")
+    parts += [0] * (3 - len(parts))
+    return (parts[0], parts[1], parts[2])
+
+
+def _sidecar_path(plan_path: Path) -> Path:
+    return Path(str(plan_path) + ".json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes | memoryview) -> None:
+    """Write to a temporary file beside ``path``, then rename it over (never a partial file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fmt(zyx: Sequence[int]) -> str:
+    return " ".join(str(int(v)) for v in zyx)
