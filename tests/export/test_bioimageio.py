@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import struct
@@ -18,15 +17,9 @@ pytest.importorskip("bioimageio.spec")
 pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
-from resin.errors import ModelError, OutputExistsError  # noqa: E402
+from _checkpoints import make_checkpoint  # noqa: E402
 
-# the checkpoint maker beside this file (``conftest`` on sys.path is the top-level one)
-_spec = importlib.util.spec_from_file_location("_export_conftest",
-                                               Path(__file__).with_name("conftest.py"))
-assert _spec is not None and _spec.loader is not None
-_helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_helpers)
-make_checkpoint = _helpers.make_checkpoint
+from resin.errors import ModelError, OutputExistsError  # noqa: E402
 
 
 class _NoNetwork:

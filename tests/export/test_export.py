@@ -129,6 +129,23 @@ def test_fp16_export_within_its_tolerance(tiny_checkpoint, tmp_path):
     assert sess.get_inputs()[0].type == "tensor(float16)"
 
 
+def test_output_floor_is_exported(tmp_path, rng):
+    from _checkpoints import make_checkpoint
+    from resin.export import load_generator
+
+    ckpt = make_checkpoint(tmp_path / "floor.pt", output_floor=0.0)
+    meta = _export(ckpt, tmp_path / "floor.onnx")
+    assert max(meta.model_extra["export"]["parity_max_rel_error"].values()) <= 1e-4
+    x = rng.uniform(-0.5, 1.0, (8, 16, 16)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "floor.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(["output"], {"input": x[None, None]})[0][0, 0]
+    assert float(got.min()) == 0.0
+    _, net = load_generator(ckpt)
+    net.train()  # training sees the unclamped output (a clamp there can stall F)
+    with torch.no_grad():
+        assert float(net(torch.from_numpy(x[None, None])).min()) < 0.0
+
+
 def test_static_export_has_a_fixed_shape(tiny_checkpoint, tmp_path):
     meta = _export(tiny_checkpoint, tmp_path / "s.onnx", static_tile=(8, 16, 24))
     assert meta.model_extra["export"]["static_tile"] == [8, 16, 24]
