@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench default-model clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,15 @@ test: venv
 bench: venv
 	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/runtime.py
+
+# The bundled model (resin/data/default.*), exactly as shipped: simulated tubes (sigma 1
+# lateral / 5 axial, seed 1), the quick preset on this 2-core CPU, then export.
+default-model: venv
+	mkdir -p models
+	$(BIN)/resin simulate models/train_seed1.tif --truth models/train_seed1_truth.tif --seed 1 --overwrite
+	$(BIN)/resin train models/train_seed1.tif -o models/default.pt --preset quick --seed 0 --overwrite
+	$(BIN)/resin export models/default.pt -o resin/data/default.onnx --overwrite
+	$(BIN)/python -c "from resin.checkpoint import save_generator_only as s; s('models/default.pt', 'resin/data/default.pt')"
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out
