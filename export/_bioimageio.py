@@ -244,12 +244,26 @@ ratio, as in the paper).
 """
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+def _check_out_dir(out_dir: Path, inputs: list[Path], overwrite: bool) -> None:
+    """The package folder may be new, empty, or (with overwrite) an earlier package only.
+
+    Replacing a folder deletes what is in it, so --overwrite never replaces a folder that
+    is not a bioimage.io package (no rdf.yaml) or that holds one of this export's inputs.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} exists and is not a folder; choose another output folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
         raise OutputExistsError(f"{out_dir} already exists and is not empty; pass "
                                 "--overwrite to replace it")
+    inside = [p for p in inputs if p.resolve().is_relative_to(out_dir)]
+    if inside:
+        raise UsageError(f"--bioimageio {out_dir} holds {inside[0].name}, an input of this "
+                         "export; choose a folder of its own for the package")
+    if not (out_dir / "rdf.yaml").is_file():
+        raise UsageError(f"--bioimageio {out_dir} is not a bioimage.io package (no rdf.yaml); "
+                         "--overwrite only replaces an earlier package: choose a new folder")
 
 
 def _check_plan(plan: Path, meta: ModelMetadata) -> Path:
@@ -457,9 +471,11 @@ def write_bioimageio(
     from resin._optional import require
 
     require("bioimageio.spec", "writing a bioimage.io package", extra="export")
-    out_dir, checkpoint, onnx_path = Path(out_dir), Path(checkpoint), Path(onnx_path)
+    # resolved: "." has no name to put a staging folder beside
+    out_dir, checkpoint, onnx_path = Path(out_dir).resolve(), Path(checkpoint), Path(onnx_path)
     plan_path = Path(plan) if plan is not None else None
-    _check_out_dir(out_dir, overwrite)
+    inputs = [checkpoint, onnx_path] + ([plan_path] if plan_path is not None else [])
+    _check_out_dir(out_dir, inputs, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.partial")
     old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")

@@ -189,16 +189,42 @@ def test_cover_is_a_two_to_one_png(package):
 
 def test_an_existing_folder_is_refused_and_replaced_only_with_overwrite(
         tmp_path, tiny_checkpoint, tiny_export, offline):
+    from resin.errors import UsageError
+
     onnx_path, _ = tiny_export
     out = tmp_path / "pkg"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(OutputExistsError):
         _write(tiny_checkpoint, onnx_path, out)
+    # not a package: --overwrite must not delete the user's folder
+    with pytest.raises(UsageError, match="not a bioimage.io package"):
+        _write(tiny_checkpoint, onnx_path, out, overwrite=True)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    rdf = _write(tiny_checkpoint, onnx_path, out)
+    (out / "stale.txt").write_text("from an earlier package")
     rdf = _write(tiny_checkpoint, onnx_path, out, overwrite=True)
-    assert rdf == out / "rdf.yaml" and rdf.is_file() and not (out / "keep.txt").exists()
+    assert rdf == out / "rdf.yaml" and rdf.is_file() and not (out / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_overwrite_never_replaces_a_folder_holding_an_input(tmp_path, tiny_checkpoint,
+                                                           tiny_export, offline):
+    import shutil
+
+    from resin.errors import UsageError
+
+    onnx_src, _ = tiny_export
+    folder = tmp_path / "models"
+    folder.mkdir()
+    ckpt, onnx_path = folder / "m.pt", folder / "m.onnx"
+    shutil.copy(tiny_checkpoint, ckpt)
+    shutil.copy(onnx_src, onnx_path)
+    (folder / "rdf.yaml").write_text("format_version: 0.5.4\n")
+    with pytest.raises(UsageError, match="holds m.pt"):
+        _write(ckpt, onnx_path, folder, overwrite=True)
+    assert ckpt.is_file() and onnx_path.is_file()
 
 
 def test_a_failure_midway_leaves_no_folder(tmp_path, tiny_checkpoint, tiny_export, monkeypatch,
