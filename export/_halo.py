@@ -74,6 +74,10 @@ def measure_halo(
         raise ModelError(f"size_multiple must be >= 1, got {size_multiple}")
     m = size_multiple
     net = copy.deepcopy(generator).to(device="cpu", dtype=torch.float64).eval()
+    config = getattr(net, "config", None)
+    if config is not None and getattr(config, "output_floor", None) is not None:
+        # the floor clamps pointwise: it can hide a change, never carry one further
+        net.config = config.model_copy(update={"output_floor": None})
     if start_side is None:
         features = getattr(getattr(generator, "config", None), "features", None)
         bound = reach_bound(features) if features else 4 * m

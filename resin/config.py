@@ -155,11 +155,10 @@ class OptimConfig(_Strict):
     """Learning rate of F and D."""
     lr_discriminator: float = Field(1e-4, gt=0.0, le=1.0)
     """Learning rate of the discriminators."""
-    lr_degrader_scale: float = Field(0.1, gt=0.0, le=1000.0)
-    """D's learning rate as a multiple of F's. Small: D starts at the blur measured from the
-    data and only fine-tunes it (Adam moves a kernel weight ~lr per step, and a faster D
-    drifts to the identity, where both cycles hold without any deblurring). Use ~10 with
-    ``degrader.init="identity"``."""
+    lr_degrader_scale: float | None = Field(None, gt=0.0, le=1000.0)
+    """D's learning rate as a multiple of F's; None: 0.1 when D starts at the blur measured
+    from the data (it only fine-tunes it: Adam moves a kernel weight ~lr per step, and a
+    faster D drifts to the identity, where both cycles hold without deblurring), else 10."""
     betas: tuple[float, float] = (0.9, 0.99)
     """Adam betas."""
     cosine: bool = True
@@ -214,6 +213,15 @@ class TrainConfig(_Strict):
     time_limit_minutes: float | None = Field(None, gt=0.0)
     """Stop early (saving everything) once training has run this long; None: no limit."""
 
+    @property
+    def degrader_lr_scale(self) -> float:
+        """``optim.lr_degrader_scale``, or its default for how D starts."""
+        if self.optim.lr_degrader_scale is not None:
+            return self.optim.lr_degrader_scale
+        measured = self.degrader.kind == "kernel" and (
+            self.degrader.init == "spectrum" or self.degrader.init_sigma is not None)
+        return 0.1 if measured else 10.0
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         m = self.generator.size_multiple
@@ -233,7 +241,7 @@ PRESETS: dict[str, dict] = {
         # batch 2: CPU 3D convolutions take the much faster oneDNN path for N > 1
         "data": {"patch_size": (32, 32, 32), "batch_size": 2, "validation_patches": 2},
         "optim": {"lr_generator": 1e-3, "lr_discriminator": 1e-3, "lr_degrader_scale": 0.01},
-        "steps": 1500,
+        "steps": 1000,
         "time_limit_minutes": 9.0,
         "checkpoint_every": 200,
         "validate_every": 200,

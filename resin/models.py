@@ -92,7 +92,8 @@ class Degrader(nn.Module):
     only be met by an F that inverts a blur, not by rescaling. ``kind="linear"``: the
     bias-free stack of convolutions itself; ``kind="cnn"``: LeakyReLUs between them (can
     model non-linear effects such as saturation, but can also hallucinate). All start
-    as the identity (a centred delta), so training starts from F = D = identity.
+    as the identity (a centred delta); training then usually starts the 'kernel' kind
+    at the axial blur measured from the raw volume (:meth:`reset_to_gaussian`).
     """
 
     def __init__(self, config: DegraderConfig | None = None) -> None:
@@ -119,6 +120,7 @@ class Degrader(nn.Module):
     def reset_to_identity(self, noise: float = 3e-4) -> None:
         if self.kernel is not None:
             nn.init.normal_(self.kernel, std=noise)
+            self.kernel.abs_()  # the kernel stays non-negative (see project_)
             c = self.kernel.shape[0] // 2
             self.kernel[c, c, c] += 1.0
             return
@@ -152,14 +154,24 @@ class Degrader(nn.Module):
             g = g * (along.abs() < 0.5)
         self.kernel.copy_((g / g.sum()).to(self.kernel.dtype))
 
-    def blur_kernel(self) -> torch.Tensor:
-        """The normalised kernel of ``kind="kernel"``: non-negative (a PSF is), sum 1.
+    @torch.no_grad()
+    def project_(self) -> float:
+        """Put the kernel back on the non-negative weights after an optimizer step.
 
-        Negative weights would let D sharpen instead of blur, and drift it towards the
-        identity, where F = D = identity meets both cycle constraints without deblurring.
+        A PSF is non-negative: negative weights would let D sharpen instead of blur and
+        drift it towards the identity, where F = D = identity meets both cycle
+        constraints without deblurring. Projecting (rather than clamping inside the
+        forward pass) keeps every weight trainable. Returns the kernel's sum.
         """
+        if self.kernel is None:
+            return 1.0
+        self.kernel.clamp_(min=0.0)
+        return float(self.kernel.sum())
+
+    def blur_kernel(self) -> torch.Tensor:
+        """The normalised kernel of ``kind="kernel"``: non-negative, sum 1."""
         assert self.kernel is not None
-        k = self.kernel.clamp(min=0.0)
+        k = self.kernel.clamp(min=0.0)  # a no-op after project_; guards loaded weights
         return k / k.sum().clamp(min=1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

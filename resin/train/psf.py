@@ -2,10 +2,10 @@
 
 RESIN's premise is that the sample is statistically the same in every direction
 (rotational equivariance), so the axial and lateral power spectra of the raw volume differ
-only by the extra axial blur. For a Gaussian PSF the ratio of the signal spectra is
-``S_axial(k) / S_lateral(k) = exp(-(s_a^2 - s_l^2) k^2)``; fitting the log ratio over the
-frequencies where both rise clearly above the (white) noise floor gives the extra axial
-sigma ``sqrt(s_a^2 - s_l^2)``: the blur D must learn. Training starts D there instead of at
+only by the extra axial blur: for a Gaussian PSF, ``S_axial(k) = S_lateral(k) *
+exp(-(s_a^2 - s_l^2) k^2)`` plus the same white noise floor. The extra axial sigma
+``sqrt(s_a^2 - s_l^2)`` is the blur D must learn; :func:`estimate_axial_blur` finds it by
+forward modelling (see there). Training starts D there instead of at
 the identity, so the cycle constraints teach F to deblur from the first step instead of
 waiting for the adversarial terms to discover the blur. No ground truth is used.
 """
@@ -68,7 +68,11 @@ def estimate_axial_blur(block: np.ndarray, angle_deg: float = 0.0,
     Forward model: blurring the lateral lines by ``sigma`` in real space (then windowing
     both alike, so window leakage treats model and data the same) must give the axial
     lines' power spectrum, up to the white noise that the blur removed from the lateral
-    lines but that the axial lines still carry. ``angle_deg`` tilts the PSF axis from z
+    lines but that the axial lines still carry. The sigma with the least squared log
+    mismatch over all frequencies wins (where both spectra are down at the noise floor the
+    mismatch is ~0 for every sigma, so those frequencies do not bias the fit).
+    ``frequencies`` counts those where the axial signal clears the noise floor; fewer than
+    2 means no usable signal and a sigma of 0. ``angle_deg`` tilts the PSF axis from z
     towards x (the block should then be cubic).
     """
     from scipy.ndimage import gaussian_filter1d
@@ -89,11 +93,16 @@ def estimate_axial_blur(block: np.ndarray, angle_deg: float = 0.0,
         return AxialBlurEstimate(0.0, used)
     log_axial = np.log(axial[1:])
     best = (math.inf, 0.0)
+    impulse = np.zeros(length)
+    impulse[0] = 1.0
     for sigma in np.arange(0.0, max_sigma + 1e-9, 0.1):
         blurred = [gaussian_filter1d(v, sigma, axis=0, mode="reflect") if sigma else v
                    for v in lateral_lines]
         model = 0.5 * (_line_power(blurred[0], 0, length) + _line_power(blurred[1], 0, length))
-        model = model + noise * (1.0 - np.exp(-(sigma * k) ** 2))
+        # the noise power the sampled, truncated filter removed: 1 - |H(k)|^2
+        gain = np.abs(np.fft.rfft(gaussian_filter1d(impulse, sigma, mode="wrap")
+                                  if sigma else impulse)) ** 2
+        model = model + noise * (1.0 - gain)
         err = float(np.mean((log_axial - np.log(model[1:])) ** 2))
         if err < best[0]:
             best = (err, float(sigma))

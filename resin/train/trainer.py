@@ -111,8 +111,8 @@ class Networks(torch.nn.Module):
         o = config.optim
         self.opt_g = torch.optim.Adam(
             [{"params": list(self.F.parameters()), "lr": o.lr_generator, "scale": 1.0},
-             {"params": list(self.D.parameters()), "lr": o.lr_generator * o.lr_degrader_scale,
-              "scale": o.lr_degrader_scale}], betas=o.betas)
+             {"params": list(self.D.parameters()), "lr": o.lr_generator * config.degrader_lr_scale,
+              "scale": config.degrader_lr_scale}], betas=o.betas)
         self.opt_d = torch.optim.Adam([*self.disc_yy.parameters(), *self.disc_aniso.parameters(),
                                        *self.disc_iso.parameters()],
                                       lr=o.lr_discriminator, betas=o.betas)
@@ -235,6 +235,9 @@ class Trainer:
         n.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         n.opt_g.step()
+        if n.D.project_() <= 0.0:
+            raise TrainingError(f"D's blur kernel vanished at step {self.step + 1}; lower "
+                                "optim.lr_degrader_scale in --config")
         d_terms = self.discriminator_terms(y, fakes)
         loss_d = self.discriminator_loss(d_terms, self.step)
         n.opt_d.zero_grad(set_to_none=True)
@@ -492,6 +495,13 @@ def _start_degrader(trainer: Trainer, sampler: PatchSampler, config: TrainConfig
         est = estimate_axial_blur(block, config.angle_deg)
         sigma = est.sigma
         how = f"measured from the raw volume's spectra over {est.frequencies} frequencies"
+        if est.frequencies < 2:
+            _log.log("warning: the raw volume shows no axial blur above its noise, so D starts "
+                     "as the identity; set degrader.init_sigma in --config if you know the PSF")
+    # +-2 sigma (95% of a Gaussian's mass) must fit, or D cannot represent the blur
+    if 2.0 * sigma > dc.kernel_size // 2:
+        _log.log(f"warning: a blur of sigma {sigma:.2f} is cut off by D's {dc.kernel_size}^3 "
+                 f"kernel; set degrader.kernel_size to at least {2 * math.ceil(2 * sigma) + 1}")
     trainer.nets.D.reset_to_gaussian(sigma, axial_vector_from_angle(config.angle_deg))
     _log.log(f"D starts as an axial Gaussian blur of sigma {sigma:.2f} voxels ({how})")
 

@@ -87,3 +87,26 @@ def test_training_starts_d_at_the_given_sigma(tmp_path, tiny_volume):
     k = state["degrader"]["kernel"].clamp(min=0)
     along, across = _moments(k, (1.0, 0.0, 0.0))
     assert along == pytest.approx(2.0, rel=0.05) and across < 0.5
+
+
+def test_a_train_step_keeps_d_non_negative_and_every_tap_trainable(rng):
+    from resin.train.trainer import Trainer
+
+    cfg = tiny_config(degrader={"init_sigma": 1.5, "kernel_size": 7},
+                      optim={"lr_degrader_scale": 10.0})
+    tr = Trainer(cfg)
+    with torch.no_grad():
+        tr.nets.D.kernel[0, 0, 0] = 0.0  # a tap on the boundary of the constraint
+    before = tr.nets.D.kernel.detach().clone()
+    for _ in range(3):
+        tr.train_step(rng.random((1, 1, 16, 32, 32)).astype(np.float32))
+    k = tr.nets.D.kernel.detach()
+    assert float(k.min()) >= 0.0
+    assert int((k != before).sum()) > k.numel() // 2  # taps keep learning, none frozen at 0
+
+
+def test_d_learning_rate_default_follows_how_d_starts():
+    assert tiny_config().degrader_lr_scale == 0.1
+    assert tiny_config(degrader={"init": "identity"}).degrader_lr_scale == 10.0
+    assert tiny_config(degrader={"kind": "linear"}).degrader_lr_scale == 10.0
+    assert tiny_config(optim={"lr_degrader_scale": 2.0}).degrader_lr_scale == 2.0
