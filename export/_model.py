@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resin.runtime.planner import default_tile
+
 from resin import _log
 from resin.errors import OutputExistsError, UsageError
 from resin.metadata import ModelMetadata
@@ -26,6 +28,10 @@ class ExportResult:
     files: list[Path] = field(default_factory=list)
 
 
+def _sidecar(plan: Path | None) -> Path | None:
+    return None if plan is None else Path(str(plan) + ".json")
+
+
 def _refuse_existing(paths: Sequence[Path | None], overwrite: bool) -> None:
     """Fail before any work if an output exists (nothing is overwritten without --overwrite)."""
     for path in paths:
@@ -36,27 +42,18 @@ def _refuse_existing(paths: Sequence[Path | None], overwrite: bool) -> None:
         raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
 
 
-def _check_trt_flags(ckpt: dict, tile: Sequence[int] | None, min_tile: Sequence[int] | None,
-                     max_tile: Sequence[int] | None, workspace_gib: float,
-                     optimization_level: int) -> None:
-    """The TensorRT flags that can be judged before the export (which takes a while)."""
+def _check_profile(ckpt: dict, meta: ModelMetadata, tile: Sequence[int],
+                   min_tile: Sequence[int] | None, max_tile: Sequence[int] | None) -> None:
+    """The TensorRT profile and tensor-size limit, judged before the export writes anything."""
     from resin.export._tensorrt import check_tensor_limit, optimization_profile
 
-    if not workspace_gib > 0:
-        raise UsageError(f"--workspace {workspace_gib} GiB must be positive")
-    if not 0 <= int(optimization_level) <= 5:
-        raise UsageError(f"--optimization-level {optimization_level} must be between 0 and 5")
-    features = list(ckpt["config"].get("generator", {}).get("features", []))
-    if not features:
-        return
-    m = 2 ** (len(features) - 1)
-    scale = [float(s) for s in ckpt.get("scale", (1.0, 1.0, 1.0))]
-    if tile is not None:
-        largest = optimization_profile(tile, m, min_tile, max_tile)["max"][2:]
-        check_tensor_limit(features, largest, scale, size_multiple=m,
+    profile = optimization_profile(tile, meta.size_multiple, min_tile, max_tile)
+    gen = ckpt["config"].get("generator", {})
+    if gen.get("features"):
+        check_tensor_limit(gen["features"], profile["max"][2:], meta.scale,
+                           in_channels=int(gen.get("in_channels", 1)),
+                           size_multiple=meta.size_multiple,
                            what="--max-tile" if max_tile is not None else "--tile")
-    elif max_tile is not None:
-        check_tensor_limit(features, max_tile, scale, size_multiple=m)
 
 
 def export_model(
@@ -114,29 +111,46 @@ def export_model(
                          "tensors); export the package without --fp16")
     if authors and bio_path is None:
         raise UsageError("--author only applies with --bioimageio")
-    _refuse_existing([onnx_path, plan_path, bio_path], overwrite)
+    if static and (min_tile is not None or max_tile is not None):
+        raise UsageError("--static takes exactly --tile; --min-tile and --max-tile do not apply")
+    if static and bio_path is not None:
+        raise UsageError("--bioimageio packages a dynamic-shape model; export it without --static")
+    _refuse_existing([onnx_path, plan_path, _sidecar(plan_path), bio_path], overwrite)
     from resin.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
+    halo = None
+    if static:
+        min_tile = max_tile = tile  # a fixed-shape network: the profile is that one shape
     if trt:
-        _check_trt_flags(ckpt, tile, min_tile, max_tile, workspace_gib, optimization_level)
+        from resin.export._onnx import load_generator
+        from resin.export._tensorrt import check_build_flags
+        from resin.export.metadata import metadata_from_checkpoint
+
+        check_build_flags(workspace_gib, optimization_level)
+        # the halo decides the default tile, so measure it now (export reuses it) and check
+        # the whole profile before anything is written
+        _, generator = load_generator(ckpt)
+        early = metadata_from_checkpoint(ckpt, generator)
+        halo = (early.receptive_field, early.halo)
+        if tile is None:
+            tile = default_tile(early.halo, early.size_multiple)
+        _check_profile(ckpt, early, tile, min_tile, max_tile)
         require("tensorrt", "building a TensorRT engine (--trt)", extra="gpu")
     if bio_path is not None:
         require("bioimageio.spec", "writing a bioimage.io package (--bioimageio)", extra="export")
 
     meta = export_onnx(ckpt, onnx_path, opset=opset, fp16=fp16,
                        static_tile=tile if static else None, exporter=exporter,
-                       overwrite=overwrite)
+                       overwrite=overwrite, halo=halo)
     result = ExportResult(onnx=onnx_path, metadata=meta, files=[onnx_path])
     if trt:
         from resin.export._tensorrt import build_engine
-        from resin.runtime.planner import default_tile
 
-        assert plan_path is not None
-        opt = tuple(tile) if tile is not None else default_tile(meta.halo, meta.size_multiple)
-        _log.log(f"building the TensorRT engine: opt tile {opt}")
+        assert plan_path is not None and tile is not None
+        _log.log(f"building the TensorRT engine: opt tile {tuple(tile)}")
         result.plan_record = build_engine(
-            onnx_path, plan_path, tile=opt, min_tile=min_tile, max_tile=max_tile,
+            onnx_path, plan_path, tile=tile, min_tile=min_tile, max_tile=max_tile,
             workspace_gib=workspace_gib, timing_cache=timing_cache, fp16=fp16,
             optimization_level=optimization_level, version_compatible=version_compatible,
             hardware_compatible=hardware_compatible, overwrite=overwrite)

@@ -132,6 +132,14 @@ def _largest_side(fits: Any, step: int, upper: int) -> int:
 
 # --- the build ----------------------------------------------------------------------------
 
+def check_build_flags(workspace_gib: float, optimization_level: int) -> None:
+    """The builder settings that need no model: workspace and optimization level."""
+    if not workspace_gib > 0:
+        raise UsageError(f"--workspace {workspace_gib} GiB must be positive")
+    if not 0 <= int(optimization_level) <= 5:
+        raise UsageError(f"--optimization-level {optimization_level} must be between 0 and 5")
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     plan_path: str | os.PathLike,
@@ -157,10 +165,7 @@ def build_engine(
     for target in (plan_path, sidecar_path):
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
-    if not workspace_gib > 0:
-        raise UsageError(f"--workspace {workspace_gib} GiB must be positive")
-    if not 0 <= int(optimization_level) <= 5:
-        raise UsageError(f"--optimization-level {optimization_level} must be between 0 and 5")
+    check_build_flags(workspace_gib, optimization_level)
     meta = read_onnx_metadata(onnx_path)
     profile = optimization_profile(tile, meta.size_multiple, min_tile, max_tile)
     gen = meta.generator or {}

@@ -74,13 +74,20 @@ def build_generator(checkpoint: dict[str, Any]):
 
 #: what inference needs from a checkpoint; the rest (D, discriminators, optimizers, RNG
 #: states) only serves resuming training
-_INFERENCE_KEYS = ("format", "format_version", "resin_version", "config", "generator", "step",
-                   "normalization", "scale", "axial_angle_deg", "voxel_size", "best")
+_INFERENCE_KEYS = ("resin_version", "config", "generator", "step", "normalization", "scale",
+                   "axial_angle_deg", "voxel_size", "best")
 
 
-def save_generator_only(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+def save_generator_only(src: str | os.PathLike, dst: str | os.PathLike,
+                        overwrite: bool = False) -> Path:
     """Copy ``src`` without its training-only state (about 5x smaller; cannot be resumed)."""
+    from resin.errors import OutputExistsError, UsageError
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.resolve() == dst.resolve():
+        raise UsageError(f"{dst}: the slim copy must not replace its source checkpoint")
+    if dst.exists() and not overwrite:
+        raise OutputExistsError(f"{dst} already exists; pass overwrite=True to replace it")
     data = load_checkpoint(src)
-    slim = {k: data[k] for k in _INFERENCE_KEYS if k in data}
-    save_checkpoint(dst, {k: v for k, v in slim.items() if k not in ("format", "format_version")})
-    return Path(dst)
+    save_checkpoint(dst, {k: data[k] for k in _INFERENCE_KEYS if k in data})
+    return dst

@@ -86,6 +86,25 @@ class ModelMetadata(BaseModel):
             raise ValueError("axial_vector must be a unit vector")
         return v
 
+    def tile_range(self) -> tuple[tuple[int, int, int], tuple[int, int, int],
+                                  tuple[int, int, int]] | None:
+        """(smallest, preferred, largest) input tile this model accepts, if it is bounded.
+
+        A ``--static`` export takes exactly one shape; a TensorRT plan takes the range of
+        its optimization profile (``tensorrt.profile`` in the sidecar) and runs fastest at
+        its opt shape. None: any multiple of ``size_multiple``.
+        """
+        extra = self.model_extra or {}
+        profile = (extra.get("tensorrt") or {}).get("profile")
+        if profile:
+            lo, opt, hi = (tuple(int(v) for v in profile[k][-3:]) for k in ("min", "opt", "max"))
+            return lo, opt, hi  # type: ignore[return-value]
+        static = (extra.get("export") or {}).get("static_tile")
+        if static:
+            t = tuple(int(v) for v in static)
+            return t, t, t  # type: ignore[return-value]
+        return None
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 

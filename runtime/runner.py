@@ -79,8 +79,22 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
     if any(abs(s - round(s)) > 1e-6 or s < 1 for s in meta.scale):
         raise UsageError(f"the model's scale {meta.scale} is not a whole number per axis; "
                          "this runtime supports integer upsampling only")
-    return plan_tiles(shape, tile or settings.tile, meta.halo, meta.size_multiple,
+    bounds = meta.tile_range()
+    requested = tile or settings.tile or (bounds[1] if bounds else None)
+    plan = plan_tiles(shape, requested, meta.halo, meta.size_multiple,
                       settings.overlap or 0, scale)  # type: ignore[arg-type]
+    if bounds is not None:
+        lo, _, hi = bounds
+        if any(not lo[i] <= plan.tile[i] <= hi[i] for i in range(3)):
+            what = (f"only tiles of {_zyx(lo)}" if lo == hi else
+                    f"tiles from {_zyx(lo)} to {_zyx(hi)}")
+            raise UsageError(f"tile {_zyx(plan.tile)} does not fit this model, which takes {what}; "
+                             "pass --tile within that range (or re-export with other tiles)")
+    return plan
+
+
+def _zyx(t: tuple[int, ...]) -> str:
+    return "x".join(str(int(v)) for v in t)
 
 
 def output_dtype(input_dtype: np.dtype) -> np.dtype:

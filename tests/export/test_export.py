@@ -215,6 +215,9 @@ def test_cli_exports_beside_the_checkpoint(cli, tiny_checkpoint, tmp_path):
     (["--tile", "8", "0", "8"], "positive integer"),
     (["--fp16", "--bioimageio", "pkg"], "needs a float32 model"),
     (["--author", "A. Person"], "--author only applies with --bioimageio"),
+    (["--static", "--tile", "8", "16", "16", "--max-tile", "8", "16", "16"],
+     "--static takes exactly --tile"),
+    (["--static", "--tile", "8", "16", "16", "--bioimageio", "pkg"], "dynamic-shape"),
 ])
 def test_cli_bad_flags_exit_2_one_line(cli, tiny_checkpoint, tmp_path, args, message):
     import importlib.util
@@ -233,3 +236,33 @@ def test_cli_bad_checkpoint_exits_2(cli, tmp_path):
         cli("resin", "export", str(bad)))
     assert "no such checkpoint" in assert_one_line_error(
         cli("resin", "export", str(tmp_path / "missing.pt")))
+
+
+def test_halo_is_measured_without_the_output_floor(tmp_path):
+    from _checkpoints import make_checkpoint
+    from resin.export import load_generator, measure_halo
+
+    from resin.checkpoint import load_checkpoint
+
+    floor = load_generator(make_checkpoint(tmp_path / "f.pt", output_floor=0.0))[1]
+    plain = load_generator(make_checkpoint(tmp_path / "p.pt"))[1]
+    assert measure_halo(floor, 2, max_positions=2) == measure_halo(plain, 2, max_positions=2)
+    assert floor.config.output_floor == 0.0  # the caller's network is left as it was
+    assert load_checkpoint(tmp_path / "f.pt")["config"]["generator"]["output_floor"] == 0.0
+
+
+def test_slim_checkpoint_keeps_inference_and_guards_its_source(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from resin.checkpoint import load_checkpoint, save_generator_only
+
+    src = tmp_path / "m.pt"
+    shutil.copy(tiny_checkpoint, src)
+    slim = save_generator_only(src, tmp_path / "slim.pt")
+    data = load_checkpoint(slim)
+    assert "optimizers" not in data and set(data["generator"]) == set(
+        load_checkpoint(src)["generator"])
+    with pytest.raises(OutputExistsError):
+        save_generator_only(src, slim)
+    with pytest.raises(UsageError, match="must not replace its source"):
+        save_generator_only(src, src, overwrite=True)

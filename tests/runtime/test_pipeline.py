@@ -174,3 +174,34 @@ def test_stream_to_file_refuses_existing_output(fast_model, tmp_path):
     with Enhancer(fast_model, device="cpu") as enh:
         with pytest.raises(OutputExistsError):
             enh.stream((4, 8, 8), np.uint16, out=out)
+
+
+def test_a_bounded_model_gets_its_preferred_tile_and_refuses_others(rng):
+    """A TensorRT plan's profile (or a --static export) bounds the tile: default to its opt
+    shape, and refuse a tile outside it with a usage error (exit 2), not mid-run."""
+    from resin.runtime.runner import TileSettings, enhance_array, make_plan
+
+    from resin.errors import UsageError
+
+    engine = _UpsampleZ()
+    engine.metadata = engine.metadata.model_validate({
+        **engine.metadata.model_dump(), "scale": (1.0, 1.0, 1.0),
+        "tensorrt": {"profile": {"min": [1, 1, 8, 8, 8], "opt": [1, 1, 12, 16, 16],
+                                 "max": [1, 1, 16, 20, 20]}}})
+    engine.infer = lambda tile: tile  # the identity, at scale 1
+    assert engine.metadata.tile_range() == ((8, 8, 8), (12, 16, 16), (16, 20, 20))
+    assert make_plan(engine, (30, 40, 40), TileSettings()).tile == (12, 16, 16)
+    with pytest.raises(UsageError, match="from 8x8x8 to 16x20x20"):
+        make_plan(engine, (30, 40, 40), TileSettings(tile=(24, 16, 16)))
+    vol = rng.integers(0, 3000, size=(9, 21, 17)).astype(np.uint16)
+    np.testing.assert_array_equal(enhance_array(engine, vol, TileSettings()), vol)
+
+
+def test_static_export_metadata_fixes_the_tile():
+    from resin.metadata import ModelMetadata, NormalizationRecord
+
+    meta = ModelMetadata(normalization=NormalizationRecord(low_percentile=1, high_percentile=99),
+                         export={"static_tile": [16, 32, 32]})
+    assert meta.tile_range() == ((16, 32, 32),) * 3
+    plain = ModelMetadata(normalization=NormalizationRecord(low_percentile=1, high_percentile=99))
+    assert plain.tile_range() is None
