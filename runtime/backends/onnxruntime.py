@@ -49,6 +49,9 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # memory patterns pre-plan one buffer per shape: for a 108x156x156 tile of the bundled
+        # model that raised peak memory from 451 to 781 MB, for no speed (bench/runtime.py)
+        options.enable_mem_pattern = False
         try:
             session = ort.InferenceSession(str(path), sess_options=options,
                                            providers=self._providers(ort, device))
