@@ -208,15 +208,25 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
                     v = np.float64(vol[min(int(cz + 0.5), nz - 1), min(int(cy + 0.5), ny - 1),
                                        min(int(cx + 0.5), nx - 1)])
                 else:
-                    iz = min(int(cz), nz - 1)
-                    iy = min(int(cy), ny - 1)
-                    ix = min(int(cx), nx - 1)
+                    iz = int(cz)
+                    iy = int(cy)
+                    ix = int(cx)
+                    if iz < nz - 1 and iy < ny - 1 and ix < nx - 1:
+                        # the usual case: all eight neighbours exist, no clamping
+                        jz = iz + 1
+                        jy = iy + 1
+                        jx = ix + 1
+                    else:
+                        # on the last plane/row/column (c == n - 1): weight 0 on the far side
+                        iz = min(iz, nz - 1)
+                        iy = min(iy, ny - 1)
+                        ix = min(ix, nx - 1)
+                        jz = min(iz + 1, nz - 1)
+                        jy = min(iy + 1, ny - 1)
+                        jx = min(ix + 1, nx - 1)
                     fz = cz - iz
                     fy = cy - iy
                     fx = cx - ix
-                    jz = min(iz + 1, nz - 1)
-                    jy = min(iy + 1, ny - 1)
-                    jx = min(ix + 1, nx - 1)
                     gx = 1.0 - fx
                     c00 = gx * vol[iz, iy, ix] + fx * vol[iz, iy, jx]
                     c01 = gx * vol[iz, jy, ix] + fx * vol[iz, jy, jx]
