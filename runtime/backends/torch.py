@@ -30,9 +30,7 @@ class TorchBackend:
         torch = require("torch", "the PyTorch backend", extra="train")
         from resin.checkpoint import build_generator, load_checkpoint
 
-        export = require("resin.export", "the PyTorch backend", extra="export")
-        if not hasattr(export, "metadata_from_checkpoint"):  # older layout: the submodule
-            export = require("resin.export.metadata", "the PyTorch backend", extra="export")
+        export = require("resin.export.metadata", "the PyTorch backend", extra="export")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError("torch has no CUDA device here; use --device cpu")
         if device == "auto":

@@ -1,0 +1,162 @@
+"""RESIN quality benchmark on simulated tubes (sigma 1 lateral / 5 axial, moderate noise).
+
+Simulates a volume with a fixed seed (``resin.simulate``), trains RESIN on its raw volume
+alone (the ``quick`` preset, here and now, unless ``--quick-model`` gives one), enhances
+it with the runtime (``Enhancer``, PyTorch backend, tiled with the measured halo), and
+scores every result against the truth with
+``resin.metrics.evaluate``. The named reference, measured in the same run, is the raw
+input itself (ratios = method / raw). Richardson-Lucy gets the true PSF (an advantage
+RESIN never has) and its best iteration count by RMSE against the truth (a second one).
+A longer-trained model (``--longer-model``; how the README's was trained is in
+docs/training.md) adds a row; ``--oblique`` repeats the table for a PSF tilted 45 degrees, trained with
+``--angle 45``.
+
+    python bench/quality.py                                    # trains quick (~10 min CPU)
+    python bench/quality.py --quick-model models/quick.pt --longer-model models/longer.pt \
+        --oblique --oblique-model models/oblique45.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from resin.metrics import evaluate
+from resin.simulate import simulate
+
+SIGMA = (1.0, 5.0)
+SHAPE = (64, 128, 128)
+SEED = 0
+KEYS = ("rmse", "ssim", "psnr", "isotropy_ratio", "isotropy_fourier")
+
+
+def richardson_lucy_best(sim, iterations=(5, 10, 20, 40)) -> tuple[np.ndarray, int]:
+    """RL with the true PSF; the iteration count with the lowest RMSE against the truth."""
+    from skimage.restoration import richardson_lucy
+
+    from resin.metrics import rmse
+    from resin.simulate import DEFAULT_OFFSET
+
+    counts = np.clip(sim.raw.astype(np.float32) - DEFAULT_OFFSET, 0.0, None)
+    best: tuple[float, np.ndarray, int] | None = None
+    for n in iterations:
+        out = richardson_lucy(counts, sim.psf(), num_iter=n, clip=False).astype(np.float32)
+        score = rmse(out, sim.truth)
+        if best is None or score < best[0]:
+            best = (score, out, n)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _train_info(model: Path) -> str:
+    """Steps and wall time of a training run, from its checkpoint and loss CSV."""
+    from resin.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(model)
+    losses = model.with_suffix("").with_name(model.stem + ".losses.csv")
+    seconds = ""
+    if losses.is_file():
+        with losses.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if rows:
+            seconds = f", {float(rows[-1]['seconds']) / 60:.0f} min"
+    feats = ckpt["config"]["generator"]["features"]
+    return f"step {ckpt['step']}{seconds}, F {feats}"
+
+
+def _train_quick(raw_path: Path, out: Path, angle: float, steps: int | None) -> float:
+    from resin.config import preset_config
+    from resin.train import train
+
+    overrides: dict = {"angle_deg": angle}
+    if steps:
+        overrides["steps"] = steps
+    config = preset_config("quick", overrides)
+    t0 = time.perf_counter()
+    train(raw_path, out, config, device="cpu", overwrite=True, previews=False)
+    return time.perf_counter() - t0
+
+
+def table(angle: float, shape: tuple[int, int, int], models: dict[str, Path | None],
+          quick_steps: int | None, workdir: Path) -> list[dict]:
+    from resin.runtime import Enhancer
+
+    from resin.io import write_volume
+
+    sim = simulate(shape, sigma=SIGMA, angle_deg=angle, seed=SEED)
+    raw_path = workdir / f"raw_{angle:g}.tif"
+    write_volume(raw_path, sim.raw, overwrite=True)
+    rows = [{"method": "raw input", "detail": "", **evaluate(sim.raw, sim.truth)}]
+    rl, n_iter = richardson_lucy_best(sim)
+    rows.append({"method": "Richardson-Lucy, true PSF", "detail": f"{n_iter} iterations",
+                 **evaluate(rl, sim.truth)})
+    for name, model in models.items():
+        detail = ""
+        if model is None:
+            if name != "RESIN quick":
+                continue
+            model = workdir / f"quick_{angle:g}.pt"
+            seconds = _train_quick(raw_path, model, angle, quick_steps)
+            detail = f"trained here in {seconds / 60:.1f} min; "
+        detail += _train_info(model)
+        with Enhancer(model, backend="torch", device="cpu") as enh:
+            pred = enh.enhance(sim.raw)
+        rows.append({"method": name, "detail": detail, **evaluate(pred, sim.truth)})
+    truth_row = evaluate(sim.truth, sim.truth)
+    rows.append({"method": "truth (for reference)", "detail": "", **truth_row})
+    return rows
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    ref = rows[0]
+    print(f"\n### {title}\n")
+    head = ["method", *KEYS, "rmse/raw", "ssim/raw", "detail"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        vals = [f"{float(r[k]):.3f}" for k in KEYS]
+        ratios = [f"{float(r[k]) / float(ref[k]):.3f}" for k in ("rmse", "ssim")]
+        print(f"| {r['method']} | " + " | ".join(vals) + " | " + " | ".join(ratios)
+              + f" | {r['detail']} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", nargs=3, type=int, default=list(SHAPE), metavar=("Z", "Y", "X"))
+    ap.add_argument("--quick-model", type=Path, help="use this quick model instead of training")
+    ap.add_argument("--quick-steps", type=int, help="steps for the quick model trained here")
+    ap.add_argument("--longer-model", type=Path, help="a longer-trained model (same data)")
+    ap.add_argument("--oblique", action="store_true", help="also the 45-degree PSF table")
+    ap.add_argument("--oblique-model", type=Path, help="a model trained with --angle 45")
+    ap.add_argument("--json", type=Path, help="write all rows here")
+    args = ap.parse_args(argv)
+    shape = (args.shape[0], args.shape[1], args.shape[2])
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rows = table(0.0, shape, {"RESIN quick": args.quick_model,
+                                  "RESIN trained longer": args.longer_model},
+                     args.quick_steps, work)
+        print_table(f"Axial PSF, sigma {SIGMA[0]:g}/{SIGMA[1]:g}, shape {shape}, seed {SEED}",
+                    rows)
+        results["axial"] = rows
+        if args.oblique:
+            rows = table(45.0, shape, {"RESIN quick": args.oblique_model}, args.quick_steps,
+                         work)
+            print_table(f"PSF tilted 45 deg (z towards x), sigma {SIGMA[0]:g}/{SIGMA[1]:g}, "
+                        f"shape {shape}, seed {SEED}", rows)
+            results["oblique45"] = rows
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
