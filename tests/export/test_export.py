@@ -215,7 +215,7 @@ def test_cli_exports_beside_the_checkpoint(cli, tiny_checkpoint, tmp_path):
     (["--tile", "8", "0", "8"], "positive integer"),
     (["--fp16", "--bioimageio", "pkg"], "needs a float32 model"),
     (["--author", "A. Person"], "--author only applies with --bioimageio"),
-    (["--static", "--tile", "8", "16", "16", "--max-tile", "8", "16", "16"],
+    (["--trt", "--static", "--tile", "8", "16", "16", "--max-tile", "8", "16", "16"],
      "--static takes exactly --tile"),
     (["--static", "--tile", "8", "16", "16", "--bioimageio", "pkg"], "dynamic-shape"),
 ])
