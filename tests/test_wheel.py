@@ -39,6 +39,9 @@ def test_wheel_contains_every_module(tmp_path):
     missing = sorted(expected - names)
     assert not missing, f"modules missing from the wheel: {missing}"
     assert "resin/py.typed" in names
+    # the bundled default model: resin-run without --engine needs it in every install
+    for name in ("default.onnx", "default.pt", "MODEL_CARD.md"):
+        assert f"resin/data/{name}" in names, name
 
 
 def test_cli_usage_errors_are_one_line(cli):
