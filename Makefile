@@ -5,11 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: venv demo test bench default-model clean
+.PHONY: venv demo test bench quality default-model clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=69" wheel
+	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=77" wheel
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[train,export,dev]'
 	touch $@
@@ -38,6 +38,30 @@ default-model: venv
 	$(BIN)/resin train models/train_seed1.tif -o models/default.pt --preset quick --seed 0 --overwrite
 	$(BIN)/resin export models/default.pt -o resin/data/default.onnx --overwrite
 	$(BIN)/python -c "from resin.checkpoint import save_generator_only as s; s('models/default.pt', 'resin/data/default.pt', overwrite=True)"
+
+# The README's quality table (bench/quality.py): the bundled quick model, a longer run
+# (bench/configs/longer.json: F [16, 32, 64], 4400 steps, ~80 min on 2 CPU cores) and a
+# quick model for a PSF tilted 45 degrees, each trained on its own simulated volume (seed 1)
+# and scored on another (seed 0).
+models/train_seed1.tif:
+	mkdir -p models
+	$(BIN)/resin simulate $@ --truth models/train_seed1_truth.tif --seed 1 --overwrite
+
+models/train45_seed1.tif:
+	mkdir -p models
+	$(BIN)/resin simulate $@ --truth models/train45_seed1_truth.tif --seed 1 --angle 45 --overwrite
+
+models/longer.pt: models/train_seed1.tif bench/configs/longer.json
+	$(BIN)/resin train $< -o $@ --preset quick --config bench/configs/longer.json --seed 0 --overwrite
+
+models/oblique45.pt: models/train45_seed1.tif
+	$(BIN)/resin train $< -o $@ --preset quick --angle 45 --seed 0 --overwrite --no-previews
+
+quality: venv models/longer.pt models/oblique45.pt
+	mkdir -p bench/results
+	$(BIN)/python bench/quality.py --quick-model resin/data/default.pt \
+		--longer-model models/longer.pt --oblique --oblique-model models/oblique45.pt \
+		--json bench/results/quality.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out

@@ -133,17 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick-model", type=Path, help="use this quick model instead of training")
     ap.add_argument("--quick-steps", type=int, help="steps for the quick model trained here")
     ap.add_argument("--longer-model", type=Path, help="a longer-trained model (same data)")
+    ap.add_argument("--extra-model", action="append", default=[], metavar="NAME=PATH",
+                    help="another row in the axial table (e.g. a run's last step: MODEL.last.pt)")
     ap.add_argument("--oblique", action="store_true", help="also the 45-degree PSF table")
     ap.add_argument("--oblique-model", type=Path, help="a model trained with --angle 45")
     ap.add_argument("--json", type=Path, help="write all rows here")
     args = ap.parse_args(argv)
     shape = (args.shape[0], args.shape[1], args.shape[2])
+    axial_models: dict[str, Path | None] = {"RESIN quick": args.quick_model,
+                                            "RESIN trained longer": args.longer_model}
+    for item in args.extra_model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--extra-model takes NAME=PATH, got {item!r}")
+        axial_models[name] = Path(path)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = table(0.0, shape, {"RESIN quick": args.quick_model,
-                                  "RESIN trained longer": args.longer_model},
-                     args.quick_steps, work)
+        rows = table(0.0, shape, axial_models, args.quick_steps, work)
         print_table(f"Axial PSF, sigma {SIGMA[0]:g}/{SIGMA[1]:g}, shape {shape}, seed {SEED}",
                     rows)
         results["axial"] = rows
