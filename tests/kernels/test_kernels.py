@@ -304,6 +304,25 @@ def test_affine_matches_scipy(side, rng, order, dtype, shape):
     assert np.mean(close) > 0.98
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_affine_fast_span_matches_scipy(rng, dtype):
+    """Rows long enough to have a checked-free span, and matrices with zero x-columns (the
+    span's constant-coordinate case) and offsets landing exactly on the last plane."""
+    shape = (9, 17, 23)
+    vol = _random(rng, shape, dtype)
+    cases = [_random_affine(rng) for _ in range(3)]
+    cases += [(np.eye(3), np.zeros(3)), (np.eye(3), np.array([8.0, 0.0, 0.5])),
+              (np.diag([1.0, 0.5, 2.0]), np.array([0.0, 16.0, -0.25])),
+              (np.array([[0.0, 0.0, 0.3], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]), np.zeros(3))]
+    for mat, off in cases:
+        got = K.affine_transform(vol, mat, off, order=1, cval=5.0)
+        ref = ndi.affine_transform(vol, mat, off, order=1, cval=5.0)
+        if np.dtype(dtype).kind == "f":
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+        else:
+            assert np.abs(got.astype(int) - ref).max(initial=0) <= 1
+
+
 def test_affine_matrix_forms(rng):
     vol = rng.random((5, 6, 7)).astype(np.float32)
     mat, off = _random_affine(rng)
