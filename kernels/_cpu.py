@@ -201,6 +201,21 @@ def _axis_span(b, m, n, lo, hi):  # pragma: no cover
 
 
 @njit(cache=True, inline="always")
+def _all_neighbours(cz, cy, cx, nz, ny, nx):  # pragma: no cover
+    return _has_neighbours(cz, nz) and _has_neighbours(cy, ny) and _has_neighbours(cx, nx)
+
+
+@njit(cache=True, inline="always")
+def _trilinear(vol, iz, iy, ix, jz, jy, jx, fz, fy, fx):  # pragma: no cover
+    gx = 1.0 - fx
+    c00 = gx * vol[iz, iy, ix] + fx * vol[iz, iy, jx]
+    c01 = gx * vol[iz, jy, ix] + fx * vol[iz, jy, jx]
+    c10 = gx * vol[jz, iy, ix] + fx * vol[jz, iy, jx]
+    c11 = gx * vol[jz, jy, ix] + fx * vol[jz, jy, jx]
+    return (1.0 - fz) * ((1.0 - fy) * c00 + fy * c01) + fz * ((1.0 - fy) * c10 + fy * c11)
+
+
+@njit(cache=True, inline="always")
 def _sample(vol, cz, cy, cx, order, cval):  # pragma: no cover
     """One output value with every check (the border path)."""
     nz, ny, nx = vol.shape
@@ -217,15 +232,7 @@ def _sample(vol, cz, cy, cx, order, cval):  # pragma: no cover
     jz = min(iz + 1, nz - 1)
     jy = min(iy + 1, ny - 1)
     jx = min(ix + 1, nx - 1)
-    fz = cz - iz
-    fy = cy - iy
-    fx = cx - ix
-    gx = 1.0 - fx
-    c00 = gx * vol[iz, iy, ix] + fx * vol[iz, iy, jx]
-    c01 = gx * vol[iz, jy, ix] + fx * vol[iz, jy, jx]
-    c10 = gx * vol[jz, iy, ix] + fx * vol[jz, iy, jx]
-    c11 = gx * vol[jz, jy, ix] + fx * vol[jz, jy, jx]
-    return (1.0 - fz) * ((1.0 - fy) * c00 + fy * c01) + fz * ((1.0 - fy) * c10 + fy * c11)
+    return _trilinear(vol, iz, iy, ix, jz, jy, jx, cz - iz, cy - iy, cx - ix)
 
 
 @njit(cache=True, inline="always")
@@ -269,13 +276,11 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
             if a <= b:
                 x0 = int(math.ceil(a))
                 x1 = int(math.floor(b)) + 1
-                while x0 < x1 and not (_has_neighbours(bz + mz * x0, nz)
-                                       and _has_neighbours(by + my * x0, ny)
-                                       and _has_neighbours(bx + mx * x0, nx)):
+                while x0 < x1 and not _all_neighbours(bz + mz * x0, by + my * x0,
+                                                      bx + mx * x0, nz, ny, nx):
                     x0 += 1
-                while x1 > x0 and not (_has_neighbours(bz + mz * (x1 - 1), nz)
-                                       and _has_neighbours(by + my * (x1 - 1), ny)
-                                       and _has_neighbours(bx + mx * (x1 - 1), nx)):
+                while x1 > x0 and not _all_neighbours(bz + mz * (x1 - 1), by + my * (x1 - 1),
+                                                      bx + mx * (x1 - 1), nz, ny, nx):
                     x1 -= 1
         for x in range(x0):
             v = _sample(vol, bz + mz * x, by + my * x, bx + mx * x, order, cval)
@@ -287,15 +292,7 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
             iz = int(cz)
             iy = int(cy)
             ix = int(cx)
-            fz = cz - iz
-            fy = cy - iy
-            fx = cx - ix
-            gx = 1.0 - fx
-            c00 = gx * vol[iz, iy, ix] + fx * vol[iz, iy, ix + 1]
-            c01 = gx * vol[iz, iy + 1, ix] + fx * vol[iz, iy + 1, ix + 1]
-            c10 = gx * vol[iz + 1, iy, ix] + fx * vol[iz + 1, iy, ix + 1]
-            c11 = gx * vol[iz + 1, iy + 1, ix] + fx * vol[iz + 1, iy + 1, ix + 1]
-            v = (1.0 - fz) * ((1.0 - fy) * c00 + fy * c01) + fz * ((1.0 - fy) * c10 + fy * c11)
+            v = _trilinear(vol, iz, iy, ix, iz + 1, iy + 1, ix + 1, cz - iz, cy - iy, cx - ix)
             o_row[x] = _round_clip(v, lo, hi) if to_int else v
         for x in range(x1, ox):
             v = _sample(vol, bz + mz * x, by + my * x, bx + mx * x, order, cval)
