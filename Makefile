@@ -32,29 +32,28 @@ bench: venv
 # The bundled model (resin/data/default.*): simulated tubes (sigma 1 lateral / 5 axial,
 # seed 1), the quick preset, then export. The preset stops at 9 minutes, so a much slower
 # machine trains fewer steps (the log says so) and gets a different model.
-default-model: venv
-	mkdir -p models
-	$(BIN)/resin simulate models/train_seed1.tif --truth models/train_seed1_truth.tif --seed 1 --overwrite
+default-model: venv models/train_seed1.tif
 	$(BIN)/resin train models/train_seed1.tif -o models/default.pt --preset quick --seed 0 --overwrite
 	$(BIN)/resin export models/default.pt -o resin/data/default.onnx --overwrite
 	$(BIN)/python -c "from resin.checkpoint import save_generator_only as s; s('models/default.pt', 'resin/data/default.pt', overwrite=True)"
 
 # The README's quality table (bench/quality.py): the bundled quick model, a longer run
-# (bench/configs/longer.json: F [16, 32, 64], 4400 steps, ~80 min on 2 CPU cores) and a
-# quick model for a PSF tilted 45 degrees, each trained on its own simulated volume (seed 1)
-# and scored on another (seed 0).
-models/train_seed1.tif:
+# (bench/configs/longer.json: F [16, 32, 64], 3600 steps, ~65 min on 2 CPU cores) and a
+# quick model for a PSF tilted 45 degrees, each trained on its own simulated volume (seed 1;
+# simulation is deterministic, so an existing file is the same volume) and scored on
+# another (seed 0).
+models/train_seed1.tif: | venv
 	mkdir -p models
 	$(BIN)/resin simulate $@ --truth models/train_seed1_truth.tif --seed 1 --overwrite
 
-models/train45_seed1.tif:
+models/train45_seed1.tif: | venv
 	mkdir -p models
 	$(BIN)/resin simulate $@ --truth models/train45_seed1_truth.tif --seed 1 --angle 45 --overwrite
 
-models/longer.pt: models/train_seed1.tif bench/configs/longer.json
+models/longer.pt: models/train_seed1.tif bench/configs/longer.json | venv
 	$(BIN)/resin train $< -o $@ --preset quick --config bench/configs/longer.json --seed 0 --overwrite
 
-models/oblique45.pt: models/train45_seed1.tif
+models/oblique45.pt: models/train45_seed1.tif | venv
 	$(BIN)/resin train $< -o $@ --preset quick --angle 45 --seed 0 --overwrite --no-previews
 
 quality: venv models/longer.pt models/oblique45.pt
