@@ -293,9 +293,22 @@ def affine_transform(volume: Array, matrix: Any, offset: Any = 0.0,
     out = np.empty(shape, dtype=v.dtype)
     rng = _common.int_range(v.dtype)
     lo, hi = rng if rng is not None else (0.0, 0.0)
+    from numba import get_num_threads
+
+    cpu = _cpu_kernels()
     with parallel_section():
-        _cpu_kernels().affine(v, mat, off, order, c, rng is not None, lo, hi, out)
+        if order == 1 and _y_decoupled(mat) and shape[1] >= 2 * get_num_threads():
+            cpu.affine_zx(v, mat, off, c, rng is not None, lo, hi, out)
+        else:
+            cpu.affine(v, mat, off, order, c, rng is not None, lo, hi, out)
     return out
+
+
+def _y_decoupled(mat: np.ndarray) -> bool:
+    """The source y depends on the output y only (a z-x rotation/scaling, as in
+    ``rotate_axial``): the CPU kernel then blends each pair of source planes once."""
+    return bool(mat[0, 1] == 0.0 and mat[2, 1] == 0.0 and mat[1, 0] == 0.0
+                and mat[1, 2] == 0.0)
 
 
 def rotate_axial(volume: Array, angle_deg: float, inverse: bool = False,

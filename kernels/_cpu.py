@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 _VOL = ("uint8", "uint16", "float32")
 
@@ -78,6 +79,21 @@ def finalize_float(acc, wsum, scale, low, out):  # pragma: no cover
 
 # -- maximum intensity projections ------------------------------------------------------
 
+def _vmax(a, b):  # pragma: no cover
+    """max(a, b) for the element-wise MIP loops; ``a`` (the running value) wins over NaN."""
+    return max(a, b)
+
+
+@overload(_vmax, inline="always")
+def _vmax_impl(a, b):  # pragma: no cover
+    # Floats: np.fmax (LLVM maxnum) vectorises to vmaxps; ``max`` and a select both become a
+    # masked store, which is microcoded on AMD (the float32 MIP ran 2.6x slower than this).
+    # Integers: ``max`` vectorises as is and is faster than fmax.
+    if isinstance(a, types.Float):
+        return lambda a, b: np.fmax(a, b)
+    return lambda a, b: max(a, b)
+
+
 @njit(cache=True, inline="always")
 def _row_max(row, m, lanes):  # pragma: no cover
     """max(m, max(row)). Integers vectorise as is; a NaN-safe float max reduction does not
@@ -134,15 +150,15 @@ def mip_update(chunk, mz, my, mx, z0, y0, x0, n_blocks, lanes):  # pragma: no co
                 z_row = mz[y0 + y, x0:]
                 for x in range(cx):
                     v = row[x]
-                    z_row[x] = max(z_row[x], v)
-                    p_row[x] = max(p_row[x], v)
+                    z_row[x] = _vmax(z_row[x], v)
+                    p_row[x] = _vmax(p_row[x], v)
                 mx[z0 + z, y0 + y] = _row_max(row, mx[z0 + z, y0 + y], lanes)
     for z in prange(cz):
         y_row = my[z0 + z, x0:]
         for b in range(nb):
             p_row = part[b, z]
             for x in range(cx):
-                y_row[x] = max(y_row[x], p_row[x])
+                y_row[x] = _vmax(y_row[x], p_row[x])
 
 
 @njit(_sigs("void(V[:,:,::1], float64, float64, int64, float32[:,::1])"),
@@ -216,6 +232,22 @@ def _trilinear(vol, iz, iy, ix, jz, jy, jx, fz, fy, fx):  # pragma: no cover
 
 
 @njit(cache=True, inline="always")
+def _trilinear_flat(flat, p, sy, sz, fz, fy, fx):  # pragma: no cover
+    """_trilinear on the raveled volume from the flat index ``p`` of the (iz, iy, ix)
+    corner; unsigned indices carry no negative-index wraparound checks."""
+    one = np.uint64(1)
+    q = p + sy
+    p2 = p + sz
+    q2 = p2 + sy
+    gx = 1.0 - fx
+    c00 = gx * flat[p] + fx * flat[p + one]
+    c01 = gx * flat[q] + fx * flat[q + one]
+    c10 = gx * flat[p2] + fx * flat[p2 + one]
+    c11 = gx * flat[q2] + fx * flat[q2 + one]
+    return (1.0 - fz) * ((1.0 - fy) * c00 + fy * c01) + fz * ((1.0 - fy) * c10 + fy * c11)
+
+
+@njit(cache=True, inline="always")
 def _sample(vol, cz, cy, cx, order, cval):  # pragma: no cover
     """One output value with every check (the border path)."""
     nz, ny, nx = vol.shape
@@ -254,9 +286,17 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
     (1.2-1.4x faster) and only the ends of the row take the checked path. The span is
     estimated analytically, then its ends are checked with the very arithmetic of the
     loop: c(x) is monotone in floating point too, so checked ends mean a checked span.
+    Inside the span the coordinates are in [0, n - 1), so they convert to int32 (a packed
+    conversion; int64 and uint64 conversions cost 2x and 3.5x here) and index the raveled
+    volume with unsigned flat indices: 1.2-1.4x faster than 3-D signed indexing.
     """
     nz, ny, nx = vol.shape
     oz, oy, ox = out.shape
+    flat = vol.reshape(nz * ny * nx)
+    sy = np.int64(nx)
+    sz = np.int64(ny) * nx
+    usy = np.uint64(sy)
+    usz = np.uint64(sz)
     mz = mat[0, 2]
     my = mat[1, 2]
     mx = mat[2, 2]
@@ -289,15 +329,112 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
             cz = bz + mz * x
             cy = by + my * x
             cx = bx + mx * x
-            iz = int(cz)
-            iy = int(cy)
-            ix = int(cx)
-            v = _trilinear(vol, iz, iy, ix, iz + 1, iy + 1, ix + 1, cz - iz, cy - iy, cx - ix)
+            iz = np.int32(cz)
+            iy = np.int32(cy)
+            ix = np.int32(cx)
+            v = _trilinear_flat(flat, np.uint64(iz * sz + iy * sy + ix), usy, usz,
+                                cz - iz, cy - iy, cx - ix)
             o_row[x] = _round_clip(v, lo, hi) if to_int else v
         for x in range(x1, ox):
             v = _sample(vol, bz + mz * x, by + my * x, bx + mx * x, order, cval)
             o_row[x] = _round_clip(v, lo, hi) if to_int else v
 
 
-__all__ = ["accumulate", "affine", "finalize_float", "finalize_int", "mip_update",
+@njit(cache=True, inline="always")
+def _sample_plane(plane, cz, cx, cval):  # pragma: no cover
+    """Bilinear sample of a (z, x) plane with every check (``_sample``'s rule in 2-D)."""
+    nz, nx = plane.shape
+    if not (cz >= 0.0 and cz <= nz - 1 and cx >= 0.0 and cx <= nx - 1):
+        return cval
+    iz = min(int(cz), nz - 1)
+    ix = min(int(cx), nx - 1)
+    jz = min(iz + 1, nz - 1)
+    jx = min(ix + 1, nx - 1)
+    fz = cz - iz
+    fx = cx - ix
+    gx = 1.0 - fx
+    return ((1.0 - fz) * (gx * plane[iz, ix] + fx * plane[iz, jx])
+            + fz * (gx * plane[jz, ix] + fx * plane[jz, jx]))
+
+
+@njit(_sigs("void(V[:,:,::1], float64[:,::1], float64[::1], float64, boolean, float64,"
+            " float64, V[:,:,::1])"),
+      parallel=True, cache=True, nogil=True)
+def affine_zx(vol, mat, off, cval, to_int, lo, hi, out):  # pragma: no cover
+    """``affine`` at order 1 for matrices whose y axis is decoupled (rotations and scalings
+    in the z-x plane, as ``rotate_axial`` makes): every output plane ``out[:, y, :]`` reads
+    one source coordinate ``cy``. Its two source planes are blended along y once (a
+    contiguous, vectorised pass) and each output voxel then takes 4 loads instead of 8.
+    Same inside/outside rule as ``affine``; the blend order differs, so results agree with
+    it to rounding (1e-16 relative in float64 before the cast).
+    """
+    nz, ny, nx = vol.shape
+    oz, oy, ox = out.shape
+    a00 = mat[0, 0]
+    a02 = mat[0, 2]
+    a20 = mat[2, 0]
+    a22 = mat[2, 2]
+    fill = _round_clip(cval, lo, hi) if to_int else cval
+    usx = np.uint64(nx)
+    one = np.uint64(1)
+    for y in prange(oy):
+        cy = mat[1, 1] * y + off[1]
+        if not (cy >= 0.0 and cy <= ny - 1):
+            for z in range(oz):
+                o_row = out[z, y]
+                for x in range(ox):
+                    o_row[x] = fill
+            continue
+        iy = min(int(cy), ny - 1)
+        jy = min(iy + 1, ny - 1)
+        fy = cy - iy
+        gy = 1.0 - fy
+        plane = np.empty((nz, nx), dtype=np.float64)
+        for z in range(nz):
+            r0 = vol[z, iy]
+            r1 = vol[z, jy]
+            p_row = plane[z]
+            for x in range(nx):
+                p_row[x] = gy * r0[x] + fy * r1[x]
+        flat = plane.reshape(nz * nx)
+        for z in range(oz):
+            bz = a00 * z + off[0]
+            bx = a20 * z + off[2]
+            o_row = out[z, y]
+            x0 = 0
+            x1 = 0
+            if ox > 0:
+                a, b = _axis_span(bz, a02, nz, 0.0, ox - 1.0)
+                a, b = _axis_span(bx, a22, nx, a, b)
+                if a <= b:
+                    x0 = int(math.ceil(a))
+                    x1 = int(math.floor(b)) + 1
+                    while x0 < x1 and not (_has_neighbours(bz + a02 * x0, nz)
+                                           and _has_neighbours(bx + a22 * x0, nx)):
+                        x0 += 1
+                    while x1 > x0 and not (_has_neighbours(bz + a02 * (x1 - 1), nz)
+                                           and _has_neighbours(bx + a22 * (x1 - 1), nx)):
+                        x1 -= 1
+            for x in range(x0):
+                v = _sample_plane(plane, bz + a02 * x, bx + a22 * x, cval)
+                o_row[x] = _round_clip(v, lo, hi) if to_int else v
+            for x in range(x0, x1):
+                cz = bz + a02 * x
+                cx = bx + a22 * x
+                iz = np.int32(cz)
+                ix = np.int32(cx)
+                fz = cz - iz
+                fx = cx - ix
+                gx = 1.0 - fx
+                p = np.uint64(iz * nx + ix)
+                q = p + usx
+                v = ((1.0 - fz) * (gx * flat[p] + fx * flat[p + one])
+                     + fz * (gx * flat[q] + fx * flat[q + one]))
+                o_row[x] = _round_clip(v, lo, hi) if to_int else v
+            for x in range(x1, ox):
+                v = _sample_plane(plane, bz + a02 * x, bx + a22 * x, cval)
+                o_row[x] = _round_clip(v, lo, hi) if to_int else v
+
+
+__all__ = ["accumulate", "affine", "affine_zx", "finalize_float", "finalize_int", "mip_update",
            "slanted_mip"]

@@ -323,6 +323,43 @@ def test_affine_fast_span_matches_scipy(rng, dtype):
             assert np.abs(got.astype(int) - ref).max(initial=0) <= 1
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_affine_zx_plane_path_matches_scipy_and_general_kernel(rng, dtype):
+    """Matrices that keep y apart take the plane-blending kernel: same values as SciPy
+    and as the general kernel, including output planes whose source y is outside (cval),
+    exactly on the last plane, and between planes."""
+    from resin.kernels import _cpu
+
+    shape = (11, 9, 19)
+    vol = _random(rng, shape, dtype)
+    a = np.deg2rad(33.0)
+    rot = np.array([[np.cos(a), 0, -np.sin(a)], [0, 1, 0], [np.sin(a), 0, np.cos(a)]])
+    cases = [(rot, np.array([3.0, 0.0, -2.0]), (15, 9, 21)),
+             (rot @ np.diag([0.7, 1.0, 1.3]), np.array([1.0, -2.5, 4.0]), (12, 13, 17)),
+             (np.diag([1.0, 0.5, 1.0]), np.array([0.0, 4.0, 0.0]), (11, 9, 19)),  # y = 8.0
+             (rot, np.array([0.0, 0.25, 0.0]), (9, 10, 16))]
+    rng_int = _common_int_range(dtype)
+    for mat, off, out_shape in cases:
+        assert out_shape[1] >= 4  # the plane path (two threads or fewer)
+        got = K.affine_transform(vol, mat, off, output_shape=out_shape, order=1, cval=6.0)
+        ref = ndi.affine_transform(vol, mat, off, output_shape=out_shape, order=1, cval=6.0)
+        general = np.empty(out_shape, dtype)
+        lo, hi = rng_int if rng_int is not None else (0.0, 0.0)
+        _cpu.affine(vol, mat, off, 1, 6.0, rng_int is not None, lo, hi, general)
+        if np.dtype(dtype).kind == "f":
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(got, general, rtol=1e-6, atol=1e-6)
+        else:
+            assert np.abs(got.astype(int) - ref).max(initial=0) <= 1
+            assert np.abs(got.astype(int) - general).max(initial=0) <= 1
+
+
+def _common_int_range(dtype):
+    from resin.kernels import _common
+
+    return _common.int_range(np.dtype(dtype))
+
+
 def test_affine_matrix_forms(rng):
     vol = rng.random((5, 6, 7)).astype(np.float32)
     mat, off = _random_affine(rng)
