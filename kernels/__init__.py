@@ -46,6 +46,11 @@ def _cpu_kernels() -> ModuleType:
     return importlib.import_module("resin.kernels._cpu")
 
 
+def _resample_kernels() -> ModuleType:
+    # affine and slanted-MIP kernels, compiled on first use (axial models never need them)
+    return importlib.import_module("resin.kernels._cpu_resample")
+
+
 def _cuda_kernels() -> ModuleType:
     return importlib.import_module("resin.kernels._cuda")
 
@@ -252,7 +257,7 @@ def slanted_mip(volume: Array, angle_deg: float) -> Array:
     t_n, u_n, cos_a, sin_a = _common.slanted_grid(vol.shape, angle)
     out = np.empty((vol.shape[1], u_n), dtype=np.float32)
     with parallel_section():
-        _cpu_kernels().slanted_mip(vol, cos_a, sin_a, t_n, out)
+        _resample_kernels().slanted_mip(vol, cos_a, sin_a, t_n, out)
     return out
 
 
@@ -295,7 +300,7 @@ def affine_transform(volume: Array, matrix: Any, offset: Any = 0.0,
     lo, hi = rng if rng is not None else (0.0, 0.0)
     from numba import get_num_threads
 
-    cpu = _cpu_kernels()
+    cpu = _resample_kernels()
     with parallel_section():
         if order == 1 and _y_decoupled(mat) and shape[1] >= 2 * get_num_threads():
             cpu.affine_zx(v, mat, off, c, rng is not None, lo, hi, out)

@@ -16,6 +16,11 @@ VOLUME_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.uint8), np.dtype(np.uint16),
 WINDOW_MODES = ("gaussian", "cosine", "constant")
 
 
+def numba_signatures(template: str) -> list[str]:
+    """One Numba signature per volume dtype: ``V`` in ``template`` becomes each dtype."""
+    return [template.replace("V", np.dtype(dt).name) for dt in VOLUME_DTYPES]
+
+
 def check_volume(name: str, shape: tuple[int, ...], dtype: Any) -> np.dtype:
     """A ZYX volume of a supported dtype, or a VolumeError naming what is wrong."""
     dt = np.dtype(dtype)

@@ -328,7 +328,7 @@ def test_affine_zx_plane_path_matches_scipy_and_general_kernel(rng, dtype):
     """Matrices that keep y apart take the plane-blending kernel: same values as SciPy
     and as the general kernel, including output planes whose source y is outside (cval),
     exactly on the last plane, and between planes."""
-    from resin.kernels import _cpu
+    from resin.kernels import _cpu_resample
 
     shape = (11, 9, 19)
     vol = _random(rng, shape, dtype)
@@ -345,7 +345,7 @@ def test_affine_zx_plane_path_matches_scipy_and_general_kernel(rng, dtype):
         ref = ndi.affine_transform(vol, mat, off, output_shape=out_shape, order=1, cval=6.0)
         general = np.empty(out_shape, dtype)
         lo, hi = rng_int if rng_int is not None else (0.0, 0.0)
-        _cpu.affine(vol, mat, off, 1, 6.0, rng_int is not None, lo, hi, general)
+        _cpu_resample.affine(vol, mat, off, 1, 6.0, rng_int is not None, lo, hi, general)
         if np.dtype(dtype).kind == "f":
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(got, general, rtol=1e-6, atol=1e-6)
