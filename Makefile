@@ -59,8 +59,9 @@ models/oblique45.pt: models/train45_seed1.tif | venv
 quality: venv models/longer.pt models/oblique45.pt
 	mkdir -p bench/results
 	$(BIN)/python bench/quality.py --quick-model resin/data/default.pt \
-		--longer-model models/longer.pt --oblique --oblique-model models/oblique45.pt \
-		--json bench/results/quality.json
+		--longer-model models/longer.pt \
+		--extra-model "RESIN trained longer, last step=models/longer.last.pt" \
+		--oblique --oblique-model models/oblique45.pt --json bench/results/quality.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out

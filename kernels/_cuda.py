@@ -1,4 +1,5 @@
-"""Numba CUDA kernels: the same operations as ``_cpu`` on device arrays, no host copies.
+"""Numba CUDA kernels: the same operations as ``_cpu`` and ``_cpu_resample`` on device
+arrays, no host copies.
 
 Inputs are converted with ``as_device`` (zero-copy for anything exposing
 ``__cuda_array_interface__``); results are Numba device arrays. Under
