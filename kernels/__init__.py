@@ -293,6 +293,9 @@ def affine_transform(volume: Array, matrix: Any, offset: Any = 0.0,
         _common.check_volume("volume", vol.shape, vol.dtype)
         shape = _output_shape(output_shape, tuple(vol.shape))
         return _cuda_kernels().affine(vol, mat, off, shape, order, c)
+    if max(np.shape(volume), default=0) > _MAX_AXIS:
+        raise VolumeError(f"volume axes are limited to {_MAX_AXIS} voxels (int32 coordinates), "
+                          f"got shape {tuple(np.shape(volume))}.")
     v = _host("volume", volume)
     shape = _output_shape(output_shape, v.shape)
     out = np.empty(shape, dtype=v.dtype)
@@ -307,6 +310,10 @@ def affine_transform(volume: Array, matrix: Any, offset: Any = 0.0,
         else:
             cpu.affine(v, mat, off, order, c, rng is not None, lo, hi, out)
     return out
+
+
+#: the CPU resampling kernels convert coordinates to int32
+_MAX_AXIS = 2**31 - 2
 
 
 def _y_decoupled(mat: np.ndarray) -> bool:

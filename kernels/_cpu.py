@@ -75,8 +75,21 @@ def finalize_float(acc, wsum, scale, low, out):  # pragma: no cover
 # -- maximum intensity projections ------------------------------------------------------
 
 def _vmax(a, b):  # pragma: no cover
-    """max(a, b) for the element-wise MIP loops; ``a`` (the running value) wins over NaN."""
+    """max(a, b) for the MIP loops where a NaN never wins: np.fmax for floats (returns the
+    other operand), ``max`` for integers (which have no NaN)."""
     return max(a, b)
+
+
+def _not_nan(m):  # pragma: no cover
+    """A running float value that is NaN (only if the caller seeded it so) becomes -inf."""
+    return m
+
+
+@overload(_not_nan, inline="always")
+def _not_nan_impl(m):  # pragma: no cover
+    if isinstance(m, types.Float):
+        return lambda m: m if m == m else -np.inf
+    return lambda m: m
 
 
 @overload(_vmax, inline="always")
@@ -126,8 +139,10 @@ def mip_update(chunk, mz, my, mx, z0, y0, x0, n_blocks, lanes):  # pragma: no co
     in parallel; each keeps its own partial along-y projection, merged at the end.
 
     Rows are indexed through slices that start at the offset so that every index is a bare
-    loop counter: that lets LLVM drop the negative-index checks and vectorise. The running
-    value always comes first in ``max``, so a NaN voxel never wins.
+    loop counter: that lets LLVM drop the negative-index checks and vectorise. A NaN voxel
+    never wins: the element-wise updates use ``_vmax`` (np.fmax for floats) and the row
+    maxima keep the running value first in ``max``. A NaN the caller put in a running
+    projection is replaced by the chunk's maximum in all three.
     """
     cz, cy, cx = chunk.shape
     nb = max(1, min(n_blocks, cy))
@@ -147,7 +162,7 @@ def mip_update(chunk, mz, my, mx, z0, y0, x0, n_blocks, lanes):  # pragma: no co
                     v = row[x]
                     z_row[x] = _vmax(z_row[x], v)
                     p_row[x] = _vmax(p_row[x], v)
-                mx[z0 + z, y0 + y] = _row_max(row, mx[z0 + z, y0 + y], lanes)
+                mx[z0 + z, y0 + y] = _row_max(row, _not_nan(mx[z0 + z, y0 + y]), lanes)
     for z in prange(cz):
         y_row = my[z0 + z, x0:]
         for b in range(nb):

@@ -203,6 +203,17 @@ def test_mip_ignores_nan_and_handles_views(rng):
     np.testing.assert_array_equal(K.mip(view)[1], np.fmax.reduce(view, axis=1))
 
 
+def test_mip_update_replaces_nan_seeded_projections_in_all_three():
+    """Projections a caller seeded with NaN: every projection takes the chunk's maxima."""
+    chunk = np.arange(2 * 3 * 16, dtype=np.float32).reshape(2, 3, 16)
+    projections = K.mip_init(chunk.shape, np.float32)
+    for p in projections:
+        p[...] = np.nan
+    K.mip_update(*projections, chunk, (0, 0, 0))
+    for p, axis in zip(projections, (0, 1, 2), strict=True):
+        np.testing.assert_array_equal(p, chunk.max(axis=axis))
+
+
 def test_mip_rejects_bad_input():
     with pytest.raises(VolumeError):
         K.mip(np.zeros((4, 4), np.uint16))
@@ -339,25 +350,36 @@ def test_affine_zx_plane_path_matches_scipy_and_general_kernel(rng, dtype):
              (np.diag([1.0, 0.5, 1.0]), np.array([0.0, 4.0, 0.0]), (11, 9, 19)),  # y = 8.0
              (rot, np.array([0.0, 0.25, 0.0]), (9, 10, 16))]
     rng_int = _common_int_range(dtype)
+    lo, hi = rng_int if rng_int is not None else (0.0, 0.0)
     for mat, off, out_shape in cases:
-        assert out_shape[1] >= 4  # the plane path (two threads or fewer)
-        got = K.affine_transform(vol, mat, off, output_shape=out_shape, order=1, cval=6.0)
         ref = ndi.affine_transform(vol, mat, off, output_shape=out_shape, order=1, cval=6.0)
+        # the plane kernel called directly (the public call takes it only when the output
+        # has at least two y planes per thread), the general one, and the public call
+        plane = np.empty(out_shape, dtype)
+        _cpu_resample.affine_zx(vol, mat, off, 6.0, rng_int is not None, lo, hi, plane)
         general = np.empty(out_shape, dtype)
-        lo, hi = rng_int if rng_int is not None else (0.0, 0.0)
         _cpu_resample.affine(vol, mat, off, 1, 6.0, rng_int is not None, lo, hi, general)
-        if np.dtype(dtype).kind == "f":
-            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(got, general, rtol=1e-6, atol=1e-6)
-        else:
-            assert np.abs(got.astype(int) - ref).max(initial=0) <= 1
-            assert np.abs(got.astype(int) - general).max(initial=0) <= 1
+        public = K.affine_transform(vol, mat, off, output_shape=out_shape, order=1, cval=6.0)
+        for got in (plane, public):
+            if np.dtype(dtype).kind == "f":
+                np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(got, general, rtol=1e-6, atol=1e-6)
+            else:
+                assert np.abs(got.astype(int) - ref).max(initial=0) <= 1
+                assert np.abs(got.astype(int) - general).max(initial=0) <= 1
 
 
 def _common_int_range(dtype):
     from resin.kernels import _common
 
     return _common.int_range(np.dtype(dtype))
+
+
+def test_affine_rejects_axes_beyond_int32_coordinates():
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=(1, 1, 2**31),
+                                           strides=(0, 0, 0))  # no memory behind it
+    with pytest.raises(VolumeError, match="int32"):
+        K.affine_transform(huge, np.eye(3))
 
 
 def test_affine_matrix_forms(rng):
