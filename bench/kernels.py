@@ -176,5 +176,6 @@ def main() -> None:
         print(f"first call, fresh process, empty cache (compile): blend + MIP kernels "
               f"{first:.1f} s, resampling kernels {rest:.1f} s (only when first resampling)")
 
+
 if __name__ == "__main__":
     main()
