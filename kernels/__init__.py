@@ -228,7 +228,8 @@ def mip_update(mz: Array, my: Array, mx: Array, chunk: Array, offset: Sequence[i
 
 def mip(volume: Array) -> Projections:
     """Maximum intensity projections (along z (Y, X), along y (Z, X), along x (Z, Y)) in
-    one fused pass over the volume. NaN voxels never win a maximum."""
+    one fused pass over the volume. NaN voxels never win a maximum; a line of NaNs only
+    projects to -inf."""
     if is_device(volume):
         vol = _cuda_kernels().as_device(volume)
         _common.check_volume("volume", tuple(vol.shape), vol.dtype)

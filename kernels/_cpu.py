@@ -85,7 +85,7 @@ def _not_nan(m):  # pragma: no cover
     return m
 
 
-@overload(_not_nan, inline="always")
+@overload(_not_nan)
 def _not_nan_impl(m):  # pragma: no cover
     if isinstance(m, types.Float):
         return lambda m: m if m == m else -np.inf
@@ -102,33 +102,38 @@ def _vmax_impl(a, b):  # pragma: no cover
     return lambda a, b: max(a, b)
 
 
+LANES = 64  # float row maxima: independent running maxima, one vectorised np.fmax per step
+
+
 @njit(cache=True, inline="always")
-def _row_max(row, m, lanes):  # pragma: no cover
-    """max(m, max(row)). Integers vectorise as is; a NaN-safe float max reduction does not
-    (without fast-math), so floats use eight independent running maxima (4x faster)."""
+def _row_max(row, m, lanes, scratch):  # pragma: no cover
+    """max(m, max(row)), a NaN never winning. Integers vectorise as is. A NaN-ignoring float
+    max reduction does not (without fast-math), so floats keep ``LANES`` running maxima in
+    ``scratch`` and update them with element-wise np.fmax, which does (2x the former eight
+    scalar lanes); ``max`` keeps ``m`` first, so an all-NaN lane never replaces it."""
     n = row.shape[0]
     if not lanes:
         for x in range(n):
             m = max(m, row[x])
         return m
-    n8 = n - n % 8
-    if n8 > 0:
-        m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = m
-        for s in range(n8 // 8):
-            seg = row[s * 8:]
-            m0 = max(m0, seg[0])
-            m1 = max(m1, seg[1])
-            m2 = max(m2, seg[2])
-            m3 = max(m3, seg[3])
-            m4 = max(m4, seg[4])
-            m5 = max(m5, seg[5])
-            m6 = max(m6, seg[6])
-            m7 = max(m7, seg[7])
-        m = max(max(max(m, m0), max(m1, m2)), max(max(m3, m4), max(m5, max(m6, m7))))
-    tail = row[n8:]
-    for x in range(n - n8):
+    w = scratch.shape[0]
+    nw = n - n % w
+    if nw > 0:
+        for k in range(w):
+            scratch[k] = row[k]
+        for s in range(1, nw // w):
+            seg = row[s * w:]
+            for k in range(w):
+                scratch[k] = _vmax(scratch[k], seg[k])
+        for k in range(w):
+            m = max(m, scratch[k])
+    tail = row[nw:]
+    for x in range(n - nw):
         m = max(m, tail[x])
     return m
+
+
+ZB = 4  # z planes read together: the along-z projection row is loaded and stored once per ZB
 
 
 @njit(_sigs("void(V[:,:,::1], V[:,::1], V[:,::1], V[:,::1], int64, int64, int64, int64,"
@@ -137,6 +142,11 @@ def _row_max(row, m, lanes):  # pragma: no cover
 def mip_update(chunk, mz, my, mx, z0, y0, x0, n_blocks, lanes):  # pragma: no cover
     """One streaming read of the chunk updates all three projections. Blocks of y rows run
     in parallel; each keeps its own partial along-y projection, merged at the end.
+
+    Each block reads the rows of ``ZB`` consecutive planes at once and folds their maximum
+    into the along-z row with one load and store: that row (the whole along-z projection
+    is megabytes) was the traffic that kept the kernel at 2.7-4x NumPy; reading four planes
+    at once made it 5x for integers.
 
     Rows are indexed through slices that start at the offset so that every index is a bare
     loop counter: that lets LLVM drop the negative-index checks and vectorise. A NaN voxel
@@ -150,19 +160,49 @@ def mip_update(chunk, mz, my, mx, z0, y0, x0, n_blocks, lanes):  # pragma: no co
     for b in prange(nb):
         ya = b * cy // nb
         yb = (b + 1) * cy // nb
+        scratch = np.empty(LANES, dtype=chunk.dtype)
         for z in range(cz):
             p_row = part[b, z]
             start = my[z0 + z, x0:]
             for x in range(cx):
                 p_row[x] = start[x]
+        z = 0
+        while z + ZB <= cz:
+            p0 = part[b, z]
+            p1 = part[b, z + 1]
+            p2 = part[b, z + 2]
+            p3 = part[b, z + 3]
             for y in range(ya, yb):
-                row = chunk[z, y]
+                r0 = chunk[z, y]
+                r1 = chunk[z + 1, y]
+                r2 = chunk[z + 2, y]
+                r3 = chunk[z + 3, y]
+                z_row = mz[y0 + y, x0:]
+                for x in range(cx):
+                    v0 = r0[x]
+                    v1 = r1[x]
+                    v2 = r2[x]
+                    v3 = r3[x]
+                    z_row[x] = _vmax(z_row[x], _vmax(_vmax(v0, v1), _vmax(v2, v3)))
+                    p0[x] = _vmax(p0[x], v0)
+                    p1[x] = _vmax(p1[x], v1)
+                    p2[x] = _vmax(p2[x], v2)
+                    p3[x] = _vmax(p3[x], v3)
+                for k in range(ZB):
+                    mx[z0 + z + k, y0 + y] = _row_max(
+                        chunk[z + k, y], _not_nan(mx[z0 + z + k, y0 + y]), lanes, scratch)
+            z += ZB
+        for zr in range(z, cz):
+            p_row = part[b, zr]
+            for y in range(ya, yb):
+                row = chunk[zr, y]
                 z_row = mz[y0 + y, x0:]
                 for x in range(cx):
                     v = row[x]
                     z_row[x] = _vmax(z_row[x], v)
                     p_row[x] = _vmax(p_row[x], v)
-                mx[z0 + z, y0 + y] = _row_max(row, _not_nan(mx[z0 + z, y0 + y]), lanes)
+                mx[z0 + zr, y0 + y] = _row_max(row, _not_nan(mx[z0 + zr, y0 + y]), lanes,
+                                               scratch)
     for z in prange(cz):
         y_row = my[z0 + z, x0:]
         for b in range(nb):

@@ -203,6 +203,31 @@ def test_mip_ignores_nan_and_handles_views(rng):
     np.testing.assert_array_equal(K.mip(view)[1], np.fmax.reduce(view, axis=1))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mip_wide_rows_and_plane_blocks(rng, dtype):
+    """Rows of 63-200 voxels (the float row maxima's 64 running lanes plus their tail) and
+    1-9 planes (the kernel reads four planes at a time plus a remainder), negative floats,
+    scattered NaNs and an all-NaN row (a line of NaNs only projects to -inf, the value
+    mip_init starts from); whole volumes and streamed chunks at offsets."""
+    for nz, nx in ((1, 64), (3, 63), (4, 65), (5, 128), (8, 130), (9, 200)):
+        vol = _random(rng, (nz, 6, nx), dtype)
+        if np.dtype(dtype).kind == "f":
+            vol[rng.random(vol.shape) < 0.05] = np.nan
+            vol[0, 2, :] = np.nan
+        want = [np.fmax.reduce(vol, axis=a) for a in range(3)]
+        for w in want if np.dtype(dtype).kind == "f" else ():
+            w[np.isnan(w)] = -np.inf
+        for got, ref in zip(K.mip(vol), want, strict=True):
+            np.testing.assert_array_equal(got, ref)
+        projections = K.mip_init(vol.shape, dtype)
+        for z0, z1 in ((nz // 2, nz), (0, nz // 2)):
+            for x0, x1 in ((0, nx // 3), (nx // 3, nx)):
+                if z1 > z0:
+                    K.mip_update(*projections, vol[z0:z1, :, x0:x1], (z0, 0, x0))
+        for got, ref in zip(projections, want, strict=True):
+            np.testing.assert_array_equal(got, ref)
+
+
 def test_mip_update_replaces_nan_seeded_projections_in_all_three():
     """Projections a caller seeded with NaN: every projection takes the chunk's maxima."""
     chunk = np.arange(2 * 3 * 16, dtype=np.float32).reshape(2, 3, 16)
