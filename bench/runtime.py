@@ -5,12 +5,18 @@ One run, one simulated uint16 volume, the same weights, tile and overlap everywh
   (a) engine only: ONNX Runtime on exactly the tiles resin-run plans, no I/O, no blending
   (b) resin-run end to end: TIFF in -> normalize -> tiles -> blend -> OME-Zarr out
   (b2) resin-run on the volume doubled in z (peak memory must stay flat)
+  (b3) resin-run with the PyTorch checkpoint instead of ONNX (same weights and tiles)
   (c) MONAI sliding_window_inference (mode="gaussian") with the same network in PyTorch:
       TIFF in -> normalize -> sliding windows -> de-normalize -> TIFF out
+  (c2) the same MONAI call on the volume reflect-padded as resin's planner pads it
 
 MONAI's roi is resin's tile and its overlap fraction is resin's halo share of the tile, so
-both run the same number of network calls on the same tile shape. Each measurement runs
-in its own subprocess; peak memory is that process's own maximum RSS.
+both step by the same stride. They do not make the same number of network calls: resin's
+planner pads the volume by the halo (reflect) so that the voxels at the volume's faces get
+the same context as any other and the result equals one-tile inference; MONAI's windows
+stay inside the volume, fewer of them, and the faces see the network's zero padding. (c2)
+gives MONAI the same padded volume, hence exactly resin's tiles; both counts are printed.
+Each measurement runs in its own subprocess; peak memory is that process's own maximum RSS.
 
     python bench/runtime.py                      # 64x256x256, default or stand-in model
     python bench/runtime.py --shape 128 512 512  # the issue's volume (slow on 2 cores)
@@ -74,23 +80,32 @@ MONAI = _CHILD_PRELUDE + """
 import numpy as np, tifffile, torch
 from monai.inferers import sliding_window_inference
 from resin.checkpoint import build_generator, load_checkpoint
+from monai.data.utils import dense_patch_slices
+from monai.inferers.utils import _get_scan_interval
 src, dst, ckpt_path = sys.argv[1], sys.argv[2], sys.argv[3]
 tile, overlap = json.loads(sys.argv[4]), json.loads(sys.argv[5])
 low_p, high_p = json.loads(sys.argv[6])
+pad = json.loads(sys.argv[7])  # [[before, after]] * 3, or null: no padding
 torch.set_grad_enabled(False)
 net = build_generator(load_checkpoint(ckpt_path))
 t = time.perf_counter()
 vol = tifffile.imread(src)
 low, high = np.percentile(vol, [low_p, high_p])
-x = torch.from_numpy(((vol.astype(np.float32) - np.float32(low))
-                      / np.float32(high - low))[None, None])
+xn = (vol.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+if pad is not None:
+    xn = np.pad(xn, pad, mode="reflect")
+x = torch.from_numpy(xn[None, None])
+windows = len(dense_patch_slices(xn.shape, tile, _get_scan_interval(xn.shape, tile, 3, overlap)))
 y = sliding_window_inference(x, roi_size=tile, sw_batch_size=1, predictor=net,
                              overlap=overlap, mode="gaussian", sigma_scale=0.125)
-out = y[0, 0].numpy() * (high - low) + low
+y = y[0, 0].numpy()
+if pad is not None:
+    y = y[tuple(slice(b, b + n) for (b, _), n in zip(pad, vol.shape))]
+out = y * (high - low) + low
 out = np.clip(np.round(out), 0, 65535).astype(np.uint16)
 tifffile.imwrite(dst, out)
 dt = time.perf_counter() - t
-_report(seconds=dt, voxels=int(vol.size))
+_report(seconds=dt, voxels=int(vol.size), tiles=windows)
 """
 
 
@@ -104,8 +119,9 @@ def _child(name: str, code: str, *args: str, env: dict | None = None) -> dict:
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")][-1]
     result = json.loads(line[6:])
     result["rate"] = result["voxels"] / result["seconds"]
+    tiles = f"{result['tiles']:6d}" if "tiles" in result else ""
     print(f"{name:46s} {result['rate'] / 1e6:9.3f} {result['seconds']:8.1f} "
-          f"{result['peak_rss_mb']:12.0f}", flush=True)
+          f"{result['peak_rss_mb']:12.0f} {tiles}", flush=True)
     return result
 
 
@@ -179,8 +195,8 @@ def main() -> None:
           f"{', '.join(f'{o:.3f}' for o in overlap)}; {os.cpu_count()} CPU cores")
 
     tile_args = ["--tile", *map(str, tile)]
-    print(f"\n{'measurement':46s} {'Mvoxel/s':>9s} {'seconds':>8s} {'peak RSS MB':>12s}",
-          flush=True)
+    print(f"\n{'measurement':46s} {'Mvoxel/s':>9s} {'seconds':>8s} {'peak RSS MB':>12s} "
+          f"{'tiles':>6s}", flush=True)
     run_args = ["--engine", str(onnx), "--overwrite", "--device", "cpu", "--quiet", *tile_args]
     a = _child("(a) engine only (ONNX Runtime, same tiles)", ENGINE_ONLY, str(onnx),
                json.dumps(list(shape)), json.dumps(tile), "0")
@@ -188,10 +204,19 @@ def main() -> None:
                "-o", str(work / "out.ome.zarr"))
     b2 = _child("(b2) resin-run, volume doubled in z", RESIN_RUN, *run_args, str(src2),
                 "-o", str(work / "out2.ome.zarr"))
+    pt_args = ["--engine", str(ckpt), *run_args[2:]]
+    b3 = _child("(b3) resin-run, PyTorch checkpoint", RESIN_RUN, *pt_args, str(src),
+                "-o", str(work / "out3.ome.zarr"))
     norm = meta.normalization
+    monai_args = [str(ckpt), json.dumps(tile), json.dumps(overlap),
+                  json.dumps([norm.low_percentile, norm.high_percentile])]
     c = _child("(c) MONAI sliding_window_inference, PyTorch", MONAI, str(src),
-               str(work / "monai.tif"), str(ckpt), json.dumps(tile), json.dumps(overlap),
-               json.dumps([norm.low_percentile, norm.high_percentile]))
+               str(work / "monai.tif"), *monai_args, "null")
+    # resin's padding: halo before, halo + extra after (the padded length is a multiple
+    # of the model's size multiple); with it MONAI's windows are exactly resin's tiles
+    pad = [[a.halo, a.halo + a.extra] for a in plan.axes]
+    c2 = _child("(c2) MONAI, volume padded as resin pads it", MONAI, str(src),
+                str(work / "monai2.tif"), *monai_args, json.dumps(pad))
 
     print("\nratio                                           value   goal")
     checks = [
@@ -199,6 +224,11 @@ def main() -> None:
         ("(b)/(c) speed: resin-run vs MONAI", b["rate"] / c["rate"], ">= 1.5"),
         ("(b)/(c) peak memory: resin-run vs MONAI", b["peak_rss_mb"] / c["peak_rss_mb"],
          "<= 0.5"),
+        ("(b)/(c2) speed: same tiles (MONAI padded)", b["rate"] / c2["rate"], ">= 1.5"),
+        ("(b)/(c2) peak memory: same tiles", b["peak_rss_mb"] / c2["peak_rss_mb"], "<= 0.5"),
+        ("(b3)/(c) speed: PyTorch checkpoint vs MONAI", b3["rate"] / c["rate"], ">= 1.5"),
+        ("(b3)/(c2) speed: same tiles", b3["rate"] / c2["rate"], ">= 1.5"),
+        ("(b3)/(c) peak memory", b3["peak_rss_mb"] / c["peak_rss_mb"], "<= 0.5"),
         ("(b2)/(b) peak memory: doubled volume", b2["peak_rss_mb"] / b["peak_rss_mb"],
          "~ 1.0"),
     ]
