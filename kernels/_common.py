@@ -170,6 +170,39 @@ def axial_rotation(in_shape: tuple[int, int, int], out_shape: tuple[int, int, in
     return np.ascontiguousarray(mat), np.ascontiguousarray(ci - mat @ co)
 
 
+def slanted_ray_max(vol, y, u, cos_a, sin_a, t_n):  # pragma: no cover
+    """Max of the bilinear (z, x) samples of plane ``y`` along the ray at offset ``u`` from
+    the centre, tilted from z towards x (``t_n`` samples, unit spacing, centred); samples
+    outside the volume are skipped, a ray that never enters it gives 0.
+
+    Plain Python on purpose: ``_cpu_resample`` compiles it with ``njit`` and ``_cuda`` as a
+    CUDA device function, so the CPU and GPU slanted MIPs run one ray loop.
+    """
+    nz = vol.shape[0]
+    nx = vol.shape[2]
+    cz = (nz - 1) / 2.0
+    cx = (nx - 1) / 2.0
+    ct = (t_n - 1) / 2.0
+    best = -math.inf
+    for i in range(t_n):
+        t = i - ct
+        z = cz + t * cos_a - u * sin_a
+        x = cx + t * sin_a + u * cos_a
+        if z < 0.0 or z > nz - 1 or x < 0.0 or x > nx - 1:
+            continue
+        iz = min(int(z), nz - 1)
+        ix = min(int(x), nx - 1)
+        fz = z - iz
+        fx = x - ix
+        jz = min(iz + 1, nz - 1)
+        jx = min(ix + 1, nx - 1)
+        v = ((1 - fz) * ((1 - fx) * vol[iz, y, ix] + fx * vol[iz, y, jx])
+             + fz * ((1 - fx) * vol[jz, y, ix] + fx * vol[jz, y, jx]))
+        if v > best:
+            best = v
+    return best if best > -math.inf else 0.0
+
+
 def slanted_grid(shape: tuple[int, int, int], angle_deg: float) -> tuple[int, int, float, float]:
     """(T samples along the ray, U output columns, cos, sin) for slanted_mip."""
     t_n, u_n = rotated_extent(shape[0], shape[2], angle_deg)

@@ -11,42 +11,25 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from resin.kernels import _common
 from resin.kernels._common import numba_signatures as _sigs
+
+_ray_max = njit(cache=True, inline="always")(_common.slanted_ray_max)
 
 
 @njit(_sigs("void(V[:,:,::1], float64, float64, int64, float32[:,::1])"),
       parallel=True, cache=True, nogil=True)
 def slanted_mip(vol, cos_a, sin_a, t_n, out):  # pragma: no cover
     """Max of bilinear (z, x) samples along rays tilted from z towards x; samples outside
-    the volume are skipped, rays that never enter it give 0."""
-    nz, ny, nx = vol.shape
+    the volume are skipped, rays that never enter it give 0 (``_common.slanted_ray_max``,
+    which the CUDA kernel runs too)."""
+    ny = vol.shape[1]
     u_n = out.shape[1]
-    cz = (nz - 1) / 2.0
-    cx = (nx - 1) / 2.0
-    ct = (t_n - 1) / 2.0
     cu = (u_n - 1) / 2.0
     for r in prange(ny * u_n):
         y = r // u_n
         j = r - y * u_n
-        u = j - cu
-        best = -np.inf
-        for i in range(t_n):
-            t = i - ct
-            z = cz + t * cos_a - u * sin_a
-            x = cx + t * sin_a + u * cos_a
-            if z < 0.0 or z > nz - 1 or x < 0.0 or x > nx - 1:
-                continue
-            iz = min(int(z), nz - 1)
-            ix = min(int(x), nx - 1)
-            fz = z - iz
-            fx = x - ix
-            jz = min(iz + 1, nz - 1)
-            jx = min(ix + 1, nx - 1)
-            v = ((1 - fz) * ((1 - fx) * vol[iz, y, ix] + fx * vol[iz, y, jx])
-                 + fz * ((1 - fx) * vol[jz, y, ix] + fx * vol[jz, y, jx]))
-            if v > best:
-                best = v
-        out[y, j] = best if best > -np.inf else 0.0
+        out[y, j] = _ray_max(vol, y, j - cu, cos_a, sin_a, t_n)
 
 
 @njit(cache=True, inline="always")

@@ -167,34 +167,16 @@ def mip_update(mz: Any, my: Any, mx: Any, chunk: Any, off: tuple[int, int, int])
     _mip_x_k[_grid2(cy, cz), _BLOCK2](chunk, mx, z0, y0)
 
 
+_ray_max = cuda.jit(device=True)(_common.slanted_ray_max)
+
+
 @cuda.jit
 def _slanted_k(vol, cos_a, sin_a, t_n, out):  # pragma: no cover
     j, y = cuda.grid(2)
-    nz, ny, nx = vol.shape
+    ny = vol.shape[1]
     u_n = out.shape[1]
     if j < u_n and y < ny:
-        cz = (nz - 1) / 2.0
-        cx = (nx - 1) / 2.0
-        ct = (t_n - 1) / 2.0
-        u = j - (u_n - 1) / 2.0
-        best = -math.inf
-        for i in range(t_n):
-            t = i - ct
-            z = cz + t * cos_a - u * sin_a
-            x = cx + t * sin_a + u * cos_a
-            if z < 0.0 or z > nz - 1 or x < 0.0 or x > nx - 1:
-                continue
-            iz = min(int(z), nz - 1)
-            ix = min(int(x), nx - 1)
-            fz = z - iz
-            fx = x - ix
-            jz = min(iz + 1, nz - 1)
-            jx = min(ix + 1, nx - 1)
-            v = ((1 - fz) * ((1 - fx) * vol[iz, y, ix] + fx * vol[iz, y, jx])
-                 + fz * ((1 - fx) * vol[jz, y, ix] + fx * vol[jz, y, jx]))
-            if v > best:
-                best = v
-        out[y, j] = best if best > -math.inf else 0.0
+        out[y, j] = _ray_max(vol, y, j - (u_n - 1) / 2.0, cos_a, sin_a, t_n)
 
 
 def slanted_mip(volume: Any, angle: float) -> Any:
