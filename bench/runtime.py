@@ -214,7 +214,7 @@ def main() -> None:
                str(work / "monai.tif"), *monai_args, "null")
     # resin's padding: halo before, halo + extra after (the padded length is a multiple
     # of the model's size multiple); with it MONAI's windows are exactly resin's tiles
-    pad = [[a.halo, a.halo + a.extra] for a in plan.axes]
+    pad = [[ax.halo, ax.halo + ax.extra] for ax in plan.axes]
     c2 = _child("(c2) MONAI, volume padded as resin pads it", MONAI, str(src),
                 str(work / "monai2.tif"), *monai_args, json.dumps(pad))
 
