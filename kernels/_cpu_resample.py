@@ -144,7 +144,10 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
     (1.2-1.4x faster) and only the ends of the row take the checked path (``_row_span``).
     Inside the span the coordinates are in [0, n - 1), so they convert to int32 (a packed
     conversion; int64 and uint64 conversions cost 2x and 3.5x here) and index the raveled
-    volume with unsigned flat indices: 1.2-1.4x faster than 3-D signed indexing.
+    volume with unsigned flat indices: 1.2-1.4x faster than 3-D signed indexing. An integer
+    output needs no clip there either: each value is a convex combination of eight voxels of
+    the volume, so it lies in [0, max] and the cast's truncation of v + 0.5 rounds it half up
+    (what ``_round_clip`` does on the checked path; 1.4x faster for uint16).
     """
     nz, ny, nx = vol.shape
     oz, oy, ox = out.shape
@@ -179,7 +182,7 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
             ix = np.int32(cx)
             v = _trilinear_flat(flat, np.uint64(iz * sz + iy * sy + ix), usy, usz,
                                 cz - iz, cy - iy, cx - ix)
-            o_row[x] = _round_clip(v, lo, hi) if to_int else v
+            o_row[x] = v + 0.5 if to_int else v  # rounds: see affine
         for x in range(x1, ox):
             v = _sample(vol, bz + mz * x, by + my * x, bx + mx * x, order, cval)
             o_row[x] = _round_clip(v, lo, hi) if to_int else v
@@ -210,8 +213,8 @@ def affine_zx(vol, mat, off, cval, to_int, lo, hi, out):  # pragma: no cover
     in the z-x plane, as ``rotate_axial`` makes): every output plane ``out[:, y, :]`` reads
     one source coordinate ``cy``. Its two source planes are blended along y once (a
     contiguous, vectorised pass) and each output voxel then takes 4 loads instead of 8.
-    Same inside/outside rule as ``affine``; the blend order differs, so results agree with
-    it to rounding (1e-16 relative in float64 before the cast).
+    Same inside/outside rule and rounding as ``affine``; the blend order differs, so results
+    agree with it to rounding (1e-16 relative in float64 before the cast).
     """
     nz, ny, nx = vol.shape
     oz, oy, ox = out.shape
@@ -263,7 +266,7 @@ def affine_zx(vol, mat, off, cval, to_int, lo, hi, out):  # pragma: no cover
                 q = p + usx
                 v = ((1.0 - fz) * (gx * flat[p] + fx * flat[p + one])
                      + fz * (gx * flat[q] + fx * flat[q + one]))
-                o_row[x] = _round_clip(v, lo, hi) if to_int else v
+                o_row[x] = v + 0.5 if to_int else v  # rounds: see affine
             for x in range(x1, ox):
                 v = _sample_plane(plane, bz + a02 * x, bx + a22 * x, cval)
                 o_row[x] = _round_clip(v, lo, hi) if to_int else v

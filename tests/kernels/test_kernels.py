@@ -359,6 +359,28 @@ def test_affine_fast_span_matches_scipy(rng, dtype):
             assert np.abs(got.astype(int) - ref).max(initial=0) <= 1
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_affine_integer_extremes_round_without_wrapping(rng, dtype):
+    """Inside a row's fast span an integer output is rounded by truncating v + 0.5 with no
+    clip (a trilinear value of in-range voxels is in range): volumes at the dtype's maximum
+    must stay there (a value rounded past it would wrap to 0), and 0/max volumes must agree
+    with SciPy to one count, through the general and the plane kernels."""
+    top = np.iinfo(dtype).max
+    shape = (9, 14, 31)
+    a = np.deg2rad(21.0)
+    zx = np.array([[np.cos(a), 0, -np.sin(a)], [0, 1.0, 0], [np.sin(a), 0, np.cos(a)]])
+    for mat in (_random_affine(rng)[0], zx, np.diag([0.9, 0.5, 1.1])):
+        off = (np.array(shape) - 1) / 2 - mat @ ((np.array(shape) - 1) / 2)
+        full = np.full(shape, top, dtype)
+        got = K.affine_transform(full, mat, off, order=1, cval=0.0)
+        inside = _interior(shape, mat, off, shape, margin=0.0)
+        assert inside.any() and (got[inside] == top).all()
+        vol = (rng.random(shape) < 0.5).astype(dtype) * top
+        got = K.affine_transform(vol, mat, off, order=1, cval=3.0)
+        ref = ndi.affine_transform(vol, mat, off, order=1, cval=3.0)
+        assert np.abs(got.astype(int) - ref).max() <= 1
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_affine_zx_plane_path_matches_scipy_and_general_kernel(rng, dtype):
     """Matrices that keep y apart take the plane-blending kernel: same values as SciPy
