@@ -4,16 +4,25 @@ Numba's ``workqueue`` threading layer aborts the process when two threads launch
 kernels at once; TBB is thread and fork safe; GNU OpenMP is thread safe but not fork safe,
 and its spin-waiting threads collapse on a shared, oversubscribed machine (measured here:
 a 2 MB MIP took 34 ms under OpenMP against 0.26 ms under workqueue at load 6 on 2 cores).
-So, unless the user chose a layer (``NUMBA_THREADING_LAYER``): TBB when it is installed,
-otherwise workqueue, with parallel kernel calls serialised by one lock. Each kernel
-already uses every core, so the lock costs little throughput. If a thread-safe layer ends
-up active (TBB, or OpenMP chosen by the user) the lock is dropped after the first launch.
+So, unless the user chose a layer (``NUMBA_THREADING_LAYER``): TBB when it can load (a
+dependency on Linux x86-64), otherwise workqueue, with parallel kernel calls serialised
+by one lock. Each kernel already uses every core, so the lock costs little throughput.
+If a thread-safe layer ends up active (TBB, or OpenMP chosen by the user) the lock is
+dropped after the first launch.
+
+TBB is also the faster layer: it launches a parallel kernel in about 2 us where workqueue
+takes 0.1-0.2 ms on this host (a 2 MB MIP: 0.17 ms against 0.53 ms; 245 blended tiles of
+32x128x128: 2x faster), and it stays fast when the machine is oversubscribed (the 2 MB MIP
+at load 6 on 2 cores: 0.25 ms median and 0.45 ms p90, against 0.6 ms and 8.5 ms).
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
+import site
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,15 +36,34 @@ _layer_is_safe: bool | None = None
 
 
 def _configure_layer() -> None:
+    tbb = _tbb_loadable()  # also when the user chose the layer: "tbb" needs the library
     if os.environ.get("NUMBA_THREADING_LAYER") or getattr(
             numba.config, "THREADING_LAYER", "default") != "default":
         return
+    layer = "tbb" if tbb else "workqueue"
+    setattr(numba.config, "THREADING_LAYER", layer)  # noqa: B010
+
+
+def _tbb_loadable() -> bool:
+    """Numba's TBB layer can load. The ``tbb`` wheel puts ``libtbb.so.12`` in the
+    environment's ``lib`` folder, which the loader does not search outside conda (numba's
+    ``tbbpool`` then fails to import): load it from there first, by its full path."""
     try:
         importlib.import_module("numba.np.ufunc.tbbpool")
-        layer = "tbb"
+        return True
     except ImportError:
-        layer = "workqueue"
-    setattr(numba.config, "THREADING_LAYER", layer)  # noqa: B010
+        pass
+    for prefix in (sys.prefix, site.getuserbase()):  # pip install, pip install --user
+        lib = os.path.join(prefix, "lib", "libtbb.so.12")
+        if not os.path.isfile(lib):
+            continue
+        try:
+            ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+            importlib.import_module("numba.np.ufunc.tbbpool")
+            return True
+        except (ImportError, OSError):
+            return False
+    return False
 
 
 _configure_layer()

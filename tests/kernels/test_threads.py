@@ -52,19 +52,44 @@ import numba; print('layer', numba.threading_layer())
 """
 
 
-@pytest.mark.parametrize("layer", ["workqueue", "omp", None])
+@pytest.mark.parametrize("layer", ["workqueue", "omp", "tbb", None])
 def test_concurrent_calls_in_a_fresh_process_do_not_abort(layer):
     # a fresh process: the first parallel launches race each other. Under the workqueue
     # layer (resin's choice without TBB) a missing lock aborts the interpreter; OpenMP
-    # (a user's choice, where libgomp is installed) runs without the lock.
+    # (a user's choice, where libgomp is installed) and TBB run without the lock. With no
+    # choice made resin takes TBB where it can load (the tbb wheel, a Linux x86-64
+    # dependency, whose library resin loads from the environment's lib folder).
+    from resin.kernels import _dispatch
+
     env = dict(os.environ)
     env.pop("NUMBA_THREADING_LAYER", None)
     if layer:
         env["NUMBA_THREADING_LAYER"] = layer
     proc = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
                           timeout=300, env=env)
-    if layer == "omp" and "could not be loaded" in proc.stderr:
-        pytest.skip("the OpenMP threading layer is not available here")
+    if layer in ("omp", "tbb") and "could not be loaded" in proc.stderr:
+        pytest.skip(f"the {layer} threading layer is not available here")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    if layer:
-        assert f"layer {layer}" in proc.stdout
+    expected = layer or ("tbb" if _dispatch._tbb_loadable() else "workqueue")
+    assert f"layer {expected}" in proc.stdout
+
+
+_NO_TBB = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numba.np.ufunc.tbbpool":
+            raise ImportError("no TBB in this test")
+sys.meta_path.insert(0, Block())
+""" + _CHILD
+
+
+def test_without_tbb_the_default_is_workqueue_behind_the_lock():
+    """Where TBB cannot load, resin falls back to workqueue, and the lock keeps three
+    threads' first launches from aborting the process."""
+    env = dict(os.environ)
+    env.pop("NUMBA_THREADING_LAYER", None)
+    proc = subprocess.run([sys.executable, "-c", _NO_TBB], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "layer workqueue" in proc.stdout
