@@ -309,7 +309,8 @@ def affine_transform(volume: Array, matrix: Any, offset: Any = 0.0,
         if order == 1 and _y_decoupled(mat) and shape[1] >= 2 * get_num_threads():
             cpu.affine_zx(v, mat, off, c, rng is not None, lo, hi, out)
         else:
-            cpu.affine(v, mat, off, order, c, rng is not None, lo, hi, out)
+            cpu.affine(v, mat, off, order, c, rng is not None, lo, hi, out,
+                       get_num_threads())
     return out
 
 

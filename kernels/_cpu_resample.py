@@ -131,10 +131,25 @@ def _round_clip(v, lo, hi):  # pragma: no cover
     return lo if v < lo else (hi if v > hi else v)
 
 
+TILE_ROWS = 16  # output rows per tile of the general kernel (see affine)
+TILE_PLANES = 64  # output planes per tile at most
+
+
+@njit(cache=True)
+def _tiles(oz, oy, threads):  # pragma: no cover
+    """Tiles of TILE_ROWS rows by up to TILE_PLANES planes, thinner in z until there are
+    at least four per thread: (y tiles per plane band, planes per tile, tiles)."""
+    nyb = (oy + TILE_ROWS - 1) // TILE_ROWS
+    zb = max(1, min(oz, TILE_PLANES))
+    while zb > 1 and nyb * ((oz + zb - 1) // zb) < 4 * threads:
+        zb = (zb + 1) // 2
+    return nyb, zb, nyb * ((oz + zb - 1) // zb)
+
+
 @njit(_sigs("void(V[:,:,::1], float64[:,::1], float64[::1], int64, float64, boolean,"
-            " float64, float64, V[:,:,::1])"),
+            " float64, float64, V[:,:,::1], int64)"),
       parallel=True, cache=True, nogil=True)
-def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
+def affine(vol, mat, off, order, cval, to_int, lo, hi, out, threads):  # pragma: no cover
     """scipy.ndimage.affine_transform, mode='constant': a sample is taken only where every
     coordinate lies in [0, n - 1]; order 0 picks floor(c + 0.5), order 1 is trilinear;
     integer outputs are rounded half up and clipped.
@@ -148,6 +163,14 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
     output needs no clip there either: each value is a convex combination of eight voxels of
     the volume, so it lies in [0, max] and the cast's truncation of v + 0.5 rounds it half up
     (what ``_round_clip`` does on the checked path; 1.4x faster for uint16).
+
+    Threads take tiles of ``TILE_ROWS`` output rows by up to ``TILE_PLANES`` planes and run
+    each tile plane by plane: consecutive output planes share half their source voxels
+    (the far corners of one are the near corners of the next), and a tile's source
+    footprint stays in L2 where a whole output plane's does not. For a rotation about a
+    tilted axis that made the kernel 1.2-1.4x faster than running whole planes in turn.
+    ``threads`` (numba's thread count) only sizes the tiles: reading it inside the kernel
+    would keep Numba from caching it.
     """
     nz, ny, nx = vol.shape
     oz, oy, ox = out.shape
@@ -159,33 +182,36 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out):  # pragma: no cover
     mz = mat[0, 2]
     my = mat[1, 2]
     mx = mat[2, 2]
-    for r in prange(oz * oy):
-        z = r // oy
-        y = r - z * oy
-        bz = mat[0, 0] * z + mat[0, 1] * y + off[0]
-        by = mat[1, 0] * z + mat[1, 1] * y + off[1]
-        bx = mat[2, 0] * z + mat[2, 1] * y + off[2]
-        o_row = out[z, y]
-        x0 = 0
-        x1 = 0
-        if order == 1:
-            x0, x1 = _row_span(bz, mz, nz, by, my, ny, bx, mx, nx, ox)
-        for x in range(x0):
-            v = _sample(vol, bz + mz * x, by + my * x, bx + mx * x, order, cval)
-            o_row[x] = _round_clip(v, lo, hi) if to_int else v
-        for x in range(x0, x1):
-            cz = bz + mz * x
-            cy = by + my * x
-            cx = bx + mx * x
-            iz = np.int32(cz)
-            iy = np.int32(cy)
-            ix = np.int32(cx)
-            v = _trilinear_flat(flat, np.uint64(iz * sz + iy * sy + ix), usy, usz,
-                                cz - iz, cy - iy, cx - ix)
-            o_row[x] = v + 0.5 if to_int else v  # rounds: see affine
-        for x in range(x1, ox):
-            v = _sample(vol, bz + mz * x, by + my * x, bx + mx * x, order, cval)
-            o_row[x] = _round_clip(v, lo, hi) if to_int else v
+    nyb, zb, n_tiles = _tiles(oz, oy, threads)
+    for t in prange(n_tiles):
+        z_a = (t // nyb) * zb
+        y_a = (t % nyb) * TILE_ROWS
+        for z in range(z_a, min(oz, z_a + zb)):
+            for y in range(y_a, min(oy, y_a + TILE_ROWS)):
+                bz = mat[0, 0] * z + mat[0, 1] * y + off[0]
+                by = mat[1, 0] * z + mat[1, 1] * y + off[1]
+                bx = mat[2, 0] * z + mat[2, 1] * y + off[2]
+                o_row = out[z, y]
+                x0 = 0
+                x1 = 0
+                if order == 1:
+                    x0, x1 = _row_span(bz, mz, nz, by, my, ny, bx, mx, nx, ox)
+                for x in range(x0):
+                    v = _sample(vol, bz + mz * x, by + my * x, bx + mx * x, order, cval)
+                    o_row[x] = _round_clip(v, lo, hi) if to_int else v
+                for x in range(x0, x1):
+                    cz = bz + mz * x
+                    cy = by + my * x
+                    cx = bx + mx * x
+                    iz = np.int32(cz)
+                    iy = np.int32(cy)
+                    ix = np.int32(cx)
+                    v = _trilinear_flat(flat, np.uint64(iz * sz + iy * sy + ix), usy, usz,
+                                        cz - iz, cy - iy, cx - ix)
+                    o_row[x] = v + 0.5 if to_int else v  # rounds: see affine
+                for x in range(x1, ox):
+                    v = _sample(vol, bz + mz * x, by + my * x, bx + mx * x, order, cval)
+                    o_row[x] = _round_clip(v, lo, hi) if to_int else v
 
 
 @njit(cache=True, inline="always")

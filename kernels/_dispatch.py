@@ -11,7 +11,7 @@ If a thread-safe layer ends up active (TBB, or OpenMP chosen by the user) the lo
 dropped after the first launch.
 
 TBB is also the faster layer: it launches a parallel kernel in about 2 us where workqueue
-takes 0.1-0.2 ms on this host (a 2 MB MIP: 0.17 ms against 0.53 ms; 245 blended tiles of
+takes 0.1-0.2 ms on this host (a 2 MB MIP: 0.17 ms against 0.5-0.6 ms; 245 blended tiles of
 32x128x128: 2x faster), and it stays fast when the machine is oversubscribed (the 2 MB MIP
 at load 6 on 2 cores: 0.25 ms median and 0.45 ms p90, against 0.6 ms and 8.5 ms).
 """

@@ -359,6 +359,36 @@ def test_affine_fast_span_matches_scipy(rng, dtype):
             assert np.abs(got.astype(int) - ref).max(initial=0) <= 1
 
 
+@pytest.mark.parametrize("threads", [1, 2, 8])
+def test_affine_tiles_cover_every_output_row_once(threads):
+    """The general kernel's tiles (TILE_ROWS rows by up to TILE_PLANES planes, thinner in z
+    until every thread has four) cover each (z, y) output row exactly once."""
+    from resin.kernels import _cpu_resample as R
+
+    for oz, oy in ((1, 1), (1, 40), (70, 37), (200, 3), (5, 16), (64, 17), (129, 200)):
+        nyb, zb, n = R._tiles(oz, oy, threads)
+        seen = np.zeros((oz, oy), int)
+        for t in range(n):
+            z_a, y_a = (t // nyb) * zb, (t % nyb) * R.TILE_ROWS
+            seen[z_a:z_a + zb, y_a:y_a + R.TILE_ROWS] += 1
+        assert (seen == 1).all()
+        assert n >= min(4 * threads, oz * nyb)
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_affine_general_kernel_with_partial_tiles_matches_scipy(rng, order):
+    """An output whose planes and rows split into several tiles with partial last ones
+    (70 planes of 37 rows: tiles of 16 rows by 32 planes on 2 threads)."""
+    vol = _random(rng, (12, 15, 9), np.float32)
+    mat, off = _random_affine(rng)
+    got = K.affine_transform(vol, mat, off, output_shape=(70, 37, 5), order=order, cval=2.0)
+    ref = ndi.affine_transform(vol, mat, off, output_shape=(70, 37, 5), order=order,
+                               cval=2.0)
+    inside = _interior(vol.shape, mat, off, (70, 37, 5))
+    np.testing.assert_allclose(got[inside], ref[inside], rtol=1e-5, atol=1e-5)
+    assert np.mean(np.isclose(got, ref, rtol=1e-5, atol=1e-5)) > 0.98
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_affine_integer_extremes_round_without_wrapping(rng, dtype):
     """Inside a row's fast span an integer output is rounded by truncating v + 0.5 with no
@@ -405,7 +435,8 @@ def test_affine_zx_plane_path_matches_scipy_and_general_kernel(rng, dtype):
         plane = np.empty(out_shape, dtype)
         _cpu_resample.affine_zx(vol, mat, off, 6.0, rng_int is not None, lo, hi, plane)
         general = np.empty(out_shape, dtype)
-        _cpu_resample.affine(vol, mat, off, 1, 6.0, rng_int is not None, lo, hi, general)
+        _cpu_resample.affine(vol, mat, off, 1, 6.0, rng_int is not None, lo, hi, general,
+                             2)
         public = K.affine_transform(vol, mat, off, output_shape=out_shape, order=1, cval=6.0)
         for got in (plane, public):
             if np.dtype(dtype).kind == "f":
