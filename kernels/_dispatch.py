@@ -50,7 +50,7 @@ def _tbb_loadable() -> bool:
     ``tbbpool`` then fails to import): load it from there first, by its full path."""
     try:
         importlib.import_module("numba.np.ufunc.tbbpool")
-        return True
+        return _tbb_new_enough()
     except ImportError:
         pass
     for prefix in (sys.prefix, site.getuserbase()):  # pip install, pip install --user
@@ -60,10 +60,27 @@ def _tbb_loadable() -> bool:
         try:
             ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
             importlib.import_module("numba.np.ufunc.tbbpool")
-            return True
+            return _tbb_new_enough()
         except (ImportError, OSError):
             return False
     return False
+
+
+#: numba refuses TBB older than 2021 update 6 only at the first launch, with an error
+_TBB_MIN_INTERFACE = 12060
+
+
+def _tbb_new_enough() -> bool:
+    """The loaded TBB is one numba accepts (an older one, say from a conda environment,
+    would make the first parallel launch fail instead of falling back)."""
+    name = {"win32": "tbb12.dll", "darwin": "libtbb.12.dylib"}.get(sys.platform,
+                                                                    "libtbb.so.12")
+    try:
+        version = ctypes.CDLL(name).TBB_runtime_interface_version
+    except (OSError, AttributeError):
+        return False
+    version.restype = ctypes.c_int
+    return int(version()) >= _TBB_MIN_INTERFACE
 
 
 _configure_layer()

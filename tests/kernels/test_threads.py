@@ -93,3 +93,16 @@ def test_without_tbb_the_default_is_workqueue_behind_the_lock():
                           timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "layer workqueue" in proc.stdout
+
+
+def test_a_tbb_older_than_numba_accepts_is_not_chosen(monkeypatch):
+    """numba refuses TBB before 2021 update 6 only at the first launch (an error, not a
+    fallback), so resin checks the version itself before choosing the layer."""
+    from resin.kernels import _dispatch
+
+    if not _dispatch._tbb_loadable():
+        pytest.skip("TBB does not load here")
+    assert _dispatch._tbb_new_enough()
+    monkeypatch.setattr(_dispatch, "_TBB_MIN_INTERFACE", 10**9)
+    assert not _dispatch._tbb_new_enough()
+    assert not _dispatch._tbb_loadable()
