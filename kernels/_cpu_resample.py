@@ -162,7 +162,8 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out, threads):  # pragma:
     volume with unsigned flat indices: 1.2-1.4x faster than 3-D signed indexing. An integer
     output needs no clip there either: each value is a convex combination of eight voxels of
     the volume, so it lies in [0, max] and the cast's truncation of v + 0.5 rounds it half up
-    (what ``_round_clip`` does on the checked path; 1.4x faster for uint16).
+    (what ``_round_clip`` does on the checked path; 1.4x faster for uint16). That holds for
+    the unsigned outputs resin supports; a signed dtype would need floor for negatives.
 
     Threads take tiles of ``TILE_ROWS`` output rows by up to ``TILE_PLANES`` planes and run
     each tile plane by plane: consecutive output planes share half their source voxels
@@ -208,7 +209,7 @@ def affine(vol, mat, off, order, cval, to_int, lo, hi, out, threads):  # pragma:
                     ix = np.int32(cx)
                     v = _trilinear_flat(flat, np.uint64(iz * sz + iy * sy + ix), usy, usz,
                                         cz - iz, cy - iy, cx - ix)
-                    o_row[x] = v + 0.5 if to_int else v  # rounds: see affine
+                    o_row[x] = v + 0.5 if to_int else v  # rounds (unsigned outputs): see affine
                 for x in range(x1, ox):
                     v = _sample(vol, bz + mz * x, by + my * x, bx + mx * x, order, cval)
                     o_row[x] = _round_clip(v, lo, hi) if to_int else v
@@ -292,7 +293,7 @@ def affine_zx(vol, mat, off, cval, to_int, lo, hi, out):  # pragma: no cover
                 q = p + usx
                 v = ((1.0 - fz) * (gx * flat[p] + fx * flat[p + one])
                      + fz * (gx * flat[q] + fx * flat[q + one]))
-                o_row[x] = v + 0.5 if to_int else v  # rounds: see affine
+                o_row[x] = v + 0.5 if to_int else v  # rounds (unsigned outputs): see affine
             for x in range(x1, ox):
                 v = _sample_plane(plane, bz + a02 * x, bx + a22 * x, cval)
                 o_row[x] = _round_clip(v, lo, hi) if to_int else v

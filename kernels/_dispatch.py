@@ -1,9 +1,12 @@
 """Where an array lives (host or CUDA device) and thread safety of the parallel CPU kernels.
 
 Numba's ``workqueue`` threading layer aborts the process when two threads launch parallel
-kernels at once; TBB is thread and fork safe; GNU OpenMP is thread safe but not fork safe,
-and its spin-waiting threads collapse on a shared, oversubscribed machine (measured here:
-a 2 MB MIP took 34 ms under OpenMP against 0.26 ms under workqueue at load 6 on 2 cores).
+kernels at once; TBB is thread safe, and fork safe as long as kernels were launched from
+the main thread only (after launches from other threads, as the runtime's pipeline makes,
+numba warns that a forked child's TBB may be in an invalid state; resin never forks);
+GNU OpenMP is thread safe but not fork safe, and its spin-waiting threads collapse on a
+shared, oversubscribed machine (measured here: a 2 MB MIP took 34 ms under OpenMP against
+0.26 ms under workqueue at load 6 on 2 cores).
 So, unless the user chose a layer (``NUMBA_THREADING_LAYER``): TBB when it can load (a
 dependency on Linux x86-64), otherwise workqueue, with parallel kernel calls serialised
 by one lock. Each kernel already uses every core, so the lock costs little throughput.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import importlib.metadata
 import os
 import site
 import sys
@@ -36,34 +40,44 @@ _layer_is_safe: bool | None = None
 
 
 def _configure_layer() -> None:
-    tbb = _tbb_loadable()  # also when the user chose the layer: "tbb" needs the library
-    if os.environ.get("NUMBA_THREADING_LAYER") or getattr(
-            numba.config, "THREADING_LAYER", "default") != "default":
-        return
-    layer = "tbb" if tbb else "workqueue"
-    setattr(numba.config, "THREADING_LAYER", layer)  # noqa: B010
+    env = os.environ.get("NUMBA_THREADING_LAYER", "")
+    layer = env or str(getattr(numba.config, "THREADING_LAYER", "default"))
+    if layer in ("workqueue", "omp"):
+        return  # the user's choice needs no TBB
+    tbb = _tbb_loadable()  # also when the user chose "tbb": numba needs the library
+    if not env and layer in ("default", ""):  # unset, or set empty (numba would refuse '')
+        setattr(numba.config, "THREADING_LAYER", "tbb" if tbb else "workqueue")  # noqa: B010
+
+
+def _tbb_candidates() -> list[str]:
+    """Where ``libtbb.so.12`` of the ``tbb`` wheel may be: the wheel's own record of its
+    files first, then the environment's and the user base's ``lib`` folders."""
+    found = []
+    try:
+        found += [str(f.locate()) for f in importlib.metadata.files("tbb") or ()
+                  if f.name == "libtbb.so.12"]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    found += [os.path.join(p, "lib", "libtbb.so.12") for p in (sys.prefix, site.getuserbase())]
+    return [os.path.realpath(f) for f in found if os.path.isfile(f)]
 
 
 def _tbb_loadable() -> bool:
     """Numba's TBB layer can load. The ``tbb`` wheel puts ``libtbb.so.12`` in the
     environment's ``lib`` folder, which the loader does not search outside conda (numba's
-    ``tbbpool`` then fails to import): load it from there first, by its full path."""
-    try:
-        importlib.import_module("numba.np.ufunc.tbbpool")
-        return _tbb_new_enough()
-    except ImportError:
-        pass
-    for prefix in (sys.prefix, site.getuserbase()):  # pip install, pip install --user
-        lib = os.path.join(prefix, "lib", "libtbb.so.12")
-        if not os.path.isfile(lib):
-            continue
+    ``tbbpool`` then fails to import, or finds an older system copy): load the wheel's
+    library by its full path first, then import ``tbbpool``, which then links to it."""
+    for lib in _tbb_candidates():
         try:
             ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-            importlib.import_module("numba.np.ufunc.tbbpool")
-            return _tbb_new_enough()
-        except (ImportError, OSError):
-            return False
-    return False
+            break
+        except OSError:
+            continue
+    try:
+        importlib.import_module("numba.np.ufunc.tbbpool")
+    except ImportError:
+        return False
+    return _tbb_new_enough()
 
 
 #: numba refuses TBB older than 2021 update 6 only at the first launch, with an error

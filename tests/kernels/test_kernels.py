@@ -362,7 +362,8 @@ def test_affine_fast_span_matches_scipy(rng, dtype):
 @pytest.mark.parametrize("threads", [1, 2, 8])
 def test_affine_tiles_cover_every_output_row_once(threads):
     """The general kernel's tiles (TILE_ROWS rows by up to TILE_PLANES planes, thinner in z
-    until every thread has four) cover each (z, y) output row exactly once."""
+    until every thread has four) cover each (z, y) output row exactly once, and the kernel
+    tiled that way writes them all."""
     from resin.kernels import _cpu_resample as R
 
     for oz, oy in ((1, 1), (1, 40), (70, 37), (200, 3), (5, 16), (64, 17), (129, 200)):
@@ -373,6 +374,11 @@ def test_affine_tiles_cover_every_output_row_once(threads):
             seen[z_a:z_a + zb, y_a:y_a + R.TILE_ROWS] += 1
         assert (seen == 1).all()
         assert n >= min(4 * threads, oz * nyb)
+        # and the kernel, tiled for this many threads, writes every row: identity = copy
+        vol = np.arange(oz * oy * 3, dtype=np.float32).reshape(oz, oy, 3)
+        out = np.full_like(vol, np.nan)
+        R.affine(vol, np.eye(3), np.zeros(3), 1, 0.0, False, 0.0, 0.0, out, threads)
+        np.testing.assert_array_equal(out, vol)
 
 
 @pytest.mark.parametrize("order", [0, 1])
