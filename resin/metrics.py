@@ -353,7 +353,8 @@ def fourier_spectra(volume: np.ndarray, block: int = FOURIER_BLOCK,
     window = (wins[0][:, None, None] * wins[1][None, :, None] * wins[2][None, None, :])
     acc = [np.zeros(n, dtype=np.float64) for n in b]
     for z, y, x in starts:
-        blk = np.asarray(vol[z:z + b[0], y:y + b[1], x:x + b[2]], dtype=np.float64)
+        # a copy: the in-place steps below must never write into a float64 caller's array
+        blk = np.array(vol[z:z + b[0], y:y + b[1], x:x + b[2]], dtype=np.float64)
         if not np.isfinite(blk).all():
             raise VolumeError("volume contains NaN or infinite values; metrics need finite data")
         blk -= blk.mean()

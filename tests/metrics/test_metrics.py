@@ -239,3 +239,13 @@ def test_missing_scikit_image_names_the_eval_extra(monkeypatch):
     _, truth = _line_pair(3.0, 1.5)
     with pytest.raises(MissingDependencyError, match=r"resin\[eval\]"):
         metrics.skeleton_points(truth)
+
+
+def test_fourier_metrics_leave_a_float64_volume_untouched(rng):
+    from resin.metrics import cutoff_frequencies, isotropy_fourier
+
+    vol = rng.random((32, 32, 32))
+    before = vol.copy()
+    isotropy_fourier(vol)
+    cutoff_frequencies(vol)
+    assert np.array_equal(vol, before)
