@@ -303,7 +303,8 @@ def _write_files(folder: Path, checkpoint: Path, onnx_path: Path, plan: Path | N
     import torch
     from resin.export._onnx import load_generator, realistic_patch
     from resin.export.metadata import read_onnx_metadata, weights_sha256
-    from resin.runtime.mips import write_png
+
+    from resin._png import write_png
 
     meta = read_onnx_metadata(onnx_path)
     if (meta.input_dtype, meta.output_dtype) != ("float32", "float32"):

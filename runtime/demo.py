@@ -1,10 +1,10 @@
 """``resin demo``: simulate a volume, enhance it with the bundled model, score it.
 
 Writes ``raw.tif``, ``truth.tif``, ``enhanced.tif`` and ``mip.png`` (rows: raw, enhanced,
-truth; columns: lateral MIP, axial x-z MIP) into the output folder, replacing the demo's
-own earlier files there, and returns the paper's metrics of the raw input and of the
-enhanced volume against the truth. Needs the ``dev`` extra for the metrics (scipy,
-scikit-image); torch is not needed.
+truth; columns: lateral MIP, axial x-z MIP) into the output folder, refusing before any
+work to replace any of them unless ``overwrite``, and returns the paper's metrics of the
+raw input and of the enhanced volume against the truth. Needs the ``dev`` extra for the
+metrics (scipy, scikit-image); torch is not needed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from resin import _log
+from resin.errors import OutputExistsError, UsageError
 
 DEMO_SHAPE = (48, 128, 128)
 DEMO_FILES = ("raw.tif", "truth.tif", "enhanced.tif", "mip.png")
@@ -25,18 +26,20 @@ DEMO_FILES = ("raw.tif", "truth.tif", "enhanced.tif", "mip.png")
 def run_demo(out_dir: str | os.PathLike = "demo-out",
              shape: tuple[int, int, int] = DEMO_SHAPE, seed: int = 0,
              engine: str | os.PathLike | None = None, backend: str = "auto",
-             device: str = "auto") -> dict[str, Any]:
+             device: str = "auto", overwrite: bool = False) -> dict[str, Any]:
     """Run the demo; returns ``{"raw": metrics, "enhanced": metrics, "files": [...], ...}``."""
+    out = Path(out_dir)
+    check_demo_output(out, overwrite)
     from resin.kernels import mip
     from resin.runtime.enhancer import Enhancer
-    from resin.runtime.mips import comparison_image, write_png
+    from resin.runtime.mips import comparison_image
     from resin.runtime.pipeline import Mips
 
+    from resin._png import write_png
     from resin.io import write_volume
     from resin.metrics import evaluate
     from resin.simulate import simulate
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     _log.log(f"demo: simulating a {'x'.join(map(str, shape))} volume of tubes "
@@ -64,3 +67,19 @@ def run_demo(out_dir: str | os.PathLike = "demo-out",
             "seconds_simulate": t_sim, "seconds_enhance": t_enh,
             "voxels_per_second": n / t_enh if t_enh > 0 else float("inf"),
             "seconds_total": time.perf_counter() - t0}
+
+
+def check_demo_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder holding any of :data:`DEMO_FILES` unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is not a folder; pass --out DIR with a folder for the demo")
+    for name in DEMO_FILES:
+        path = out / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if not overwrite:
+            raise OutputExistsError(f"{path} exists; pass --overwrite to replace the demo's "
+                                    "files there or choose another --out folder")
+        if not path.is_file():
+            raise OutputExistsError(f"{path} is not a file; --overwrite replaces only files, "
+                                    "so move it away or choose another --out folder")

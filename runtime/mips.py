@@ -3,32 +3,18 @@
 The PNG shows, for raw (top) and enhanced (below), the projection along z (the lateral
 view) and along y (an axial x-z view, stretched by the voxel aspect so the axial blur
 looks as it is). Both rows use the raw volume's intensity range, so a sharper axial
-profile is visible as it is, not re-scaled away. PNG written with zlib (no imaging library).
+profile is visible as it is, not re-scaled away. PNG written by :mod:`resin._png` (no
+imaging library).
 """
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 from resin.runtime.pipeline import Mips
 
-
-def write_png(path: str | Path, image: np.ndarray) -> None:
-    """Write a 2-D uint8 grey image as PNG."""
-    img = np.ascontiguousarray(image, dtype=np.uint8)
-    h, w = img.shape
-    raw = b"".join(b"\x00" + img[i].tobytes() for i in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-
-    body = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    Path(path).write_bytes(body)
+from resin._png import write_png
 
 
 def _to_uint8(img: np.ndarray, low: float, high: float) -> np.ndarray:

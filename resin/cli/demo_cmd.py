@@ -14,8 +14,8 @@ def register(sub) -> argparse.ArgumentParser:
         help="simulate a blurred volume, enhance it with the bundled model, print metrics",
         description="Simulate tubes blurred 5x more axially than laterally, enhance them with "
                     "the bundled default model, write raw/truth/enhanced TIFFs and a MIP PNG "
-                    "into DIR (replacing the demo's own files there), and print the paper's "
-                    "metrics of the enhanced volume beside the raw input's.",
+                    "into DIR, and print the paper's metrics of the enhanced volume beside "
+                    "the raw input's. Refuses to replace those files unless --overwrite.",
     )
     p.add_argument("--out", default="demo-out", metavar="DIR",
                    help="output folder (default demo-out)")
@@ -25,6 +25,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--engine", metavar="MODEL", default=None,
                    help="model to use instead of the bundled one")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace raw.tif, truth.tif, enhanced.tif and mip.png in DIR")
     p.set_defaults(func=_run)
     return p
 
@@ -42,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
 
     shape = tuple(args.shape) if args.shape else DEMO_SHAPE
     result = run_demo(args.out, shape=shape, seed=args.seed,  # type: ignore[arg-type]
-                      engine=args.engine, device=args.device)
+                      engine=args.engine, device=args.device, overwrite=args.overwrite)
     table = Table(title="RESIN demo: scores against the ground truth")
     table.add_column("metric")
     table.add_column("raw input", justify="right")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resin._png import write_png
+
 
 def preview_image(raw: np.ndarray, enhanced: np.ndarray, gap: int = 4) -> np.ndarray:
     """The uint8 mosaic described in the module docstring."""
@@ -35,11 +37,7 @@ def preview_image(raw: np.ndarray, enhanced: np.ndarray, gap: int = 4) -> np.nda
 
 
 def write_preview(path: str | os.PathLike, raw: np.ndarray, enhanced: np.ndarray) -> Path:
-    from PIL import Image
-
+    """Write the mosaic as a PNG (atomically), making its folder if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial.png")
-    Image.fromarray(preview_image(raw, enhanced)).save(tmp)
-    os.replace(tmp, path)
-    return path
+    return write_png(path, preview_image(raw, enhanced))

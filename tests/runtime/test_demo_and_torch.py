@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from resin.runtime import Enhancer
 
 
@@ -15,10 +16,28 @@ def test_demo_writes_files_and_prints_metrics(cli, fast_model, tmp_path):
     for name in ("raw.tif", "truth.tif", "enhanced.tif", "mip.png"):
         assert (out / name).is_file(), name
     assert "ssim" in proc.stdout and "raw input" in proc.stdout
-    # rerunning into the same folder replaces the demo's own files
-    again = cli("resin", "demo", "--out", str(out), "--shape", "16", "40", "40", "--engine",
-                str(fast_model), "--device", "cpu", "--quiet")
+    # rerunning into the same folder replaces the demo's files only when asked to
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    refused = cli("resin", "demo", "--out", str(out), "--shape", "12", "40", "40", "--engine",
+                  str(fast_model), "--device", "cpu", "--quiet")
+    line = assert_one_line_error(refused)
+    assert "raw.tif" in line and "--overwrite" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    again = cli("resin", "demo", "--out", str(out), "--shape", "12", "40", "40", "--engine",
+                str(fast_model), "--device", "cpu", "--quiet", "--overwrite")
     assert again.returncode == 0, again.stderr
+    assert (out / "raw.tif").read_bytes() != before["raw.tif"]
+
+
+def test_demo_refuses_a_folder_holding_a_file_it_would_write_before_any_work(cli, tmp_path):
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "mip.png").write_bytes(b"my figure")
+    proc = cli("resin", "demo", "--out", str(out), "--engine", str(tmp_path / "none.onnx"))
+    line = assert_one_line_error(proc)
+    assert "mip.png" in line and "--overwrite" in line
+    assert [p.name for p in out.iterdir()] == ["mip.png"]
+    assert (out / "mip.png").read_bytes() == b"my figure"
 
 
 @pytest.mark.slow
