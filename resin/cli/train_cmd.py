@@ -32,7 +32,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
                    help="continue from MODEL.last.pt (same options; --steps may grow)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run's MODEL.* files (never files it did not write)")
     p.add_argument("--no-previews", action="store_true", help="do not write PNG previews")
     p.set_defaults(func=_run)
     return p

@@ -58,3 +58,25 @@ def test_train_cli_bad_input_exits_2(cli, tmp_path, config_file, case):
         args += ["--patch", "15", "32", "32"]
     proc = cli("resin", "train", str(raw), "-o", str(tmp_path / "m.pt"), *args)
     assert_one_line_error(proc)
+
+
+def test_train_cli_leaves_files_it_did_not_write(cli, tmp_path, tiny_volume, config_file):
+    """MODEL.json and MODEL.losses.csv are derived names: the user's files there are kept."""
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, tiny_volume)
+    mine = {tmp_path / "sample.json": '{"sample": "brain slice 3"}',
+            tmp_path / "sample.losses.csv": "cell,volume\n1,30.5\n"}
+    for path, text in mine.items():
+        path.write_text(text)
+    args = ["resin", "train", str(raw), "-o", str(tmp_path / "sample.pt"), "--steps", "2",
+            "--config", str(config_file), "--device", "cpu", "-q"]
+    line = assert_one_line_error(cli(*args))
+    assert "sample.json" in line and "--overwrite" in line and "model name" in line
+    line = assert_one_line_error(cli(*args, "--overwrite"))
+    assert "sample.json" in line and "move it away" in line
+    assert all(path.read_text() == text for path, text in mine.items())
+    (tmp_path / "sample.json").unlink()
+    line = assert_one_line_error(cli(*args, "--overwrite"))
+    assert "sample.losses.csv" in line and "move it away" in line
+    assert (tmp_path / "sample.losses.csv").read_text() == "cell,volume\n1,30.5\n"
+    assert not (tmp_path / "sample.pt").exists()
