@@ -47,7 +47,14 @@ class Progress:
     description: str
     done: float = 0.0
     _advance: object = None
+    _retotal: object = None
     _start: float = field(default_factory=time.perf_counter)
+
+    def set_total(self, total: float) -> None:
+        """Change the amount of work (e.g. once a run has fitted its steps to a time cap)."""
+        self.total = total
+        if callable(self._retotal):
+            self._retotal(total)
 
     def advance(self, n: float = 1.0) -> None:
         self.done += n
@@ -95,6 +102,7 @@ def progress(total: float, description: str, unit: str = "voxels") -> Iterator[P
                 bar.update(task, advance=n, rate=f"{_si(handle.rate)} {unit}/s")
 
             handle._advance = _advance
+            handle._retotal = lambda t: bar.update(task, total=t)
             yield handle
         return
 
@@ -102,11 +110,11 @@ def progress(total: float, description: str, unit: str = "voxels") -> Iterator[P
 
     def _plain(n: float) -> None:
         now = time.perf_counter()
-        if now - last[0] >= 10.0 or handle.done >= total:
+        if now - last[0] >= 10.0 or handle.done >= handle.total:
             last[0] = now
-            pct = 100.0 * handle.done / total if total else 100.0
+            pct = 100.0 * handle.done / handle.total if handle.total else 100.0
             rate = handle.rate
-            eta = (total - handle.done) / rate if rate > 0 else float("nan")
+            eta = (handle.total - handle.done) / rate if rate > 0 else float("nan")
             log(f"{description}: {pct:5.1f}%  {_si(rate)} {unit}/s  ETA {eta:6.0f} s")
 
     handle._advance = _plain

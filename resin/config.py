@@ -20,6 +20,10 @@ class GeneratorConfig(_Strict):
     """Image channels (1 for fluorescence volumes)."""
     residual: bool = True
     """Global residual: output = input + correction."""
+    multiplicative: bool = False
+    """With ``residual``: output = input x exp(correction), a gain per voxel (as
+    Richardson-Lucy updates are multiplicative): F can move intensity along the blur but
+    cannot create dark halos below the background or light in empty space."""
     output_floor: float | None = None
     """Lowest output value in normalized units (0 = the low percentile, i.e. background) at
     inference and in exported models; None: unbounded. Below the background is only noise."""
@@ -107,6 +111,13 @@ class LossConfig(_Strict):
     """Weight of L_G_aniso_proj / L_D_aniso_proj (MIPs of x along the lateral axes)."""
     iso_proj: float = Field(1.0, ge=0.0)
     """Weight of L_G_iso_proj / L_D_iso_proj (MIP of x along the axial axis)."""
+    self_imitation: float = Field(1.0, ge=0.0)
+    """Weight of L_self: F must restore R(y) from D(R(y)) (raw patches turned by R, then
+    degraded by D, both held fixed): the lateral detail of the raw data teaches F the axial
+    inverse of D."""
+    nonneg: float = Field(1.0, ge=0.0)
+    """Weight of L_nonneg = mean(relu(min(y, 0) - F(y))) x 100: F may not make any voxel
+    darker than the background (a deblurring that undershoots creates dark halos)."""
     ssim_window: int = Field(11, ge=3, le=21)
     """Gaussian SSIM window size (odd; shrunk to fit small patches)."""
     ssim_sigma: float = Field(1.5, gt=0.0)
@@ -236,12 +247,15 @@ class TrainConfig(_Strict):
 PRESETS: dict[str, dict] = {
     # Small enough for a laptop CPU in ~10 minutes; already beats the raw input.
     "quick": {
-        "generator": {"features": [8, 16, 32], "output_floor": 0.0},
+        "generator": {"features": [8, 16, 32], "multiplicative": True},
         "discriminator": {"features": 8, "layers": 2},
         # batch 2: CPU 3D convolutions take the much faster oneDNN path for N > 1
         "data": {"patch_size": (32, 32, 32), "batch_size": 2, "validation_patches": 2},
         "optim": {"lr_generator": 1e-3, "lr_discriminator": 1e-3, "lr_degrader_scale": 0.01},
-        "steps": 1000,
+        "loss": {"gan": 0.3},
+        "generator_init_scale": 0.0,
+        "keep": "last",
+        "steps": 1200,
         "time_limit_minutes": 9.0,
         "checkpoint_every": 200,
         "validate_every": 200,
@@ -250,11 +264,14 @@ PRESETS: dict[str, dict] = {
     },
     # The paper-size configuration, for a GPU.
     "default": {
-        "generator": {"features": [64, 128, 256], "output_floor": 0.0},
+        "generator": {"features": [64, 128, 256], "multiplicative": True},
         "discriminator": {"features": 32, "layers": 3},
         "data": {"patch_size": (64, 64, 64), "batch_size": 2},
         "optim": {"lr_generator": 1e-4, "lr_discriminator": 1e-4, "betas": (0.9, 0.99),
                   "cosine": True},
+        "loss": {"gan": 0.3},
+        "generator_init_scale": 0.0,
+        "keep": "last",
         "steps": 20_000,
     },
 }

@@ -19,6 +19,10 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise MissingDependencyError("torch", "train", "the RESIN networks") from exc
 
 
+#: |log gain| of a multiplicative generator: at most a factor e^4 ~ 55 up or down per voxel
+_MAX_LOG_GAIN = 4.0
+
+
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv3d(c_in, c_out, 3, padding=1),
@@ -69,7 +73,13 @@ class Generator(nn.Module):
             h = up_conv(h)
             h = block(torch.cat([h, skip], dim=1))
         correction = self.head(h)
-        out = x + correction if self.config.residual else correction
+        if not self.config.residual:
+            out = correction
+        elif self.config.multiplicative:
+            # the log-gain is bounded so that one bad voxel cannot overflow
+            out = x * torch.exp(torch.clamp(correction, -_MAX_LOG_GAIN, _MAX_LOG_GAIN))
+        else:
+            out = x + correction
         floor = self.config.output_floor
         # at inference only: a clamp while training can leave F stuck below it with no gradient
         if floor is None or self.training:
@@ -233,3 +243,4 @@ def min_discriminator_input(config: DiscriminatorConfig) -> int:
         if s - 2 >= 1:
             return n
         n += 1
+

@@ -9,7 +9,7 @@ import pytest
 
 def make_checkpoint(path: Path, features=(4, 8), seed: int = 0, angle: float = 0.0,
                     scale=(1.0, 1.0, 1.0), voxel_size=(1.0, 0.5, 0.5),
-                    output_floor: float | None = None) -> Path:
+                    output_floor: float | None = None, multiplicative: bool = False) -> Path:
     """A resin checkpoint of an untrained (randomly initialised) generator."""
     torch = pytest.importorskip("torch")
     from resin.checkpoint import save_checkpoint
@@ -17,7 +17,8 @@ def make_checkpoint(path: Path, features=(4, 8), seed: int = 0, angle: float = 0
     from resin.models import Generator
 
     config = TrainConfig.model_validate({"generator": {"features": list(features),
-                                                       "output_floor": output_floor},
+                                                       "output_floor": output_floor,
+                                                       "multiplicative": multiplicative},
                                          "data": {"patch_size": (16, 32, 32)}})
     torch.manual_seed(seed)
     net = Generator(config.generator)

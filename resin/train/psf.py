@@ -13,6 +13,7 @@ waiting for the adversarial terms to discover the blur. No ground truth is used.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +62,7 @@ def aligned_block(block: np.ndarray, angle_deg: float) -> np.ndarray:
     return affine_transform(cube, q, offset=c_in - q @ c_out, output_shape=out_shape, order=1)
 
 
-def estimate_axial_blur(block: np.ndarray, angle_deg: float = 0.0,
+def estimate_axial_blur(block: np.ndarray | Sequence[np.ndarray], angle_deg: float = 0.0,
                         max_sigma: float = 12.0) -> AxialBlurEstimate:
     """Extra axial blur sigma (voxels) of a raw ``block`` (Z, Y, X), from its spectra.
 
@@ -74,19 +75,29 @@ def estimate_axial_blur(block: np.ndarray, angle_deg: float = 0.0,
     ``frequencies`` counts those where the axial signal clears the noise floor; fewer than
     2 means no usable signal and a sigma of 0. ``angle_deg`` tilts the PSF axis from z
     towards x (the block should then be cubic).
+
+    ``block`` may also be a sequence of blocks of one shape (e.g. spread over a volume):
+    their spectra are averaged, which steadies the fit on dense or uneven samples where
+    one block holds only a few objects.
     """
     from scipy.ndimage import gaussian_filter1d
 
-    a = aligned_block(np.asarray(block, dtype=np.float32), angle_deg)
-    length = min(a.shape)
+    blocks = [block] if isinstance(block, np.ndarray) else list(block)
+    if not blocks:
+        return AxialBlurEstimate(0.0, 0)
+    aligned = [aligned_block(np.asarray(b, dtype=np.float32), angle_deg) for b in blocks]
+    length = min(min(a.shape) for a in aligned)
     if length < 16:
         return AxialBlurEstimate(0.0, 0)
-    axial = _line_power(a, 0, length)
     k = 2 * math.pi * np.fft.rfftfreq(length)
     band = slice(int(len(k) * (1 - _NOISE_BAND)), None)
-    lateral_lines = [np.moveaxis(a, axis, 0) for axis in (1, 2)]
-    lateral = 0.5 * (_line_power(lateral_lines[0], 0, length)
-                     + _line_power(lateral_lines[1], 0, length))
+    lateral_lines = [np.moveaxis(a, axis, 0) for a in aligned for axis in (1, 2)]
+
+    def lateral_power(lines: list[np.ndarray]) -> np.ndarray:
+        return np.mean([_line_power(v, 0, length) for v in lines], axis=0)
+
+    axial = np.mean([_line_power(a, 0, length) for a in aligned], axis=0)
+    lateral = lateral_power(lateral_lines)
     noise = float(np.median(lateral[band]))
     used = int(((axial - noise) > _SNR * noise).sum())
     if used < 2:
@@ -98,7 +109,7 @@ def estimate_axial_blur(block: np.ndarray, angle_deg: float = 0.0,
     for sigma in np.arange(0.0, max_sigma + 1e-9, 0.1):
         blurred = [gaussian_filter1d(v, sigma, axis=0, mode="reflect") if sigma else v
                    for v in lateral_lines]
-        model = 0.5 * (_line_power(blurred[0], 0, length) + _line_power(blurred[1], 0, length))
+        model = lateral_power(blurred)
         # the noise power the sampled, truncated filter removed: 1 - |H(k)|^2
         gain = np.abs(np.fft.rfft(gaussian_filter1d(impulse, sigma, mode="wrap")
                                   if sigma else impulse)) ** 2

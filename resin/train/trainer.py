@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,6 @@ from resin.data import (
 )
 from resin.errors import (
     ModelError,
-    OutputExistsError,
     ResumeError,
     TrainingError,
     UsageError,
@@ -56,30 +54,13 @@ from resin.models import (
     min_discriminator_input,
 )
 from resin.train.geometry import AXES, Geometry
+from resin.train.outputs import Paths, check_outputs
 
 require("torch", "RESIN training", extra="train")
 import torch  # noqa: E402 - after the check that names the extra to install
 
-G_TERMS = ("cycle1", "cycle2", "G_yy", "G_aniso_proj", "G_iso_proj")
+G_TERMS = ("cycle1", "cycle2", "self", "nonneg", "G_yy", "G_aniso_proj", "G_iso_proj")
 D_TERMS = ("D_yy", "D_aniso_proj", "D_iso_proj")
-
-
-@dataclass
-class Paths:
-    """Files a run writes, all beside the output model."""
-
-    model: Path
-    state: Path = field(init=False)
-    config: Path = field(init=False)
-    losses: Path = field(init=False)
-    previews: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        stem = self.model.with_suffix("")
-        self.state = Path(f"{stem}.last.pt")
-        self.config = Path(f"{stem}.json")
-        self.losses = Path(f"{stem}.losses.csv")
-        self.previews = Path(f"{stem}.previews")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -163,17 +144,35 @@ class Trainer:
         for d in n.discriminators():
             d.requires_grad_(False)
         with self._autocast():
-            x = n.F(y)
+            if self.config.loss.self_imitation:
+                # the self-imitation pair needs no gradient: D must not blur less to make
+                # F's task easier. F sees y and D(R(y)) in one batch (one pass, and CPU
+                # convolutions are faster per voxel on larger batches).
+                with torch.no_grad():
+                    ry = g.rotate(y, axis)
+                    dry = n.D(ry)
+                if dry.shape == y.shape:
+                    both = n.F(torch.cat([y, dry.to(y.dtype)]))
+                    x, f_dry = both[:y.shape[0]], both[y.shape[0]:]
+                else:  # R turned a non-cubic patch
+                    x, f_dry = n.F(y), n.F(dry.to(y.dtype))
+                self_term = self._cyc(g.crop(f_dry), g.crop(ry))
+            else:
+                x = n.F(y)
+                self_term = torch.zeros((), device=y.device)
             cycle1 = self._cyc(n.D(x), y)
             drx = n.D(g.rotate(x, axis))
             back = n.D(g.rotate_inverse(n.F(drx), axis))
             cycle2 = self._cyc(g.crop(back), g.crop(y))
             fake_yy = g.crop(drx)
+            nonneg = 100.0 * torch.relu(torch.clamp(y, max=0.0) - x.float()).mean()
             mip_y, mip_x = g.lateral_mips(x)
             mip_axial = g.axial_mip(x)
             terms = {
                 "cycle1": cycle1,
                 "cycle2": cycle2,
+                "self": self_term,
+                "nonneg": nonneg,
                 "G_yy": lsgan(n.disc_yy(fake_yy), real=True),
                 "G_aniso_proj": 0.5 * (lsgan(n.disc_aniso(mip_y), real=True)
                                        + lsgan(n.disc_aniso(mip_x), real=True)),
@@ -188,6 +187,7 @@ class Trainer:
         lc = self.config.loss
         lam = lc.gan * self.gan_ramp(step)
         return (lc.cycle1 * terms["cycle1"] + lc.cycle2 * terms["cycle2"]
+                + lc.self_imitation * terms["self"] + lc.nonneg * terms["nonneg"]
                 + lam * (lc.yy * terms["G_yy"] + lc.aniso_proj * terms["G_aniso_proj"]
                          + lc.iso_proj * terms["G_iso_proj"]))
 
@@ -265,6 +265,13 @@ class Trainer:
         return out.float()[0, 0].cpu().numpy()
 
     @torch.no_grad()
+    def degrade(self, volume: np.ndarray) -> np.ndarray:
+        """D on a normalized (Z, Y, X) block."""
+        self.nets.D.eval()
+        t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+        return self.nets.D(t.to(self.device)).float()[0, 0].cpu().numpy()
+
+    @torch.no_grad()
     def validation_cycle(self, patches: list[np.ndarray]) -> float:
         """Mean cycle loss y vs D(F(y)) on fixed patches (ground-truth free)."""
         if not patches:
@@ -325,7 +332,8 @@ def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | 
     """Train on ``raw``; write the best-validated model to ``out`` and return its path.
 
     Beside ``out`` (``MODEL.pt``): ``MODEL.last.pt`` (full state, for ``resume``),
-    ``MODEL.json`` (the config), ``MODEL.losses.csv`` and ``MODEL.previews/``.
+    ``MODEL.json`` (the config), ``MODEL.losses.csv`` and ``MODEL.previews/``; which of
+    these may be replaced is :func:`resin.train.outputs.check_outputs`'s rule, checked first.
     ``stop_after``: stop (after saving the state) once this many steps are done, as an
     interruption would; a later ``resume=True`` call continues exactly.
     """
@@ -335,26 +343,26 @@ def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | 
         raise UsageError(f"{out}: the model file must end in .pt")
     if not paths.model.parent.is_dir():
         raise UsageError(f"{paths.model.parent}: output folder does not exist")
+    check_outputs(paths, (*G_TERMS, *D_TERMS), overwrite=overwrite, resume=resume)
     dev = resolve_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
     resume_ckpt = None
     if resume:
-        if not paths.state.is_file():
-            raise ResumeError(f"{paths.state}: nothing to resume (no training state beside "
-                              f"{paths.model})")
         try:
             resume_ckpt = load_checkpoint(paths.state)
         except ModelError as exc:
             raise ResumeError(f"cannot resume: {exc}") from exc
         saved = TrainConfig.model_validate(resume_ckpt["config"])
+        if resume_ckpt.get("fitted_steps") and saved.steps != config.steps:
+            # the run fitted its schedule to its time cap: keep that schedule
+            _log.log(f"resuming the schedule of {saved.steps} steps that this run fitted to "
+                     "its time cap")
+            config = config.model_copy(update={"steps": saved.steps})
         # The number of steps may grow on resume; nothing else may change.
         if saved.model_copy(update={"steps": config.steps}) != config:
             raise ResumeError(f"{paths.state} was made with a different configuration; resume "
                               "with the same options (only --steps may change)")
-    elif not overwrite and any(p.exists() for p in (paths.model, paths.state)):
-        raise OutputExistsError(f"{paths.model} exists; pass --overwrite to replace it or "
-                                "--resume to continue its training")
 
     reader = open_volume(raw)
     try:
@@ -388,17 +396,21 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         paths.config.write_text(config.model_dump_json(indent=2))
         _truncate_csv(paths.losses, 0)
         _start_degrader(trainer, sampler, config)
+    _log_anisotropy(preview_raw)
     _log.log(f"training on {reader.path} {tuple(reader.shape)} {reader.dtype}, device {dev}, "
              f"patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
              f"p{config.normalization.low_percentile}={norm.low:.4g} "
              f"p{config.normalization.high_percentile}={norm.high:.4g}"
              + (" (validation strip held out)" if sampler.holdout else ""))
 
+    fitted = [bool(resume_ckpt.get("fitted_steps")) if resume_ckpt is not None else False]
+
     def payload() -> dict[str, Any]:
         p = trainer.state_dict_payload()
         p["rng"]["sampler"] = sampler.state()
         p.update(_metadata(config, norm, reader))
         p["best"] = best
+        p["fitted_steps"] = fitted[0]
         return p
 
     window: list[dict[str, float]] = []
@@ -419,11 +431,23 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
             best = {"score": score, "step": step}
             save_checkpoint(paths.model, payload())
 
+    fit_at = trainer.step + _FIT_AFTER if (limit is not None and resume_ckpt is None) else None
     with _log.progress(max(config.steps - trainer.step, 0), "training", unit="steps") as bar:
         while trainer.step < config.steps:
             window.append(trainer.train_step(sampler.batch()))
             step = trainer.step
             bar.advance(1)
+            if step == fit_at and limit is not None:
+                steps = fit_steps(config.steps, step, time.perf_counter() - t_start, limit)
+                if steps < config.steps:
+                    _log.log(f"at {step / (time.perf_counter() - t_start):.2f} steps/s, "
+                             f"{config.steps} steps would overrun the {limit:g} min cap: "
+                             f"training {steps} steps, so the learning-rate schedule ends "
+                             "inside it")
+                    config.steps = steps
+                    fitted[0] = True
+                    paths.config.write_text(config.model_dump_json(indent=2))
+                    bar.set_total(steps)
             last = step == config.steps
             out_of_time = limit is not None and time.perf_counter() - t_start > 60 * limit
             if step % config.log_every == 0 or last or out_of_time:
@@ -449,7 +473,61 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         save_checkpoint(paths.model, payload())
     _log.log(f"{paths.model}: the generator of step {best['step']} (validation score "
              f"{best['score']}); full training state in {paths.state}")
+    _final_report(trainer, paths, preview_raw, best["step"])
     return paths.model
+
+
+def _final_report(trainer: Trainer, paths: Paths, block: np.ndarray, step: int | None) -> None:
+    """Log and write the ground-truth-free report (resin.report) of the kept generator."""
+    from resin.report import make_report, write_report
+
+    if step is not None and step != trainer.step:
+        trainer.nets.F.load_state_dict(load_checkpoint(paths.model)["generator"])
+    enhanced = trainer.enhance(block)
+    degraded = trainer.degrade(enhanced)
+    try:
+        report = make_report(block, enhanced, degraded)
+    except Exception as exc:  # noqa: BLE001 - a report must never fail a finished run
+        _log.log(f"no report: {exc}")
+        return
+    for line in report.lines():
+        _log.log(line)
+    write_report(paths.model.with_suffix(""), report, block, degraded)
+
+
+#: steps timed before a time-capped run fits its step count to the cap
+_FIT_AFTER = 20
+#: share of the cap the fitted schedule may use (validation, checkpoints, the report)
+_FIT_SHARE = 0.9
+
+
+def fit_steps(steps: int, done: int, seconds: float, limit_minutes: float) -> int:
+    """Steps that fit in ``limit_minutes`` at the speed of the first ``done`` steps.
+
+    A time-capped run (the quick preset) fits its schedule once, early, so that the cosine
+    decay ends inside the cap on a slow machine instead of being cut off half-way; a fast
+    machine keeps ``steps``. The fitted count is saved in the run's config, so ``--resume``
+    continues the same schedule.
+    """
+    if done <= 0 or seconds <= 0:
+        return steps
+    rate = done / seconds
+    fitted = int(rate * 60.0 * limit_minutes * _FIT_SHARE)
+    return max(done + 1, min(steps, fitted))
+
+
+def _log_anisotropy(block: np.ndarray) -> None:
+    """Say how anisotropic the raw volume looks before training (spectral cut-offs)."""
+    try:
+        from resin.metrics import cutoff_frequencies
+
+        cz, cy, cx = cutoff_frequencies(block)
+    except Exception:  # noqa: BLE001 - information only
+        return
+    _log.log(f"raw volume: spectral cut-off z {cz:.3f}, y {cy:.3f}, x {cx:.3f} cycles/voxel; "
+             f"anisotropy (lateral / axial) y/z {cy / cz:.2f}, x/z {cx / cz:.2f}"
+             + ("" if min(cy, cx) / cz > 1.15 else " (hardly anisotropic along z: is the PSF "
+                "tilted (--angle) or z sampled coarser than x-y (--z-step)?)"))
 
 
 def _validation_score(trainer: Trainer, patches: list[np.ndarray], preview_raw: np.ndarray,
@@ -489,10 +567,7 @@ def _start_degrader(trainer: Trainer, sampler: PatchSampler, config: TrainConfig
     if dc.init_sigma is not None:
         sigma, how = dc.init_sigma, "given"
     else:
-        side = min(96, *sampler.shape)
-        start = tuple((s - side) // 2 for s in sampler.shape)
-        block = sampler.read_patch(start, (side, side, side))  # type: ignore[arg-type]
-        est = estimate_axial_blur(block, config.angle_deg)
+        est = estimate_axial_blur(_blur_blocks(sampler, config), config.angle_deg)
         sigma = est.sigma
         how = f"measured from the raw volume's spectra over {est.frequencies} frequencies"
         if est.frequencies < 2:
@@ -504,6 +579,27 @@ def _start_degrader(trainer: Trainer, sampler: PatchSampler, config: TrainConfig
                  f"kernel; set degrader.kernel_size to at least {2 * math.ceil(2 * sigma) + 1}")
     trainer.nets.D.reset_to_gaussian(sigma, axial_vector_from_angle(config.angle_deg))
     _log.log(f"D starts as an axial Gaussian blur of sigma {sigma:.2f} voxels ({how})")
+
+
+def _blur_blocks(sampler: PatchSampler, config: TrainConfig, count: int = 8,
+                 candidates: int = 24) -> list[np.ndarray]:
+    """Blocks spread over the volume for measuring the axial blur: the ``count`` brightest
+    (by 99th percentile) of ``candidates`` random ones, so dense and sparse samples alike
+    give the spectra enough structure. Up to 64 voxels a side; cubic for an oblique PSF."""
+    shape = sampler.shape
+    if config.angle_deg:
+        side = min(64, *shape)
+        size = (side, side, side)
+    else:
+        size = (min(64, shape[0]), min(64, shape[1]), min(64, shape[2]))
+    rng = np.random.default_rng([config.seed, 3])
+    scored: list[tuple[float, int, np.ndarray]] = []
+    for _ in range(candidates):
+        start = tuple(int(rng.integers(0, s - b + 1)) for s, b in zip(shape, size, strict=True))
+        block = sampler.read_patch(start, size)  # type: ignore[arg-type]
+        scored.append((float(np.percentile(block, 99)), len(scored), block))
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    return [b for _, _, b in scored[:count]]
 
 
 def _metadata(config: TrainConfig, norm: Normalization, reader: Any) -> dict[str, Any]:

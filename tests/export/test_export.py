@@ -120,6 +120,27 @@ def test_tiling_with_recorded_halo_reproduces_whole_volume(tiny_export, rng):
     assert float(np.abs(out - ref).max()) <= 1e-4 * span
 
 
+def test_multiplicative_generator_exports_and_tiles_like_the_whole_volume(tmp_path, rng):
+    """The gain form (output = input x exp(correction)) keeps parity, and its measured halo
+    (random backgrounds carry the correction's reach) makes tiling exact."""
+    from _checkpoints import make_checkpoint
+    from resin.runtime import Enhancer
+
+    ckpt = make_checkpoint(tmp_path / "mul.pt", multiplicative=True)
+    meta = _export(ckpt, tmp_path / "mul.onnx")
+    assert meta.halo[0] > 0
+    shape = (37, 45, 53)
+    vol = (rng.gamma(2.0, 300.0, size=shape) + 80).astype(np.float32)
+    tile = tuple(2 * h + 8 for h in meta.halo)
+    with Enhancer(tmp_path / "mul.onnx", device="cpu", tile=tile, blend="gaussian") as enh:
+        levels = enh.levels(vol)
+        out = enh.enhance(vol)
+    ref = one_tile_reference(tmp_path / "mul.onnx", vol, meta.halo, meta.size_multiple,
+                             levels.low, levels.high)
+    span = float(ref.max() - ref.min())
+    assert float(np.abs(out - ref).max()) <= 1e-4 * span
+
+
 def test_fp16_export_within_its_tolerance(tiny_checkpoint, tmp_path):
     meta = _export(tiny_checkpoint, tmp_path / "half.onnx", fp16=True)
     assert meta.input_dtype == "float16"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,30 @@ def test_patchgan_uses_kernel_4_and_leaky_relu():
     assert all(c.kernel_size == (4, 4, 4) for c in convs)
     slopes = {m.negative_slope for m in d.modules() if isinstance(m, torch.nn.LeakyReLU)}
     assert slopes == {0.2}
+
+
+def test_multiplicative_generator_is_a_gain_that_keeps_signs_and_zeros(rng):
+    from resin.config import GeneratorConfig
+
+    net = Generator(GeneratorConfig(features=[4, 8], multiplicative=True)).eval()
+    with torch.no_grad():
+        net.head.weight.normal_(0.0, 0.5)
+        net.head.bias.fill_(0.1)
+    x = torch.from_numpy(rng.random((1, 1, 8, 16, 16)).astype(np.float32))
+    x[..., :4, :, :] = 0.0
+    out = net(x)
+    assert torch.all(out[..., 4:, :, :] > 0)        # no dark halo below a positive input
+    assert torch.all(out[..., :4, :, :] == 0)       # no light created in empty space
+    with torch.no_grad():
+        gain = out[..., 4:, :, :] / x[..., 4:, :, :]
+    assert float(gain.max()) <= math.exp(4.0) + 1e-3  # the bounded log-gain
+
+
+def test_multiplicative_generator_starts_as_identity_with_zero_head(rng):
+    from resin.config import GeneratorConfig
+
+    net = Generator(GeneratorConfig(features=[4, 8], multiplicative=True))
+    torch.nn.init.zeros_(net.head.weight)
+    torch.nn.init.zeros_(net.head.bias)
+    x = torch.from_numpy(rng.random((1, 1, 8, 16, 16)).astype(np.float32))
+    assert torch.equal(net(x), x)

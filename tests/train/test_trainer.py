@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def _grads(module: torch.nn.Module) -> bool:
 EXPECTED = {
     "cycle1": {"F", "D"},
     "cycle2": {"F", "D"},
+    "self": {"F"},  # D's pair is made without gradients: D must not shrink to ease F's task
+    "nonneg": {"F"},
     "G_yy": {"F", "D"},
     "G_aniso_proj": {"F"},
     "G_iso_proj": {"F"},
@@ -49,7 +52,8 @@ def test_every_term_is_finite_and_reaches_the_right_networks(rng, angle, axis):
     tr = Trainer(cfg)
     # give F a non-zero head so gradients flow through x = F(y) like mid-training
     torch.nn.init.normal_(tr.nets.F.head.weight, std=0.1)
-    y = torch.from_numpy(_batch(rng, patch))
+    # the background level (0) with dips below it, as normalized raw data has
+    y = torch.from_numpy(_batch(rng, patch) - 0.2)
     for term in (*G_TERMS, *D_TERMS):
         tr.nets.zero_grad(set_to_none=True)
         g_terms, fakes = tr.generator_terms(y, axis)
@@ -74,7 +78,7 @@ def test_one_generator_and_discriminator_step_updates_all_networks(rng):
 
 
 def test_generator_loss_weights_are_config_fields(rng):
-    tr = Trainer(tiny_config(loss={"gan": 0.0, "cycle2": 0.0}))
+    tr = Trainer(tiny_config(loss={"gan": 0.0, "cycle2": 0.0, "self_imitation": 0.0, "nonneg": 0.0}))
     g_terms, _ = tr.generator_terms(torch.from_numpy(_batch(rng)), "y")
     assert float(tr.generator_loss(g_terms, 0)) == pytest.approx(float(g_terms["cycle1"]))
 
@@ -121,7 +125,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, raw_tif):
         assert torch.equal(sa["generator"][key], sb["generator"][key]), key
 
 
-def test_checkpoint_contract_and_artifacts(tmp_path, raw_tif):
+def test_checkpoint_contract_and_artifacts(tmp_path, raw_tif, monkeypatch):
+    monkeypatch.setitem(sys.modules, "PIL", None)  # previews need no imaging library
     out = tmp_path / "m.pt"
     train(raw_tif, out, tiny_config(steps=2), device="cpu")
     ckpt = load_checkpoint(out)
@@ -137,8 +142,26 @@ def test_checkpoint_contract_and_artifacts(tmp_path, raw_tif):
     assert (tmp_path / "m.json").is_file() and (tmp_path / "m.last.pt").is_file()
     pngs = sorted((tmp_path / "m.previews").glob("*.png"))
     assert [p.name for p in pngs] == ["step0000002.png"]
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert {"cutoff_before", "cutoff_after", "change", "residual"} <= set(report)
+    assert (tmp_path / "m.report.png").read_bytes()[:4] == b"\x89PNG"
     # weights_only loading works on the raw file (the contract for export/runtime)
     torch.load(out, weights_only=True)
+
+
+def test_overwrite_replaces_a_runs_files_and_nothing_else(tmp_path, raw_tif):
+    out, losses = tmp_path / "m.pt", tmp_path / "m.losses.csv"
+    cfg = tiny_config(steps=2)
+    train(raw_tif, out, cfg, device="cpu")
+    train(raw_tif, out, cfg, device="cpu", overwrite=True)  # the run's own files: replaced
+    assert len(_rows(losses)) == 3  # header + 2 steps, none left from the first run
+    mine = "sample,area\nA,5\n"
+    losses.write_text(mine)
+    with pytest.raises(OutputExistsError, match="m.losses.csv"):
+        train(raw_tif, out, cfg, device="cpu", overwrite=True)
+    with pytest.raises(ResumeError, match="m.losses.csv"):
+        train(raw_tif, out, cfg, device="cpu", resume=True)
+    assert losses.read_text() == mine
 
 
 def test_oblique_training_runs(tmp_path, rng):
@@ -149,3 +172,51 @@ def test_oblique_training_runs(tmp_path, rng):
     cfg = tiny_config(steps=1, angle_deg=45.0, data={"patch_size": (28, 28, 28)})
     train(path, tmp_path / "m.pt", cfg, device="cpu", previews=False)
     assert load_checkpoint(tmp_path / "m.pt")["axial_angle_deg"] == 45.0
+
+
+def test_self_imitation_pairs_are_raw_patches_turned_and_degraded(rng):
+    """L_self compares F(D(R(y))) with R(y): with F = identity and D = identity it is 0."""
+    tr = Trainer(tiny_config(generator_init_scale=0.0))
+    tr.nets.D.reset_to_identity(noise=0.0)
+    g_terms, _ = tr.generator_terms(torch.from_numpy(_batch(rng)), "y")
+    assert float(g_terms["self"]) == pytest.approx(0.0, abs=1e-6)
+    # a real blur in D makes the pair differ, and F = identity no longer restores it
+    tr.nets.D.reset_to_gaussian(2.0, (1.0, 0.0, 0.0))
+    g_terms, _ = tr.generator_terms(torch.from_numpy(_batch(rng)), "x")
+    assert float(g_terms["self"]) > 0.01
+
+
+def test_nonneg_term_counts_only_voxels_darker_than_input_and_background(rng):
+    tr = Trainer(tiny_config(generator_init_scale=0.0))
+    y = torch.from_numpy(_batch(rng) - 0.3)  # F = identity: never darker than min(y, 0)
+    g_terms, _ = tr.generator_terms(y, "y")
+    assert float(g_terms["nonneg"]) == 0.0
+    with torch.no_grad():
+        tr.nets.F.head.bias.fill_(-0.5)  # everything 0.5 darker
+    g_terms, _ = tr.generator_terms(y, "y")
+    assert float(g_terms["nonneg"]) > 10.0
+
+
+def test_fit_steps_fits_the_schedule_into_the_time_cap():
+    from resin.train.trainer import fit_steps
+
+    # 20 steps in 10 s = 2 steps/s; a 9 min cap at 90 %: 972 steps
+    assert fit_steps(1200, 20, 10.0, 9.0) == 972
+    assert fit_steps(500, 20, 10.0, 9.0) == 500           # a fast machine keeps its steps
+    assert fit_steps(1200, 20, 1000.0, 0.01) == 21        # never fewer than done + 1
+
+
+def test_a_fitted_schedule_ends_the_run_and_resumes_as_fitted(tmp_path, raw_tif, monkeypatch):
+    import resin.train.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "_FIT_AFTER", 2)
+    monkeypatch.setattr(trainer_mod, "fit_steps", lambda steps, done, s, lim: 3)
+    out = tmp_path / "m.pt"
+    cfg = tiny_config(steps=6, time_limit_minutes=30.0)
+    train(raw_tif, out, cfg, device="cpu", previews=False)
+    state = load_checkpoint(tmp_path / "m.last.pt")
+    assert state["step"] == 3 and state["config"]["steps"] == 3 and state["fitted_steps"]
+    assert json.loads((tmp_path / "m.json").read_text())["steps"] == 3
+    # resuming with the preset's own steps keeps the fitted schedule: nothing left to do
+    train(raw_tif, out, cfg, device="cpu", previews=False, resume=True)
+    assert load_checkpoint(tmp_path / "m.last.pt")["step"] == 3
