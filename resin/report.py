@@ -139,3 +139,39 @@ def write_report(path_stem: str | os.PathLike, report: Report, raw: np.ndarray,
         out.append(write_png(f"{stem}.report.png",
                              report_image(raw, np.abs(np.asarray(degraded) - np.asarray(raw)))))
     return out
+
+
+def report_path(output: str | os.PathLike) -> Path:
+    """Where ``resin-run --report`` writes: ``OUTPUT.report.json`` beside the output."""
+    return Path(f"{os.fspath(output).rstrip('/')}.report.json")
+
+
+def report_on_files(input: str | os.PathLike, output: str | os.PathLike,
+                    side: int = 128) -> Report:
+    """The spectral part of the report (no D: exported models carry only F) for a finished
+    run: a centred block of at most ``side`` voxels per axis of the input and the same
+    region of the output (scaled where the model upsamples), both normalized by the
+    input block's 0.5 / 99.9 percentiles."""
+    from resin.io import open_volume
+
+    src, dst = open_volume(input), open_volume(output)
+    try:
+        scale = [o / i for o, i in zip(dst.shape, src.shape, strict=True)]
+        size = [min(side, s) for s in src.shape]
+        start = [(s - n) // 2 for s, n in zip(src.shape, size, strict=True)]
+        raw = src.read(tuple(slice(a, a + n) for a, n in zip(start, size, strict=True)))
+        out = dst.read(tuple(slice(round(a * k), round(a * k) + round(n * k))
+                             for a, n, k in zip(start, size, scale, strict=True)))
+    finally:
+        src.close()
+        dst.close()
+    raw = np.asarray(raw, dtype=np.float64)
+    lo, hi = np.percentile(raw, [0.5, 99.9])
+    span = max(float(hi - lo), 1e-12)
+    y = (raw - lo) / span
+    x = (np.asarray(out, dtype=np.float64) - lo) / span
+    if x.shape != y.shape:  # an upsampling model: compare like with like on the output grid
+        from scipy.ndimage import zoom
+
+        y = zoom(y, [a / b for a, b in zip(x.shape, y.shape, strict=True)], order=1)
+    return make_report(y, x)

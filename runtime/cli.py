@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mip", metavar="DIR", default=None,
                         help="also write the output's three MIPs (TIFF) and a raw-vs-enhanced "
                              "PNG into DIR")
+    parser.add_argument("--report", action="store_true",
+                        help="after the run, measure the anisotropy per axis pair of the input "
+                             "and the output from their spectra (no ground truth) and write "
+                             "OUTPUT.report.json")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run (same bytes as an uninterrupted one)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -44,7 +48,15 @@ def _run(args: argparse.Namespace) -> int:
     from resin.runtime import Enhancer
 
     from resin import _log
+    from resin.errors import OutputExistsError, UsageError
+    from resin.report import report_path
 
+    if args.report:
+        if args.output is None:
+            raise UsageError("--report needs -o OUTPUT (the report is written beside it)")
+        rpath = report_path(args.output)
+        if (rpath.exists() or rpath.is_symlink()) and not (args.overwrite or args.resume):
+            raise OutputExistsError(f"{rpath} exists; pass --overwrite to replace it")
     with Enhancer(args.engine, backend=args.backend, device=args.device,
                   tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
                   blend=args.blend) as enh:
@@ -55,7 +67,27 @@ def _run(args: argparse.Namespace) -> int:
              f"{report.tiles} tiles of {'x'.join(map(str, report.tile))})")
     for path in report.mips:
         _log.log(f"wrote {path}")
+    if args.report:
+        _write_report(args.input, report.output)
     return 0
+
+
+def _write_report(input: str, output: str) -> None:
+    import os
+
+    from resin import _log
+    from resin.report import report_on_files, report_path
+
+    rep = report_on_files(input, output)
+    path = report_path(output)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(rep.to_json())
+    os.replace(tmp, path)
+    for line in rep.lines():
+        _log.log(line)
+    _log.log("consistency |D(F(y)) - y| is measured at the end of `resin train` (MODEL.report.*): "
+             "exported models carry F only")
+    _log.log(f"wrote {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -95,6 +95,32 @@ def test_mip_dir(cli, fast_model, tmp_path, awkward_volume):
     assert png.shape[0] >= 2 * 13 * 4
 
 
+def test_report_measures_anisotropy_of_input_and_output(cli, fast_model, tmp_path, rng):
+    from scipy.ndimage import gaussian_filter
+
+    vol = gaussian_filter(rng.random((32, 40, 40)) ** 6, (3.0, 1.0, 1.0)) * 4000 + 100
+    src = tmp_path / "in.tif"
+    write_volume(src, vol.astype(np.uint16), voxel_size=VS)
+    out = tmp_path / "out.tif"
+
+    def run(dst):
+        return cli("resin-run", "--engine", str(fast_model), str(src), "-o", str(dst),
+                   "--device", "cpu", "--tile", "8", "16", "16", "--report")
+
+    proc = run(out)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "out.tif.report.json").read_text())
+    assert data["ratios_before"]["y/z"] > 1.5  # blurred 3x along z
+    assert set(data["ratios_after"]) == {"y/z", "x/z", "y/x"} and data["residual"] is None
+    assert "anisotropy" in proc.stderr
+    # a report file that exists is refused before any work, and left as it was
+    (tmp_path / "out2.tif.report.json").write_text("mine")
+    proc = run(tmp_path / "out2.tif")
+    assert proc.returncode == 2 and "out2.tif.report.json exists" in proc.stderr
+    assert (tmp_path / "out2.tif.report.json").read_text() == "mine"
+    assert not (tmp_path / "out2.tif").exists()
+
+
 def _run_bg(fast_model, src, out, *extra):
     code = "import sys; from resin.runtime.cli import main; sys.exit(main())"
     return subprocess.Popen([sys.executable, "-c", code, "--engine", str(fast_model), str(src),
