@@ -159,9 +159,11 @@ def report_on_files(input: str | os.PathLike, output: str | os.PathLike,
         scale = [o / i for o, i in zip(dst.shape, src.shape, strict=True)]
         size = [min(side, s) for s in src.shape]
         start = [(s - n) // 2 for s, n in zip(src.shape, size, strict=True)]
-        raw = src.read(tuple(slice(a, a + n) for a, n in zip(start, size, strict=True)))
-        out = dst.read(tuple(slice(round(a * k), round(a * k) + round(n * k))
-                             for a, n, k in zip(start, size, scale, strict=True)))
+        r_in = [slice(a, a + n) for a, n in zip(start, size, strict=True)]
+        r_out = [slice(round(a * k), round(a * k) + round(n * k))
+                 for a, n, k in zip(start, size, scale, strict=True)]
+        raw = src.read((r_in[0], r_in[1], r_in[2]))
+        out = dst.read((r_out[0], r_out[1], r_out[2]))
     finally:
         src.close()
         dst.close()
