@@ -4,11 +4,14 @@ One step (y = a batch of raw patches, x = F(y), R = a 90-degree turn of the axia
 a lateral axis drawn at random each step):
 
 - generator update (F and D together, Adam):
-  ``L_G = w1 L_cycle1 + w2 L_cycle2 + lambda (L_G_yy + L_G_aniso_proj + L_G_iso_proj)``
+  ``L_G = w1 L_cycle1 + w2 L_cycle2 + w_s L_self + w_n L_nonneg
+  + lambda (L_G_yy + L_G_aniso_proj + L_G_iso_proj)``
   with ``L_cycle1 = cyc(D(x), y)``, ``L_cycle2 = cyc(D(R^-1(F(D(R(x))))), y)``,
-  ``cyc = 10 L1 + (1 - SSIM3D)``; the GAN terms ask the 3D discriminator to take D(R(x))
-  for real raw data, and the 2D discriminators to take the lateral MIPs (aniso) and the
-  axial MIP (iso) of x for the axial MIP of y;
+  ``L_self = cyc(F(D(R(y))), R(y))`` (self-imitation; D(R(y)) is made without gradients),
+  ``L_nonneg = 100 mean(relu(min(y, 0) - x))``, ``cyc = 10 L1 + (1 - SSIM3D)``; the GAN
+  terms ask the 3D discriminator to take D(R(x)) for real raw data, and the 2D
+  discriminators to take the lateral MIPs (aniso) and the axial MIP (iso) of x for the
+  axial MIP of y;
 - discriminator update (Adam): least squares, real = y / axial MIP of y, fake = the
   detached fakes above.
 """
@@ -396,7 +399,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         paths.config.write_text(config.model_dump_json(indent=2))
         _truncate_csv(paths.losses, 0)
         _start_degrader(trainer, sampler, config)
-    _log_anisotropy(preview_raw)
+    _log_anisotropy(preview_raw, hint=not config.angle_deg)
     _log.log(f"training on {reader.path} {tuple(reader.shape)} {reader.dtype}, device {dev}, "
              f"patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
              f"p{config.normalization.low_percentile}={norm.low:.4g} "
@@ -516,8 +519,10 @@ def fit_steps(steps: int, done: int, seconds: float, limit_minutes: float) -> in
     return max(done + 1, min(steps, fitted))
 
 
-def _log_anisotropy(block: np.ndarray) -> None:
-    """Say how anisotropic the raw volume looks before training (spectral cut-offs)."""
+def _log_anisotropy(block: np.ndarray, hint: bool = True) -> None:
+    """Say how anisotropic the raw volume looks before training (spectral cut-offs); with
+    ``hint``, suggest --angle / --z-step when z hardly looks blurred (an oblique run's
+    blur is not along z, so it gets no hint)."""
     try:
         from resin.metrics import cutoff_frequencies
 
@@ -526,7 +531,7 @@ def _log_anisotropy(block: np.ndarray) -> None:
         return
     _log.log(f"raw volume: spectral cut-off z {cz:.3f}, y {cy:.3f}, x {cx:.3f} cycles/voxel; "
              f"anisotropy (lateral / axial) y/z {cy / cz:.2f}, x/z {cx / cz:.2f}"
-             + ("" if min(cy, cx) / cz > 1.15 else " (hardly anisotropic along z: is the PSF "
+             + ("" if not hint or min(cy, cx) / cz > 1.15 else " (hardly anisotropic along z: is the PSF "
                 "tilted (--angle) or z sampled coarser than x-y (--z-step)?)"))
 
 
