@@ -531,7 +531,8 @@ def _log_anisotropy(block: np.ndarray, hint: bool = True) -> None:
         return
     _log.log(f"raw volume: spectral cut-off z {cz:.3f}, y {cy:.3f}, x {cx:.3f} cycles/voxel; "
              f"anisotropy (lateral / axial) y/z {cy / cz:.2f}, x/z {cx / cz:.2f}"
-             + ("" if not hint or min(cy, cx) / cz > 1.15 else " (hardly anisotropic along z: is the PSF "
+             + ("" if not hint or min(cy, cx) / cz > 1.15 else
+                " (hardly anisotropic along z: is the PSF "
                 "tilted (--angle) or z sampled coarser than x-y (--z-step)?)"))
 
 
