@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 demo: venv
-	$(BIN)/resin demo --out demo-out
+	$(BIN)/resin demo --out demo-out --overwrite
 
 test: venv
 	$(BIN)/ruff check .
@@ -37,31 +37,18 @@ default-model: venv models/train_seed1.tif
 	$(BIN)/resin export models/default.pt -o resin/data/default.onnx --overwrite
 	$(BIN)/python -c "from resin.checkpoint import save_generator_only as s; s('models/default.pt', 'resin/data/default.pt', overwrite=True)"
 
-# The README's quality table (bench/quality.py): the bundled quick model, a longer run
-# (bench/configs/longer.json: F [16, 32, 64], 3600 steps, ~65 min on 2 CPU cores) and a
-# quick model for a PSF tilted 45 degrees, each trained on its own simulated volume (seed 1;
-# simulation is deterministic, so an existing file is the same volume) and scored on
-# another (seed 0).
+# The training volume of the bundled model: simulated tubes, seed 1 (simulation is
+# deterministic, so an existing file is the same volume).
 models/train_seed1.tif: | venv
 	mkdir -p models
 	$(BIN)/resin simulate $@ --truth models/train_seed1_truth.tif --seed 1 --overwrite
 
-models/train45_seed1.tif: | venv
-	mkdir -p models
-	$(BIN)/resin simulate $@ --truth models/train45_seed1_truth.tif --seed 1 --angle 45 --overwrite
-
-models/longer.pt: models/train_seed1.tif bench/configs/longer.json | venv
-	$(BIN)/resin train $< -o $@ --preset quick --config bench/configs/longer.json --seed 0 --overwrite
-
-models/oblique45.pt: models/train45_seed1.tif | venv
-	$(BIN)/resin train $< -o $@ --preset quick --angle 45 --seed 0 --overwrite --no-previews
-
-quality: venv models/longer.pt models/oblique45.pt
+# The README's quality tables (bench/quality.py): four simulated settings (paper, noisy,
+# oblique45, nuclei; seed 0), each with a quick RESIN model and (but for oblique45) a Self-Net
+# baseline trained here on its own raw volume; about 45-60 min on 2 CPU cores.
+quality: venv
 	mkdir -p bench/results
-	$(BIN)/python bench/quality.py --quick-model resin/data/default.pt \
-		--longer-model models/longer.pt \
-		--extra-model "RESIN trained longer, last step=models/longer.last.pt" \
-		--oblique --oblique-model models/oblique45.pt --json bench/results/quality.json
+	$(BIN)/python bench/quality.py --json bench/results/quality.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out

@@ -1,67 +1,220 @@
-"""RESIN quality benchmark on simulated tubes (sigma 1 lateral / 5 axial, moderate noise).
+"""RESIN restoration quality on simulated volumes: four settings, the same rows in each.
 
-Simulates a volume with a fixed seed (``resin.simulate``), trains RESIN on its raw volume
-alone (the ``quick`` preset, here and now, unless ``--quick-model`` gives one), enhances
-it with the runtime (``Enhancer``, PyTorch backend, tiled with the measured halo), and
-scores every result against the truth with
-``resin.metrics.evaluate``. The named reference, measured in the same run, is the raw
-input itself (ratios = method / raw). Richardson-Lucy gets the true PSF (an advantage
-RESIN never has) and its best iteration count by RMSE against the truth (a second one).
-A longer-trained model (``--longer-model``; how the README's was trained is in
-docs/training.md) adds a row; ``--oblique`` repeats the table for a PSF tilted 45 degrees, trained with
-``--angle 45``.
+Each setting simulates its own volume (``resin.simulate``, seed 0, default shape
+64x128x128) and scores every method against that volume's truth:
 
-A second table explains the SSIM column: SSIM is averaged over every voxel and ~67% of
-these volumes are background far from any tube, where the truth is constant. There the
-structure term is ~1 and the luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1),
+* ``paper``: tubes, PSF sigma 1 lateral / 5 axial, blurred only (``noise=False``: no
+  noise, background or offset), the RESIN paper's setting;
+* ``noisy``: the same tubes and PSF with shot noise, read noise, background and offset;
+* ``oblique45``: as ``noisy`` with the PSF's long axis tilted 45 degrees from z towards x;
+* ``nuclei``: dense nuclei, sigma 1.2 / 3.0, noise, and raw z sampled every 2nd plane
+  (``z_step`` 2). Methods that restore the z sampling give ``(Zraw - 1) 2 + 1`` planes on
+  the truth's grid, scored against that many first planes of the truth; the raw row and
+  Richardson-Lucy's input are the raw linearly interpolated in z the same way (the
+  interpolation ``resin train`` and the Self-Net baseline use).
+
+Rows, in every setting: the raw input; the truth blurred by a Gaussian of the lateral
+sigma along all three axes (the best a restoration can sensibly do); Richardson-Lucy with
+the true PSF on the offset-subtracted raw, at its best iteration count by RMSE against the
+truth (two advantages no other row has); the Self-Net baseline (``bench/selfnet.py``, a
+few minutes; it supports a PSF along z only, so ``oblique45`` shows ``n/a``); RESIN
+trained here on that setting's raw volume alone (the ``quick`` preset, unless ``--model``
+gives one) and run by the runtime (``Enhancer``, PyTorch backend, tiled with the measured
+halo; the raw is passed as float32 so the output is not rounded or clipped to uint16);
+rows of other trained models (``--extra``); the truth itself. Every volume is scored as
+the method returns it: no clipping or floor is applied here (the Self-Net baseline
+floors its own output at its normalisation's background level). A checkpoint trained with
+``z_step`` K records scale K but its generator keeps the input's shape, which the runtime
+refuses; such a model is then run as trained, on the raw interpolated in z (a scale-1
+copy of the checkpoint), and the row's detail says so.
+
+Columns: ``resin.metrics.evaluate`` (rmse, ssim, psnr, isotropy_ratio, isotropy_fourier;
+the isotropy measures look along z, also for ``oblique45``, whose PSF axis they cannot
+follow), ``rmse_lsq`` (the same 255.998-scaled RMSE after the least-squares intensity
+match ``a * pred + b`` to the truth, on the truth's min-max range: what is left once
+offset and gain are forgiven) and ``mip_ssim`` (2-D SSIM, Gaussian window sigma 1.5, of
+the min-max normalised lateral maximum-intensity projections: is lateral detail kept).
+The named reference is the raw input (ratios = method / raw); a summary says per setting
+whether RESIN quick beats the raw input and Self-Net on rmse, ssim and isotropy
+(isotropy_ratio closer to the truth's).
+
+For ``noisy`` a last table explains the SSIM column: SSIM is averaged over every voxel and
+most of these volumes are background far from any tube, where the truth is constant. There
+the structure term is ~1 and the luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1),
 C1 = 1e-4, falls to 0.9 as soon as a method's background sits 0.003 of its range above its
 own minimum, which the min-max normalisation puts at the darkest noise dip. The table
-splits SSIM by region (tube, within 8 voxels of a tube, far background) and rescores every
-method clipped below at its own median (the background level of these sparse volumes): an
-analysis, not an option of the runtime.
+splits SSIM by region: tubes, background within 8 voxels of a tube, far background.
 
-    python bench/quality.py                                    # trains quick (~10 min CPU)
-    python bench/quality.py --quick-model models/quick.pt --longer-model models/longer.pt \
-        --oblique --oblique-model models/oblique45.pt
+    python bench/quality.py --json bench/results/quality.json     # trains everything here
+    python bench/quality.py --settings paper noisy --model noisy=models/noisy.pt \
+        --extra "noisy=RESIN trained longer=models/longer.pt" --workdir /tmp/quality
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
+import math
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
-from resin.metrics import evaluate
-from resin.simulate import simulate
+# On a shared CPU, OpenMP threads that spin while waiting make every step several times
+# slower as soon as another process is busy; this only acts before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-SIGMA = (1.0, 5.0)
 SHAPE = (64, 128, 128)
 SEED = 0
-KEYS = ("rmse", "ssim", "psnr", "isotropy_ratio", "isotropy_fourier")
+SELFNET_MINUTES = 4.0
+#: the printed columns (the JSON has every key of ``evaluate`` as well)
+COLUMNS = ("rmse", "rmse_lsq", "ssim", "psnr", "isotropy_ratio", "isotropy_fourier",
+           "mip_ssim")
+RAW, BLURRED, RL, SELFNET, QUICK, TRUTH = (
+    "raw input", "truth blurred isotropically (lateral sigma)", "Richardson-Lucy, true PSF",
+    "Self-Net (baseline)", "RESIN quick", "truth (for reference)")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One simulated acquisition; ``simulate`` keyword arguments besides shape and seed."""
+
+    name: str
+    title: str
+    kind: str = "tubes"
+    sigma: tuple[float, float] | None = (1.0, 5.0)
+    angle_deg: float = 0.0
+    noise: bool = True
+
+    def simulate(self, shape: tuple[int, int, int]):
+        from resin.simulate import simulate
+
+        return simulate(shape, sigma=self.sigma, angle_deg=self.angle_deg, seed=SEED,
+                        kind=self.kind, noise=self.noise)
+
+
+SETTINGS = {s.name: s for s in (
+    Setting("paper", "tubes, sigma 1/5, blurred only (the RESIN paper's setting)",
+            noise=False),
+    Setting("noisy", "tubes, sigma 1/5, noise"),
+    Setting("oblique45", "tubes, sigma 1/5 tilted 45 deg (z towards x), noise; isotropy "
+            "measured along z, not along the PSF axis", angle_deg=45.0),
+    Setting("nuclei", "nuclei, sigma 1.2/3, raw z step 2, noise; scored on the first "
+            "(Zraw - 1) 2 + 1 truth planes", kind="nuclei", sigma=None),
+)}
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return (a - a.min()) / (a.max() - a.min())
+
+
+def rmse_lsq(pred: np.ndarray, truth: np.ndarray) -> float:
+    """255.998 x RMSE of ``a * pred + b`` (least-squares fit to the truth) and the truth,
+    on the truth's min-max range."""
+    from resin.metrics import RMSE_SCALE
+
+    p = np.asarray(pred, dtype=np.float64).ravel()
+    t = np.asarray(truth, dtype=np.float64).ravel()
+    pc = p - p.mean()
+    var = float(pc @ pc)
+    a = float(pc @ (t - t.mean())) / var if var > 0 else 0.0
+    resid = a * pc + t.mean() - t
+    return RMSE_SCALE * math.sqrt(float(resid @ resid) / t.size) / float(t.max() - t.min())
+
+
+def mip_ssim(pred: np.ndarray, truth: np.ndarray) -> float:
+    """2-D SSIM of the lateral MIPs (max over z), each min-max normalised; the window and
+    constants of ``resin.metrics.ssim``."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(_unit(truth.max(axis=0)), _unit(pred.max(axis=0)),
+                                       gaussian_weights=True, sigma=1.5,
+                                       use_sample_covariance=False, data_range=1.0))
+
+
+def score(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    from resin.metrics import evaluate
+
+    return {**evaluate(pred, truth), "rmse_lsq": rmse_lsq(pred, truth),
+            "mip_ssim": mip_ssim(pred, truth)}
+
+
+def ssim_regions(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Mean SSIM (the metric's window and constants, min-max volumes) over the tubes, the
+    background within 8 voxels of a tube, and the far background; interior voxels only."""
+    from scipy import ndimage as ndi
+    from skimage.metrics import structural_similarity
+
+    t = _unit(truth)
+    _, smap = structural_similarity(t, _unit(pred), gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, data_range=1.0, full=True)
+    tube = t > 0.1
+    near = ndi.binary_dilation(tube, structure=np.ones((3, 3, 3), bool), iterations=8) & ~tube
+    far = ~(tube | near)
+    inner = np.zeros_like(tube)
+    inner[5:-5, 5:-5, 5:-5] = True
+    return {name: float(smap[mask & inner].mean()) if (mask & inner).any() else math.nan
+            for name, mask in (("tube", tube), ("near", near), ("far", far))}
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def _selfnet() -> ModuleType:
+    """``bench/selfnet.py``, the file beside this one (imports torch)."""
+    spec = importlib.util.spec_from_file_location("selfnet", Path(__file__).with_name("selfnet.py"))
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get("selfnet")
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["selfnet"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def on_grid(raw: np.ndarray, z_step: int) -> np.ndarray:
+    """Raw linearly interpolated in z onto the truth's grid: (Z - 1) z_step + 1 planes."""
+    return _selfnet()._interpolate_z(raw, z_step)
 
 
 def richardson_lucy_best(sim, iterations=(5, 10, 20, 40)) -> tuple[np.ndarray, int]:
-    """RL with the true PSF; the iteration count with the lowest RMSE against the truth."""
+    """RL with the true PSF on the offset-subtracted raw (on the truth's grid); the
+    iteration count with the lowest RMSE against the truth."""
     from skimage.restoration import richardson_lucy
 
     from resin.metrics import rmse
-    from resin.simulate import DEFAULT_OFFSET
 
-    counts = np.clip(sim.raw.astype(np.float32) - DEFAULT_OFFSET, 0.0, None)
+    grid = on_grid(sim.raw, sim.z_step).astype(np.float32)
+    counts = np.clip(grid - np.float32(sim.offset), 0.0, None)
+    truth = sim.truth[:grid.shape[0]]
     best: tuple[float, np.ndarray, int] | None = None
     for n in iterations:
         out = richardson_lucy(counts, sim.psf(), num_iter=n, clip=False).astype(np.float32)
-        score = rmse(out, sim.truth)
-        if best is None or score < best[0]:
-            best = (score, out, n)
+        err = rmse(out, truth)
+        if best is None or err < best[0]:
+            best = (err, out, n)
     assert best is not None
     return best[1], best[2]
+
+
+def blurred_truth(sim) -> np.ndarray:
+    """The truth blurred by the lateral sigma along all three axes (edges reflected)."""
+    from scipy import ndimage as ndi
+
+    lateral = float(sim.psf_sigma_zyx[1])
+    return ndi.gaussian_filter(sim.truth.astype(np.float32), lateral, truncate=4.0)
 
 
 def _train_info(model: Path) -> str:
@@ -75,161 +228,316 @@ def _train_info(model: Path) -> str:
         with losses.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
         if rows:
-            seconds = f", {float(rows[-1]['seconds']) / 60:.0f} min"
+            seconds = f", {float(rows[-1]['seconds']) / 60:.1f} min"
     feats = ckpt["config"]["generator"]["features"]
     return f"step {ckpt['step']}{seconds}, F {feats}"
 
 
-def _train_quick(raw_path: Path, out: Path, angle: float, steps: int | None) -> float:
+def _fit_patch(config, grid: tuple[int, int, int]):
+    """The config with its training patch shrunk to fit a small volume (smoke runs)."""
+    m = config.generator.size_multiple
+    sides = [min(p, n // m * m) for p, n in zip(config.data.patch_size, grid, strict=True)]
+    if config.angle_deg:
+        sides = [min(sides)] * 3
+    if tuple(sides) == tuple(config.data.patch_size):
+        return config
+    data = config.data.model_copy(update={"patch_size": tuple(sides)})
+    return config.model_copy(update={"data": data})
+
+
+def train_quick(raw_path: Path, out: Path, angle: float, z_step: int, grid: tuple[int, int, int],
+                steps: int | None) -> float:
+    """Train the quick preset on ``raw_path``; the wall time in seconds."""
     from resin.config import preset_config
     from resin.train import train
 
-    overrides: dict = {"angle_deg": angle}
+    overrides: dict = {"angle_deg": angle, "seed": 0}
+    if z_step > 1:
+        overrides["data"] = {"z_step": z_step}
     if steps:
         overrides["steps"] = steps
-    config = preset_config("quick", overrides)
+    config = _fit_patch(preset_config("quick", overrides), grid)
     t0 = time.perf_counter()
     train(raw_path, out, config, device="cpu", overwrite=True, previews=False)
     return time.perf_counter() - t0
 
 
-def ssim_regions(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Mean SSIM (the metric's window and constants, min-max volumes) over the tubes, the
-    background within 8 voxels of a tube, and the far background; interior voxels only."""
-    from scipy import ndimage as ndi
-    from skimage.metrics import structural_similarity
-
-    def unit(a: np.ndarray) -> np.ndarray:
-        a = a.astype(np.float64)
-        return (a - a.min()) / (a.max() - a.min())
-
-    t = unit(truth)
-    _, smap = structural_similarity(t, unit(pred), gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False, data_range=1.0, full=True)
-    tube = t > 0.1
-    near = ndi.binary_dilation(tube, structure=np.ones((3, 3, 3), bool), iterations=8) & ~tube
-    far = ~(tube | near)
-    inner = np.zeros_like(tube)
-    inner[5:-5, 5:-5, 5:-5] = True
-    return {name: float(smap[mask & inner].mean())
-            for name, mask in (("tube", tube), ("near", near), ("far", far))}
-
-
-def floor_analysis(volumes: dict[str, np.ndarray], truth: np.ndarray) -> list[dict]:
-    """SSIM by region, and the metrics again with every volume clipped below at its own
-    median: the background level of these sparse volumes, in the method's own units
-    (Richardson-Lucy works on offset-subtracted counts)."""
-    rows = []
-    for name, vol in volumes.items():
-        level = float(np.median(vol))
-        floored = evaluate(np.maximum(vol.astype(np.float32), np.float32(level)), truth)
-        rows.append({"method": name, **{f"ssim_{k}": v for k, v in
-                                        ssim_regions(vol, truth).items()},
-                     "floor": level, "floored_rmse": floored["rmse"],
-                     "floored_ssim": floored["ssim"]})
-    return rows
-
-
-def table(angle: float, shape: tuple[int, int, int], models: dict[str, Path | None],
-          quick_steps: int | None, workdir: Path,
-          volumes: dict[str, np.ndarray] | None = None) -> list[dict]:
+def enhance(model: Path, raw: np.ndarray, z_step: int, workdir: Path) -> tuple[np.ndarray, str]:
+    """The runtime's result (float32 in, so float32 out: no uint16 rounding or clip), and a
+    note when it needed the z-step fallback below."""
     from resin.runtime import Enhancer
 
+    from resin.checkpoint import load_checkpoint, save_checkpoint
+    from resin.errors import ModelError
+
+    try:
+        with Enhancer(model, backend="torch", device="cpu") as enh:
+            return enh.enhance(raw.astype(np.float32)), ""
+    except ModelError:
+        ckpt = load_checkpoint(model)
+        if z_step == 1 or float(ckpt.get("scale", [1.0])[0]) == 1.0:
+            raise
+    # A z-step checkpoint records scale K, but F keeps its input's shape, so the runtime
+    # refuses its tiles: run a scale-1 copy on the raw interpolated in z, as in training.
+    copy = workdir / f"{model.stem}.scale1.pt"
+    save_checkpoint(copy, {**ckpt, "scale": [1.0, 1.0, 1.0]})
+    with Enhancer(copy, backend="torch", device="cpu") as enh:
+        out = enh.enhance(on_grid(raw, z_step).astype(np.float32))
+    return out, (f"runtime refused the scale-{z_step} checkpoint (F does not upsample): F run "
+                 "on the raw interpolated in z; ")
+
+
+# --------------------------------------------------------------------------- one setting
+
+
+def _note(message: str) -> None:
+    print(f"quality: {message}", file=sys.stderr, flush=True)
+
+
+def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | None,
+                extras: dict[str, Path], selfnet_minutes: float, quick_steps: int | None,
+                workdir: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Every row of one setting, and the scored volumes (on the truth's grid) by method."""
+    from resin.errors import ResinError
     from resin.io import write_volume
 
-    sim = simulate(shape, sigma=SIGMA, angle_deg=angle, seed=SEED)
-    raw_path = workdir / f"raw_{angle:g}.tif"
+    sim = setting.simulate(shape)
+    k = sim.z_step
+    n = (sim.raw.shape[0] - 1) * k + 1
+    truth = sim.truth[:n]
+    grid = (n, shape[1], shape[2])
+    rows: list[dict] = []
+    volumes: dict[str, np.ndarray] = {}
+
+    def add(method: str, pred: np.ndarray | None, detail: str = "") -> None:
+        row: dict = {"method": method, "detail": detail}
+        if pred is not None:
+            if pred.shape[0] < n or pred.shape[1:] != truth.shape[1:]:
+                raise RuntimeError(f"{setting.name}: {method} returned shape {pred.shape}; "
+                                   f"the truth's grid is {truth.shape}")
+            volumes[method] = pred[:n]
+            row.update(score(pred[:n], truth))
+        rows.append(row)
+
+    def timed(name: str, fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+        _note(f"{setting.name}: {name}")
+        t0 = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - t0
+
+    add(RAW, on_grid(sim.raw, k), "linearly interpolated in z" if k > 1 else "")
+    add(BLURRED, blurred_truth(sim)[:n], f"sigma {sim.psf_sigma_zyx[1]:g} along z, y, x")
+    (rl, n_iter), _ = timed(RL, lambda: richardson_lucy_best(sim))
+    add(RL, rl, f"{n_iter} iterations, offset {sim.offset:g} subtracted")
+
+    selfnet = _selfnet()
+    log: list[str] = []
+
+    def keep_log(line: str) -> None:
+        log.append(line)
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        out, seconds = timed(SELFNET, lambda: selfnet.selfnet_enhance(
+            sim.raw, z_step=k, angle_deg=sim.angle_deg, seed=0, minutes=selfnet_minutes,
+            log=keep_log))
+    except NotImplementedError:
+        add(SELFNET, None, "n/a: the baseline slices along z, so it needs the PSF along z")
+    else:
+        steps = next((line.split()[1] for line in reversed(log)
+                      if line.startswith("selfnet: ") and " steps, loss" in line), "?")
+        add(SELFNET, out, f"{seconds / 60:.1f} min, {steps} steps")
+
+    raw_path = workdir / f"{setting.name}_raw.tif"
     write_volume(raw_path, sim.raw, overwrite=True)
-    rows = [{"method": "raw input", "detail": "", **evaluate(sim.raw, sim.truth)}]
-    keep = volumes if volumes is not None else {}
-    keep["raw input"] = sim.raw
-    rl, n_iter = richardson_lucy_best(sim)
-    keep["Richardson-Lucy, true PSF"] = rl
-    rows.append({"method": "Richardson-Lucy, true PSF", "detail": f"{n_iter} iterations",
-                 **evaluate(rl, sim.truth)})
-    for name, model in models.items():
+    models = {QUICK: model, **extras}
+    for name, path in models.items():
         detail = ""
-        if model is None:
-            if name != "RESIN quick":
-                continue
-            model = workdir / f"quick_{angle:g}.pt"
-            seconds = _train_quick(raw_path, model, angle, quick_steps)
+        if path is None:
+            path = workdir / f"{setting.name}_quick.pt"
+            _note(f"{setting.name}: training {name}")
+            seconds = train_quick(raw_path, path, sim.angle_deg, k, grid, quick_steps)
             detail = f"trained here in {seconds / 60:.1f} min; "
-        detail += _train_info(model)
-        with Enhancer(model, backend="torch", device="cpu") as enh:
-            pred = enh.enhance(sim.raw)
-        rows.append({"method": name, "detail": detail, **evaluate(pred, sim.truth)})
-        keep[name] = pred
-    keep["truth (for reference)"] = sim.truth
-    truth_row = evaluate(sim.truth, sim.truth)
-    rows.append({"method": "truth (for reference)", "detail": "", **truth_row})
-    return rows
+        detail += _train_info(path)
+        try:
+            (pred, note), _ = timed(name, lambda p=path: enhance(p, sim.raw, k, workdir))
+        except ResinError as exc:
+            _note(f"{setting.name}: {name} failed: {exc}")
+            add(name, None, f"n/a: {exc}")
+            continue
+        add(name, pred, note + detail)
+    add(TRUTH, truth)
+    return rows, volumes
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _fmt(value: object) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"  # type: ignore[arg-type]
 
 
 def print_table(title: str, rows: list[dict]) -> None:
     ref = rows[0]
     print(f"\n### {title}\n")
-    head = ["method", *KEYS, "rmse/raw", "ssim/raw", "detail"]
+    head = ["method", *COLUMNS, "rmse/raw", "ssim/raw", "detail"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        vals = [f"{float(r[k]):.3f}" for k in KEYS]
-        ratios = [f"{float(r[k]) / float(ref[k]):.3f}" for k in ("rmse", "ssim")]
+        vals = [_fmt(r.get(k)) for k in COLUMNS]
+        ratios = [_fmt(float(r[k]) / float(ref[k]) if k in r else None) for k in ("rmse", "ssim")]
         print(f"| {r['method']} | " + " | ".join(vals) + " | " + " | ".join(ratios)
               + f" | {r['detail']} |")
 
 
-def print_floor_table(rows: list[dict]) -> None:
-    print("\n### Where SSIM is lost (axial table; floored: clipped below at its own median)\n")
-    head = ["method", "SSIM tubes", "SSIM near", "SSIM far", "floor", "RMSE floored",
-            "SSIM floored"]
+def print_regions_table(rows: list[dict]) -> None:
+    print("\n### Where SSIM is lost (noisy; mean SSIM by region)\n")
+    print("| method | SSIM tubes | SSIM near | SSIM far | SSIM |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['tube']:.3f} | {r['near']:.3f} | {r['far']:.3f} | "
+              f"{r['ssim']:.3f} |")
+
+
+def _compare(a: dict | None, b: dict | None, key: str, truth: dict) -> dict | None:
+    """Whether row ``a`` beats row ``b`` on ``key``, with the numbers compared (None: a
+    number is missing). rmse: lower; ssim: higher; isotropy: closer to the truth's."""
+    if a is None or b is None:
+        return None
+    x, y = a.get(key), b.get(key)
+    if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+        return None
+    if key == "rmse":
+        return {"beats": x < y, "ratio": x / y}
+    if key == "ssim":
+        return {"beats": x > y, "ratio": x / y}
+    target = truth.get(key)
+    if target is None or not math.isfinite(target):
+        return None
+    return {"beats": abs(x - target) < abs(y - target), "distance": abs(x - target),
+            "other_distance": abs(y - target)}
+
+
+def summary(results: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    for name, rows in results.items():
+        by = {r["method"]: r for r in rows}
+        quick, truth = by.get(QUICK), by[TRUTH]
+        entry: dict = {"setting": name}
+        for other, label in ((RAW, "raw"), (SELFNET, "selfnet")):
+            for key in ("rmse", "ssim", "isotropy_ratio"):
+                entry[f"{label}_{key}"] = _compare(quick, by.get(other), key, truth)
+        out.append(entry)
+    return out
+
+
+def print_summary(entries: list[dict]) -> None:
+    def cell(c: dict | None) -> str:
+        if c is None:
+            return "n/a"
+        verdict = "yes" if c["beats"] else "no"
+        if "ratio" in c:
+            return f"{verdict} ({c['ratio']:.3f})"
+        return f"{verdict} ({c['distance']:.2f} vs {c['other_distance']:.2f})"
+
+    print("\n### Does RESIN quick beat the raw input and Self-Net? (rmse, ssim: RESIN / other; "
+          "isotropy: distance of isotropy_ratio to the truth's, RESIN vs other)\n")
+    head = ["setting", "rmse < raw", "ssim > raw", "isotropy vs raw", "rmse < Self-Net",
+            "ssim > Self-Net", "isotropy vs Self-Net"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for r in rows:
-        print(f"| {r['method']} | {r['ssim_tube']:.3f} | {r['ssim_near']:.3f} | "
-              f"{r['ssim_far']:.3f} | {r['floor']:g} | {r['floored_rmse']:.3f} | "
-              f"{r['floored_ssim']:.3f} |")
+    for e in entries:
+        cells = [cell(e[f"{who}_{key}"]) for who in ("raw", "selfnet")
+                 for key in ("rmse", "ssim", "isotropy_ratio")]
+        print(f"| {e['setting']} | " + " | ".join(cells) + " |")
+
+
+def _jsonable(value: object) -> object:
+    """NaN and infinities (undefined isotropy, the truth's PSNR) as null: strict JSON."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _pairs(items: list[str], flag: str, parts: int, ap: argparse.ArgumentParser) -> list[list[str]]:
+    out = []
+    for item in items:
+        fields = item.split("=", parts - 1)
+        if len(fields) != parts or not all(fields):
+            form = "SETTING=PATH" if parts == 2 else "SETTING=NAME=PATH"
+            ap.error(f"{flag} takes {form}, got {item!r}")
+        if fields[0] not in SETTINGS:
+            ap.error(f"{flag} {item!r}: unknown setting {fields[0]!r}; "
+                     f"choose one of {', '.join(SETTINGS)}")
+        if not Path(fields[-1]).is_file():
+            ap.error(f"{flag} {item!r}: {fields[-1]} is not a file")
+        out.append(fields)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shape", nargs=3, type=int, default=list(SHAPE), metavar=("Z", "Y", "X"))
-    ap.add_argument("--quick-model", type=Path, help="use this quick model instead of training")
-    ap.add_argument("--quick-steps", type=int, help="steps for the quick model trained here")
-    ap.add_argument("--longer-model", type=Path, help="a longer-trained model (same data)")
-    ap.add_argument("--extra-model", action="append", default=[], metavar="NAME=PATH",
-                    help="another row in the axial table (e.g. a run's last step: MODEL.last.pt)")
-    ap.add_argument("--oblique", action="store_true", help="also the 45-degree PSF table")
-    ap.add_argument("--oblique-model", type=Path, help="a model trained with --angle 45")
-    ap.add_argument("--json", type=Path, help="write all rows here")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
+                    help="which settings to run (default: all four)")
+    ap.add_argument("--shape", nargs=3, type=int, default=list(SHAPE), metavar=("Z", "Y", "X"),
+                    help="the truth's shape (default %(default)s)")
+    ap.add_argument("--selfnet-minutes", type=float, default=SELFNET_MINUTES,
+                    help="wall-clock budget of each Self-Net baseline (default %(default)s)")
+    ap.add_argument("--quick-steps", type=int, help="steps for the quick models trained here")
+    ap.add_argument("--model", action="append", default=[], metavar="SETTING=PATH",
+                    help="score this model as RESIN quick in SETTING instead of training one")
+    ap.add_argument("--extra", action="append", default=[], metavar="SETTING=NAME=PATH",
+                    help="another row in SETTING's table (e.g. a longer run)")
+    ap.add_argument("--workdir", type=Path,
+                    help="keep the raw volumes and trained models here (default: a temporary "
+                         "folder)")
+    ap.add_argument("--json", type=Path, help="write every row here")
     args = ap.parse_args(argv)
     shape = (args.shape[0], args.shape[1], args.shape[2])
-    axial_models: dict[str, Path | None] = {"RESIN quick": args.quick_model,
-                                            "RESIN trained longer": args.longer_model}
-    for item in args.extra_model:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            ap.error(f"--extra-model takes NAME=PATH, got {item!r}")
-        axial_models[name] = Path(path)
-    results = {}
+    models = {s: Path(p) for s, p in _pairs(args.model, "--model", 2, ap)}
+    extras: dict[str, dict[str, Path]] = {s: {} for s in SETTINGS}
+    for s, name, p in _pairs(args.extra, "--extra", 3, ap):
+        if name in (RAW, BLURRED, RL, SELFNET, QUICK, TRUTH):
+            ap.error(f"--extra: the name {name!r} is taken by a standard row")
+        extras[s][name] = Path(p)
+    if args.json is not None and not args.json.parent.is_dir():
+        ap.error(f"--json: folder {args.json.parent} does not exist")
+    if not args.selfnet_minutes > 0:
+        ap.error("--selfnet-minutes must be positive")
+    chosen = list(dict.fromkeys(args.settings))
+
+    results: dict[str, list[dict]] = {}
+    record: dict = {"shape": list(shape), "seed": SEED, "selfnet_minutes": args.selfnet_minutes,
+                    "quick_steps": args.quick_steps, "settings": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        volumes: dict[str, np.ndarray] = {}
-        rows = table(0.0, shape, axial_models, args.quick_steps, work, volumes)
-        print_table(f"Axial PSF, sigma {SIGMA[0]:g}/{SIGMA[1]:g}, shape {shape}, seed {SEED}",
-                    rows)
-        results["axial"] = rows
-        analysis = floor_analysis(volumes, volumes["truth (for reference)"])
-        print_floor_table(analysis)
-        results["axial_ssim_analysis"] = analysis
-        if args.oblique:
-            rows = table(45.0, shape, {"RESIN quick": args.oblique_model}, args.quick_steps,
-                         work)
-            print_table(f"PSF tilted 45 deg (z towards x), sigma {SIGMA[0]:g}/{SIGMA[1]:g}, "
-                        f"shape {shape}, seed {SEED}", rows)
-            results["oblique45"] = rows
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for name in chosen:
+            setting = SETTINGS[name]
+            rows, volumes = run_setting(setting, shape, models.get(name), extras[name],
+                                        args.selfnet_minutes, args.quick_steps, work)
+            title = f"{name}: {setting.title}; truth {shape}, seed {SEED}"
+            print_table(title, rows)
+            results[name] = rows
+            record["settings"][name] = {"title": title, "rows": rows}
+            if name == "noisy":
+                truth = volumes[TRUTH]
+                regions = [{"method": m, **ssim_regions(v, truth),
+                            "ssim": next(r["ssim"] for r in rows if r["method"] == m)}
+                           for m, v in volumes.items()]
+                print_regions_table(regions)
+                record["noisy_ssim_regions"] = regions
+    record["summary"] = summary(results)
+    print_summary(record["summary"])
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=float))
+        args.json.write_text(json.dumps(_jsonable(record), indent=2))
     return 0
 
 
