@@ -20,9 +20,10 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from resin.config import TrainConfig
 from resin.errors import OutputExistsError, ResumeError
@@ -99,11 +100,22 @@ def _foreign(paths: Paths, terms: tuple[str, ...]) -> Iterator[tuple[Path, str]]
             yield path, why
 
 
+def _existing_file(check: Callable[..., str | None]) -> Callable[..., str | None]:
+    """``check(path, ...)`` for a path that exists as a file; None when nothing is there,
+    "is not a file" for a folder (or anything else) in a file's place."""
+
+    def wrapped(path: Path, *args: Any) -> str | None:
+        if not _exists(path):
+            return None
+        if not path.is_file():
+            return "is not a file"
+        return check(path, *args)
+
+    return wrapped
+
+
+@_existing_file
 def _config_problem(path: Path) -> str | None:
-    if not _exists(path):
-        return None
-    if not path.is_file():
-        return "is not a file"
     try:
         data = json.loads(path.read_bytes())
         TrainConfig.model_validate(data)
@@ -115,11 +127,8 @@ def _config_problem(path: Path) -> str | None:
     return None
 
 
+@_existing_file
 def _losses_problem(path: Path, terms: tuple[str, ...]) -> str | None:
-    if not _exists(path):
-        return None
-    if not path.is_file():
-        return "is not a file"
     try:
         with path.open(newline="") as fh:
             rows = [r for r in csv.reader(fh) if r]
@@ -146,11 +155,8 @@ def _previews_problem(path: Path) -> str | None:
     return None
 
 
+@_existing_file
 def _report_problem(path: Path) -> str | None:
-    if not _exists(path):
-        return None
-    if not path.is_file():
-        return "is not a file"
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -160,11 +166,8 @@ def _report_problem(path: Path) -> str | None:
     return None
 
 
+@_existing_file
 def _png_problem(path: Path) -> str | None:
-    if not _exists(path):
-        return None
-    if not path.is_file():
-        return "is not a file"
     try:
         with path.open("rb") as fh:
             head = fh.read(8)
