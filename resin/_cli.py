@@ -1,7 +1,7 @@
 """What both CLIs (``resin`` and ``resin-run``) share: common flags, error -> exit code mapping.
 
-Exit codes (DESIGN.md): 0 success; 2 bad usage or bad input (one line on stderr, no
-traceback unless ``--debug``); 1 any other failure.
+Exit codes (docs/architecture.md, "Errors and exit codes"): 0 success; 2 bad usage or bad
+input (one line on stderr, no traceback unless ``--debug``); 1 any other failure.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The model artifact's metadata record (DESIGN.md, "The model artifact").
+"""The model artifact's metadata record (docs/architecture.md, "The model artifact").
 
 One JSON record travels with every exported model: ONNX ``metadata_props`` key
 ``resin``, and ``<plan>.json`` beside a TensorRT plan. Pure Python (no torch, no onnx):

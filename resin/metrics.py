@@ -1,4 +1,4 @@
-"""The RESIN paper's evaluation metrics (DESIGN.md, "Metrics"), plus two isotropy variants.
+"""The RESIN paper's evaluation metrics (definitions: docs/metrics.md), plus two isotropy variants.
 
 All metrics compare an evaluated volume ``pred`` with a ground truth ``truth`` of the same
 ZYX shape, each min-max normalised on its own (so dtypes may differ):

@@ -133,7 +133,7 @@ def test_isotropy_ratio_points_follow_the_notebook_rules():
 
 
 def _notebook_isotropy(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Straight per-point transcription of the DESIGN.md definition (the reference)."""
+    """Straight per-point transcription of the definition in docs/metrics.md (the reference)."""
 
     def u16(v):
         v = v.astype(np.float64)
