@@ -67,6 +67,14 @@ class Report:
                        f"{self.residual_p99:.4f} of the input's range (0 = fully consistent)")
         return out + [f"warning: {n}" for n in self.notes]
 
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_json` to ``path`` atomically (``<name>.partial``, then a rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
+        return path
+
     def to_json(self) -> str:
         d = asdict(self)
         d["ratios_before"] = self.ratios("before")
@@ -131,10 +139,7 @@ def write_report(path_stem: str | os.PathLike, report: Report, raw: np.ndarray,
                  degraded: np.ndarray | None) -> list[Path]:
     """``STEM.report.json`` and, with ``degraded``, ``STEM.report.png``; returns the paths."""
     stem = str(path_stem)
-    out = [Path(f"{stem}.report.json")]
-    tmp = Path(f"{stem}.report.json.partial")
-    tmp.write_text(report.to_json())
-    os.replace(tmp, out[0])
+    out = [report.save(f"{stem}.report.json")]
     if degraded is not None:
         out.append(write_png(f"{stem}.report.png",
                              report_image(raw, np.abs(np.asarray(degraded) - np.asarray(raw)))))

@@ -73,16 +73,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _write_report(input: str, output: str) -> None:
-    import os
-
     from resin import _log
     from resin.report import report_on_files, report_path
 
     rep = report_on_files(input, output)
-    path = report_path(output)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(rep.to_json())
-    os.replace(tmp, path)
+    path = rep.save(report_path(output))
     for line in rep.lines():
         _log.log(line)
     _log.log("consistency |D(F(y)) - y| is measured at the end of `resin train` (MODEL.report.*): "
