@@ -65,11 +65,9 @@ def _interpolate_z(vol: np.ndarray, k: int) -> np.ndarray:
     """Linear interpolation along z by ``k``: (Z - 1) k + 1 planes, raw planes kept."""
     if k == 1:
         return vol
-    t = np.arange((vol.shape[0] - 1) * k + 1) / k
-    i0 = np.floor(t).astype(int)
-    i1 = np.minimum(i0 + 1, vol.shape[0] - 1)
-    w = (t - i0).astype(np.float32)[:, None, None]
-    return (vol[i0] * (1 - w) + vol[i1] * w).astype(np.float32)
+    from resin.data import lerp_planes
+
+    return lerp_planes(vol, np.arange((vol.shape[0] - 1) * k + 1) / k)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,19 @@ def compute_normalization(sample: np.ndarray, config: NormalizationConfig,
     return Normalization(config.low_percentile, config.high_percentile, float(low), float(high))
 
 
+def lerp_planes(planes: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Planes at fractional positions ``t`` (in plane units) by linear interpolation between
+    the two nearest planes (the last plane repeats past the end); float32.
+
+    The one z-interpolation rule of ``z_step``: training patches, and anything that must see
+    the data as training does."""
+    t = np.asarray(t, dtype=np.float64)
+    i0 = np.clip(np.floor(t).astype(int), 0, planes.shape[0] - 1)
+    i1 = np.clip(i0 + 1, 0, planes.shape[0] - 1)
+    w = (t - np.floor(t)).astype(np.float32)[:, None, None]
+    return (planes[i0] * (1 - w) + planes[i1] * w).astype(np.float32)
+
+
 class PatchSampler:
     """Draws normalized training patches (C=1 axis added by the caller) from a reader.
 
@@ -128,10 +141,7 @@ class PatchSampler:
         z_lo = int(np.floor(t[0]))
         z_hi = min(int(np.ceil(t[-1])) + 1, self.reader.shape[0])
         raw = self.norm.apply(self.reader.read((slice(z_lo, z_hi), ys, xs)))
-        i0 = np.clip(np.floor(t).astype(int) - z_lo, 0, raw.shape[0] - 1)
-        i1 = np.clip(i0 + 1, 0, raw.shape[0] - 1)
-        w = (t - np.floor(t)).astype(np.float32)[:, None, None]
-        return (raw[i0] * (1 - w) + raw[i1] * w).astype(np.float32)
+        return lerp_planes(raw, t - z_lo)
 
     def _random_start(self) -> tuple[int, int, int]:
         pz, py, _ = self.config.patch_size
