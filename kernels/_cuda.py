@@ -5,8 +5,14 @@ Inputs are converted with ``as_device`` (zero-copy for anything exposing
 ``__cuda_array_interface__``); results are Numba device arrays. Under
 ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in Numba's simulator (tests only).
 
-The MIP runs as three reduction kernels, one per projection: CUDA has no atomic max for
-8- and 16-bit integers, and each projection read is coalesced on the GPU's bandwidth.
+The MIP runs as three launches of one reduction kernel, one per projection: CUDA has no
+atomic max for 8- and 16-bit integers, and each projection read is coalesced on the GPU's
+bandwidth.
+
+Every kernel loops grid-stride over its output, so a launch is correct for any size: CUDA
+allows at most 65535 blocks along grid y and z, and :func:`_grid` caps the grid there
+(the threads then take several voxels each). Nothing is launched for an empty output,
+which CUDA would refuse as an invalid configuration.
 """
 
 from __future__ import annotations
@@ -22,14 +28,26 @@ from resin.errors import UsageError
 
 _BLOCK3 = (32, 4, 2)
 _BLOCK2 = (32, 4)
+#: the most blocks a CUDA grid may have along x, y and z
+MAX_GRID = (2**31 - 1, 65535, 65535)
 
 
-def _grid3(nx: int, ny: int, nz: int) -> tuple[int, int, int]:
-    return (-(-nx // _BLOCK3[0]), -(-ny // _BLOCK3[1]), -(-nz // _BLOCK3[2]))
+def _grid(sizes: tuple[int, ...], block: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Blocks per grid axis (x first) covering ``sizes``, capped at :data:`MAX_GRID`.
+
+    None when there is nothing to do (an axis of size 0).
+    """
+    if min(sizes) <= 0:
+        return None
+    caps = MAX_GRID[:len(sizes)]
+    return tuple(min(-(-int(n) // b), cap) for n, b, cap in zip(sizes, block, caps, strict=True))
 
 
-def _grid2(nx: int, ny: int) -> tuple[int, int]:
-    return (-(-nx // _BLOCK2[0]), -(-ny // _BLOCK2[1]))
+def _launch(kernel: Any, sizes: tuple[int, ...], block: tuple[int, ...], *args: Any) -> None:
+    """Launch ``kernel`` over ``sizes`` (x first); nothing for an empty output."""
+    grid = _grid(sizes, block)
+    if grid is not None:
+        kernel[grid, block](*args)
 
 
 def as_device(a: Any) -> Any:
@@ -58,11 +76,14 @@ def _shape(a: Any) -> tuple[int, ...]:
 
 @cuda.jit
 def _accumulate_k(acc, wsum, tile, window, az, ay, ax, tz, ty, tx, nz, ny, nx):  # pragma: no cover
-    x, y, z = cuda.grid(3)
-    if x < nx and y < ny and z < nz:
-        w = window[tz + z, ty + y, tx + x]
-        acc[az + z, ay + y, ax + x] += tile[tz + z, ty + y, tx + x] * w
-        wsum[az + z, ay + y, ax + x] += w
+    x0, y0, z0 = cuda.grid(3)
+    sx, sy, sz = cuda.gridsize(3)
+    for z in range(z0, nz, sz):
+        for y in range(y0, ny, sy):
+            for x in range(x0, nx, sx):
+                w = window[tz + z, ty + y, tx + x]
+                acc[az + z, ay + y, ax + x] += tile[tz + z, ty + y, tx + x] * w
+                wsum[az + z, ay + y, ax + x] += w
 
 
 def accumulate(acc: Any, wsum: Any, tile: Any, window: Any, off: tuple[int, int, int]) -> None:
@@ -75,26 +96,34 @@ def accumulate(acc: Any, wsum: Any, tile: Any, window: Any, off: tuple[int, int,
     if region is None:
         return
     (az, ay, ax), (tz, ty, tx), (nz, ny, nx) = region
-    _accumulate_k[_grid3(nx, ny, nz), _BLOCK3](acc, wsum, tile, window, az, ay, ax, tz, ty,
-                                               tx, nz, ny, nx)
+    _launch(_accumulate_k, (nx, ny, nz), _BLOCK3, acc, wsum, tile, window, az, ay, ax, tz, ty,
+            tx, nz, ny, nx)
+
+
+@cuda.jit(device=True)
+def _finalize_voxel(acc, wsum, scale, low, top, to_int, out, z, y, x):  # pragma: no cover
+    v = acc[z, y, x] / wsum[z, y, x] * scale + low
+    if to_int:
+        if not v >= 0:
+            v = 0.0
+        elif v > top:
+            v = top
+        r = math.floor(v + 0.5)
+        if r - v == 0.5 and r % 2 != 0:  # round half to even, like np.rint
+            r -= 1.0
+        out[z, y, x] = r
+    else:
+        out[z, y, x] = v if v == v else 0.0
 
 
 @cuda.jit
 def _finalize_k(acc, wsum, scale, low, top, to_int, out):  # pragma: no cover
-    x, y, z = cuda.grid(3)
-    if z < out.shape[0] and y < out.shape[1] and x < out.shape[2]:
-        v = acc[z, y, x] / wsum[z, y, x] * scale + low
-        if to_int:
-            if not v >= 0:
-                v = 0.0
-            elif v > top:
-                v = top
-            r = math.floor(v + 0.5)
-            if r - v == 0.5 and r % 2 != 0:  # round half to even, like np.rint
-                r -= 1.0
-            out[z, y, x] = r
-        else:
-            out[z, y, x] = v if v == v else 0.0
+    x0, y0, z0 = cuda.grid(3)
+    sx, sy, sz = cuda.gridsize(3)
+    for z in range(z0, out.shape[0], sz):
+        for y in range(y0, out.shape[1], sy):
+            for x in range(x0, out.shape[2], sx):
+                _finalize_voxel(acc, wsum, scale, low, top, to_int, out, z, y, x)
 
 
 def finalize(acc: Any, wsum: Any, dtype: np.dtype, low: float, high: float,
@@ -112,59 +141,48 @@ def finalize(acc: Any, wsum: Any, dtype: np.dtype, low: float, high: float,
     nz, ny, nx = _shape(acc)
     top = np.float32(np.iinfo(dtype).max) if dtype.kind == "u" else np.float32(0)
     with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 in the simulator; NaN -> 0
-        _finalize_k[_grid3(nx, ny, nz), _BLOCK3](acc, wsum, np.float32(high - low),
-                                                 np.float32(low), top, dtype.kind == "u", out)
+        _launch(_finalize_k, (nx, ny, nz), _BLOCK3, acc, wsum, np.float32(high - low),
+                np.float32(low), top, dtype.kind == "u", out)
     return out
 
 
 # -- maximum intensity projections ------------------------------------------------------
 
 @cuda.jit
-def _mip_z_k(chunk, mz, y0, x0):  # pragma: no cover
-    x, y = cuda.grid(2)
+def _mip_k(chunk, proj, axis, off_a, off_b):  # pragma: no cover
+    # proj[off_a + a, off_b + b] takes the chunk's maximum along ``axis``; (a, b) are the
+    # other two axes in order, b the fastest (coalesced) one
+    i, j = cuda.grid(2)
+    si, sj = cuda.gridsize(2)
     cz, cy, cx = chunk.shape
-    if x < cx and y < cy:
-        m = mz[y0 + y, x0 + x]
-        for z in range(cz):
-            v = chunk[z, y, x]
-            if v > m:
-                m = v
-        mz[y0 + y, x0 + x] = m
-
-
-@cuda.jit
-def _mip_y_k(chunk, my, z0, x0):  # pragma: no cover
-    x, z = cuda.grid(2)
-    cz, cy, cx = chunk.shape
-    if x < cx and z < cz:
-        m = my[z0 + z, x0 + x]
-        for y in range(cy):
-            v = chunk[z, y, x]
-            if v > m:
-                m = v
-        my[z0 + z, x0 + x] = m
-
-
-@cuda.jit
-def _mip_x_k(chunk, mx, z0, y0):  # pragma: no cover
-    y, z = cuda.grid(2)
-    cz, cy, cx = chunk.shape
-    if y < cy and z < cz:
-        m = mx[z0 + z, y0 + y]
-        for x in range(cx):
-            v = chunk[z, y, x]
-            if v > m:
-                m = v
-        mx[z0 + z, y0 + y] = m
+    if axis == 0:
+        na, nb, nk = cy, cx, cz
+    elif axis == 1:
+        na, nb, nk = cz, cx, cy
+    else:
+        na, nb, nk = cz, cy, cx
+    for a in range(j, na, sj):
+        for b in range(i, nb, si):
+            m = proj[off_a + a, off_b + b]
+            for k in range(nk):
+                if axis == 0:
+                    v = chunk[k, a, b]
+                elif axis == 1:
+                    v = chunk[a, k, b]
+                else:
+                    v = chunk[a, b, k]
+                if v > m:
+                    m = v
+            proj[off_a + a, off_b + b] = m
 
 
 def mip_update(mz: Any, my: Any, mx: Any, chunk: Any, off: tuple[int, int, int]) -> None:
     mz, my, mx, chunk = (as_device(a) for a in (mz, my, mx, chunk))
     cz, cy, cx = _shape(chunk)
     z0, y0, x0 = off
-    _mip_z_k[_grid2(cx, cy), _BLOCK2](chunk, mz, y0, x0)
-    _mip_y_k[_grid2(cx, cz), _BLOCK2](chunk, my, z0, x0)
-    _mip_x_k[_grid2(cy, cz), _BLOCK2](chunk, mx, z0, y0)
+    _launch(_mip_k, (cx, cy), _BLOCK2, chunk, mz, 0, y0, x0)
+    _launch(_mip_k, (cx, cz), _BLOCK2, chunk, my, 1, z0, x0)
+    _launch(_mip_k, (cy, cz), _BLOCK2, chunk, mx, 2, z0, y0)
 
 
 _ray_max = cuda.jit(device=True)(_common.slanted_ray_max)
@@ -172,11 +190,13 @@ _ray_max = cuda.jit(device=True)(_common.slanted_ray_max)
 
 @cuda.jit
 def _slanted_k(vol, cos_a, sin_a, t_n, out):  # pragma: no cover
-    j, y = cuda.grid(2)
+    j0, y0 = cuda.grid(2)
+    sj, sy = cuda.gridsize(2)
     ny = vol.shape[1]
     u_n = out.shape[1]
-    if j < u_n and y < ny:
-        out[y, j] = _ray_max(vol, y, j - (u_n - 1) / 2.0, cos_a, sin_a, t_n)
+    for y in range(y0, ny, sy):
+        for j in range(j0, u_n, sj):
+            out[y, j] = _ray_max(vol, y, j - (u_n - 1) / 2.0, cos_a, sin_a, t_n)
 
 
 def slanted_mip(volume: Any, angle: float) -> Any:
@@ -185,19 +205,15 @@ def slanted_mip(volume: Any, angle: float) -> Any:
     _common.check_volume("volume", shape, vol.dtype)
     t_n, u_n, cos_a, sin_a = _common.slanted_grid((shape[0], shape[1], shape[2]), angle)
     out = cuda.device_array((shape[1], u_n), dtype=np.float32)
-    _slanted_k[_grid2(u_n, shape[1]), _BLOCK2](vol, cos_a, sin_a, t_n, out)
+    _launch(_slanted_k, (u_n, shape[1]), _BLOCK2, vol, cos_a, sin_a, t_n, out)
     return out
 
 
 # -- resampling ---------------------------------------------------------------------------
 
-@cuda.jit
-def _affine_k(vol, m00, m01, m02, m10, m11, m12, m20, m21, m22, o0, o1, o2, order, cval,
-              to_int, lo, hi, out):  # pragma: no cover
-    x, y, z = cuda.grid(3)
-    oz, oy, ox = out.shape
-    if x >= ox or y >= oy or z >= oz:
-        return
+@cuda.jit(device=True)
+def _affine_voxel(vol, m00, m01, m02, m10, m11, m12, m20, m21, m22, o0, o1, o2, order, cval,
+                  to_int, lo, hi, out, z, y, x):  # pragma: no cover
     nz, ny, nx = vol.shape
     cz = m00 * z + m01 * y + o0 + m02 * x
     cy = m10 * z + m11 * y + o1 + m12 * x
@@ -232,6 +248,19 @@ def _affine_k(vol, m00, m01, m02, m10, m11, m12, m20, m21, m22, o0, o1, o2, orde
     out[z, y, x] = v
 
 
+@cuda.jit
+def _affine_k(vol, m00, m01, m02, m10, m11, m12, m20, m21, m22, o0, o1, o2, order, cval,
+              to_int, lo, hi, out):  # pragma: no cover
+    x0, y0, z0 = cuda.grid(3)
+    sx, sy, sz = cuda.gridsize(3)
+    oz, oy, ox = out.shape
+    for z in range(z0, oz, sz):
+        for y in range(y0, oy, sy):
+            for x in range(x0, ox, sx):
+                _affine_voxel(vol, m00, m01, m02, m10, m11, m12, m20, m21, m22, o0, o1, o2,
+                              order, cval, to_int, lo, hi, out, z, y, x)
+
+
 def affine(vol: Any, mat: np.ndarray, off: np.ndarray, shape: tuple[int, int, int],
            order: int, cval: float) -> Any:
     dt = np.dtype(vol.dtype)
@@ -240,6 +269,6 @@ def affine(vol: Any, mat: np.ndarray, off: np.ndarray, shape: tuple[int, int, in
     lo, hi = rng if rng is not None else (0.0, 0.0)
     m = [float(v) for v in mat.ravel()]
     o = [float(v) for v in off]
-    _affine_k[_grid3(shape[2], shape[1], shape[0]), _BLOCK3](
-        vol, *m, *o, order, float(cval), rng is not None, lo, hi, out)
+    _launch(_affine_k, (shape[2], shape[1], shape[0]), _BLOCK3,
+            vol, *m, *o, order, float(cval), rng is not None, lo, hi, out)
     return out

@@ -517,3 +517,59 @@ def test_mixed_host_and_device_arrays_are_refused(side):
     acc = np.zeros((2, 2, 2), np.float32)
     with pytest.raises(UsageError):
         K.accumulate(side.put(acc), acc.copy(), acc, acc, (0, 0, 0))
+
+
+# -- CUDA launch geometry -------------------------------------------------------------------
+
+def test_cuda_grid_stays_within_cudas_limits():
+    from resin.kernels import _cuda
+
+    # 300000 planes in y and z need 75000 and 150000 blocks: more than CUDA's 65535
+    grid = _cuda._grid((1000, 300_000, 300_000), _cuda._BLOCK3)
+    assert grid == (32, 65535, 65535)
+    assert _cuda._grid((10**12, 3), _cuda._BLOCK2) == (2**31 - 1, 1)
+    assert _cuda._grid((7, 5, 3), _cuda._BLOCK3) == (1, 2, 2)
+    assert _cuda._grid((0, 5, 3), _cuda._BLOCK3) is None
+
+
+def test_cuda_kernels_cover_outputs_larger_than_the_grid(side, rng, monkeypatch):
+    """With the grid capped at one block, every kernel must loop over the rest itself."""
+    if side.name == "cpu":
+        pytest.skip("CUDA launch geometry")
+    from resin.kernels import _cuda
+
+    monkeypatch.setattr(_cuda, "MAX_GRID", (1, 1, 1))
+    shape = (5, 9, 40)  # more voxels than one (32, 4, 2) block on every axis
+    acc = rng.random(shape).astype(np.float32)
+    wsum = rng.random(shape).astype(np.float32) + np.float32(0.5)
+    tile = rng.random(shape).astype(np.float32)
+    window = rng.random(shape).astype(np.float32)
+    acc_d, wsum_d = side.put(acc), side.put(wsum)
+    K.accumulate(acc_d, wsum_d, side.put(tile), side.put(window), (0, 0, 0))
+    _accumulate_ref(acc, wsum, tile, window, (0, 0, 0))
+    np.testing.assert_allclose(side.get(acc_d), acc, rtol=1e-6)
+    np.testing.assert_allclose(side.get(wsum_d), wsum, rtol=1e-6)
+    got = side.get(K.finalize(acc_d, wsum_d, np.float32, 0.0, 1.0))
+    np.testing.assert_allclose(got, _finalize_ref(acc, wsum, np.float32, 0.0, 1.0), rtol=1e-6)
+    vol = _random(rng, shape, np.uint16)
+    for got, axis in zip(K.mip(side.put(vol)), (0, 1, 2), strict=True):
+        np.testing.assert_array_equal(side.get(got), vol.max(axis=axis))
+    np.testing.assert_allclose(side.get(K.slanted_mip(side.put(vol), 30.0)),
+                               K.slanted_mip(vol, 30.0), rtol=1e-5)
+    np.testing.assert_array_equal(side.get(K.rotate_axial(side.put(vol), 20.0)),
+                                  K.rotate_axial(vol, 20.0))
+
+
+def test_cuda_finalize_of_nothing_launches_nothing(side, monkeypatch):
+    if side.name == "cpu":
+        pytest.skip("CUDA launch geometry")
+    from resin.kernels import _cuda
+
+    class Refuse:
+        def __getitem__(self, config):
+            raise AssertionError(f"launched a kernel with grid {config[0]}")
+
+    monkeypatch.setattr(_cuda, "_finalize_k", Refuse())
+    empty = np.zeros((0, 3, 4), np.float32)
+    out = K.finalize(side.put(empty), side.put(empty), np.uint16, 0.0, 1.0)
+    assert side.get(out).shape == (0, 3, 4)
