@@ -116,6 +116,7 @@ def export_model(
     if static and bio_path is not None:
         raise UsageError("--bioimageio packages a dynamic-shape model; export it without --static")
     _refuse_existing([onnx_path, plan_path, _sidecar(plan_path), bio_path], overwrite)
+    require("onnxruntime", "the parity check of every export", extra="cpu")
     from resin.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)

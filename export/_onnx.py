@@ -133,8 +133,11 @@ def _attach_metadata(path: Path, meta: ModelMetadata) -> None:
 def parity(onnx_path: str | os.PathLike, generator: Any, inputs: Sequence[np.ndarray],
            dtype: str = "float32") -> list[float]:
     """max |ONNX Runtime CPU - torch fp32| / (torch output range), one figure per input."""
-    import onnxruntime as ort
     import torch
+
+    from resin._optional import require
+
+    ort = require("onnxruntime", "the parity check of every export", extra="cpu")
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     ref_net = copy.deepcopy(generator).float().eval()

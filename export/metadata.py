@@ -88,8 +88,9 @@ def metadata_from_checkpoint(
 
 def read_onnx_metadata(path: str | os.PathLike) -> ModelMetadata:
     """The record stored in an ONNX file, read with onnxruntime as the runtime does."""
-    import onnxruntime as ort
+    from resin._optional import require
 
+    ort = require("onnxruntime", "reading an ONNX model's metadata", extra="cpu")
     path = Path(path)
     check_external_data(path)
     try:

@@ -12,6 +12,7 @@ EXTRA_FOR = {
     "torch": "train",
     "onnx": "export",
     "onnxscript": "export",
+    "onnxruntime": "cpu",
     "tensorrt": "gpu",
     "cupy": "gpu",
     "bioimageio": "export",

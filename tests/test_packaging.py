@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +35,36 @@ def test_every_package_folder_is_listed():
     assert not missing, f"folders with __init__.py missing from [tool.setuptools] packages: {missing}"
     for name in listed:
         assert name == "resin" or name.startswith("resin."), name
+
+
+def _requirements(specs: list[str]) -> dict[str, Requirement]:
+    return {canonicalize_name(r.name): r for r in map(Requirement, specs)}
+
+
+def test_one_onnxruntime_build_per_install():
+    """onnxruntime and onnxruntime-gpu install into the same folder: an environment may hold
+    only one, so the base install has neither and only the `cpu` and `gpu` extras bring one."""
+    project = _pyproject()["project"]
+    builds = {"onnxruntime", "onnxruntime-gpu"}
+    assert not builds & set(_requirements(project["dependencies"]))
+    brings = {extra: builds & set(_requirements(specs))
+              for extra, specs in project["optional-dependencies"].items()}
+    assert brings.pop("cpu") == {"onnxruntime"} and brings.pop("gpu") == {"onnxruntime-gpu"}
+    assert not any(brings.values()), brings
+    # make test (and so CI) installs the CPU build, which export's parity check needs
+    install = re.search(r"pip install -q -e '\.\[([a-z,]+)\]'", (REPO / "Makefile").read_text())
+    assert install and "cpu" in install.group(1).split(",") and "gpu" not in install.group(1)
+
+
+def test_gpu_extra_is_one_cuda_major():
+    """numba-cuda alone brings no NVVM; its cu12/cu13 extra does, and TensorRT must match."""
+    gpu = _requirements(_pyproject()["project"]["optional-dependencies"]["gpu"])
+    (cuda,) = gpu["numba-cuda"].extras
+    assert cuda in ("cu12", "cu13")
+    assert f"tensorrt-{cuda}" in gpu and "tensorrt" not in gpu
+    if cuda == "cu12":  # onnxruntime-gpu on PyPI is built for CUDA 12 from 1.19 on
+        assert gpu["onnxruntime-gpu"].specifier.contains("1.19.0")
+        assert not gpu["onnxruntime-gpu"].specifier.contains("1.18.9")
 
 
 def test_no_tests_package():
