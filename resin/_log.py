@@ -1,17 +1,20 @@
 """Logging and progress: a rich bar on a TTY, plain log lines otherwise, nothing when quiet.
 
-Library code calls :func:`log` and :func:`progress`; the CLIs call :func:`configure` once.
+Library code calls :func:`log` and :func:`progress`; the CLIs call :func:`configure` once;
+a GUI that runs the work in a thread of its own follows its bars with :func:`observe`.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 _state = {"quiet": False, "debug": False}
+_observers = threading.local()
 
 
 def configure(quiet: bool = False, debug: bool = False) -> None:
@@ -48,6 +51,7 @@ class Progress:
     done: float = 0.0
     _advance: object = None
     _retotal: object = None
+    _observer: Callable[[Progress], None] | None = None
     _start: float = field(default_factory=time.perf_counter)
 
     def set_total(self, total: float) -> None:
@@ -55,11 +59,20 @@ class Progress:
         self.total = total
         if callable(self._retotal):
             self._retotal(total)
+        if self._observer is not None:
+            self._observer(self)
 
     def advance(self, n: float = 1.0) -> None:
         self.done += n
         if callable(self._advance):
             self._advance(n)
+        if self._observer is not None:
+            self._observer(self)
+
+    @property
+    def seconds(self) -> float:
+        """Time since the bar started."""
+        return time.perf_counter() - self._start
 
     @property
     def rate(self) -> float:
@@ -68,9 +81,28 @@ class Progress:
 
 
 @contextmanager
+def observe(callback: Callable[[Progress], None]) -> Iterator[None]:
+    """Call ``callback(bar)`` when a bar that this thread starts inside the block starts or moves.
+
+    For a GUI that runs the work in a thread and shows its own bar. The callback runs in the
+    working thread; an exception it raises stops the work where the bar moved, as Ctrl-C
+    would (a file run keeps its partial output for resuming).
+    """
+    previous = getattr(_observers, "callback", None)
+    _observers.callback = callback
+    try:
+        yield
+    finally:
+        _observers.callback = previous
+
+
+@contextmanager
 def progress(total: float, description: str, unit: str = "voxels") -> Iterator[Progress]:
     """A progress bar (rate + ETA) on a TTY; plain lines every ~10 s otherwise; quiet: nothing."""
-    handle = Progress(total=total, unit=unit, description=description)
+    handle = Progress(total=total, unit=unit, description=description,
+                      _observer=getattr(_observers, "callback", None))
+    if handle._observer is not None:
+        handle._observer(handle)
     if _state["quiet"]:
         yield handle
         return
