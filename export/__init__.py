@@ -31,6 +31,7 @@ _PUBLIC = {
     "build_engine": "_tensorrt",
     "check_plan_compatible": "_tensorrt",
     "read_plan_sidecar": "_tensorrt",
+    "plan_has_host_code": "_tensorrt",
     "optimization_profile": "_tensorrt",
     "check_tensor_limit": "_tensorrt",
     # bioimage.io model package

@@ -74,6 +74,7 @@ def export_model(
     optimization_level: int = 3,
     version_compatible: bool = False,
     hardware_compatible: bool = False,
+    allow_plan_host_code: bool = False,
     bioimageio: str | os.PathLike | None = None,
     authors: Sequence[str] | None = None,
     overwrite: bool = False,
@@ -84,6 +85,8 @@ def export_model(
     ``trt``), so a machine without it fails in a second with exit 2, not after the export.
     ``tile`` is the TensorRT profile's opt shape (default: the runtime's default tile for
     this model's halo) and, with ``static``, the ONNX model's fixed input shape.
+    ``version_compatible`` needs ``allow_plan_host_code``: such a plan carries TensorRT's
+    lean runtime, host code that runs in every process that loads the plan.
     """
     from resin.export._onnx import export_onnx
 
@@ -100,8 +103,14 @@ def export_model(
                             ("--timing-cache", timing_cache)):
             if value is not None:
                 raise UsageError(f"{name} only applies with --trt")
+    if not trt and (version_compatible or hardware_compatible or allow_plan_host_code):
+        raise UsageError("--version-compatible, --hardware-compatible and --allow-plan-host-code "
+                         "only apply with --trt")
     plan_path = None
     if trt:
+        from resin.export._tensorrt import check_host_code_flags
+
+        check_host_code_flags(version_compatible, allow_plan_host_code)
         plan_path = Path(plan) if plan is not None else onnx_path.with_suffix(".plan")
         if plan_path.resolve() == onnx_path.resolve():
             raise UsageError("--plan must differ from the ONNX output")
@@ -154,7 +163,8 @@ def export_model(
             onnx_path, plan_path, tile=tile, min_tile=min_tile, max_tile=max_tile,
             workspace_gib=workspace_gib, timing_cache=timing_cache, fp16=fp16,
             optimization_level=optimization_level, version_compatible=version_compatible,
-            hardware_compatible=hardware_compatible, overwrite=overwrite)
+            hardware_compatible=hardware_compatible, allow_host_code=allow_plan_host_code,
+            overwrite=overwrite)
         result.plan = plan_path
         result.files += [plan_path, Path(str(plan_path) + ".json")]
     if bio_path is not None:

@@ -24,7 +24,9 @@ from resin.export._onnx import check_tile
 from resin.export.metadata import read_onnx_metadata
 
 from resin import _log
+from resin._cache import file_sha256
 from resin._optional import require
+from resin._tensorrt_log import tensorrt_logger
 from resin.errors import BackendError, ModelError, OutputExistsError, UsageError
 from resin.metadata import ModelMetadata
 
@@ -153,12 +155,15 @@ def build_engine(
     optimization_level: int = 3,
     version_compatible: bool = False,
     hardware_compatible: bool = False,
+    allow_host_code: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Build a TensorRT plan from a resin ONNX; write it and its ``<plan>.json`` sidecar.
 
     Returns the sidecar: the ONNX's metadata record plus a ``"tensorrt"`` object (version,
-    GPU, profile, flags, build time, the ONNX's SHA-256). Both files appear atomically.
+    GPU, profile, flags, build time, the ONNX's and the plan's SHA-256). Both files appear
+    atomically. A version-compatible plan carries TensorRT's lean runtime, host code that
+    runs in whatever process loads the plan, so it needs ``allow_host_code``.
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     sidecar_path = _sidecar_path(plan_path)
@@ -166,6 +171,7 @@ def build_engine(
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
     check_build_flags(workspace_gib, optimization_level)
+    check_host_code_flags(version_compatible, allow_host_code)
     meta = read_onnx_metadata(onnx_path)
     profile = optimization_profile(tile, meta.size_multiple, min_tile, max_tile)
     gen = meta.generator or {}
@@ -192,7 +198,7 @@ def build_engine(
         raise UsageError(f"TensorRT {trt.__version__} builds fp16 engines only from an fp16 "
                          "ONNX (strong typing); export the ONNX with --fp16 and build from it")
 
-    logger = _collecting_logger(trt)
+    logger = tensorrt_logger(trt)
     builder = trt.Builder(logger)
     flags = 0
     if version[0] < 10:  # explicit batch is the only mode (and the flag deprecated) from 10
@@ -252,8 +258,10 @@ def build_engine(
             "fp16": bool(onnx_fp16 or fp16_flag),
             "version_compatible": bool(version_compatible),
             "hardware_compatible": bool(hardware_compatible),
+            "host_code": bool(version_compatible),
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "onnx_sha256": _sha256(onnx_path),
+            "onnx_sha256": file_sha256(onnx_path),
+            "plan_sha256": hashlib.sha256(memoryview(serialized)).hexdigest(),
         },
     }
     plan_path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,27 +272,19 @@ def build_engine(
     return sidecar
 
 
+def check_host_code_flags(version_compatible: bool, allow_host_code: bool) -> None:
+    """Host code in a plan only when asked for by name: a version-compatible plan embeds it."""
+    if version_compatible and not allow_host_code:
+        raise UsageError("--version-compatible puts TensorRT's lean runtime into the plan, host "
+                         "code that runs in every process that loads it; pass "
+                         "--allow-plan-host-code as well to build such a plan")
+    if allow_host_code and not version_compatible:
+        raise UsageError("--allow-plan-host-code only applies with --version-compatible")
+
+
 def _fp16_flag_usable(trt: Any, version: tuple[int, int, int]) -> bool:
     """The FP16 builder flag exists and is not deprecated (weak typing: TensorRT < 10.12)."""
     return hasattr(trt.BuilderFlag, "FP16") and version < _WEAK_TYPING_DEPRECATED
-
-
-def _collecting_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps the errors (for our one-line message) and logs the rest
-    only with --debug, so TensorRT's own output never breaks the one-line failure contract."""
-    severity = trt.ILogger.Severity
-
-    class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, level: Any, msg: str) -> None:
-            if level in (severity.INTERNAL_ERROR, severity.ERROR):
-                self.errors.append(" ".join(str(msg).split()))
-            _log.debug(f"TensorRT: {msg}")
-
-    return _Logger()
 
 
 def _parser_error(error: Any) -> str:
@@ -324,17 +324,30 @@ def read_plan_sidecar(plan_path: str | os.PathLike) -> dict[str, Any]:
     ok = (isinstance(info.get("version"), str)
           and isinstance(cc, list) and len(cc) == 2 and all(isinstance(v, int) for v in cc)
           and all(isinstance(info.get(k, False), bool)
-                  for k in ("version_compatible", "hardware_compatible")))
+                  for k in ("version_compatible", "hardware_compatible", "host_code")))
     if not ok:
         raise ModelError(f"{path}: the plan's \"tensorrt\" build record is incomplete (version, "
                          f"compute_capability); {rebuild}")
+    if not re.fullmatch(r"[0-9a-f]{64}", str(info.get("plan_sha256", ""))):
+        raise ModelError(f"{path}: the plan's build record has no plan_sha256 to check the plan "
+                         f"against (an older resin built it); {rebuild}")
     return record  # type: ignore[no-any-return]
 
 
+def plan_has_host_code(info: dict[str, Any]) -> bool:
+    """Whether a plan carries host code (TensorRT's lean runtime), from its sidecar's
+    ``"tensorrt"`` build record; one without ``host_code`` predates the flag, and its
+    version-compatible plans have it."""
+    return bool(info.get("host_code", info.get("version_compatible", False)))
+
+
 def check_plan_compatible(plan_path: str | os.PathLike, *, trt_version: str | None = None,
-                          gpu: Gpu | None = None) -> ModelMetadata:
+                          gpu: Gpu | None = None,
+                          plan_bytes: bytes | None = None) -> ModelMetadata:
     """ModelError unless the plan can run with this TensorRT on this GPU; returns its record.
 
+    The plan's bytes (``plan_bytes``, the ones about to be deserialized, else the file's)
+    must match the SHA-256 in the sidecar, so a plan never runs under another plan's record.
     Default: the same TensorRT major.minor.patch and the same compute capability. A plan
     built version-compatible runs on the same or a newer TensorRT of the same major; one
     built hardware-compatible (AMPERE_PLUS) on any GPU of compute capability 8.0 or newer.
@@ -343,6 +356,11 @@ def check_plan_compatible(plan_path: str | os.PathLike, *, trt_version: str | No
     sidecar = _sidecar_path(Path(plan_path))
     meta = ModelMetadata.from_json(json.dumps(record), source=str(sidecar))
     info = record["tensorrt"]
+    digest = (hashlib.sha256(plan_bytes).hexdigest() if plan_bytes is not None
+              else file_sha256(plan_path))
+    if digest != info["plan_sha256"]:
+        raise ModelError(f"{plan_path}: the plan's bytes do not match the SHA-256 in "
+                         f"{sidecar.name} (one of the two was replaced or damaged); {_REBUILD}")
     if trt_version is None:
         trt_version = str(require("tensorrt", "checking a TensorRT plan", extra="gpu").__version__)
     name, cc = gpu if gpu is not None else _current_gpu()
@@ -397,14 +415,6 @@ def _parse_version(text: str) -> tuple[int, int, int]:
 
 def _sidecar_path(plan_path: Path) -> Path:
     return Path(str(plan_path) + ".json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes | memoryview) -> None:

@@ -42,7 +42,13 @@ def register(sub) -> argparse.ArgumentParser:
                      metavar="0-5",
                      help="builder optimization level (default 3)")
     trt.add_argument("--version-compatible", action="store_true",
-                     help="plan that later TensorRT versions of the same major can run")
+                     help="plan that later TensorRT versions of the same major can run; it "
+                          "carries TensorRT's lean runtime (host code), so it needs "
+                          "--allow-plan-host-code")
+    trt.add_argument("--allow-plan-host-code", action="store_true",
+                     help="accept host code in the plan (with --version-compatible): whoever "
+                          "runs the plan then trusts it like a program, and resin-run needs "
+                          "RESIN_ALLOW_PLAN_HOST_CODE=1 to load it")
     trt.add_argument("--hardware-compatible", action="store_true",
                      help="plan that runs on any Ampere or newer GPU (a little slower)")
     p.add_argument("--bioimageio", metavar="DIR",
@@ -65,6 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         min_tile=args.min_tile, max_tile=args.max_tile, workspace_gib=args.workspace,
         timing_cache=args.timing_cache, optimization_level=args.optimization_level,
         version_compatible=args.version_compatible, hardware_compatible=args.hardware_compatible,
+        allow_plan_host_code=args.allow_plan_host_code,
         bioimageio=args.bioimageio, authors=args.author, overwrite=args.overwrite)
     meta = result.metadata
     _log.log(f"halo {meta.halo}, size multiple {meta.size_multiple}, scale {meta.scale}, "

@@ -48,19 +48,23 @@ def _instantiate(name: str) -> Backend:
     return getattr(module, cls_name)()
 
 
-def load_backend(path: str | Path, backend: str = "auto", device: str = "auto") -> Backend:
+def load_backend(path: str | Path, backend: str = "auto", device: str = "auto", *,
+                 allow_plan_host_code: bool = False) -> Backend:
     """Load ``path`` with ``backend`` (or the best one that works) on ``device``.
 
     A bad model file raises :class:`ModelError` at once; otherwise each backend's failure
     is collected and, if none works, one :class:`BackendError` lists them all.
+    ``allow_plan_host_code`` lets a TensorRT plan with host code load (as does
+    ``RESIN_ALLOW_PLAN_HOST_CODE=1``): the user trusts that plan like a program.
     """
-    engine, reason = choose_backend(path, backend, device)
+    engine, reason = choose_backend(path, backend, device,
+                                    allow_plan_host_code=allow_plan_host_code)
     _log.debug(reason)
     return engine
 
 
-def choose_backend(path: str | Path, backend: str = "auto",
-                   device: str = "auto") -> tuple[Backend, str]:
+def choose_backend(path: str | Path, backend: str = "auto", device: str = "auto", *,
+                   allow_plan_host_code: bool = False) -> tuple[Backend, str]:
     """:func:`load_backend`, also returning the line that says which backend and why.
 
     The caller logs that line once the run's inputs are checked, so that a bad input
@@ -83,6 +87,8 @@ def choose_backend(path: str | Path, backend: str = "auto",
     for name in names:
         try:
             engine = _instantiate(name)
+            if allow_plan_host_code and hasattr(engine, "allow_plan_host_code"):
+                engine.allow_plan_host_code = True
             engine.load(path, device)
         except ModelError:
             raise

@@ -1,20 +1,22 @@
 """TensorRT build, plan sidecar and compatibility rules (resin.export._tensorrt).
 
-Without TensorRT, the build is checked against a small stand-in ``tensorrt`` module that only
-records what it is asked to do; the real build-and-run test is marked ``trt`` and ``gpu``.
+Without TensorRT, the build is checked against the stand-in ``tensorrt`` module of
+``tests/_fake_tensorrt.py``, which records what it is asked to do; the real build-and-run
+test is marked ``trt`` and ``gpu``.
 """
 
 from __future__ import annotations
 
-import enum
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _fake_tensorrt import GPU, make_fake_tensorrt, write_plan
 from resin.export import _tensorrt as trtmod
 from resin.export import (
     build_engine,
@@ -32,8 +34,6 @@ from resin.errors import (
     UsageError,
 )
 from resin.metadata import ModelMetadata, NormalizationRecord
-
-GPU = ("NVIDIA RTX A6000", (8, 6))
 
 
 def _meta(features=(4, 8), dtype="float32", **kw) -> ModelMetadata:
@@ -131,17 +131,7 @@ def test_scale_counts_on_the_output_grid():
 # --- sidecar and compatibility ------------------------------------------------------------
 
 def _write_plan(tmp_path: Path, name="model.plan", **trt_info) -> Path:
-    plan = tmp_path / name
-    plan.write_bytes(b"plan bytes")
-    info = {"version": "10.3.0.26", "gpu_name": GPU[0], "compute_capability": list(GPU[1]),
-            "profile": {"min": [1, 1, 2, 2, 2], "opt": [1, 1, 16, 32, 32],
-                        "max": [1, 1, 16, 32, 32]},
-            "fp16": False, "version_compatible": False, "hardware_compatible": False,
-            "built_at": "2025-01-01T00:00:00+00:00", "onnx_sha256": "0" * 64}
-    info.update(trt_info)
-    record = {**_meta().model_dump(mode="json"), "tensorrt": info}
-    Path(str(plan) + ".json").write_text(json.dumps(record))
-    return plan
+    return write_plan(tmp_path / name, b"plan bytes", _meta().model_dump(mode="json"), **trt_info)
 
 
 def test_sidecar_round_trip(tmp_path):
@@ -267,6 +257,51 @@ def test_existing_plan_or_sidecar_is_not_overwritten(fake_onnx, no_tensorrt, tmp
         build_engine(fake_onnx[0], tmp_path / "a.plan", tile=(16, 32, 32), overwrite=True)
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"version_compatible": True}, "--allow-plan-host-code as well"),
+    ({"allow_host_code": True}, "only applies with --version-compatible"),
+])
+def test_host_code_in_a_plan_only_when_asked_for_by_name(fake_onnx, no_tensorrt, tmp_path,
+                                                         kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        build_engine(fake_onnx[0], tmp_path / "m.plan", tile=(16, 32, 32), **kwargs)
+
+
+def test_plain_build_has_no_host_code(fake_onnx, fake_trt, tmp_path):
+    trt = fake_trt()
+    record = build_engine(fake_onnx[0], tmp_path / "m.plan", tile=(8, 8, 8))
+    assert record["tensorrt"]["host_code"] is False
+    assert trt.BuilderFlag.VERSION_COMPATIBLE not in trt.calls.config.flags
+
+
+def test_export_refuses_version_compatible_without_host_code_permission(cli, tmp_path):
+    from conftest import assert_one_line_error
+
+    proc = cli("resin", "export", str(tmp_path / "missing.pt"), "--trt",
+               "--version-compatible")
+    assert_one_line_error(proc)
+    assert proc.returncode == 2 and "--allow-plan-host-code" in proc.stderr
+    proc = cli("resin", "export", str(tmp_path / "missing.pt"), "--allow-plan-host-code")
+    assert proc.returncode == 2 and "only apply with --trt" in proc.stderr
+
+
+def test_plan_bytes_must_match_the_sidecar(tmp_path):
+    plan = _write_plan(tmp_path)
+    check_plan_compatible(plan, trt_version="10.3.0.26", gpu=GPU)
+    plan.write_bytes(b"another plan")
+    with pytest.raises(ModelError, match="do not match the SHA-256 in model.plan.json") as err:
+        check_plan_compatible(plan, trt_version="10.3.0.26", gpu=GPU)
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)
+    # the bytes about to be deserialized are the ones checked, not the file's
+    check_plan_compatible(plan, trt_version="10.3.0.26", gpu=GPU, plan_bytes=b"plan bytes")
+    sidecar = Path(str(plan) + ".json")
+    record = json.loads(sidecar.read_text())
+    del record["tensorrt"]["plan_sha256"]
+    sidecar.write_text(json.dumps(record))
+    with pytest.raises(ModelError, match="no plan_sha256"):
+        check_plan_compatible(plan, trt_version="10.3.0.26", gpu=GPU)
+
+
 def test_export_package_imports_without_torch_onnx_tensorrt():
     code = (
         "import sys\n"
@@ -287,114 +322,6 @@ def test_export_package_imports_without_torch_onnx_tensorrt():
 
 # --- build_engine against a recording stand-in for tensorrt -------------------------------
 
-def make_fake_tensorrt(version: str = "10.8.0.43", *, fp16_flag: bool = True,
-                       strongly_typed: bool = True) -> ModuleType:
-    """The few TensorRT 10 Python API pieces build_engine uses; records every call."""
-    trt = ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.calls = SimpleNamespace(parse_errors=[], build_fails=False)
-
-    class ILogger:
-        Severity = enum.Enum("Severity", "INTERNAL_ERROR ERROR WARNING INFO VERBOSE")
-
-        def __init__(self):
-            pass
-
-    creation = {"EXPLICIT_BATCH": 0}
-    if strongly_typed:
-        creation["STRONGLY_TYPED"] = 5
-    flags = {"VERSION_COMPATIBLE": 13, **({"FP16": 0} if fp16_flag else {})}
-
-    class Network:
-        def __init__(self, flags):
-            self.flags, self.num_inputs = flags, 1
-
-        def get_input(self, i):
-            return SimpleNamespace(name="input")
-
-    class TimingCache:
-        def __init__(self, data):
-            self.data = bytes(data)
-
-        def serialize(self):
-            return self.data + b"+timings"
-
-    class Config:
-        def __init__(self):
-            self.pools, self.flags, self.profiles = {}, set(), []
-            self.builder_optimization_level = 3
-            self.hardware_compatibility_level = None
-            self.cache = None
-
-        def set_memory_pool_limit(self, pool, size):
-            self.pools[pool] = size
-
-        def set_flag(self, flag):
-            self.flags.add(flag)
-
-        def add_optimization_profile(self, profile):
-            self.profiles.append(profile)
-            return len(self.profiles) - 1
-
-        def create_timing_cache(self, data):
-            return TimingCache(data)
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache = cache
-            return True
-
-        def get_timing_cache(self):
-            return self.cache
-
-    class Profile:
-        def set_shape(self, name, lo, opt, hi):
-            self.shapes = {name: (tuple(lo), tuple(opt), tuple(hi))}
-
-    class Builder:
-        def __init__(self, logger):
-            self.logger = logger
-
-        def create_network(self, flags):
-            trt.calls.network = Network(flags)
-            return trt.calls.network
-
-        def create_builder_config(self):
-            trt.calls.config = Config()
-            return trt.calls.config
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            if trt.calls.build_fails:
-                self.logger.log(ILogger.Severity.ERROR, "out of device memory")
-                return None
-            return b"serialized engine"
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.errors = trt.calls.parse_errors
-
-        def parse_from_file(self, path):
-            trt.calls.parsed = path
-            return not self.errors
-
-        @property
-        def num_errors(self):
-            return len(self.errors)
-
-        def get_error(self, i):
-            return SimpleNamespace(desc=lambda: self.errors[i])
-
-    trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, OnnxParser
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", creation)
-    trt.BuilderFlag = enum.IntEnum("BuilderFlag", flags)
-    trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0})
-    trt.HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel",
-                                                  {"NONE": 0, "AMPERE_PLUS": 1})
-    return trt
-
-
 @pytest.fixture
 def fake_trt(monkeypatch):
     def install(**kw):
@@ -413,7 +340,8 @@ def test_build_sets_profile_workspace_flags_and_writes_plan_and_sidecar(fake_onn
     cache.write_bytes(b"old")
     record = build_engine(onnx_path, plan, tile=(16, 32, 32), max_tile=(32, 64, 64),
                           workspace_gib=1.5, timing_cache=cache, optimization_level=5,
-                          version_compatible=True, hardware_compatible=True)
+                          version_compatible=True, hardware_compatible=True,
+                          allow_host_code=True)
     config = trt.calls.config
     assert config.profiles[0].shapes == {"input": ((1, 1, 2, 2, 2), (1, 1, 16, 32, 32),
                                                    (1, 1, 32, 64, 64))}
@@ -431,9 +359,10 @@ def test_build_sets_profile_workspace_flags_and_writes_plan_and_sidecar(fake_onn
     assert info["compute_capability"] == [8, 6] and info["fp16"] is False
     assert info["profile"]["max"] == [1, 1, 32, 64, 64]
     assert info["version_compatible"] is True and info["hardware_compatible"] is True
+    assert info["host_code"] is True  # TensorRT's lean runtime rides in a version-compatible plan
     assert info["built_at"].endswith("+00:00")
-    import hashlib
     assert info["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    assert info["plan_sha256"] == hashlib.sha256(b"serialized engine").hexdigest()
     assert record["weights_sha256"] == "abc" and record["halo"] == [6, 6, 6]
     assert not [p for p in plan.parent.iterdir() if p.name.endswith(".partial")]
     # what was written is what the runtime accepts on the same machine
@@ -492,38 +421,6 @@ def test_build_reads_the_real_onnx_metadata(tiny_export, fake_trt, tmp_path):
     assert record["weights_sha256"] == meta.weights_sha256
     assert record["tensorrt"]["profile"]["min"] == [1, 1, *([meta.size_multiple] * 3)]
     assert ModelMetadata.from_json(json.dumps(record)).halo == meta.halo
-
-
-# --- the runtime backend's sidecar checks -------------------------------------------------
-
-def _backend_with_stand_ins(monkeypatch):
-    """TensorRTBackend with tensorrt and numba.cuda replaced, so its checks run without a GPU."""
-    import importlib
-
-    from resin.runtime.backends import tensorrt as backend_mod
-
-    cuda = SimpleNamespace(is_available=lambda: True, select_device=lambda i: None)
-    stand_ins = {"tensorrt": make_fake_tensorrt(version="10.3.0.26"), "numba.cuda": cuda}
-    monkeypatch.setattr(backend_mod, "require",
-                        lambda name, *a, **k: stand_ins.get(name) or importlib.import_module(name))
-    monkeypatch.setattr(trtmod, "_current_gpu", lambda: GPU)
-    monkeypatch.setitem(sys.modules, "tensorrt", stand_ins["tensorrt"])
-    return backend_mod.TensorRTBackend()
-
-
-def test_backend_refuses_a_plan_without_sidecar(tmp_path, monkeypatch):
-    backend = _backend_with_stand_ins(monkeypatch)
-    plan = tmp_path / "model.plan"
-    plan.write_bytes(b"plan bytes")
-    with pytest.raises(ModelError, match="no model.plan.json beside the plan.*--trt"):
-        backend.load(plan, "cuda")
-
-
-def test_backend_refuses_a_plan_built_elsewhere(tmp_path, monkeypatch):
-    backend = _backend_with_stand_ins(monkeypatch)
-    plan = _write_plan(tmp_path, version="10.5.0", compute_capability=[9, 0])
-    with pytest.raises(ModelError, match="this machine has TensorRT 10.3.0.26"):
-        backend.load(plan, "cuda")
 
 
 # --- the real thing (machines with TensorRT and a GPU) -----------------------------------
