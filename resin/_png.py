@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from resin._atomic import atomic_write
+
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write a 2-D uint8 grey image as PNG, atomically (``<name>.partial`` then a rename)."""
+    """Write a 2-D uint8 grey image as PNG, atomically."""
     img = np.ascontiguousarray(image, dtype=np.uint8)
     if img.ndim != 2:
         raise ValueError(f"write_png takes a 2-D grey image, not shape {img.shape}")
@@ -29,8 +31,4 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
 
     body = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, body, durable=False)

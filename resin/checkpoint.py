@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from resin._atomic import atomic_write
 from resin.errors import ModelError
 
 FORMAT = "resin-checkpoint"
@@ -31,9 +32,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
     path = Path(path)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(data, fh))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:

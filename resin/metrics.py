@@ -463,12 +463,18 @@ def evaluate_files(pred_path: str | os.PathLike, truth_path: str | os.PathLike,
                    axial_axis: int = 0, json_out: str | os.PathLike | None = None,
                    overwrite: bool = False) -> dict[str, float]:
     """Read two volumes, :func:`evaluate` them, optionally write the numbers as JSON."""
-    from resin.io import read_volume
+    from resin.io import open_volume
 
     if json_out is not None and Path(json_out).exists() and not overwrite:
         raise OutputExistsError(f"{json_out} exists; pass --overwrite to replace it")
-    pred = read_volume(pred_path)
-    truth = read_volume(truth_path)
+    volumes = []
+    for path in (pred_path, truth_path):
+        with open_volume(path) as reader:
+            if not getattr(reader, "complete", True):
+                raise VolumeError(f"{path} is incomplete (an unfinished resin-run wrote it); "
+                                  "finish that run with --resume before scoring it")
+            volumes.append(reader.read())
+    pred, truth = volumes
     if tuple(pred.shape) != tuple(truth.shape):
         raise VolumeError(f"{pred_path} and {truth_path} have different shapes "
                           f"{tuple(pred.shape)} and {tuple(truth.shape)}; "
@@ -481,10 +487,10 @@ def evaluate_files(pred_path: str | os.PathLike, truth_path: str | os.PathLike,
 
 def write_json(result: dict[str, float], path: str | os.PathLike) -> None:
     """The metrics as a JSON object with exactly :data:`KEYS`; non-finite values as null."""
+    from resin._atomic import atomic_write
+
     record = {k: (float(result[k]) if math.isfinite(result[k]) else None) for k in KEYS}
-    tmp = Path(str(path) + ".partial")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(record, indent=2) + "\n")
 
 
 __all__ = [

@@ -68,12 +68,10 @@ class Report:
         return out + [f"warning: {n}" for n in self.notes]
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_json` to ``path`` atomically (``<name>.partial``, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, path)
-        return path
+        """Write :meth:`to_json` to ``path`` atomically (:func:`resin._atomic.atomic_write`)."""
+        from resin._atomic import atomic_write
+
+        return atomic_write(path, self.to_json())
 
     def to_json(self) -> str:
         d = asdict(self)
