@@ -148,7 +148,7 @@ class DataConfig(_Strict):
     """Axial sampling step K: raw z is interpolated by K to isotropic sampling first."""
     validation_patches: int = Field(4, ge=0, le=64)
     """Fixed patches (held out where the volume allows) for the validation score."""
-    percentile_sample_voxels: int = Field(16_000_000, ge=10_000)
+    percentile_sample_voxels: int = Field(16_000_000, ge=10_000)  # resin.data.SAMPLE_VOXELS
     """At most this many voxels are read to compute the global normalization percentiles."""
 
     @field_validator("patch_size")

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from resin.config import DataConfig, NormalizationConfig
 from resin.errors import VolumeError
 from resin.io import VolumeReader
+
+#: at most this many voxels are read for a volume's normalization levels (64^3 blocks)
+SAMPLE_VOXELS = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -41,35 +44,57 @@ class Normalization:
                 "train_low": self.low, "train_high": self.high}
 
 
-def volume_sample(reader: VolumeReader, max_voxels: int, seed: int = 0) -> np.ndarray:
-    """Voxels for global statistics: the whole volume if small, else random blocks (flat)."""
-    shape = reader.shape
+class _Readable(Protocol):
+    shape: Any
+    path: Any
+
+    def read(self, region: Any = None) -> np.ndarray: ...
+
+
+def volume_sample(reader: _Readable, max_voxels: int = SAMPLE_VOXELS, seed: int = 0,
+                  source: str | None = None) -> np.ndarray:
+    """Voxels for global statistics: the whole volume if small, else seeded random 64^3
+    blocks (memory flat in every axis). Training and the runtime both sample through here,
+    so a model runs under the mapping it was trained with. NaN/inf is a VolumeError."""
+    shape = tuple(int(s) for s in reader.shape)
+    source = source or str(reader.path)
     total = math.prod(shape)
+    if total == 0:
+        raise VolumeError(f"{source}: the volume is empty (shape {shape})")
     if total <= max_voxels:
-        return reader.read().ravel()
-    rng = np.random.default_rng(seed)
-    block = tuple(min(s, 64) for s in shape)
-    n_blocks = max(1, max_voxels // math.prod(block))
-    parts = []
-    for _ in range(n_blocks):
-        start = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, block, strict=True)]
-        region = tuple(slice(o, o + b) for o, b in zip(start, block, strict=True))
-        parts.append(reader.read(region).ravel())  # type: ignore[arg-type]
+        parts = [reader.read().ravel()]
+    else:
+        rng = np.random.default_rng(seed)
+        block = tuple(min(s, 64) for s in shape)
+        parts = []
+        for _ in range(max(1, max_voxels // math.prod(block))):
+            start = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, block, strict=True)]
+            region = tuple(slice(o, o + b) for o, b in zip(start, block, strict=True))
+            parts.append(reader.read(region).ravel())  # type: ignore[arg-type]
+    for part in parts:
+        if part.dtype.kind == "f" and not np.isfinite(part).all():
+            raise VolumeError(f"{source}: the volume contains NaN or infinite values")
     return np.concatenate(parts)
+
+
+def percentile_levels(sample: np.ndarray, low_percentile: float,
+                      high_percentile: float) -> tuple[float, float] | None:
+    """The one levels rule: the two percentiles, or min/max when they coincide (sparse
+    data: the high percentile is still background); None for a constant sample."""
+    low, high = np.percentile(sample, [low_percentile, high_percentile])
+    if high - low > 0:
+        return float(low), float(high)
+    bottom, top = (float(sample.min()), float(sample.max())) if sample.size else (0.0, 0.0)
+    return (bottom, top) if top > bottom else None
 
 
 def compute_normalization(sample: np.ndarray, config: NormalizationConfig,
                           source: str = "volume") -> Normalization:
-    """Global percentiles; an empty or constant volume is a VolumeError."""
-    low, high = np.percentile(sample, [config.low_percentile, config.high_percentile])
-    if not np.isfinite([low, high]).all() or high - low <= 0:
-        top = float(sample.max()) if sample.size else 0.0
-        bottom = float(sample.min()) if sample.size else 0.0
-        if top > bottom:
-            low, high = bottom, top  # sparse data: the high percentile is still background
-        else:
-            raise VolumeError(f"{source}: the volume is empty or constant; nothing to learn from")
-    return Normalization(config.low_percentile, config.high_percentile, float(low), float(high))
+    """Global percentiles (:func:`percentile_levels`); a constant volume is a VolumeError."""
+    levels = percentile_levels(sample, config.low_percentile, config.high_percentile)
+    if levels is None:
+        raise VolumeError(f"{source}: the volume is empty or constant; nothing to learn from")
+    return Normalization(config.low_percentile, config.high_percentile, *levels)
 
 
 def lerp_planes(planes: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -4,9 +4,10 @@ The network was trained on ``(x - p_low) / (p_high - p_low)`` with the volume's 
 percentiles; computing them per tile would change the mapping from tile to tile (seams,
 flicker), so they are computed once for the whole volume and recorded with the output.
 
-Sampling reads up to :data:`MAX_PLANES` evenly spaced z planes (one at a time, so memory is
-one plane) and keeps a fixed-seed random subset of each, at most :data:`MAX_SAMPLES` values
-in all. Small volumes are used whole, giving exact percentiles.
+Sampling is :func:`resin.data.volume_sample` (seeded 64^3 blocks spread over the volume,
+at most :data:`resin.data.SAMPLE_VOXELS` voxels, never whole planes) and the levels rule is
+:func:`resin.data.percentile_levels`: the same as training, so a model runs under the
+mapping it was trained with. Small volumes are used whole, giving exact percentiles.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ import numpy as np
 import numpy.typing as npt
 
 from resin.errors import VolumeError
-
-MAX_PLANES = 64
-MAX_SAMPLES = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -37,33 +35,34 @@ class Levels:
         return asdict(self)
 
 
+class _View:
+    """A ``read(region)`` function seen as the reader :func:`resin.data.volume_sample` takes."""
+
+    def __init__(self, read: Callable[[tuple[slice, slice, slice]], np.ndarray],
+                 shape: tuple[int, int, int], path: str) -> None:
+        self.read_fn, self.shape, self.path = read, shape, path
+
+    def read(self, region: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+        full = tuple(slice(0, s) for s in self.shape)
+        return np.asarray(self.read_fn(region or full))  # type: ignore[arg-type]
+
+
 def sample_levels(read: Callable[[tuple[slice, slice, slice]], np.ndarray],
                   shape: tuple[int, int, int], low_percentile: float, high_percentile: float,
-                  source: str = "volume", seed: int = 0) -> Levels:
-    """Percentile levels of a volume read plane by plane through ``read(region)``.
+                  source: str = "volume", seed: int = 0,
+                  max_voxels: int | None = None) -> Levels:
+    """Percentile levels of a volume read block by block through ``read(region)``.
 
-    A NaN or infinity in a sampled plane is a :class:`VolumeError`; so is a volume with no
+    A NaN or infinity in a sampled block is a :class:`VolumeError`; so is a volume with no
     voxels. A constant volume gets ``high = low + 1`` so normalization stays finite.
     """
-    z, y, x = shape
-    if z * y * x == 0:
-        raise VolumeError(f"{source}: the volume is empty (shape {shape})")
-    planes = np.unique(np.linspace(0, z - 1, num=min(z, MAX_PLANES)).round().astype(int))
-    per_plane = max(1, MAX_SAMPLES // len(planes))
-    rng = np.random.default_rng(seed)
-    parts = []
-    for p in planes:
-        plane = np.asarray(read((slice(int(p), int(p) + 1), slice(0, y), slice(0, x)))).ravel()
-        if plane.dtype.kind == "f" and not np.isfinite(plane).all():
-            raise VolumeError(f"{source}: the volume contains NaN or infinite values (plane z={p})")
-        if plane.size > per_plane:
-            plane = plane[rng.choice(plane.size, per_plane, replace=False)]
-        parts.append(plane.astype(np.float64))
-    values = np.concatenate(parts)
-    low, high = np.percentile(values, [low_percentile, high_percentile])
-    low, high = float(low), float(high)
-    if not high > low:
-        high = low + 1.0
+    from resin.data import SAMPLE_VOXELS, percentile_levels, volume_sample
+
+    shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+    values = volume_sample(_View(read, shape, source), max_voxels or SAMPLE_VOXELS, seed,
+                           source).astype(np.float64)
+    levels = percentile_levels(values, low_percentile, high_percentile)
+    low, high = levels if levels is not None else (float(values[0]), float(values[0]) + 1.0)
     return Levels(low_percentile=float(low_percentile), high_percentile=float(high_percentile),
                   low=low, high=high, samples=int(values.size))
 

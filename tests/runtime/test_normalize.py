@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from resin.runtime import normalize
 from resin.runtime.normalize import normalize_tile, sample_levels
 
 from resin.errors import VolumeError
@@ -21,23 +20,43 @@ def test_small_volume_levels_are_exact(tiny_volume):
     assert lv.samples == tiny_volume.size
 
 
-def test_sampled_levels_close_to_exact(rng, monkeypatch):
-    monkeypatch.setattr(normalize, "MAX_PLANES", 8)
-    monkeypatch.setattr(normalize, "MAX_SAMPLES", 20_000)
-    vol = rng.gamma(2.0, 300.0, size=(40, 64, 64)).astype(np.float32)
+def test_sampled_levels_close_to_exact(rng):
+    vol = rng.gamma(2.0, 300.0, size=(40, 200, 200)).astype(np.float32)
     reads = []
 
     def read(region):
         reads.append(region)
         return vol[region]
 
-    lv = sample_levels(read, vol.shape, 1.0, 99.0)
+    lv = sample_levels(read, vol.shape, 1.0, 99.0, max_voxels=400_000)
     lo, hi = np.percentile(vol, [1.0, 99.0])
-    assert lv.samples <= 20_000 and len(reads) == 8
-    assert all(r[0].stop - r[0].start == 1 for r in reads)  # one plane at a time
+    assert lv.samples <= 400_000 and len(reads) > 1
+    # bounded blocks, never whole planes: memory stays flat however wide the volume is
+    assert all(r[1].stop - r[1].start <= 64 and r[2].stop - r[2].start <= 64 for r in reads)
     assert abs(lv.low - lo) / (hi - lo) < 0.02 and abs(lv.high - hi) / (hi - lo) < 0.02
-    again = sample_levels(read, vol.shape, 1.0, 99.0)
+    again = sample_levels(read, vol.shape, 1.0, 99.0, max_voxels=400_000)
     assert again == lv  # deterministic: a resumed run normalizes identically
+
+
+def test_runtime_levels_are_the_training_normalization(rng):
+    """One levels rule for training and inference, sparse data (percentiles equal) included."""
+    from resin.config import DataConfig, NormalizationConfig
+    from resin.data import SAMPLE_VOXELS, compute_normalization, volume_sample
+
+    assert DataConfig().percentile_sample_voxels == SAMPLE_VOXELS
+    vol = np.zeros((20, 40, 40), np.uint16)
+    vol[5, 10:12, 10:12] = 900  # 0.03 % bright: p99.8 is still background
+    cfg = NormalizationConfig(low_percentile=0.5, high_percentile=99.8)
+
+    class Reader:
+        shape, path = vol.shape, "v"
+
+        def read(self, region=None):
+            return vol if region is None else vol[region]
+
+    train = compute_normalization(volume_sample(Reader()), cfg)
+    lv = sample_levels(lambda r: vol[r], vol.shape, 0.5, 99.8)
+    assert (lv.low, lv.high) == (train.low, train.high) == (0.0, 900.0)
 
 
 def test_nan_and_empty_are_volume_errors():
