@@ -60,12 +60,17 @@ class ParityError(ResinError):
     """An exported model does not reproduce the PyTorch model within tolerance."""
 
 
+class InferenceError(ResinError):
+    """The network produced unusable output (NaN or infinity) for a tile."""
+
+
 class TrainingError(ResinError):
     """Training diverged or could not proceed."""
 
 
 __all__ = [
     "BackendError",
+    "InferenceError",
     "InputError",
     "MissingDependencyError",
     "ModelError",

@@ -5,7 +5,7 @@ Never imports torch at module import; each backend is imported only when chosen.
 
 from resin.runtime.enhancer import Enhancer, EnhanceStream, default_model_path
 from resin.runtime.normalize import Levels
-from resin.runtime.runner import RunReport, TileSettings, default_output
+from resin.runtime.runner import RunProgress, RunReport, TileSettings, default_output
 
-__all__ = ["EnhanceStream", "Enhancer", "Levels", "RunReport", "TileSettings",
+__all__ = ["EnhanceStream", "Enhancer", "Levels", "RunProgress", "RunReport", "TileSettings",
            "default_model_path", "default_output"]

@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=int, default=None, metavar="N",
                         help="extra overlap (voxels) blended between tiles, on top of the "
                              "model's halo (default 0)")
+    parser.add_argument("--block", nargs=3, type=int3, metavar=("Z", "Y", "X"), default=None,
+                        help="output block, the unit of work, memory and --resume (output "
+                             "voxels, rounded up to whole chunks; default about 96x768x768)")
+    parser.add_argument("--shard", nargs=3, type=int3, metavar=("Z", "Y", "X"), default=None,
+                        help="Zarr v3 shards of this many output voxels (whole chunks), so a "
+                             "big output is not millions of files")
     parser.add_argument("--backend", default="auto",
                         choices=("auto", "tensorrt", "onnxruntime", "torch"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -59,12 +65,13 @@ def _run(args: argparse.Namespace) -> int:
             raise OutputExistsError(f"{rpath} exists; pass --overwrite to replace it")
     with Enhancer(args.engine, backend=args.backend, device=args.device,
                   tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
-                  blend=args.blend) as enh:
+                  blend=args.blend, block=args.block, shards=args.shard) as enh:
         report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                          overwrite=args.overwrite)
     _log.log(f"wrote {report.output} {'x'.join(map(str, report.out_shape))} in "
              f"{report.seconds:.1f} s ({report.voxels_per_second / 1e6:.2f} Mvoxel/s, "
-             f"{report.tiles} tiles of {'x'.join(map(str, report.tile))})")
+             f"{report.tiles} tiles of {'x'.join(map(str, report.tile))}, {report.blocks} "
+             f"blocks of {'x'.join(map(str, report.block))})")
     for path in report.mips:
         _log.log(f"wrote {path}")
     if args.report:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from resin.runtime.normalize import Levels, sample_levels
 from resin.runtime.pipeline import ArraySink, Sink, SlabBlender
 from resin.runtime.planner import TilePlan, reflect_indices
 from resin.runtime.runner import (
+    RunProgress,
     RunReport,
     TileSettings,
     enhance_array,
@@ -53,6 +55,10 @@ def default_model_path() -> Path:
         raise ModelError("the bundled default model is missing from this install; pass "
                          "--engine MODEL (or reinstall resin)")
     return path
+
+
+def _triple(value: Any) -> tuple[int, int, int] | None:
+    return None if value is None else tuple(int(v) for v in value)  # type: ignore[return-value]
 
 
 class _LockedEngine:
@@ -82,10 +88,12 @@ class Enhancer:
 
     def __init__(self, engine: str | os.PathLike | None = None, backend: str = "auto",
                  device: str = "auto", tile: tuple[int, int, int] | None = None,
-                 overlap: int | None = None, blend: str = "gaussian") -> None:
+                 overlap: int | None = None, blend: str = "gaussian",
+                 block: tuple[int, int, int] | None = None,
+                 shards: tuple[int, int, int] | None = None) -> None:
         self.model_path = Path(engine) if engine is not None else default_model_path()
-        self.settings = TileSettings(tile=tuple(tile) if tile is not None else None,  # type: ignore[arg-type]
-                                     overlap=overlap, blend=blend)
+        self.settings = TileSettings(tile=_triple(tile), overlap=overlap, blend=blend,
+                                     block=_triple(block), shards=_triple(shards))
         self.settings.check()
         engine_, self.backend_reason = choose_backend(self.model_path, backend, device)
         self._engine: _LockedEngine | None = _LockedEngine(engine_)
@@ -114,11 +122,14 @@ class Enhancer:
 
     def run(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *,
             mip: str | os.PathLike | None = None, resume: bool = False,
-            overwrite: bool = False) -> RunReport:
-        """Stream a volume file to an output file (TIFF, Zarr, OME-Zarr), out of core."""
+            overwrite: bool = False,
+            progress: Callable[[RunProgress], None] | None = None) -> RunReport:
+        """Stream a volume file to an output file (TIFF, Zarr, OME-Zarr), out of core, block
+        by block. ``progress(RunProgress)`` is called after every tile; an exception raised
+        from it stops the run, keeping the finished blocks for ``resume=True``."""
         return enhance_file(self.engine, str(self.model_path), input, output, self.settings,
                             mip_dir=mip, resume=resume, overwrite=overwrite,
-                            announce=self.backend_reason)
+                            announce=self.backend_reason, progress=progress)
 
     def stream(self, shape: tuple[int, int, int], dtype: npt.DTypeLike,
                out: str | os.PathLike | None = None, levels: Levels | None = None,
@@ -126,7 +137,8 @@ class Enhancer:
                ) -> EnhanceStream:
         """Enhance a volume as it is acquired: push planes (or slabs) in z order.
 
-        ``out``: a TIFF/Zarr path written chunk by chunk, or None for an in-memory result
+        ``out``: a TIFF/Zarr path written chunk by chunk (as ``out.partial`` until the last
+        plane, then renamed), or None for an in-memory result
         (``stream.result`` after close). ``levels``: the normalization; by default computed
         from the first slab of planes (one tile row), since later planes do not exist yet.
         """
@@ -180,8 +192,7 @@ class EnhanceStream:
             exists = Path(self._out).exists() or Path(self._out + ".partial").exists()
             if exists and not overwrite:
                 raise OutputExistsError(f"{self._out} exists; pass overwrite=True to replace it")
-            self._chunk_z = output_chunks(volume_format(self._out), self.plan.out_shape,
-                                          self.plan)[0]
+            self._chunk_z = output_chunks(volume_format(self._out), self.plan)[0]
         z = self.shape[0]
         # input planes each row needs (reflection folds padding onto real planes)
         self._row_need: list[tuple[int, int]] = []
@@ -264,7 +275,7 @@ class EnhanceStream:
         from resin.io import create_volume, volume_format
 
         assert self._out is not None
-        chunks = output_chunks(volume_format(self._out), self.plan.out_shape, self.plan)
+        chunks = output_chunks(volume_format(self._out), self.plan)
         vs = None if self._voxel_size is None else tuple(
             float(v) / s for v, s in zip(self._voxel_size, self.plan.scale, strict=True))
         meta = self._engine.metadata

@@ -13,17 +13,18 @@ blends, the writer thread writes.
 
 from __future__ import annotations
 
+import functools
 import queue
 import re
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from resin.runtime.backends._base import Backend
 from resin.runtime.normalize import Levels, normalize_tile
-from resin.runtime.planner import TilePlan, read_padded
+from resin.runtime.planner import Tile, TilePlan, read_padded
 
 from resin import _log
 
@@ -90,51 +91,120 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or bool(_OOM.search(str(exc)))
 
 
-@dataclass
-class _Writer:
-    """The write-behind thread: writes finished slabs, updates MIPs, calls ``on_flush``."""
+def update_raw_mips(mips: Mips, plan: TilePlan, raw: np.ndarray, start: tuple[int, int, int],
+                    lo_bound: tuple[int, ...] = (0, 0, 0),
+                    hi_bound: tuple[int, ...] | None = None) -> None:
+    """Update the input's MIPs from a tile's core (clipped to the volume and to
+    ``[lo_bound, hi_bound)``): every input voxel lies in some core."""
+    hi_bound = hi_bound or plan.shape
+    lo, hi = [], []
+    for i in range(3):
+        a = start[i] + plan.halo[i]
+        lo.append(max(0, a, lo_bound[i]))
+        hi.append(min(plan.shape[i], a + plan.core[i], hi_bound[i]))
+    if any(h <= lo_ for lo_, h in zip(lo, hi, strict=True)):
+        return
+    sub = raw[tuple(slice(lo[i] - start[i], hi[i] - start[i]) for i in range(3))]
+    mips.update(np.ascontiguousarray(sub), (lo[0], lo[1], lo[2]))
 
-    sink: Sink
-    mips: Mips | None
-    on_flush: Callable[[int], None] | None
-    _queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=QUEUE_DEPTH))
-    _error: BaseException | None = None
-    _thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="resin-writer", daemon=True)
+class TileKeeper:
+    """The part of a tile's network output that is kept, its blend window and its place in
+    the output; checks the output's shape and refuses NaN/infinity (naming the tile)."""
+
+    def __init__(self, plan: TilePlan, blend: str = "gaussian",
+                 sigma_scale: float = 0.125) -> None:
+        from resin.kernels import tile_window
+
+        self.plan = plan
+        self.window = None if plan.partition else tile_window(plan.out_core, mode=blend,
+                                                              sigma_scale=sigma_scale)
+        self._ones: dict[tuple[int, ...], np.ndarray] = {}
+
+    def infer(self, engine: Backend, tile: Tile, x: np.ndarray, written: int
+              ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+        """Run the network on one tile and :meth:`keep` its output; out-of-memory becomes
+        :class:`OutOfMemory` carrying ``written`` (how much output is already safe)."""
+        try:
+            y = engine.infer(x)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise OutOfMemory(written, exc) from exc
+            raise
+        return self.keep(tile, x, y)
+
+    def keep(self, tile: Tile, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                     tuple[int, int, int]]:
+        p = self.plan
+        expect = tuple(int(x.shape[i + 2] * p.scale[i]) for i in range(3))
+        if y.ndim != 5 or tuple(y.shape[2:]) != expect:
+            from resin.errors import ModelError
+
+            raise ModelError(f"the model returned a tile of shape {tuple(y.shape)} for input "
+                             f"{tuple(x.shape)}; its metadata promises scale {p.scale}")
+        if p.partition:
+            sl, where = p.kept_region(tile)
+        else:
+            sl, where = p.core_slices(), p.out_core_start(tile)
+        core = np.ascontiguousarray(y[0, 0][sl], dtype=np.float32)
+        if not np.isfinite(core).all():
+            from resin.errors import InferenceError
+
+            bad = int(core.size - np.count_nonzero(np.isfinite(core)))
+            raise InferenceError(
+                f"the network returned {bad} NaN/infinite values for the tile read at z,y,x "
+                f"{tuple(tile.start)} (tile {tuple(tile.index)}); the model or the backend is "
+                "broken (try --backend onnxruntime --device cpu, or re-export the model)")
+        if self.window is not None:
+            return core, self.window, where
+        window = self._ones.get(core.shape)
+        if window is None:
+            window = self._ones[core.shape] = np.ones(core.shape, np.float32)
+        return core, window, where
+
+
+class Writer:
+    """The write-behind thread: writes finished regions, updates the MIPs from them, then
+    calls the item's ``then`` (progress records, done markers)."""
+
+    def __init__(self, sink: Sink, mips: Mips | None) -> None:
+        self.sink = sink
+        self.mips = mips
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._loop, name="resin-writer", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
-                self._queue.task_done()
-                return
-            if self._error is not None:
-                self._queue.task_done()
-                continue  # drain so the producer never blocks
-            z0, z1, slab = item
             try:
-                region = (slice(z0, z1), slice(0, slab.shape[1]), slice(0, slab.shape[2]))
-                self.sink.write(region, slab)
-                if self.mips is not None:
-                    self.mips.update(slab, (z0, 0, 0))
-                if self.on_flush is not None:
-                    self.on_flush(z1)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-                self._error = exc
+                if item is None:
+                    return
+                if self._error is not None:
+                    continue  # drain so the producer never blocks
+                region, data, then = item
+                try:
+                    self.sink.write(region, data)
+                    if self.mips is not None:
+                        self.mips.update(data, tuple(s.start for s in region))
+                    if then is not None:
+                        then()
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                    self._error = exc
             finally:
                 self._queue.task_done()
 
     def drain(self) -> None:
-        """Wait until every slab handed over so far is written."""
+        """Wait until every region handed over so far is written."""
         self._queue.join()
         self.check()
 
-    def put(self, z0: int, z1: int, slab: np.ndarray) -> None:
+    def put(self, region: Region, data: np.ndarray,
+            then: Callable[[], None] | None = None) -> None:
         self.check()
-        self._queue.put((z0, z1, slab))
+        self._queue.put((region, data, then))
 
     def check(self) -> None:
         if self._error is not None:
@@ -161,8 +231,6 @@ class SlabBlender:
                  on_flush: Callable[[int], None] | None = None,
                  on_tile: Callable[[], None] | None = None,
                  raw_mips: Mips | None = None) -> None:
-        from resin.kernels import tile_window
-
         self.engine = engine
         self.plan = plan
         self.levels = levels
@@ -175,12 +243,11 @@ class SlabBlender:
         self.wsum = np.zeros_like(self.acc)
         self.base = int(skip_below)
         self.flushed = int(skip_below)
-        self.window = tile_window(plan.out_core, mode=blend, sigma_scale=sigma_scale)
-        self.core = plan.core_slices()
+        self.keeper = TileKeeper(plan, blend, sigma_scale)
         self.on_tile = on_tile
         self.raw_mips = raw_mips
-        self.writer = _Writer(sink, mips, on_flush)
-        self.writer.start()
+        self.on_flush = on_flush
+        self.writer = Writer(sink, mips)
 
     # -- one tile ---------------------------------------------------------------------------
     def prepare(self, read: ReadFn, start: tuple[int, int, int]) -> np.ndarray:
@@ -192,39 +259,14 @@ class SlabBlender:
         return x
 
     def _update_raw_mips(self, raw: np.ndarray, start: tuple[int, int, int]) -> None:
-        # the tile's core, clipped to the volume: every input voxel is in some core
-        lo, hi = [], []
-        for i in range(3):
-            a = start[i] + self.plan.halo[i]
-            lo.append(max(0, a))
-            hi.append(min(self.plan.shape[i], a + self.plan.core[i]))
-        if any(h <= lo_ for lo_, h in zip(lo, hi, strict=True)):
-            return
-        sub = raw[tuple(slice(lo[i] - start[i], hi[i] - start[i]) for i in range(3))]
         assert self.raw_mips is not None
-        self.raw_mips.update(np.ascontiguousarray(sub), (lo[0], lo[1], lo[2]))
+        update_raw_mips(self.raw_mips, self.plan, raw, start)
 
-    def blend(self, tile_start: tuple[int, int, int], x: np.ndarray) -> None:
+    def blend(self, tile: Tile, x: np.ndarray) -> None:
         from resin.kernels import accumulate
 
-        try:
-            y = self.engine.infer(x)
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise OutOfMemory(self.flushed, exc) from exc
-            raise
-        expect = tuple(int(x.shape[i + 2] * self.plan.scale[i]) for i in range(3))
-        if y.ndim != 5 or tuple(y.shape[2:]) != expect:
-            from resin.errors import ModelError
-
-            raise ModelError(f"the model returned a tile of shape {tuple(y.shape)} for input "
-                             f"{tuple(x.shape)}; its metadata promises scale {self.plan.scale}")
-        core = np.ascontiguousarray(y[0, 0][self.core], dtype=np.float32)
-        s = self.plan.scale
-        h = self.plan.halo
-        off = ((tile_start[0] + h[0]) * s[0] - self.base, (tile_start[1] + h[1]) * s[1],
-               (tile_start[2] + h[2]) * s[2])
-        accumulate(self.acc, self.wsum, core, self.window, off)
+        core, window, where = self.keeper.infer(self.engine, tile, x, self.flushed)
+        accumulate(self.acc, self.wsum, core, window, (where[0] - self.base, where[1], where[2]))
         if self.on_tile is not None:
             self.on_tile()
 
@@ -241,7 +283,9 @@ class SlabBlender:
         n = upto - self.base
         out = finalize(self.acc[:n], self.wsum[:n], self.out_dtype, low=self.levels.low,
                        high=self.levels.high)
-        self.writer.put(self.base, upto, out)
+        region = (slice(self.base, upto), slice(0, out.shape[1]), slice(0, out.shape[2]))
+        self.writer.put(region, out, None if self.on_flush is None else
+                        functools.partial(self.on_flush, upto))
         keep = self.slab_z - n
         self.acc[:keep] = self.acc[n:]
         self.acc[keep:] = 0.0
@@ -257,7 +301,7 @@ class SlabBlender:
         if not read_ahead:
             for r in rows:
                 for t in tiles_of[r]:
-                    self.blend(t.start, self.prepare(read, t.start))
+                    self.blend(t, self.prepare(read, t.start))
                 self.end_row(r)
                 self.writer.check()
             return
@@ -270,7 +314,7 @@ class SlabBlender:
                     for t in tiles_of[r]:
                         if stop.is_set():
                             return
-                        q.put(("tile", r, t.start, self.prepare(read, t.start)))
+                        q.put(("tile", r, t, self.prepare(read, t.start)))
                     q.put(("row", r, None, None))
                 q.put(("end", -1, None, None))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
@@ -280,9 +324,9 @@ class SlabBlender:
         reader.start()
         try:
             while True:
-                kind, r, start, payload = q.get()
+                kind, r, tile, payload = q.get()
                 if kind == "tile":
-                    self.blend(start, payload)
+                    self.blend(tile, payload)
                 elif kind == "row":
                     self.end_row(r)
                     self.writer.check()

@@ -11,6 +11,11 @@ Geometry, per axis of length ``n`` (all in input voxels):
 - Tile starts, relative to the padded origin ``-halo``, are multiples of ``size_multiple`` so
   pooling grids line up with one-tile inference; the last tile is flush with the padded end.
 - Neighbouring cores overlap by at least ``overlap`` voxels and are blended with a window.
+  Without extra overlap (the default) there is nothing to blend: each output voxel is
+  *kept* from exactly one tile (tile k keeps its core up to where tile k+1's core starts;
+  the last keeps the rest), so the tiles partition the output. Every kept voxel still has
+  at least ``halo`` voxels of context on each side, and a block of the output is made of
+  whole kept regions when its boundaries sit on the tile step.
 
 Volumes smaller than a tile become one padded tile whose core is cropped to the volume.
 """
@@ -48,6 +53,14 @@ class AxisPlan:
     @property
     def core(self) -> int:
         return self.tile - 2 * self.halo
+
+    def kept(self, k: int, partition: bool) -> tuple[int, int]:
+        """Input voxels ``[lo, hi)`` tile ``k`` contributes (see the module docstring)."""
+        lo = self.starts[k] + self.halo
+        hi = lo + self.core
+        if partition and k + 1 < len(self.starts):
+            hi = self.starts[k + 1] + self.halo
+        return lo, min(hi, self.n)
 
 
 def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0) -> AxisPlan:
@@ -91,6 +104,20 @@ class TilePlan:
     halo: Triple
     scale: Triple
     axes: tuple[AxisPlan, AxisPlan, AxisPlan]
+    #: each voxel kept from one tile (no extra overlap); False: overlapping cores blended
+    partition: bool = True
+
+    def kept_region(self, tile: Tile) -> tuple[tuple[slice, slice, slice], Triple]:
+        """What tile ``tile`` contributes: the slices of its network output and where that
+        goes in the output volume."""
+        sl, out = [], []
+        for i in range(3):
+            lo, hi = self.axes[i].kept(tile.index[i], self.partition)
+            s = self.scale[i]
+            hi = max(hi, lo)
+            sl.append(slice((lo - tile.start[i]) * s, (hi - tile.start[i]) * s))
+            out.append(lo * s)
+        return (sl[0], sl[1], sl[2]), (out[0], out[1], out[2])
 
     @property
     def core(self) -> Triple:
@@ -179,7 +206,7 @@ def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: 
                     tile=(axes[0].tile, axes[1].tile, axes[2].tile),
                     halo=(int(halo[0]), int(halo[1]), int(halo[2])),
                     scale=(int(scale[0]), int(scale[1]), int(scale[2])),
-                    axes=axes)  # type: ignore[arg-type]
+                    axes=axes, partition=overlap == 0)  # type: ignore[arg-type]
 
 
 def reflect_indices(start: int, size: int, n: int) -> np.ndarray:

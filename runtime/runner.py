@@ -1,4 +1,5 @@
-"""Whole runs: an in-memory array, or a volume file streamed to an output file.
+"""Whole runs: an in-memory array, or a volume file streamed to an output file, block by
+block (:mod:`resin.runtime.blocks`), resumable and safe (:mod:`resin.runtime.runstate`).
 
 Everything about the input, the model and the output is checked before the output is
 created, so a bad input or model leaves any existing output untouched.
@@ -8,29 +9,38 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from resin.runtime.backends._base import Backend
-from resin.runtime.journal import Journal
+from resin.runtime.blocks import (
+    DEFAULT_CHUNK,
+    Block,
+    BlockPlan,
+    BlockRunner,
+    align_chunks,
+    make_block_plan,
+)
 from resin.runtime.normalize import Levels, sample_levels
 from resin.runtime.pipeline import (
     ArraySink,
     Mips,
     OutOfMemory,
-    SlabBlender,
     describe,
     shrink_tile,
 )
 from resin.runtime.planner import TilePlan, plan_tiles
+from resin.runtime.runstate import staging_path
 
 from resin import _log
 from resin.errors import OutputExistsError, ResumeError, UsageError, VolumeError
 
 BLEND_MODES = ("gaussian", "cosine", "constant")
 OUTPUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+Triple = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,10 @@ class TileSettings:
     overlap: int | None = None
     blend: str = "gaussian"
     sigma_scale: float = 0.125
+    #: output block (the unit of work, memory and resume); None: about 96 x 768 x 768
+    block: tuple[int, int, int] | None = None
+    #: Zarr v3 shard shape (output voxels) or None for one file per chunk
+    shards: tuple[int, int, int] | None = None
 
     def check(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -49,6 +63,9 @@ class TileSettings:
             raise UsageError(f"--overlap must be >= 0, got {self.overlap}")
         if self.tile is not None and (len(self.tile) != 3 or min(self.tile) <= 0):
             raise UsageError(f"--tile needs three positive integers Z Y X, got {self.tile}")
+        for name, value in (("--block", self.block), ("--shard", self.shards)):
+            if value is not None and (len(value) != 3 or min(value) <= 0):
+                raise UsageError(f"{name} needs three positive integers Z Y X, got {value}")
 
 
 @dataclass
@@ -63,13 +80,37 @@ class RunReport:
     tiles: int
     levels: Levels
     seconds: float
-    resumed_from_z: int = 0
+    resumed_blocks: int = 0
+    blocks: int = 1
+    block: tuple[int, int, int] = (0, 0, 0)
+    redundant_share: float = 0.0
     mips: list[str] = field(default_factory=list)
 
     @property
     def voxels_per_second(self) -> float:
         n = self.out_shape[0] * self.out_shape[1] * self.out_shape[2]
         return n / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass
+class RunProgress:
+    """Passed to a run's ``progress`` callback after every tile."""
+
+    blocks_total: int
+    blocks_done: int
+    tiles_total: int
+    tiles_done: int
+    started: float
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.tiles_done == 0:
+            return None
+        return self.seconds / self.tiles_done * (self.tiles_total - self.tiles_done)
 
 
 def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettings,
@@ -83,6 +124,13 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
     requested = tile or settings.tile or (bounds[1] if bounds else None)
     plan = plan_tiles(shape, requested, meta.halo, meta.size_multiple,
                       settings.overlap or 0, scale)  # type: ignore[arg-type]
+    overlap = settings.overlap or 0
+    for i, axis in enumerate(plan.axes):
+        if overlap > axis.core // 2 and len(axis.starts) > 1:
+            raise UsageError(f"--overlap {overlap} is more than half of the tile's core "
+                             f"({axis.core} voxels along {'zyx'[i]}): every voxel would be "
+                             f"computed many times over; use --overlap <= {axis.core // 2} "
+                             "or a larger --tile")
     if bounds is not None:
         lo, _, hi = bounds
         if any(not lo[i] <= plan.tile[i] <= hi[i] for i in range(3)):
@@ -118,33 +166,40 @@ def levels_for(engine: Backend, read, shape: tuple[int, int, int], source: str) 
     return sample_levels(read, shape, norm.low_percentile, norm.high_percentile, source=source)
 
 
-def _run_with_fallback(engine: Backend, plan: TilePlan, settings: TileSettings, make_blender,
-                       read, skip_below: int = 0, read_ahead: bool = True) -> TilePlan:
-    """Blend every row from ``skip_below`` on; on out-of-memory, retry with smaller tiles."""
+def _run_blocks(engine: Backend, bplan: BlockPlan, settings: TileSettings, make_runner,
+                read, blocks: list[Block], read_ahead: bool = True) -> BlockPlan:
+    """Run ``blocks``; on out-of-memory, retry the blocks not yet written with smaller tiles
+    (same blocks and chunks)."""
     while True:
-        blender: SlabBlender = make_blender(plan, skip_below)
+        runner: BlockRunner = make_runner(bplan)
+        written: set[str] = set()
+        on_written = runner.on_written
+
+        def note(block: Block, _then=on_written, _written=written) -> None:
+            _written.add(block.key)
+            if _then is not None:
+                _then(block)
+
+        runner.on_written = note
         try:
-            blender.run_rows(read, range(plan.first_row_reaching(skip_below),
-                                         len(plan.axes[0].starts)), read_ahead=read_ahead)
-            blender.close()
-            return plan
+            runner.run(read, blocks, read_ahead=read_ahead)
+            return bplan
         except OutOfMemory as oom:
-            blender.abort()
-            smaller = shrink_tile(plan, engine.metadata.size_multiple)
+            smaller = shrink_tile(bplan.tiles, engine.metadata.size_multiple)
             if smaller is None:
-                raise MemoryError(f"out of memory even with tile {describe(plan.tile)}") from oom
-            _log.log(f"out of memory with tile {describe(plan.tile)}; retrying from output "
-                     f"z={oom.flushed_z} with tile {describe(smaller)}")
-            plan = make_plan(engine, plan.shape, settings, smaller)
-            skip_below = oom.flushed_z
-        except BaseException:
-            blender.abort()
-            raise
+                raise MemoryError(f"out of memory even with tile {describe(bplan.tiles.tile)}"
+                                  ) from oom
+            blocks = [b for b in blocks if b.key not in written]
+            _log.log(f"out of memory with tile {describe(bplan.tiles.tile)}; retrying the "
+                     f"{len(blocks)} unwritten blocks with tile {describe(smaller)}")
+            plan = make_plan(engine, bplan.tiles.shape, settings, smaller)
+            bplan = BlockPlan(tiles=plan, block=bplan.block, chunks=bplan.chunks)
+            blocks = [bplan.block_at(b.index) for b in blocks]
 
 
 def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
                   levels: Levels | None = None) -> np.ndarray:
-    """Enhance an in-memory ZYX array; same tiling, blending and result as a file run."""
+    """Enhance an in-memory ZYX array; same tiling, blending and bytes as a file run."""
     settings.check()
     vol = check_volume_array(volume)
     shape = (int(vol.shape[0]), int(vol.shape[1]), int(vol.shape[2]))
@@ -155,15 +210,15 @@ def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
     if levels is None:
         levels = levels_for(engine, read, shape, "volume")
     plan = make_plan(engine, shape, settings)
+    bplan = make_block_plan(plan, settings.block)
     out = np.empty(plan.out_shape, output_dtype(vol.dtype))
     sink = ArraySink(out)
-    chunk_z = plan.out_core[0]
 
-    def make_blender(p: TilePlan, skip: int) -> SlabBlender:
-        return SlabBlender(engine, p, levels, out.dtype, sink, chunk_z, settings.blend,
-                           settings.sigma_scale, skip_below=skip)
+    def make_runner(bp: BlockPlan) -> BlockRunner:
+        return BlockRunner(engine, bp, levels, out.dtype, sink, settings.blend,
+                           settings.sigma_scale)
 
-    _run_with_fallback(engine, plan, settings, make_blender, read)
+    _run_blocks(engine, bplan, settings, make_runner, read, list(bplan.blocks()))
     return out
 
 
@@ -179,20 +234,26 @@ def default_output(input_path: str | os.PathLike) -> str:
 
 
 def _output_exists(output: str) -> bool:
-    return Path(output).exists() or Path(output + ".partial").exists()
+    return any(Path(p).exists() or Path(p).is_symlink()
+               for p in (output, staging_path(output)))
 
 
-def output_chunks(fmt: str, out_shape: tuple[int, int, int],
-                  plan: TilePlan) -> tuple[int, int, int]:
+def output_chunks(fmt: str, plan: TilePlan) -> Triple:
+    """Chunks of a streamed output: TIFF planes, or Zarr chunks on the tile grid, one tile
+    row deep so that planes reach the store as soon as their row is done."""
     if fmt == "tiff":
-        return (1, out_shape[1], out_shape[2])
-    cz = max(1, min(out_shape[0], 32, plan.out_core[0]))
-    return (cz, min(out_shape[1], 256), min(out_shape[2], 256))
+        return (1, plan.out_shape[1], plan.out_shape[2])
+    return align_chunks(plan, target=(1, DEFAULT_CHUNK[1], DEFAULT_CHUNK[2]))
+
+
+def _inside(a: Path, b: Path) -> bool:
+    return a == b or b in a.parents
 
 
 def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike | None,
                  resume: bool = False, overwrite: bool = False) -> str:
-    """The output path (default beside the input); refuses to replace one without a flag.
+    """The output path (default beside the input); refuses to replace one without a flag,
+    and any output that contains the input or lies inside it.
 
     Cheap, so ``resin-run`` calls it before loading the model.
     """
@@ -204,130 +265,164 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
     output = os.fspath(output_path) if output_path is not None else default_output(input_path)
     volume_format(output)
     volume_format(input_path)
-    if Path(output).resolve() == Path(input_path).resolve():
-        raise UsageError(f"{output}: the output must not be the input")
-    journal_exists = Path(output).with_name(Path(output).name + ".resin-journal.json").exists()
+    src = Path(input_path).resolve()
+    for candidate in (output, staging_path(output)):
+        dst = Path(candidate).resolve()
+        if _inside(src, dst) or _inside(dst, src):
+            what = "is the input" if src == dst else (
+                "contains the input" if _inside(src, dst) else "lies inside the input")
+            raise UsageError(f"{output}: the output {what} ({input_path}); write it elsewhere")
     if _output_exists(output) and not overwrite and not resume:
-        hint = "--resume to continue it or " if journal_exists else ""
-        raise OutputExistsError(f"{output} exists; pass {hint}--overwrite to replace it")
+        partial = Path(staging_path(output)).exists()
+        hint = "--resume to continue it or " if partial else ""
+        raise OutputExistsError(f"{output if not partial else staging_path(output)} exists; "
+                                f"pass {hint}--overwrite to replace it")
+    if resume and not Path(staging_path(output)).exists():
+        if Path(output).exists():
+            raise ResumeError(f"{output} is already complete (there is no "
+                              f"{Path(staging_path(output)).name} to resume); use --overwrite "
+                              "to write it again")
+        raise ResumeError(f"cannot resume: {staging_path(output)} (the unfinished output) is "
+                          "missing; it was deleted or moved. Run without --resume to start over")
     return output
+
+
+def mip_paths(mip_dir: str | os.PathLike, output: str) -> list[Path]:
+    """The files ``--mip DIR`` writes for ``output``."""
+    stem = Path(output.rstrip("/")).name.split(".")[0]
+    d = Path(mip_dir)
+    return [d / f"{stem}_mip_{a}.tif" for a in "zyx"] + [d / f"{stem}_mip.png"]
+
+
+def check_mip_dir(mip_dir: str | os.PathLike, output: str, replace: bool) -> None:
+    """``--mip DIR`` is checked before the run, not after it."""
+    d = Path(mip_dir)
+    if d.exists() and not d.is_dir():
+        raise UsageError(f"--mip {mip_dir}: exists and is not a directory")
+    existing = [p for p in mip_paths(mip_dir, output) if p.exists() or p.is_symlink()]
+    if existing and not replace:
+        raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace the MIPs")
+
+
+def run_identity(engine: Backend, model_path: str, input_path: str, shape: Triple,
+                 dtype: np.dtype, levels: Levels, bplan: BlockPlan, settings: TileSettings,
+                 out_dtype: np.dtype, shards: Triple | None) -> dict[str, Any]:
+    """Everything that determines the output bytes (the run record's plan)."""
+    from resin.runtime.runstate import file_sha256, input_fingerprint
+
+    plan = bplan.tiles
+    return {
+        "input": input_fingerprint(input_path),
+        "input_shape": list(shape), "input_dtype": str(np.dtype(dtype)),
+        "levels": [levels.low, levels.high],
+        "model_sha256": file_sha256(model_path),
+        "backend": engine.name, "device": str(getattr(engine, "device", "")),
+        "precision": str(getattr(engine, "precision", "") or engine.metadata.input_dtype),
+        "tile": list(plan.tile), "halo": list(plan.halo), "overlap": settings.overlap or 0,
+        "blend": [settings.blend, settings.sigma_scale],
+        "block": list(bplan.block), "chunks": list(bplan.chunks),
+        "shards": None if shards is None else list(shards), "out_dtype": str(out_dtype),
+    }
 
 
 def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike,
                  output_path: str | os.PathLike | None, settings: TileSettings,
                  mip_dir: str | os.PathLike | None = None, resume: bool = False,
-                 overwrite: bool = False, announce: str | None = None) -> RunReport:
-    """Stream ``input_path`` through ``engine`` into ``output_path`` (see module docstring).
+                 overwrite: bool = False, announce: str | None = None,
+                 progress: Callable[[RunProgress], None] | None = None) -> RunReport:
+    """Stream ``input_path`` through ``engine`` into ``output_path`` block by block.
 
-    ``announce`` (the backend choice) is logged once the inputs are checked.
+    The output is built at ``OUTPUT.partial`` and renamed when complete (an old output is
+    replaced only then). Each written and flushed block gets a done marker; a failed or
+    killed run keeps them, and ``resume=True`` skips them. ``announce`` (the backend
+    choice) is logged once the inputs are checked; ``progress`` is called after each tile
+    (raise from it to stop: finished blocks are kept for ``resume``).
     """
-    from resin.io import create_volume, open_volume, volume_format
+    from resin.runtime.runstate import OutputLock, RunRecord, record_dir
+
+    from resin.io import open_volume, volume_format
 
     settings.check()
     input_path = os.fspath(input_path)
     output = check_output(input_path, output_path, resume, overwrite)
     fmt = volume_format(output)
+    if mip_dir is not None:
+        check_mip_dir(mip_dir, output, overwrite or resume)
+    if settings.shards is not None and fmt != "zarr":
+        raise UsageError(f"{output}: --shard needs a .zarr/.ome.zarr output")
 
     t0 = time.perf_counter()
-    reader = open_volume(input_path)
+    lock = OutputLock(output)
+    lock.acquire()
+    reader = None
     try:
+        reader = open_volume(input_path)
         shape = tuple(int(s) for s in reader.shape)
         if len(shape) != 3 or min(shape) < 1:
             raise VolumeError(f"{input_path}: expected a non-empty 3D ZYX volume, got {shape}")
         shape3 = (shape[0], shape[1], shape[2])
-        meta = engine.metadata
         levels = levels_for(engine, reader.read, shape3, input_path)
         plan = make_plan(engine, shape3, settings)
+        bplan = make_block_plan(plan, settings.block, shards=settings.shards)
         out_dtype = output_dtype(reader.dtype)
-        out_shape = plan.out_shape
-        chunks = output_chunks(fmt, out_shape, plan)
-        voxel_size = None
-        if reader.voxel_size is not None:
-            voxel_size = tuple(float(v) / s for v, s in zip(reader.voxel_size, plan.scale,
-                                                            strict=True))
-        identity = {
-            "input": str(Path(input_path).resolve()),
-            "input_shape": shape3, "input_dtype": str(np.dtype(reader.dtype)),
-            "model_sha256": meta.weights_sha256, "halo": plan.halo,
-            "tile": settings.tile, "overlap": settings.overlap or 0, "blend": settings.blend,
-            "levels": [levels.low, levels.high], "out_dtype": str(out_dtype),
-            "chunks": chunks, "mip": mip_dir is not None,
-        }
-        journal = Journal(output, identity)
-        skip_below = 0
+        identity = run_identity(engine, model_path, input_path, shape3, reader.dtype, levels,
+                                bplan, settings, out_dtype, settings.shards)
+        record = RunRecord(record_dir(output, fmt), identity)
+        done: set[str] = set()
         if resume:
-            if journal.exists():
-                skip_below = journal.load()
-                _log.log(f"resuming {output} from output z={skip_below} of {out_shape[0]}")
-            elif _output_exists(output):
-                raise ResumeError(f"{output} has no resume journal (it finished, or was not "
-                                  "written by resin-run); use --overwrite to write it again")
-        attrs = {
-            "model_sha256": meta.weights_sha256,
-            "model": Path(model_path).name,
-            "resin_version": meta.resin_version,
-            "normalization": levels.as_attrs(),
-            "scale": list(meta.scale),
-            "axial_angle_deg": meta.axial_angle_deg,
-            "tile": list(plan.tile), "halo": list(plan.halo),
-            "overlap": settings.overlap or 0, "blend": settings.blend,
-            "input": Path(input_path).name,
-        }
+            record.check()
+            done = record.done()
+        writer = _create_writer(engine, model_path, reader, output, bplan, levels, settings,
+                                out_dtype, overwrite, resume)
+        if not resume:
+            record.create(bplan.n_blocks)
         if announce:
             _log.log(announce)
-        writer = create_volume(output, out_shape, out_dtype, voxel_size=voxel_size,
-                               chunks=chunks, overwrite=overwrite, attrs=attrs,
-                               resume=resume)
-        if not resume or skip_below == 0:
-            journal.record(0)
+        all_blocks = list(bplan.blocks())
+        todo = [b for b in all_blocks if b.key not in done]
+        _log.log(f"{len(all_blocks)} blocks of {describe(bplan.block)} (tile "
+                 f"{describe(plan.tile)}, {plan.n_tiles} tiles, "
+                 f"{100 * bplan.redundant_share:.1f} % run twice at block edges)"
+                 + (f"; resuming: {len(done)} blocks already done" if done else ""))
         mips = raw_mips = None
         if mip_dir is not None:
-            mips = Mips.empty(out_shape, out_dtype)
+            mips = Mips.empty(plan.out_shape, out_dtype)
             raw_mips = Mips.empty(shape3, np.dtype(reader.dtype))
-            saved = journal.load_mips() if skip_below > 0 else None
-            if saved is not None:
-                for m, prefix in ((mips, "out"), (raw_mips, "raw")):
-                    m.along_z[...] = saved[f"{prefix}_z"]
-                    m.along_y[...] = saved[f"{prefix}_y"]
-                    m.along_x[...] = saved[f"{prefix}_x"]
+            if done:
+                _mips_of_done(writer, reader, [b for b in all_blocks if b.key in done],
+                              plan.scale, mips, raw_mips)
+        tiles_total = sum(len(b.tiles) for b in todo)
+        state = RunProgress(blocks_total=len(all_blocks), blocks_done=len(done),
+                            tiles_total=tiles_total, tiles_done=0, started=t0)
 
-        def on_flush(z: int) -> None:
-            state = None
-            if mips is not None and raw_mips is not None:
-                state = {"out_z": mips.along_z, "out_y": mips.along_y, "out_x": mips.along_x,
-                         "raw_z": raw_mips.along_z, "raw_y": raw_mips.along_y,
-                         "raw_x": raw_mips.along_x}
-            journal.record(z, state)
+        def on_written(block: Block) -> None:
+            writer.flush(block.region)
+            record.mark(block.key)
+            state.blocks_done += 1
 
-        fresh = skip_below == 0
         try:
-            rows_total = plan.n_tiles
-            with _log.progress(float(np.prod(out_shape)), f"enhancing {Path(input_path).name}",
-                               "voxels") as bar:
-                per_tile = float(np.prod(out_shape)) / rows_total
+            with _log.progress(float(tiles_total), f"enhancing {Path(input_path).name}",
+                               "tiles") as bar:
+                def on_tile() -> None:
+                    bar.advance(1)
+                    state.tiles_done += 1
+                    if progress is not None:
+                        progress(state)
 
-                def make_blender(p: TilePlan, skip: int) -> SlabBlender:
-                    return SlabBlender(engine, p, levels, out_dtype, writer, chunks[0],
-                                       settings.blend, settings.sigma_scale, skip_below=skip,
-                                       mips=mips, on_flush=on_flush,
-                                       on_tile=lambda: bar.advance(per_tile), raw_mips=raw_mips)
+                def make_runner(bp: BlockPlan) -> BlockRunner:
+                    return BlockRunner(engine, bp, levels, out_dtype, writer, settings.blend,
+                                       settings.sigma_scale, mips=mips, raw_mips=raw_mips,
+                                       on_written=on_written, on_tile=on_tile)
 
-                if skip_below > 0:
-                    bar.advance(per_tile * plan.first_row_reaching(skip_below)
-                                * len(plan.axes[1].starts) * len(plan.axes[2].starts))
-                plan = _run_with_fallback(engine, plan, settings, make_blender, reader.read,
-                                          skip_below)
-        except VolumeError:
-            _abandon(writer)
-            if fresh:  # the input is bad: a partial output is of no use to --resume
-                _remove_output(output)
-                journal.remove()
-            raise
+                bplan = _run_blocks(engine, bplan, settings, make_runner, reader.read, todo)
         except BaseException:
             _abandon(writer)
+            _log.log(f"stopped: {state.blocks_done} of {state.blocks_total} blocks are "
+                     f"finished in {staging_path(output)}; run the same command with "
+                     "--resume to continue")
             raise
+        record.remove()
         writer.close()
-        journal.remove()
         written: list[str] = []
         if mip_dir is not None and mips is not None:
             from resin.runtime.mips import write_mips
@@ -336,12 +431,60 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
             written = [str(p) for p in write_mips(mip_dir, stem, raw_mips, mips,
                                                   reader.voxel_size)]
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
+        lock.release()
     seconds = time.perf_counter() - t0
-    report = RunReport(input=input_path, output=output, shape=shape3, out_shape=out_shape,
-                       tile=plan.tile, tiles=plan.n_tiles, levels=levels, seconds=seconds,
-                       resumed_from_z=skip_below, mips=written)
-    return report
+    return RunReport(input=input_path, output=output, shape=shape3, out_shape=plan.out_shape,
+                     tile=bplan.tiles.tile, tiles=plan.n_tiles, levels=levels, seconds=seconds,
+                     resumed_blocks=len(done), blocks=bplan.n_blocks, block=bplan.block,
+                     redundant_share=bplan.redundant_share, mips=written)
+
+
+def _create_writer(engine: Backend, model_path: str, reader: Any, output: str,
+                   bplan: BlockPlan, levels: Levels, settings: TileSettings,
+                   out_dtype: np.dtype, overwrite: bool, resume: bool) -> Any:
+    from resin.io import create_volume
+
+    meta, plan = engine.metadata, bplan.tiles
+    voxel_size = None
+    if reader.voxel_size is not None:
+        voxel_size = tuple(float(v) / s for v, s in zip(reader.voxel_size, plan.scale,
+                                                        strict=True))
+    attrs = {
+        "model_sha256": meta.weights_sha256,
+        "model": Path(model_path).name,
+        "resin_version": meta.resin_version,
+        "normalization": levels.as_attrs(),
+        "scale": list(meta.scale),
+        "axial_angle_deg": meta.axial_angle_deg,
+        "tile": list(plan.tile), "halo": list(plan.halo),
+        "overlap": settings.overlap or 0, "blend": settings.blend,
+        "block": list(bplan.block),
+        "input": Path(input_name(reader)).name,
+    }
+    return create_volume(output, plan.out_shape, out_dtype, voxel_size=voxel_size,
+                         chunks=bplan.chunks, overwrite=overwrite, attrs=attrs,
+                         shards=settings.shards, resume=resume)
+
+
+def input_name(reader: Any) -> str:
+    return str(getattr(reader, "path", "volume")).rstrip("/")
+
+
+def _mips_of_done(writer: Any, reader: Any, blocks: list[Block], scale: Triple, mips: Mips,
+                  raw_mips: Mips) -> None:
+    """MIPs of the blocks an earlier run finished: read back from the partial output and
+    the input (max is order-free, so the result equals an uninterrupted run's)."""
+    from resin.io import open_volume
+
+    with open_volume(writer.partial_path) as done_out:
+        for b in blocks:
+            mips.update(np.ascontiguousarray(done_out.read(b.region)), b.start)
+            lo = tuple(b.start[i] // scale[i] for i in range(3))
+            hi = tuple(-(-b.stop[i] // scale[i]) for i in range(3))
+            raw = reader.read(tuple(slice(lo[i], hi[i]) for i in range(3)))
+            raw_mips.update(np.ascontiguousarray(raw), lo)
 
 
 def _abandon(writer: Any) -> None:
@@ -351,13 +494,3 @@ def _abandon(writer: Any) -> None:
             abandon()
     except Exception as exc:  # noqa: BLE001 - the original error is the one to report
         _log.debug(f"could not keep the partial output: {exc}")
-
-
-def _remove_output(output: str) -> None:
-    import shutil
-
-    for p in (Path(output + ".partial"), Path(output)):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.exists():
-            p.unlink()

@@ -75,8 +75,9 @@ class VolumeWriter(Protocol):
 
 
 def volume_format(path: str | os.PathLike[str]) -> str:
-    """'tiff' or 'zarr' from the path's suffix (or an existing Zarr store's metadata)."""
-    name = str(path).rstrip("/").lower()
+    """'tiff' or 'zarr' from the path's suffix (or an existing Zarr store's metadata); an
+    unfinished output's ``.partial`` suffix is looked through."""
+    name = str(path).rstrip("/").lower().removesuffix(".partial")
     if name.endswith((".tif", ".tiff")):
         return "tiff"
     if name.endswith(".zarr") or ".zarr/" in name:

@@ -31,7 +31,13 @@ def volume_info(path: str | os.PathLike[str], check: bool = False) -> dict[str, 
             "chunks": list(reader.chunks),
             "size_on_disk": size_on_disk(path),
             "attrs": reader.attrs,
+            "complete": bool(getattr(reader, "complete", True)),
         }
+        if not info["complete"]:
+            from resin.runtime.runstate import progress_of
+
+            blocks = progress_of(path)
+            info["blocks_done"] = None if blocks is None else list(blocks)
         if check:
             z, y, x = reader.shape
             step = max(1, reader.chunks[0])
@@ -76,6 +82,11 @@ def format_info(info: dict[str, Any]) -> str:
         ("size on disk", f"{_bytes(info['size_on_disk'])} "
                          f"(uncompressed {_bytes(z * y * x * dtype_bytes)})"),
     ]
+    if not info.get("complete", True):
+        blocks = info.get("blocks_done")
+        done = f": {blocks[0]} of {blocks[1]} blocks" if blocks else ""
+        rows.append(("state", f"incomplete{done} (an unfinished resin-run; rerun it with "
+                              "--resume to finish it)"))
     if info.get("attrs"):
         rows.append(("resin attrs", ", ".join(sorted(info["attrs"]))))
     if "check" in info:

@@ -87,6 +87,8 @@ class TiffReader:
         import tifffile
 
         self.path = path
+        #: False for the ``.partial`` file of an unfinished run
+        self.complete = not path.rstrip("/").endswith(".partial")
         self.attrs: dict[str, Any] = {}
         self._lock = threading.Lock()  # TiffFile's file handle is shared by page reads
         self._whole: np.ndarray | None = None
@@ -297,6 +299,8 @@ class TiffWriter:
         partial, final = Path(self.partial_path), Path(path)
         self._closed = False
         if resume and partial.exists():
+            self._check_space(int(np.prod(self.shape)) * self.dtype.itemsize
+                              - partial.stat().st_blocks * 512)
             self._mm = self._reopen()
             return
         if resume and final.exists() and not overwrite:
@@ -319,6 +323,7 @@ class TiffWriter:
 
         vs = self.voxel_size
         nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        self._check_space(nbytes)
         kw: dict[str, Any] = {
             "extratags": [(ATTRS_TAG, 2, 0, attrs_json, True)],
             "photometric": "minisblack",
@@ -342,6 +347,16 @@ class TiffWriter:
         except OSError as exc:
             raise VolumeError(f"{self.path}: cannot create the output ({one_line(exc)})") from exc
         return np.asarray(mm).reshape(self.shape) if mm.shape != self.shape else mm
+
+    def _check_space(self, needed: int) -> None:
+        """The file is a sparse memory map: without the space, a write deep into the run
+        would kill the process (SIGBUS) instead of raising. Refuse up front."""
+        import shutil
+
+        free = shutil.disk_usage(Path(self.partial_path).resolve().parent).free
+        if needed + (64 << 20) > free:
+            raise VolumeError(f"{self.path}: needs {needed / 2**30:.2f} GiB on its disk, "
+                              f"{free / 2**30:.2f} GiB is free; free space or write elsewhere")
 
     def _reopen(self) -> np.ndarray:
         try:
@@ -368,6 +383,13 @@ class TiffWriter:
             raise UsageError(f"{self.path}: write after close")
         region, data = check_write_region(region, array, self.shape, self.dtype, self.path)
         self._mm[region] = data
+
+    def flush(self, region: Region | None = None) -> None:
+        """Write the memory map's dirty pages to disk (msync) before a marker claims them."""
+        mm = self._mm
+        target = mm if isinstance(mm, np.memmap) else getattr(mm, "base", None)
+        if isinstance(target, np.memmap):
+            target.flush()
 
     def _release(self) -> None:
         mm = self._mm

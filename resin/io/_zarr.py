@@ -7,7 +7,10 @@ share a chunk (a shard, when sharded): :attr:`ZarrWriter.chunks` is that write u
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from resin import _log
-from resin.errors import ResumeError, UsageError, VolumeError
+from resin._atomic import fsync_dir, fsync_file
+from resin.errors import OutputExistsError, ResumeError, UsageError, VolumeError
 from resin.io._common import (
     Region,
     VoxelSize,
@@ -149,6 +153,10 @@ class ZarrReader:
             raise
         except Exception as exc:
             raise VolumeError(f"{path}: malformed Zarr/OME-Zarr metadata ({one_line(exc)})") from exc
+        #: False for a store a run is still writing (or left unfinished)
+        self.attrs = dict(self.attrs)
+        self.complete = self.attrs.pop("complete", True) is not False and not path.rstrip(
+            "/").endswith(".partial")
         self.dtype: np.dtype = read_dtype(np.dtype(self._array.dtype), path)
         self.shape: tuple[int, int, int] = self._axes.shape
         self.chunks: tuple[int, int, int] = self._axes.pick(tuple(self._array.chunks))
@@ -263,14 +271,22 @@ def _fmt(region: Region) -> str:
 
 
 def _is_ome(path: str) -> bool:
-    return path.rstrip("/").lower().endswith(".ome.zarr")
+    return path.rstrip("/").lower().removesuffix(".partial").endswith(".ome.zarr")
+
+
+def _is_store(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and any(
+        (path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
 class ZarrWriter:
     """Writes a Zarr v3 array (``.zarr``) or an OME-Zarr 0.5 image (``.ome.zarr``).
 
-    ``chunks`` is the unit of independent writes: regions that do not share one can be
-    written from different threads, and each is written once when it is complete.
+    The store is built at ``<path>.partial`` and renamed to ``path`` on a clean
+    :meth:`close`; an existing ``path`` (``overwrite=True``) is replaced only then, so a
+    failed write leaves it intact. Until then the store's ``resin.complete`` attribute is
+    false. ``chunks`` is the unit of independent writes: regions that do not share one can
+    be written from different threads (or processes), each once when it is complete.
     """
 
     def __init__(self, path: str, shape: tuple[int, int, int], dtype: object,
@@ -291,10 +307,26 @@ class ZarrWriter:
         except (TypeError, ValueError) as exc:
             raise UsageError(f"volume attrs must be JSON-serializable ({exc})") from exc
         self.ome = _is_ome(path)
-        if resume and Path(path).exists():
+        self.partial_path = path.rstrip("/") + ".partial"
+        self._closed = False
+        partial, final = Path(self.partial_path), Path(path)
+        if final.exists() and not overwrite and not resume:
+            raise OutputExistsError(f"{path} already exists; use --overwrite to replace it")
+        if final.exists() and not _is_store(final):
+            raise OutputExistsError(f"{path} exists and is not a Zarr store; refusing to "
+                                    "replace it")
+        if resume and partial.exists():
             self._array = self._reopen(inner, outer)
         else:
-            prepare_output(path, overwrite)
+            if resume and final.exists():
+                raise ResumeError(f"{path} is already complete (there is no {partial.name} "
+                                  "to resume); use --overwrite to write it again")
+            if partial.exists() or partial.is_symlink():
+                if not overwrite:
+                    raise OutputExistsError(
+                        f"an interrupted run left {partial}; use --resume to continue it or "
+                        "--overwrite to start over")
+                prepare_output(self.partial_path, True)
             self._array = self._create(inner, outer)
         self.chunks: tuple[int, int, int] = outer or inner
         self.inner_chunks: tuple[int, int, int] = inner
@@ -310,6 +342,7 @@ class ZarrWriter:
                 for ax in axes:
                     ax["unit"] = "micrometer"
             name = Path(self.path.rstrip("/")).name[: -len(".ome.zarr")]
+            self.attrs["complete"] = False
             multiscale = {
                 "name": name,
                 "axes": axes,
@@ -319,27 +352,31 @@ class ZarrWriter:
             }
             group_attrs: dict[str, Any] = {"ome": {"version": "0.5", "multiscales": [multiscale]},
                                            "resin": self.attrs}
-            group = zarr.open_group(self.path, mode="w-", zarr_format=3, attributes=group_attrs)
-            return group.create_array("0", **kw)
+            self._group = zarr.open_group(self.partial_path, mode="w-", zarr_format=3,
+                                          attributes=group_attrs)
+            return self._group.create_array("0", **kw)
+        self.attrs["complete"] = False
         array_attrs: dict[str, Any] = {"resin": self.attrs}
         if vs is not None:
             array_attrs.update(voxel_size=list(vs), voxel_size_unit="micrometer")
-        return zarr.create_array(self.path, zarr_format=3, attributes=array_attrs, **kw)
+        self._group = None
+        return zarr.create_array(self.partial_path, zarr_format=3, attributes=array_attrs, **kw)
 
     def _reopen(self, inner: tuple[int, int, int], outer: tuple[int, int, int] | None) -> Any:
         zarr = _zarr()
         try:
-            node = zarr.open(self.path, mode="r+")
+            node = zarr.open(self.partial_path, mode="r+")
+            self._group = node if isinstance(node, zarr.Group) else None
             array = node["0"] if isinstance(node, zarr.Group) else node
         except Exception as exc:
-            raise ResumeError(f"{self.path}: cannot reopen the partial output to resume "
+            raise ResumeError(f"{self.partial_path}: cannot reopen the partial output to resume "
                               f"({one_line(exc)}); use --overwrite to start over") from exc
         found = (tuple(array.shape), np.dtype(array.dtype), tuple(array.chunks),
                  None if array.shards is None else tuple(array.shards))
         wanted = (self.shape, self.dtype, inner, outer)
         if found != wanted:
             raise ResumeError(
-                f"{self.path}: the partial output has shape/dtype/chunks/shards {found}, this run "
+                f"{self.partial_path}: holds shape/dtype/chunks/shards {found}, this run "
                 f"writes {wanted}; use --overwrite to start over"
             )
         return array
@@ -352,14 +389,50 @@ class ZarrWriter:
             raise VolumeError(f"{self.path}: could not write region {_fmt(region)} "
                               f"({one_line(exc)})") from exc
 
+    def flush(self, region: Region) -> None:
+        """Make the chunk (shard) files holding ``region`` durable (fsync) before a marker
+        claims them; chunks never written hold the fill value and have no file."""
+        region = normalize_region(region, self.shape)
+        root = Path(self.partial_path) / (self._array.path or "")
+        ranges = [range(s.start // c, -(-s.stop // c))
+                  for s, c in zip(region, self.chunks, strict=True)]
+        dirs: set[Path] = set()
+        for idx in itertools.product(*ranges):
+            f = root / self._array.metadata.encode_chunk_key(idx)
+            if fsync_file(f):
+                dirs.add(f.parent)
+        for d in dirs:
+            fsync_dir(d)
+
     def close(self) -> None:
-        """Nothing to flush: every ``write`` has reached the store when it returns."""
+        """Mark the store complete and move it to ``path`` (replacing an old output only now)."""
+        if self._closed:
+            return
+        self._closed = True
+        target = self._group if self._group is not None else self._array
+        resin_attrs = dict(target.attrs.get("resin", {}))
+        resin_attrs["complete"] = True
+        target.attrs["resin"] = resin_attrs
+        final, partial = Path(self.path.rstrip("/")), Path(self.partial_path)
+        old = final.with_name(final.name + ".resin-old")
+        if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+        os.replace(partial, final)
+        fsync_dir(final.parent)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
 
     def abandon(self) -> None:
-        """Stop writing and leave the partial store for a later ``resume=True``."""
+        """Stop writing and leave ``<path>.partial`` for a later ``resume=True``."""
+        self._closed = True
 
     def __enter__(self) -> ZarrWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object, /) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()

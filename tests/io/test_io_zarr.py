@@ -41,7 +41,7 @@ def test_ome_zarr_layout_is_0_5_with_micrometer_axes(tmp_path, tiny_volume):
     assert all(a["unit"] == "micrometer" and a["type"] == "space" for a in ms["axes"])
     assert ms["datasets"] == [{"path": "0", "coordinateTransformations": [
         {"type": "scale", "scale": list(VS)}]}]
-    assert meta["attributes"]["resin"] == {"a": 1}
+    assert meta["attributes"]["resin"] == {"a": 1, "complete": True}  # the completeness marker
     arr = zarr.open_array(path / "0", mode="r")
     assert arr.metadata.zarr_format == 3 and tuple(arr.metadata.dimension_names) == ("z", "y", "x")
 

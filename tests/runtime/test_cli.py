@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,44 +130,53 @@ def _run_bg(fast_model, src, out, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _done_blocks(out: Path, suffix: str) -> int:
+    d = (Path(str(out) + ".partial") / ".resin-run" / "done" if suffix.endswith("zarr")
+         else Path(str(out) + ".resin-run") / "done")
+    try:
+        return len(list(d.iterdir()))
+    except OSError:
+        return 0
+
+
 @pytest.mark.parametrize("suffix", [".ome.zarr", ".tif"])
 def test_kill_9_then_resume_gives_identical_bytes(cli, fast_model, tmp_path, rng, suffix):
     vol = rng.integers(0, 5000, size=(96, 40, 40)).astype(np.uint16)
     src = tmp_path / "in.tif"
     write_volume(src, vol, voxel_size=VS)
     ref = tmp_path / f"ref{suffix}"
+    block = ["--block", "16", "40", "40"]
     proc = cli("resin-run", "--engine", str(fast_model), str(src), "-o", str(ref), "--device",
-               "cpu", "--tile", "8", "20", "20", "--mip", str(tmp_path / "mref"))
+               "cpu", "--tile", "8", "20", "20", "--mip", str(tmp_path / "mref"), *block)
     assert proc.returncode == 0, proc.stderr
 
     out = tmp_path / f"out{suffix}"
-    journal = Path(str(out) + ".resin-journal.json")
     for _attempt in range(3):
-        bg = _run_bg(fast_model, src, out, "--mip", str(tmp_path / "mout"), "--overwrite")
+        bg = _run_bg(fast_model, src, out, "--mip", str(tmp_path / "mout"), "--overwrite",
+                     *block)
         killed = False
         while bg.poll() is None:
-            try:
-                done = json.loads(journal.read_text())["done_z"]
-            except (OSError, ValueError, KeyError):
-                done = 0
-            if 0 < done < vol.shape[0] - 10:
+            if _done_blocks(out, suffix) >= 1:
                 os.kill(bg.pid, signal.SIGKILL)
                 killed = True
                 break
-            time.sleep(0.01)
+            time.sleep(0.005)
         bg.wait()
-        if killed:
+        if killed and not out.exists():
             break
     else:
         pytest.skip("the run always finished before it could be killed")
     assert bg.returncode == -signal.SIGKILL
+    assert not out.exists(), "an unfinished output must not appear under the final name"
+    assert Path(str(out) + ".resin-lock").exists()  # the dead run's lock: stale, taken over
 
     again = cli("resin-run", "--engine", str(fast_model), str(src), "-o", str(out))
-    assert_one_line_error(again)  # exists, no --resume: refused, untouched
+    assert "--resume" in assert_one_line_error(again)  # exists, no --resume: refused
     proc = cli("resin-run", "--engine", str(fast_model), str(src), "-o", str(out), "--device",
-               "cpu", "--tile", "8", "20", "20", "--resume", "--mip", str(tmp_path / "mout"))
+               "cpu", "--tile", "8", "20", "20", "--resume", "--mip", str(tmp_path / "mout"),
+               *block)
     assert proc.returncode == 0, proc.stderr
-    assert "resuming" in proc.stderr
+    assert "resuming" in proc.stderr and "stale lock" in proc.stderr
     ref_name = "ref" + suffix
     got, expect = _tree_bytes(out), _tree_bytes(ref)
     if suffix == ".ome.zarr":  # the group's name (from the path) differs; the chunks do not
@@ -178,7 +188,9 @@ def test_kill_9_then_resume_gives_identical_bytes(cli, fast_model, tmp_path, rng
     for axis in "zyx":
         np.testing.assert_array_equal(tifffile.imread(tmp_path / "mout" / f"out_mip_{axis}.tif"),
                                       tifffile.imread(tmp_path / "mref" / f"ref_mip_{axis}.tif"))
-    assert not journal.exists()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith("out")
+                 and p.name != out.name]
+    assert not leftovers, leftovers
 
 
 def test_resume_with_other_settings_is_refused(cli, fast_model, tmp_path, rng):
@@ -186,16 +198,18 @@ def test_resume_with_other_settings_is_refused(cli, fast_model, tmp_path, rng):
     src = tmp_path / "in.tif"
     write_volume(src, vol)
     out = tmp_path / "out.zarr"
-    from resin.runtime.journal import Journal
+    args = ["resin-run", "--engine", str(fast_model), str(src), "-o", str(out), "--device",
+            "cpu", "--tile", "8", "16", "16"]
 
-    Journal(out, {"tile": [6, 20, 20]}).record(4)
-    out.mkdir()
-    proc = cli("resin-run", "--engine", str(fast_model), str(src), "-o", str(out), "--resume",
-               "--device", "cpu")
-    line = assert_one_line_error(proc)
-    assert "cannot resume" in line
+    def interrupted() -> None:  # a finished run's output moved back to look unfinished
+        assert cli(*args, "--overwrite").returncode == 0
+        shutil.rmtree(str(out) + ".partial", ignore_errors=True)
+        os.replace(out, str(out) + ".partial")
 
-
+    # a partial output from a run whose record was lost (or another tool's store)
+    interrupted()
+    line = assert_one_line_error(cli(*args, "--resume"))
+    assert "cannot resume" in line and "missing" in line
 # -- bad inputs: exit 2, one line, an existing output untouched ----------------------------
 
 def _bad_inputs(tmp_path: Path, rng) -> dict[str, tuple[list[str], str]]:

@@ -70,8 +70,9 @@ def test_stream_flushes_chunks_before_the_end(fast_model, tmp_path, rng):
             s.push(plane)
         written = s.sync()
         assert 0 < written < deep.shape[0], "no chunk was written while planes arrived"
-        partial = read_volume(out)
+        partial = read_volume(str(out) + ".partial")  # named .partial until complete
         np.testing.assert_array_equal(partial[:written], whole[:written])
+        assert not out.exists()
         for plane in deep[20:]:
             s.push(plane)
         s.close()
@@ -147,23 +148,34 @@ def test_upsampling_model_scales_output(rng):
     np.testing.assert_array_equal(out, np.repeat(vol, 2, axis=0))
 
 
-def test_nan_found_mid_run_removes_the_new_output(fast_model, tmp_path, monkeypatch):
+def test_nan_found_mid_run_keeps_finished_blocks_and_the_old_output(fast_model, tmp_path,
+                                                                    monkeypatch):
+    """Defect: any error on a fresh run deleted the output and its journal, and with
+    --overwrite the user's previous output too."""
     import tifffile
-    from resin.runtime import normalize
+    from resin.runtime import runner
+    from resin.runtime.normalize import Levels
 
     from resin.errors import VolumeError
+    from resin.io import write_volume
 
-    monkeypatch.setattr(normalize, "MAX_PLANES", 2)  # the sample misses the NaN plane
-    vol = np.ones((12, 10, 10), np.float32)
-    vol[5, 3, 3] = np.nan
+    # a sample that missed the NaN
+    monkeypatch.setattr(runner, "levels_for", lambda *a: Levels(1, 99, 0.0, 2.0, 10))
+    vol = np.ones((64, 10, 10), np.float32)
+    vol[60, 3, 3] = np.nan
     src = tmp_path / "in.tif"
     tifffile.imwrite(src, vol)
     out = tmp_path / "out.zarr"
-    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+    previous = np.full((3, 3, 3), 7, np.float32)
+    write_volume(out, previous)
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), block=(8, 10, 10)) as enh:
         with pytest.raises(VolumeError, match="NaN"):
-            enh.run(src, out)
-    assert not out.exists()
-    assert not list(tmp_path.glob("*journal*"))
+            enh.run(src, out, overwrite=True)
+    from resin.io import read_volume
+
+    np.testing.assert_array_equal(read_volume(out), previous)  # untouched
+    done = list((tmp_path / "out.zarr.partial" / ".resin-run" / "done").iterdir())
+    assert len(done) >= 2, "the finished blocks were not kept"
 
 
 def test_stream_to_file_refuses_existing_output(fast_model, tmp_path):

@@ -1,0 +1,323 @@
+"""3-D output blocks: the unit of work, of memory, of writing and of resuming.
+
+The output is cut into blocks aligned to a grid of *chunks* (the output store's chunks,
+chosen as whole multiples of the tile grid's step so that tile cores and blocks share
+boundaries). A block runs every tile of the one global tile grid whose kept core reaches
+it, in the global tile order, and blends them into an accumulator of the block's size
+only. Each output voxel therefore receives the same contributions in the same order
+whatever the block size, the order blocks run in, or the process that runs them: the
+output is byte-identical to a single-block run. Memory is one block accumulator plus a few
+tiles, flat in every axis.
+
+A tile whose core reaches two blocks runs once for each (the *redundant* work, reported
+by :attr:`BlockPlan.redundant_share`); with the default block and no extra overlap,
+cores and blocks share boundaries and only the flush-with-the-end tile of an axis can
+straddle one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from resin.runtime.backends._base import Backend
+from resin.runtime.normalize import Levels, normalize_tile
+from resin.runtime.pipeline import (
+    QUEUE_DEPTH,
+    Mips,
+    ReadFn,
+    Sink,
+    TileKeeper,
+    Writer,
+    update_raw_mips,
+)
+from resin.runtime.planner import AxisPlan, Tile, TilePlan, read_padded
+
+from resin import _log
+from resin.errors import UsageError
+
+Triple = tuple[int, int, int]
+Region = tuple[slice, slice, slice]
+
+#: approximate default block, output voxels (two float32 accumulators of ~220 MB each)
+DEFAULT_BLOCK = (96, 768, 768)
+#: approximate output chunk of a Zarr output (the alignment grid of blocks)
+DEFAULT_CHUNK = (32, 256, 256)
+
+
+def _step(axis: AxisPlan) -> int:
+    """Distance between neighbouring tile starts (the whole core when one tile)."""
+    if len(axis.starts) > 1:
+        return axis.starts[1] - axis.starts[0]
+    return axis.core
+
+
+def align_chunks(plan: TilePlan, target: Triple = DEFAULT_CHUNK) -> Triple:
+    """Output chunks that are whole multiples of the tile step (about ``target``)."""
+    out = []
+    for i in range(3):
+        step = _step(plan.axes[i]) * plan.scale[i]
+        c = step * max(1, round(target[i] / step))
+        out.append(max(1, min(c, plan.out_shape[i])))
+    return out[0], out[1], out[2]
+
+
+def choose_block(plan: TilePlan, chunks: Triple, block: Sequence[int] | None = None,
+                 shards: Sequence[int] | None = None) -> Triple:
+    """The block shape: ``block`` (or :data:`DEFAULT_BLOCK`) rounded up to whole chunks
+    (whole shards when sharded), at most the output's extent."""
+    unit = tuple(int(v) for v in (shards if shards is not None else chunks))
+    if block is not None:
+        vals = tuple(int(v) for v in block)
+        if len(vals) != 3 or min(vals) < 1:
+            raise UsageError(f"--block needs three positive integers Z Y X, got {tuple(block)}")
+    else:
+        vals = DEFAULT_BLOCK
+    out = []
+    for i in range(3):
+        b = unit[i] * max(1, round(vals[i] / unit[i])) if block is None else \
+            -(-vals[i] // unit[i]) * unit[i]
+        out.append(min(b, -(-plan.out_shape[i] // unit[i]) * unit[i]))
+    return out[0], out[1], out[2]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One output block: ``[start, stop)`` in output voxels and the tiles reaching it."""
+
+    index: Triple
+    start: Triple
+    stop: Triple
+    tiles: tuple[Tile, ...]
+
+    @property
+    def shape(self) -> Triple:
+        return (self.stop[0] - self.start[0], self.stop[1] - self.start[1],
+                self.stop[2] - self.start[2])
+
+    @property
+    def region(self) -> Region:
+        return (slice(self.start[0], self.stop[0]), slice(self.start[1], self.stop[1]),
+                slice(self.start[2], self.stop[2]))
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def key(self) -> str:
+        return ".".join(str(i) for i in self.index)
+
+
+def _tiles_reaching(plan: TilePlan, axis: int, lo: int, hi: int) -> list[int]:
+    """Indices along ``axis`` of tiles whose output core overlaps ``[lo, hi)``."""
+    a, s, n = plan.axes[axis], plan.scale[axis], plan.out_shape[axis]
+    found = []
+    for i, start in enumerate(a.starts):
+        k0, k1 = a.kept(i, True) if plan.partition else (start + a.halo,
+                                                          start + a.tile - a.halo)
+        c0, c1 = k0 * s, min(k1 * s, n)
+        if c0 < hi and c1 > lo:
+            found.append(i)
+    return found
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """The blocks of one run over one :class:`TilePlan`, in z-major order."""
+
+    tiles: TilePlan
+    block: Triple
+    chunks: Triple
+
+    @property
+    def grid(self) -> Triple:
+        o = self.tiles.out_shape
+        return (-(-o[0] // self.block[0]), -(-o[1] // self.block[1]),
+                -(-o[2] // self.block[2]))
+
+    @property
+    def n_blocks(self) -> int:
+        return math.prod(self.grid)
+
+    def block_at(self, index: Sequence[int]) -> Block:
+        plan, o = self.tiles, self.tiles.out_shape
+        start = tuple(int(index[i]) * self.block[i] for i in range(3))
+        stop = tuple(min(start[i] + self.block[i], o[i]) for i in range(3))
+        reach = [_tiles_reaching(plan, i, start[i], stop[i]) for i in range(3)]
+        starts = [plan.axes[i].starts for i in range(3)]
+        tiles = tuple(Tile((iz, iy, ix), (starts[0][iz], starts[1][iy], starts[2][ix]))
+                      for iz, iy, ix in itertools.product(*reach))
+        return Block(index=(int(index[0]), int(index[1]), int(index[2])),
+                     start=(start[0], start[1], start[2]), stop=(stop[0], stop[1], stop[2]),
+                     tiles=tiles)
+
+    def blocks(self) -> Iterator[Block]:
+        for index in itertools.product(*(range(g) for g in self.grid)):
+            yield self.block_at(index)
+
+    @property
+    def tile_runs(self) -> int:
+        """Network calls over all blocks (tiles reaching two blocks count twice)."""
+        per_axis = []
+        for i in range(3):
+            n = 0
+            for b in range(self.grid[i]):
+                lo = b * self.block[i]
+                n += len(_tiles_reaching(self.tiles, i, lo,
+                                         min(lo + self.block[i], self.tiles.out_shape[i])))
+            per_axis.append(n)
+        return math.prod(per_axis)
+
+    @property
+    def redundant_share(self) -> float:
+        """Extra network calls caused by blocking, as a share of the tiles (0 = none)."""
+        return self.tile_runs / self.tiles.n_tiles - 1.0
+
+
+def make_block_plan(plan: TilePlan, block: Sequence[int] | None = None,
+                    chunks: Triple | None = None,
+                    shards: Sequence[int] | None = None) -> BlockPlan:
+    if chunks is None:
+        chunks = align_chunks(plan)
+        if block is not None and shards is None:  # a block smaller than a chunk: smaller chunks
+            chunks = (min(chunks[0], int(block[0])), min(chunks[1], int(block[1])),
+                      min(chunks[2], int(block[2])))
+    return BlockPlan(tiles=plan, block=choose_block(plan, chunks, block, shards), chunks=chunks)
+
+
+# -- running blocks ---------------------------------------------------------------------------
+
+class BlockRunner:
+    """Runs blocks of a :class:`BlockPlan`: read-ahead -> inference -> blend -> write.
+
+    Three threads overlap: a reader reads and normalizes tiles (and updates the input's
+    MIPs), the calling thread runs inference and blends, a writer writes finished blocks
+    and calls ``on_written(block)`` once a block's data is in the sink.
+    """
+
+    def __init__(self, engine: Backend, bplan: BlockPlan, levels: Levels, out_dtype: np.dtype,
+                 sink: Sink, blend: str = "gaussian", sigma_scale: float = 0.125,
+                 mips: Mips | None = None, raw_mips: Mips | None = None,
+                 on_written: Callable[[Block], None] | None = None,
+                 on_tile: Callable[[], None] | None = None) -> None:
+        self.engine = engine
+        self.bplan = bplan
+        self.plan = bplan.tiles
+        self.levels = levels
+        self.out_dtype = np.dtype(out_dtype)
+        self.in_dtype = np.dtype(engine.metadata.input_dtype)
+        self.keeper = TileKeeper(self.plan, blend, sigma_scale)
+        self.sink = sink
+        self.mips = mips
+        self.raw_mips = raw_mips
+        self.on_written = on_written
+        self.on_tile = on_tile
+        self.written = 0
+
+    # -- one tile ---------------------------------------------------------------------------
+    def prepare(self, read: ReadFn, block: Block, tile: Tile) -> np.ndarray:
+        raw = read_padded(read, self.plan.shape, tile.start, self.plan.tile)
+        x = normalize_tile(raw, self.levels, self.in_dtype)[None, None]
+        if self.raw_mips is not None:  # the part of the core inside this block
+            p = self.plan
+            update_raw_mips(self.raw_mips, p, raw, tile.start,
+                            tuple(block.start[i] // p.scale[i] for i in range(3)),
+                            tuple(-(-block.stop[i] // p.scale[i]) for i in range(3)))
+        return x
+
+    # -- blocks -----------------------------------------------------------------------------
+    def run(self, read: ReadFn, blocks: Sequence[Block], read_ahead: bool = True) -> None:
+        """Run ``blocks`` in order; each is written (and ``on_written``) before this returns."""
+        from resin.kernels import accumulate, finalize
+
+        writer = Writer(self.sink, self.mips)
+        items = ((b, t) for b in blocks for t in (*b.tiles, None))
+        source = _ReadAhead(self, read, items) if read_ahead else None
+        acc = wsum = None
+        try:
+            for block, tile, x in (source if source is not None else
+                                   _inline(self, read, items)):
+                if acc is None:
+                    acc = np.zeros(block.shape, np.float32)
+                    wsum = np.zeros(block.shape, np.float32)
+                if tile is not None:
+                    core, window, where = self.keeper.infer(self.engine, tile, x, self.written)
+                    accumulate(acc, wsum, core, window,
+                               tuple(where[i] - block.start[i] for i in range(3)))
+                    if self.on_tile is not None:
+                        self.on_tile()
+                    continue
+                assert wsum is not None
+                out = finalize(acc, wsum, self.out_dtype, low=self.levels.low,
+                               high=self.levels.high)
+                writer.put(block.region, out, lambda b=block: self._written(b))
+                acc = wsum = None
+            writer.close()
+        except BaseException:
+            if source is not None:
+                source.stop()
+            try:
+                writer.close()
+            except BaseException as exc:  # noqa: BLE001 - the first error is the one reported
+                _log.debug(f"writer error after a failed block: {exc}")
+            raise
+
+    def _written(self, block: Block) -> None:
+        self.written += 1
+        if self.on_written is not None:
+            self.on_written(block)
+
+
+def _inline(runner: BlockRunner, read: ReadFn,
+            items: Iterator[tuple[Block, Tile | None]]) -> Iterator[tuple[Block, Tile | None, Any]]:
+    for block, tile in items:
+        yield block, tile, (None if tile is None else runner.prepare(read, block, tile))
+
+
+class _ReadAhead:
+    """Reads and normalizes the next tiles on a thread while the caller runs inference."""
+
+    def __init__(self, runner: BlockRunner, read: ReadFn,
+                 items: Iterator[tuple[Block, Tile | None]]) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for block, tile in items:
+                    if self._stop.is_set():
+                        return
+                    x = None if tile is None else runner.prepare(read, block, tile)
+                    self._q.put(("item", (block, tile, x)))
+                self._q.put(("end", None))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+                self._q.put(("error", exc))
+
+        self._thread = threading.Thread(target=produce, name="resin-reader", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[tuple[Block, Tile | None, Any]]:
+        while True:
+            kind, payload = self._q.get()
+            if kind == "item":
+                yield payload
+            elif kind == "error":
+                raise payload
+            else:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self._q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
