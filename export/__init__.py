@@ -27,6 +27,7 @@ _PUBLIC = {
     "weights_sha256": "metadata",
     # receptive field / halo
     "measure_halo": "_halo",
+    "cached_halo": "_halo",
     # TensorRT engine build, plan sidecar and compatibility checks
     "build_engine": "_tensorrt",
     "check_plan_compatible": "_tensorrt",

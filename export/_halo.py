@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
+from resin import _log
+from resin._atomic import atomic_write
+from resin._cache import cache_dir, file_sha256
 from resin.errors import ModelError
 
 #: a change smaller than this fraction of the largest change is float64 round-off
 _RELATIVE_FLOOR = 1e-12
+#: bump when the measurement can find another halo, so older cache entries are remeasured
+MEASUREMENT_VERSION = 1
+
+Triple = tuple[int, int, int]
 
 
 def _phases(size_multiple: int, max_positions: int) -> list[tuple[int, int, int]]:
@@ -136,3 +145,54 @@ def measure_halo(
         side = min(max_side, side * 2)
     halo = (max(lo[0], hi[0]), max(lo[1], hi[1]), max(lo[2], hi[2]))
     return (extent[0], extent[1], extent[2]), halo
+
+
+def cached_halo(checkpoint: str | os.PathLike, generator: Any,
+                size_multiple: int) -> tuple[Triple, Triple]:
+    """:func:`measure_halo` of ``checkpoint``'s generator, remembered in the user cache.
+
+    The entry is keyed by the checkpoint file's SHA-256 (``<cache>/halo/<sha256>.json``), so
+    a changed checkpoint is measured afresh; an entry that is unreadable, corrupt or from
+    another measurement version is measured again and rewritten (atomically). A cache that
+    cannot be written only costs the next start another measurement.
+    """
+    path = cache_dir("halo", f"{file_sha256(checkpoint)}.json")
+    found = _read_entry(path, size_multiple)
+    if found is not None:
+        _log.debug(f"halo {found[1]} of {os.fspath(checkpoint)} from the cache ({path})")
+        return found
+    receptive_field, halo = measure_halo(generator, size_multiple)
+    entry = {"version": MEASUREMENT_VERSION, "size_multiple": int(size_multiple),
+             "receptive_field": list(receptive_field), "halo": list(halo)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(entry) + "\n")
+    except OSError as exc:
+        _log.debug(f"halo cache entry {path} not written ({exc})")
+    return receptive_field, halo
+
+
+def _read_entry(path: Any, size_multiple: int) -> tuple[Triple, Triple] | None:
+    """A cache entry's (receptive_field, halo), or None if it is missing or not sound."""
+    try:
+        entry = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        _log.debug(f"halo cache entry {path} is unreadable; measuring again")
+        return None
+
+    def triple(value: Any) -> Triple | None:
+        ok = (isinstance(value, list) and len(value) == 3
+              and all(type(v) is int and v >= 0 for v in value))
+        return (value[0], value[1], value[2]) if ok else None
+
+    if not isinstance(entry, dict) or entry.get("version") != MEASUREMENT_VERSION \
+            or entry.get("size_multiple") != size_multiple:
+        _log.debug(f"halo cache entry {path} is not from this measurement; measuring again")
+        return None
+    receptive_field, halo = triple(entry.get("receptive_field")), triple(entry.get("halo"))
+    if receptive_field is None or halo is None:
+        _log.debug(f"halo cache entry {path} is corrupt; measuring again")
+        return None
+    return receptive_field, halo

@@ -15,15 +15,16 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from resin.export._onnx import check_tile
 from resin.export.metadata import read_onnx_metadata
 
 from resin import _log
+from resin._atomic import atomic_write
 from resin._cache import file_sha256
 from resin._optional import require
 from resin._tensorrt_log import tensorrt_logger
@@ -246,7 +247,7 @@ def build_engine(
         raise BackendError(f"TensorRT could not build an engine from {onnx_path} ({why}); try a "
                            "smaller --max-tile or a larger --workspace")
     if cache_path is not None:
-        _atomic_write(cache_path, memoryview(config.get_timing_cache().serialize()))
+        atomic_write(cache_path, _buffer_writer(config.get_timing_cache().serialize()))
 
     sidecar = {
         **meta.model_dump(mode="json"),
@@ -266,8 +267,8 @@ def build_engine(
     }
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     # the sidecar lands first: a plan never appears without the record that describes it
-    _atomic_write(sidecar_path, json.dumps(sidecar, indent=2).encode())
-    _atomic_write(plan_path, memoryview(serialized))
+    atomic_write(sidecar_path, json.dumps(sidecar, indent=2))
+    atomic_write(plan_path, _buffer_writer(serialized))
     _log.log(f"wrote {plan_path} and {sidecar_path.name}")
     return sidecar
 
@@ -417,15 +418,11 @@ def _sidecar_path(plan_path: Path) -> Path:
     return Path(str(plan_path) + ".json")
 
 
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    """Write to a temporary file beside ``path``, then rename it over (never a partial file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _buffer_writer(buffer: Any) -> Callable[[BinaryIO], None]:
+    """Writes a TensorRT host-memory buffer to a file without copying it into bytes first."""
+    def write(f: BinaryIO) -> None:
+        f.write(memoryview(buffer))
+    return write
 
 
 def _fmt(zyx: Sequence[int]) -> str:

@@ -42,6 +42,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="no CUDA GPU"))
 
 
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test (and each CLI it starts) gets its own empty resin user cache."""
+    folder = tmp_path_factory.mktemp("user-cache")
+    monkeypatch.setenv("RESIN_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

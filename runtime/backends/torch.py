@@ -2,7 +2,9 @@
 
 The metadata record (halo, size multiple, normalization, ...) is built the same way export
 builds it (:func:`resin.export.metadata_from_checkpoint`, halo by impulse response), so a
-checkpoint tiles exactly like its exported ONNX model.
+checkpoint tiles exactly like its exported ONNX model. The measurement takes seconds to
+tens of seconds, so its result is kept in the user cache under the checkpoint file's hash
+(:func:`resin.export.cached_halo`): only the first start with a given file measures.
 
 On the CPU the network and each tile use the channels-last 3-D memory layout: PyTorch then
 takes oneDNN's 3-D convolutions for a batch of one (with the default layout it only does
@@ -34,14 +36,15 @@ class TorchBackend:
         torch = require("torch", "the PyTorch backend", extra="train")
         from resin.checkpoint import build_generator, load_checkpoint
 
-        export = require("resin.export.metadata", "the PyTorch backend", extra="export")
+        export = require("resin.export", "the PyTorch backend", extra="export")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError("torch has no CUDA device here; use --device cpu")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         ckpt = load_checkpoint(path)
         net = build_generator(ckpt)
-        self.metadata = export.metadata_from_checkpoint(ckpt, net)
+        halo = export.cached_halo(path, net, int(getattr(net, "size_multiple", 1)))
+        self.metadata = export.metadata_from_checkpoint(ckpt, net, halo=halo)
         net = net.to(device)
         if device == "cpu":
             net = net.to(memory_format=torch.channels_last_3d)

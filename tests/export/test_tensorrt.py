@@ -364,7 +364,7 @@ def test_build_sets_profile_workspace_flags_and_writes_plan_and_sidecar(fake_onn
     assert info["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     assert info["plan_sha256"] == hashlib.sha256(b"serialized engine").hexdigest()
     assert record["weights_sha256"] == "abc" and record["halo"] == [6, 6, 6]
-    assert not [p for p in plan.parent.iterdir() if p.name.endswith(".partial")]
+    assert sorted(p.name for p in plan.parent.iterdir()) == ["model.plan", "model.plan.json"]
     # what was written is what the runtime accepts on the same machine
     check_plan_compatible(plan, trt_version="10.8.0.43", gpu=GPU)
     with pytest.raises(OutputExistsError):
