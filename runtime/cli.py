@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", nargs=3, type=int3, metavar=("Z", "Y", "X"), default=None,
                         help="Zarr v3 shards of this many output voxels (whole chunks), so a "
                              "big output is not millions of files")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="run blocks on a local Dask cluster of N processes (one per GPU "
+                             "with dask-cuda); needs resin[cluster] and a Zarr output")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="run blocks on an existing Dask cluster (e.g. tcp://head:8786; "
+                             "SLURM: see docs/cluster.md)")
     parser.add_argument("--backend", default="auto",
                         choices=("auto", "tensorrt", "onnxruntime", "torch"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -63,11 +69,32 @@ def _run(args: argparse.Namespace) -> int:
         rpath = report_path(args.output)
         if (rpath.exists() or rpath.is_symlink()) and not (args.overwrite or args.resume):
             raise OutputExistsError(f"{rpath} exists; pass --overwrite to replace it")
-    with Enhancer(args.engine, backend=args.backend, device=args.device,
-                  tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
-                  blend=args.blend, block=args.block, shards=args.shard) as enh:
-        report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
-                         overwrite=args.overwrite)
+    if args.workers is not None and args.scheduler is not None:
+        raise UsageError("--workers starts a local cluster, --scheduler uses an existing one; "
+                         "pass one")
+    client = None
+    if args.workers is not None or args.scheduler is not None:
+        from resin.runtime.distributed import make_client
+
+        from resin.io import volume_format
+
+        if args.output is not None and volume_format(args.output) != "zarr":
+            raise UsageError(f"{args.output}: a distributed run writes .zarr/.ome.zarr; a TIFF "
+                             "is one file that processes on several machines cannot safely "
+                             "write into")
+        client = make_client(args.workers, args.scheduler, args.device)
+    try:
+        with Enhancer(args.engine, backend=args.backend, device=args.device,
+                      tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
+                      blend=args.blend, block=args.block, shards=args.shard) as enh:
+            report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
+                             overwrite=args.overwrite, client=client)
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None and args.scheduler is None:
+                cluster.close()
     _log.log(f"wrote {report.output} {'x'.join(map(str, report.out_shape))} in "
              f"{report.seconds:.1f} s ({report.voxels_per_second / 1e6:.2f} Mvoxel/s, "
              f"{report.tiles} tiles of {'x'.join(map(str, report.tile))}, {report.blocks} "

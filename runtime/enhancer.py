@@ -61,7 +61,7 @@ def _triple(value: Any) -> tuple[int, int, int] | None:
     return None if value is None else tuple(int(v) for v in value)  # type: ignore[return-value]
 
 
-class _LockedEngine:
+class LockedEngine:
     """A backend whose ``infer`` is serialized (TensorRT contexts are not thread-safe)."""
 
     def __init__(self, engine: Backend) -> None:
@@ -92,15 +92,16 @@ class Enhancer:
                  block: tuple[int, int, int] | None = None,
                  shards: tuple[int, int, int] | None = None) -> None:
         self.model_path = Path(engine) if engine is not None else default_model_path()
+        self._request = (backend, device)
         self.settings = TileSettings(tile=_triple(tile), overlap=overlap, blend=blend,
                                      block=_triple(block), shards=_triple(shards))
         self.settings.check()
         engine_, self.backend_reason = choose_backend(self.model_path, backend, device)
-        self._engine: _LockedEngine | None = _LockedEngine(engine_)
+        self._engine: LockedEngine | None = LockedEngine(engine_)
         _log.debug(self.backend_reason)
 
     @property
-    def engine(self) -> _LockedEngine:
+    def engine(self) -> LockedEngine:
         if self._engine is None:
             raise UsageError("this Enhancer is closed")
         return self._engine
@@ -123,13 +124,17 @@ class Enhancer:
     def run(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *,
             mip: str | os.PathLike | None = None, resume: bool = False,
             overwrite: bool = False,
-            progress: Callable[[RunProgress], None] | None = None) -> RunReport:
+            progress: Callable[[RunProgress], None] | None = None,
+            client: Any = None) -> RunReport:
         """Stream a volume file to an output file (TIFF, Zarr, OME-Zarr), out of core, block
-        by block. ``progress(RunProgress)`` is called after every tile; an exception raised
-        from it stops the run, keeping the finished blocks for ``resume=True``."""
+        by block. ``progress(RunProgress)`` is called after every tile (every block on a
+        cluster); an exception raised from it stops the run, keeping the finished blocks for
+        ``resume=True``. ``client``: a ``distributed.Client`` whose workers run the blocks
+        (each loads the model once; Zarr outputs only; same bytes as a local run)."""
         return enhance_file(self.engine, str(self.model_path), input, output, self.settings,
                             mip_dir=mip, resume=resume, overwrite=overwrite,
-                            announce=self.backend_reason, progress=progress)
+                            announce=self.backend_reason, progress=progress, client=client,
+                            engine_request=self._request)
 
     def stream(self, shape: tuple[int, int, int], dtype: npt.DTypeLike,
                out: str | os.PathLike | None = None, levels: Levels | None = None,

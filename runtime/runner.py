@@ -329,14 +329,18 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                  output_path: str | os.PathLike | None, settings: TileSettings,
                  mip_dir: str | os.PathLike | None = None, resume: bool = False,
                  overwrite: bool = False, announce: str | None = None,
-                 progress: Callable[[RunProgress], None] | None = None) -> RunReport:
+                 progress: Callable[[RunProgress], None] | None = None,
+                 client: Any = None, engine_request: tuple[str, str] = ("auto", "auto")
+                 ) -> RunReport:
     """Stream ``input_path`` through ``engine`` into ``output_path`` block by block.
 
     The output is built at ``OUTPUT.partial`` and renamed when complete (an old output is
     replaced only then). Each written and flushed block gets a done marker; a failed or
     killed run keeps them, and ``resume=True`` skips them. ``announce`` (the backend
     choice) is logged once the inputs are checked; ``progress`` is called after each tile
-    (raise from it to stop: finished blocks are kept for ``resume``).
+    (raise from it to stop: finished blocks are kept for ``resume``). With a Dask
+    ``client`` the blocks run as tasks on its workers (:mod:`resin.runtime.distributed`),
+    each loading the model as ``engine_request`` (backend, device) asks.
     """
     from resin.runtime.runstate import OutputLock, RunRecord, record_dir
 
@@ -350,6 +354,9 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         check_mip_dir(mip_dir, output, overwrite or resume)
     if settings.shards is not None and fmt != "zarr":
         raise UsageError(f"{output}: --shard needs a .zarr/.ome.zarr output")
+    if client is not None and fmt != "zarr":
+        raise UsageError(f"{output}: a distributed run writes .zarr/.ome.zarr; a TIFF is one "
+                         "file that processes on several machines cannot safely write into")
 
     t0 = time.perf_counter()
     lock = OutputLock(output)
@@ -414,7 +421,13 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                                        settings.sigma_scale, mips=mips, raw_mips=raw_mips,
                                        on_written=on_written, on_tile=on_tile)
 
-                bplan = _run_blocks(engine, bplan, settings, make_runner, reader.read, todo)
+                if client is None:
+                    bplan = _run_blocks(engine, bplan, settings, make_runner, reader.read,
+                                        todo)
+                else:
+                    _run_distributed(client, engine_request, model_path, input_path, output,
+                                     settings, levels, bplan, out_dtype, record, todo, mips,
+                                     raw_mips, state, bar, progress)
         except BaseException:
             _abandon(writer)
             _log.log(f"stopped: {state.blocks_done} of {state.blocks_total} blocks are "
@@ -439,6 +452,35 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                      tile=bplan.tiles.tile, tiles=plan.n_tiles, levels=levels, seconds=seconds,
                      resumed_blocks=len(done), blocks=bplan.n_blocks, block=bplan.block,
                      redundant_share=bplan.redundant_share, mips=written)
+
+
+def _run_distributed(client: Any, engine_request: tuple[str, str], model_path: str,
+                     input_path: str, output: str, settings: TileSettings, levels: Levels,
+                     bplan: BlockPlan, out_dtype: np.dtype, record: Any, todo: list[Block],
+                     mips: Mips | None, raw_mips: Mips | None, state: RunProgress, bar: Any,
+                     progress: Callable[[RunProgress], None] | None) -> None:
+    from resin.runtime.distributed import BlockJob, merge_mips, run_on_cluster
+
+    job = BlockJob(model_path=str(Path(model_path).resolve()), backend=engine_request[0],
+                   device=engine_request[1], input_path=str(Path(input_path).resolve()),
+                   output=str(Path(output).resolve()), settings=settings, levels=levels,
+                   out_shape=bplan.tiles.out_shape, out_dtype=str(out_dtype),
+                   chunks=bplan.chunks, block=bplan.block, plan_sha256=record.sha256,
+                   record_dir=str(record.dir.resolve()), mips=mips is not None)
+    scale = bplan.tiles.scale
+
+    def on_block(block: Block, proj: tuple[np.ndarray, ...] | None) -> None:
+        if proj is not None and mips is not None and raw_mips is not None:
+            merge_mips(mips, proj[:3], block.start)
+            merge_mips(raw_mips, proj[3:], tuple(block.start[i] // scale[i]
+                                                 for i in range(3)))  # type: ignore[arg-type]
+        state.blocks_done += 1
+        state.tiles_done += len(block.tiles)
+        bar.advance(len(block.tiles))
+        if progress is not None:
+            progress(state)
+
+    run_on_cluster(client, job, todo, on_block)
 
 
 def _create_writer(engine: Backend, model_path: str, reader: Any, output: str,

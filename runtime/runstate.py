@@ -90,6 +90,16 @@ class RunRecord:
         self.sha256 = plan_hash(identity)
         self.done_dir = self.dir / "done"
 
+    @classmethod
+    def attach(cls, directory: str | os.PathLike[str], sha256: str) -> RunRecord:
+        """The record of a run planned elsewhere (a worker only adds done markers)."""
+        record = cls.__new__(cls)
+        record.dir = Path(directory)
+        record.identity = {}
+        record.sha256 = sha256
+        record.done_dir = record.dir / "done"
+        return record
+
     @property
     def path(self) -> Path:
         return self.dir / "plan.json"
