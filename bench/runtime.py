@@ -9,6 +9,9 @@ One run, one simulated uint16 volume, the same weights, tile and overlap everywh
   (c) MONAI sliding_window_inference (mode="gaussian") with the same network in PyTorch:
       TIFF in -> normalize -> sliding windows -> de-normalize -> TIFF out
   (c2) the same MONAI call on the volume reflect-padded as resin's planner pads it
+  (d)  blocks: peak memory when the volume doubles in Y and X (same block), the share of
+       network calls run twice at block edges (default block, this and a whole-brain
+       volume), and Dask --workers 1 vs 2 (output identical, speed ratio)
 
 MONAI's roi is resin's tile and its overlap fraction is resin's halo share of the tile, so
 both step by the same stride. They do not make the same number of network calls: resin's
@@ -21,8 +24,11 @@ Each measurement runs in its own subprocess; peak memory is that process's own m
     python bench/runtime.py                      # 64x256x256, default or stand-in model
     python bench/runtime.py --shape 128 512 512  # the issue's volume (slow on 2 cores)
 
-Goals (issue 7): (b)/(a) >= 0.9; (b) >= 1.5x (c) in speed and <= 0.5x in peak memory;
-peak memory of (b2) about that of (b).
+    python bench/runtime.py --only blocks        # (d) alone
+
+Goals: (b)/(a) >= 0.9; (b) >= 1.5x (c) in speed and <= 0.5x in peak memory; peak memory of
+(b2) about that of (b); (d) peak memory doubled-in-Y-and-X / base <= 1.1, redundant calls
+< 15 %, workers 2 vs 1 identical bytes.
 """
 
 from __future__ import annotations
@@ -161,6 +167,7 @@ def main() -> None:
                     help="tile incl. halo (default: resin-run's default for the model)")
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
+    ap.add_argument("--only", choices=("all", "blocks"), default="all")
     args = ap.parse_args()
 
     from resin import _log
@@ -198,6 +205,10 @@ def main() -> None:
     print(f"\n{'measurement':46s} {'Mvoxel/s':>9s} {'seconds':>8s} {'peak RSS MB':>12s} "
           f"{'tiles':>6s}", flush=True)
     run_args = ["--engine", str(onnx), "--overwrite", "--device", "cpu", "--quiet", *tile_args]
+    if args.only == "blocks":
+        _blocks(work, run_args, shape, plan, meta)
+        print(f"\nwork folder: {work}")
+        return
     a = _child("(a) engine only (ONNX Runtime, same tiles)", ENGINE_ONLY, str(onnx),
                json.dumps(list(shape)), json.dumps(tile), "0")
     b = _child("(b) resin-run end to end", RESIN_RUN, *run_args, str(src),
@@ -234,7 +245,53 @@ def main() -> None:
     ]
     for name, value, goal in checks:
         print(f"{name:46s} {value:7.2f}   {goal}")
+    print()
+    _blocks(work, run_args, shape, plan, meta)
     print(f"\nwork folder: {work}")
+
+
+def _blocks(work: Path, run_args: list[str], shape: tuple[int, ...], plan, meta) -> None:
+    """(d): memory flat in Y and X, redundant network calls, Dask workers 1 vs 2."""
+    import numpy as np
+    from resin.runtime.blocks import make_block_plan
+    from resin.runtime.planner import plan_tiles
+
+    from resin.io import read_volume, write_volume
+    from resin.simulate import simulate
+
+    z, y, x = shape
+    base = simulate(shape=(z, y, x), seed=1).raw
+    wide = np.tile(base, (1, 2, 2))  # doubled in Y and X
+    inputs = {}
+    for name, vol in (("base", base), ("wide", wide)):
+        inputs[name] = work / f"{name}.zarr"
+        write_volume(inputs[name], vol, overwrite=True)  # Zarr in: no memory-mapped input
+    block = ["--block", str(max(1, z // 2)), str(y // 2), str(x // 2)]
+    d1 = _child(f"(d1) resin-run {z}x{y}x{x}, block {' '.join(block[1:])}", RESIN_RUN,
+                *run_args, *block, str(inputs["base"]), "-o", str(work / "d1.zarr"))
+    d2 = _child(f"(d2) same, doubled in Y and X ({z}x{2 * y}x{2 * x})", RESIN_RUN, *run_args,
+                *block, str(inputs["wide"]), "-o", str(work / "d2.zarr"))
+    w1 = _child("(d3) resin-run --workers 1 (Dask, processes)", RESIN_RUN, *run_args, *block,
+                "--workers", "1", str(inputs["base"]), "-o", str(work / "w1.zarr"))
+    w2 = _child("(d4) resin-run --workers 2", RESIN_RUN, *run_args, *block, "--workers", "2",
+                str(inputs["base"]), "-o", str(work / "w2.zarr"))
+    same = bool(np.array_equal(read_volume(work / "w1.zarr"), read_volume(work / "w2.zarr"))
+                and np.array_equal(read_volume(work / "w1.zarr"), read_volume(work / "d1.zarr")))
+    here = make_block_plan(plan)
+    brain = make_block_plan(plan_tiles((2000, 20000, 30000), None, meta.halo,
+                                       meta.size_multiple))
+    print("\nratio                                           value   goal")
+    for name, value, goal in (
+        ("(d2)/(d1) peak memory: doubled in Y and X", d2["peak_rss_mb"] / d1["peak_rss_mb"],
+         "<= 1.1"),
+        ("(d4)/(d3) speed: 2 workers vs 1", w2["rate"] / w1["rate"], "(report)"),
+        ("(d3)=(d4)=(d1) output identical", float(same), "1"),
+        (f"redundant calls, default block {'x'.join(map(str, here.block))}",
+         here.redundant_share, "< 0.15"),
+        (f"redundant calls, 2000x20000x30000, {brain.n_blocks} blocks",
+         brain.redundant_share, "< 0.15"),
+    ):
+        print(f"{name:46s} {value:7.3f}   {goal}")
 
 
 if __name__ == "__main__":

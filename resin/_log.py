@@ -1,11 +1,16 @@
-"""Logging and progress: a rich bar on a TTY, plain log lines otherwise, nothing when quiet.
+"""Logging and progress for the library and its CLIs.
 
-Library code calls :func:`log` and :func:`progress`; the CLIs call :func:`configure` once;
-a GUI that runs the work in a thread of its own follows its bars with :func:`observe`.
+Library code calls :func:`log`, :func:`debug` and :func:`progress` and never prints: lines
+go to the standard ``logging`` logger ``"resin"`` (an application embedding resin sets its
+level and handlers the usual way), and progress reaches a callback (:func:`observe`, or the
+``progress=`` argument of ``Enhancer.run``). The CLIs call :func:`configure` once, which
+attaches a stderr handler and turns on the bars: a rich bar on a TTY, a plain line every
+~10 s otherwise, nothing with ``--quiet``.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -13,13 +18,33 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-_state = {"quiet": False, "debug": False}
+_state = {"quiet": False, "debug": False, "console": False}
 _observers = threading.local()
+logger = logging.getLogger("resin")
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """The CLIs' handler: the message alone on stderr (``[debug]`` before debug lines)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # follow a redirected stderr (tests, GUIs)
+        super().emit(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return f"[debug] {text}" if record.levelno < logging.INFO else text
 
 
 def configure(quiet: bool = False, debug: bool = False) -> None:
-    _state["quiet"] = quiet
-    _state["debug"] = debug
+    """For command-line programs: log lines and progress bars on stderr."""
+    _state.update(quiet=quiet, debug=debug, console=True)
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
 def is_quiet() -> bool:
@@ -31,14 +56,17 @@ def is_debug() -> bool:
 
 
 def log(message: str) -> None:
-    """One informational line on stderr (silenced by ``--quiet``)."""
-    if not _state["quiet"]:
-        print(message, file=sys.stderr, flush=True)
+    """One informational line (INFO on the ``resin`` logger)."""
+    logger.info(message)
+
+
+def warn(message: str) -> None:
+    """A line the user should see even when embedding resin (WARNING on ``resin``)."""
+    logger.warning(message)
 
 
 def debug(message: str) -> None:
-    if _state["debug"]:
-        print(f"[debug] {message}", file=sys.stderr, flush=True)
+    logger.debug(message)
 
 
 @dataclass
@@ -103,7 +131,7 @@ def progress(total: float, description: str, unit: str = "voxels") -> Iterator[P
                       _observer=getattr(_observers, "callback", None))
     if handle._observer is not None:
         handle._observer(handle)
-    if _state["quiet"]:
+    if _state["quiet"] or not _state["console"]:
         yield handle
         return
     if sys.stderr.isatty():

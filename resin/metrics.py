@@ -443,12 +443,12 @@ def evaluate(pred: np.ndarray, truth: np.ndarray, axial_axis: int = 0) -> dict[s
         iso = _isotropy(p, points, prange, axial_axis, subvoxel=False)
         iso_sub = _isotropy(p, points, prange, axial_axis, subvoxel=True)
     else:
-        _log.log("eval: isotropy_ratio is undefined: the truth has no skeleton voxels at "
+        _log.warn("eval: isotropy_ratio is undefined: the truth has no skeleton voxels at "
                  f"least {BORDER} voxels from every border")
     try:
         fourier = isotropy_fourier(p, axial_axis)
     except VolumeError as exc:
-        _log.log(f"eval: isotropy_fourier is undefined: {exc}")
+        _log.warn(f"eval: isotropy_fourier is undefined: {exc}")
     return {
         "rmse": RMSE_SCALE * math.sqrt(mse),
         "ssim": ssim_value,

@@ -186,7 +186,10 @@ def make_block_plan(plan: TilePlan, block: Sequence[int] | None = None,
                     shards: Sequence[int] | None = None) -> BlockPlan:
     if chunks is None:
         chunks = align_chunks(plan)
-        if block is not None and shards is None:  # a block smaller than a chunk: smaller chunks
+        if shards is not None:  # chunks must tile a shard
+            chunks = tuple(math.gcd(c, int(s)) for c, s in zip(chunks, shards,  # type: ignore[assignment]
+                                                                  strict=True))
+        elif block is not None:  # a block smaller than a chunk: smaller chunks
             chunks = (min(chunks[0], int(block[0])), min(chunks[1], int(block[1])),
                       min(chunks[2], int(block[2])))
     return BlockPlan(tiles=plan, block=choose_block(plan, chunks, block, shards), chunks=chunks)

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", nargs=3, type=int3, metavar=("Z", "Y", "X"), default=None,
                         help="Zarr v3 shards of this many output voxels (whole chunks), so a "
                              "big output is not millions of files")
+    parser.add_argument("--levels", type=int, default=1, metavar="N",
+                        help="OME-Zarr output: write a multiscale pyramid of N levels (2x, 4x, "
+                             "... means), block by block as the run goes (default 1)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="run blocks on a local Dask cluster of N processes (one per GPU "
                              "with dask-cuda); needs resin[cluster] and a Zarr output")
@@ -86,7 +89,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with Enhancer(args.engine, backend=args.backend, device=args.device,
                       tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
-                      blend=args.blend, block=args.block, shards=args.shard) as enh:
+                      blend=args.blend, block=args.block, shards=args.shard,
+                      pyramid=args.levels) as enh:
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                              overwrite=args.overwrite, client=client)
     finally:

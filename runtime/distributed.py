@@ -68,7 +68,8 @@ class _WorkerState:
         plan = make_plan(self.engine, shape, job.settings)  # type: ignore[arg-type]
         self.bplan = BlockPlan(tiles=plan, block=job.block, chunks=job.chunks)
         self.writer = ZarrWriter(job.output, job.out_shape, job.out_dtype, chunks=job.chunks,
-                                 shards=job.settings.shards, resume=True)
+                                 shards=job.settings.shards, resume=True,
+                                 levels=job.settings.pyramid)
         self.record = RunRecord.attach(job.record_dir, job.plan_sha256)
 
 

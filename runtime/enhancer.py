@@ -90,11 +90,12 @@ class Enhancer:
                  device: str = "auto", tile: tuple[int, int, int] | None = None,
                  overlap: int | None = None, blend: str = "gaussian",
                  block: tuple[int, int, int] | None = None,
-                 shards: tuple[int, int, int] | None = None) -> None:
+                 shards: tuple[int, int, int] | None = None, pyramid: int = 1) -> None:
         self.model_path = Path(engine) if engine is not None else default_model_path()
         self._request = (backend, device)
         self.settings = TileSettings(tile=_triple(tile), overlap=overlap, blend=blend,
-                                     block=_triple(block), shards=_triple(shards))
+                                     block=_triple(block), shards=_triple(shards),
+                                     pyramid=int(pyramid))
         self.settings.check()
         engine_, self.backend_reason = choose_backend(self.model_path, backend, device)
         self._engine: LockedEngine | None = LockedEngine(engine_)

@@ -55,6 +55,8 @@ class TileSettings:
     block: tuple[int, int, int] | None = None
     #: Zarr v3 shard shape (output voxels) or None for one file per chunk
     shards: tuple[int, int, int] | None = None
+    #: resolution levels of an OME-Zarr output (1: full resolution only; 2: + 2x means ...)
+    pyramid: int = 1
 
     def check(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -66,6 +68,8 @@ class TileSettings:
         for name, value in (("--block", self.block), ("--shard", self.shards)):
             if value is not None and (len(value) != 3 or min(value) <= 0):
                 raise UsageError(f"{name} needs three positive integers Z Y X, got {value}")
+        if not 1 <= self.pyramid <= 10:
+            raise UsageError(f"--levels must be from 1 to 10, got {self.pyramid}")
 
 
 @dataclass
@@ -322,6 +326,7 @@ def run_identity(engine: Backend, model_path: str, input_path: str, shape: Tripl
         "blend": [settings.blend, settings.sigma_scale],
         "block": list(bplan.block), "chunks": list(bplan.chunks),
         "shards": None if shards is None else list(shards), "out_dtype": str(out_dtype),
+        "pyramid": settings.pyramid,
     }
 
 
@@ -338,7 +343,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     replaced only then). Each written and flushed block gets a done marker; a failed or
     killed run keeps them, and ``resume=True`` skips them. ``announce`` (the backend
     choice) is logged once the inputs are checked; ``progress`` is called after each tile
-    (raise from it to stop: finished blocks are kept for ``resume``). With a Dask
+    and after each finished block (raise from it to stop: finished blocks are kept for
+    ``resume``). With a Dask
     ``client`` the blocks run as tasks on its workers (:mod:`resin.runtime.distributed`),
     each loading the model as ``engine_request`` (backend, device) asks.
     """
@@ -406,6 +412,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
             writer.flush(block.region)
             record.mark(block.key)
             state.blocks_done += 1
+            if progress is not None:
+                progress(state)
 
         try:
             with _log.progress(float(tiles_total), f"enhancing {Path(input_path).name}",
@@ -507,7 +515,7 @@ def _create_writer(engine: Backend, model_path: str, reader: Any, output: str,
     }
     return create_volume(output, plan.out_shape, out_dtype, voxel_size=voxel_size,
                          chunks=bplan.chunks, overwrite=overwrite, attrs=attrs,
-                         shards=settings.shards, resume=resume)
+                         shards=settings.shards, resume=resume, levels=settings.pyramid)
 
 
 def input_name(reader: Any) -> str:

@@ -111,13 +111,14 @@ def create_volume(path: str | os.PathLike[str], shape: tuple[int, int, int], dty
                   chunks: tuple[int, int, int] | None = None, overwrite: bool = False,
                   attrs: dict[str, Any] | None = None,
                   shards: tuple[int, int, int] | None = None,
-                  resume: bool = False) -> VolumeWriter:
+                  resume: bool = False, levels: int = 1) -> VolumeWriter:
     """Create an output volume to be written region by region.
 
     ``resume=True`` reopens a partial output of the same shape, dtype and chunks left by an
     interrupted run (``ResumeError`` if it does not match) and creates it when there is none.
     ``shards`` (Zarr only) groups chunks into shard files; ``chunks`` is ignored for TIFF,
-    whose write unit is one z plane.
+    whose write unit is one z plane. ``levels > 1`` (OME-Zarr only) adds a multiscale
+    pyramid of 2x, 4x, ... means, written with every (aligned) region.
     """
     path = os.fspath(path)
     if volume_format(path) == "tiff":
@@ -132,7 +133,8 @@ def create_volume(path: str | os.PathLike[str], shape: tuple[int, int, int], dty
     from resin.io._zarr import ZarrWriter
 
     return ZarrWriter(path, shape, dtype, voxel_size=voxel_size, chunks=chunks,
-                      overwrite=overwrite, attrs=attrs, shards=shards, resume=resume)
+                      overwrite=overwrite, attrs=attrs, shards=shards, resume=resume,
+                      levels=levels)
 
 
 def write_volume(path: str | os.PathLike[str], array: np.ndarray,

@@ -270,6 +270,29 @@ def _fmt(region: Region) -> str:
     return "[" + ", ".join(f"{s.start}:{s.stop}" for s in region) + "]"
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _halved(shape: tuple[int, int, int], k: int) -> tuple[int, int, int]:
+    z, y, x = (_ceil_div(n, 2 ** k) for n in shape)
+    return z, y, x
+
+
+def _mean2(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Means of 2 x 2 x 2 voxels (an odd last plane, row or column averages with itself),
+    rounded half to even for integer dtypes."""
+    pad = [(0, n % 2) for n in data.shape]
+    a = np.pad(data.astype(np.float32), pad, mode="edge") if any(p[1] for p in pad) else \
+        data.astype(np.float32)
+    z, y, x = (n // 2 for n in a.shape)
+    m = a.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5), dtype=np.float32)
+    if dtype.kind == "f":
+        return m.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(m), info.min, info.max).astype(dtype)
+
+
 def _is_ome(path: str) -> bool:
     return path.rstrip("/").lower().removesuffix(".partial").endswith(".ome.zarr")
 
@@ -292,8 +315,10 @@ class ZarrWriter:
     def __init__(self, path: str, shape: tuple[int, int, int], dtype: object,
                  voxel_size: VoxelSize | None = None, chunks: tuple[int, int, int] | None = None,
                  overwrite: bool = False, attrs: dict[str, Any] | None = None,
-                 shards: tuple[int, int, int] | None = None, resume: bool = False) -> None:
+                 shards: tuple[int, int, int] | None = None, resume: bool = False,
+                 levels: int = 1) -> None:
         self.path = path
+        self.levels = int(levels)
         self.shape = check_shape(shape)
         self.dtype: np.dtype = check_write_dtype(dtype)
         self.voxel_size = check_voxel_size(voxel_size)
@@ -307,6 +332,17 @@ class ZarrWriter:
         except (TypeError, ValueError) as exc:
             raise UsageError(f"volume attrs must be JSON-serializable ({exc})") from exc
         self.ome = _is_ome(path)
+        self._pyramid: list[Any] = []
+        if self.levels > 1:
+            f = 2 ** (self.levels - 1)
+            if not self.ome:
+                raise UsageError(f"{path}: a multiscale pyramid (--levels) needs an .ome.zarr "
+                                 "output")
+            if any(c % f and c < n for c, n in zip(inner, self.shape, strict=True)):
+                raise UsageError(f"{path}: {self.levels} levels need chunks divisible by {f}, "
+                                 f"got {inner}; use fewer levels")
+        elif self.levels < 1:
+            raise UsageError(f"--levels must be at least 1, got {self.levels}")
         self.partial_path = path.rstrip("/") + ".partial"
         self._closed = False
         partial, final = Path(self.partial_path), Path(path)
@@ -343,17 +379,25 @@ class ZarrWriter:
                     ax["unit"] = "micrometer"
             name = Path(self.path.rstrip("/")).name[: -len(".ome.zarr")]
             self.attrs["complete"] = False
+            base = list(vs) if vs is not None else [1.0, 1.0, 1.0]
             multiscale = {
                 "name": name,
                 "axes": axes,
-                "datasets": [{"path": "0", "coordinateTransformations": [
-                    {"type": "scale", "scale": list(vs) if vs is not None else [1.0, 1.0, 1.0]}
-                ]}],
+                "datasets": [{"path": str(k), "coordinateTransformations": [
+                    {"type": "scale", "scale": [v * 2 ** k for v in base]}
+                ]} for k in range(self.levels)],
             }
+            if self.levels > 1:
+                multiscale["type"] = "mean"  # each level: means of 2 x 2 x 2 voxels
             group_attrs: dict[str, Any] = {"ome": {"version": "0.5", "multiscales": [multiscale]},
                                            "resin": self.attrs}
             self._group = zarr.open_group(self.partial_path, mode="w-", zarr_format=3,
                                           attributes=group_attrs)
+            for k in range(1, self.levels):
+                self._pyramid.append(self._group.create_array(
+                    str(k), shape=_halved(self.shape, k), dtype=self.dtype,
+                    chunks=tuple(_ceil_div(c, 2 ** k) for c in inner), fill_value=0,
+                    dimension_names=_SPACE_NAMES))
             return self._group.create_array("0", **kw)
         self.attrs["complete"] = False
         array_attrs: dict[str, Any] = {"resin": self.attrs}
@@ -368,6 +412,7 @@ class ZarrWriter:
             node = zarr.open(self.partial_path, mode="r+")
             self._group = node if isinstance(node, zarr.Group) else None
             array = node["0"] if isinstance(node, zarr.Group) else node
+            self._pyramid = [node[str(k)] for k in range(1, self.levels)]
         except Exception as exc:
             raise ResumeError(f"{self.partial_path}: cannot reopen the partial output to resume "
                               f"({one_line(exc)}); use --overwrite to start over") from exc
@@ -382,9 +427,25 @@ class ZarrWriter:
         return array
 
     def write(self, region: Region, array: np.ndarray) -> None:
+        """Write ``region`` (and, with a pyramid, its 2x, 4x, ... means: the region must then
+        start on, and end on or at the volume's end past, a multiple of the coarsest factor)."""
         region, data = check_write_region(region, array, self.shape, self.dtype, self.path)
+        targets: list[tuple[Any, tuple[slice, ...], np.ndarray]] = [(self._array, region, data)]
+        if self._pyramid:
+            f = 2 ** (self.levels - 1)
+            if any(s.start % f or (s.stop % f and s.stop != n)
+                   for s, n in zip(region, self.shape, strict=True)):
+                raise UsageError(f"{self.path}: pyramid writes must be aligned to {f} voxels, "
+                                 f"got region {_fmt(region)}")
+            level = data
+            for k, arr in enumerate(self._pyramid, start=1):
+                level = _mean2(level, self.dtype)
+                sub = tuple(slice(s.start >> k, (s.start >> k) + n)
+                            for s, n in zip(region, level.shape, strict=True))
+                targets.append((arr, sub, level))
         try:
-            self._array[region] = data
+            for arr, where, values in targets:
+                arr[where] = values
         except Exception as exc:
             raise VolumeError(f"{self.path}: could not write region {_fmt(region)} "
                               f"({one_line(exc)})") from exc
@@ -393,14 +454,17 @@ class ZarrWriter:
         """Make the chunk (shard) files holding ``region`` durable (fsync) before a marker
         claims them; chunks never written hold the fill value and have no file."""
         region = normalize_region(region, self.shape)
-        root = Path(self.partial_path) / (self._array.path or "")
-        ranges = [range(s.start // c, -(-s.stop // c))
-                  for s, c in zip(region, self.chunks, strict=True)]
         dirs: set[Path] = set()
-        for idx in itertools.product(*ranges):
-            f = root / self._array.metadata.encode_chunk_key(idx)
-            if fsync_file(f):
-                dirs.add(f.parent)
+        for k, arr in enumerate([self._array, *self._pyramid]):
+            root = Path(self.partial_path) / (arr.path or "")
+            chunks = arr.shards or arr.chunks
+            f = 2 ** k
+            ranges = [range(s.start // f // c, _ceil_div(_ceil_div(s.stop, f), c))
+                      for s, c in zip(region, chunks, strict=True)]
+            for idx in itertools.product(*ranges):
+                f = root / arr.metadata.encode_chunk_key(idx)
+                if fsync_file(f):
+                    dirs.add(f.parent)
         for d in dirs:
             fsync_dir(d)
 

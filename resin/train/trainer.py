@@ -577,11 +577,11 @@ def _start_degrader(trainer: Trainer, sampler: PatchSampler, config: TrainConfig
         sigma = est.sigma
         how = f"measured from the raw volume's spectra over {est.frequencies} frequencies"
         if est.frequencies < 2:
-            _log.log("warning: the raw volume shows no axial blur above its noise, so D starts "
+            _log.warn("warning: the raw volume shows no axial blur above its noise, so D starts "
                      "as the identity; set degrader.init_sigma in --config if you know the PSF")
     # +-2 sigma (95% of a Gaussian's mass) must fit, or D cannot represent the blur
     if 2.0 * sigma > dc.kernel_size // 2:
-        _log.log(f"warning: a blur of sigma {sigma:.2f} is cut off by D's {dc.kernel_size}^3 "
+        _log.warn(f"warning: a blur of sigma {sigma:.2f} is cut off by D's {dc.kernel_size}^3 "
                  f"kernel; set degrader.kernel_size to at least {2 * math.ceil(2 * sigma) + 1}")
     trainer.nets.D.reset_to_gaussian(sigma, axial_vector_from_angle(config.angle_deg))
     _log.log(f"D starts as an axial Gaussian blur of sigma {sigma:.2f} voxels ({how})")
