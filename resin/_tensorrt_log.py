@@ -1,9 +1,10 @@
 """TensorRT's messages through Python logging (the ``resin`` logger), never straight to stderr.
 
 TensorRT wants an ``ILogger`` for its builder and runtime; :func:`tensorrt_logger` gives one
-that logs each message on the ``resin`` logger at the matching level and keeps the errors,
-so that a failure can give TensorRT's own reason in resin's one-line message. Records of
-that logger appear as ``--debug`` lines, and reach any handler an application configures.
+that logs each message on the ``resin`` logger, where resin's own lines go
+(:mod:`resin._log`). Its warnings are WARNING records, so an application embedding resin
+sees them; its errors are kept (``.errors``) and given in the one-line error resin raises,
+so they are logged only at DEBUG, like its info and verbose messages.
 """
 
 from __future__ import annotations
@@ -11,28 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from resin import _log
-
 LOGGER = logging.getLogger("resin")
-
-
-class _DebugLines(logging.Handler):
-    """Shows the ``resin`` logger's records as resin's ``--debug`` lines (else nothing)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        _log.debug(record.getMessage())
-
-
-if not any(isinstance(h, _DebugLines) for h in LOGGER.handlers):
-    LOGGER.addHandler(_DebugLines())
 
 
 def tensorrt_logger(trt: Any) -> Any:
     """A ``trt.ILogger`` subclass instance logging to ``resin``; ``.errors`` keeps the errors."""
     severity = trt.ILogger.Severity
-    levels = {severity.INTERNAL_ERROR: logging.CRITICAL, severity.ERROR: logging.ERROR,
-              severity.WARNING: logging.WARNING, severity.INFO: logging.INFO,
-              severity.VERBOSE: logging.DEBUG}
+    errors = (severity.INTERNAL_ERROR, severity.ERROR)
 
     class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
@@ -41,8 +27,9 @@ def tensorrt_logger(trt: Any) -> Any:
 
         def log(self, level: Any, msg: str) -> None:
             text = " ".join(str(msg).split())
-            if level in (severity.INTERNAL_ERROR, severity.ERROR):
+            if level in errors:
                 self.errors.append(text)
-            LOGGER.log(levels.get(level, logging.INFO), "TensorRT: %s", text)
+            LOGGER.log(logging.WARNING if level == severity.WARNING else logging.DEBUG,
+                       "TensorRT: %s", text)
 
     return _Logger()

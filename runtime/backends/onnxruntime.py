@@ -180,7 +180,7 @@ class OnnxRuntimeBackend:
         why = _fallback_note(printed)
         if used == _CPU:
             if device == "auto":
-                _log.log(f"onnxruntime: the GPU providers failed, running on the CPU ({why})")
+                _log.warn(f"onnxruntime: the GPU providers failed, running on the CPU ({why})")
                 return "cpu"
             raise BackendError(f"ONNX Runtime could not start {gpu[0]} on {device} and fell "
                                f"back to the CPU ({why}); {_GPU_FIX}")
@@ -191,7 +191,7 @@ class OnnxRuntimeBackend:
                                f"as asked ({why}); "
                                f"{_GPU_FIX}")
         if used != gpu[0]:
-            _log.log(f"onnxruntime: {gpu[0]} failed, running on {used} ({why})")
+            _log.warn(f"onnxruntime: {gpu[0]} failed, running on {used} ({why})")
         return device if device.startswith("cuda") else "cuda"
 
     def infer(self, tile: np.ndarray) -> np.ndarray:

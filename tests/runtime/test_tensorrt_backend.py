@@ -114,16 +114,23 @@ def test_no_execution_context_is_an_error(machine, tmp_path):
         load_backend(_plan(tmp_path, context_fails=True), "tensorrt", "cuda")
 
 
-def test_tensorrt_messages_go_to_the_resin_logger(machine, tmp_path, capsys, caplog):
+def test_tensorrt_messages_go_to_the_resin_logger(machine, tmp_path, capfd, caplog):
+    trt, _ = machine
     plan = write_plan(tmp_path / "broken.plan", b"not a plan", _record())
-    with caplog.at_level(logging.WARNING, logger="resin"):
+    with caplog.at_level(logging.DEBUG, logger="resin"):
         with pytest.raises(ModelError) as err:
             load_backend(plan, "tensorrt", "cuda")
-    # the reason TensorRT logged is in the one-line message, and nothing went to stderr
+        # a warning is a WARNING record, so an embedding application sees it
+        trt.calls.runtimes[0].logger.log(trt.ILogger.Severity.WARNING, "plan from another GPU")
+    # the error TensorRT logged is in the one-line message (so only a DEBUG record), and
+    # nothing went to stdout or stderr
     assert "could not deserialize this plan (IRuntime::deserializeCudaEngine" in str(err.value)
-    assert capsys.readouterr().err == ""
-    (record,) = [r for r in caplog.records if r.name == "resin"]
-    assert record.levelno == logging.ERROR and "magic tag" in record.getMessage()
+    assert capfd.readouterr() == ("", "")
+    records = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "resin"]
+    assert records == [
+        (logging.DEBUG, "TensorRT: IRuntime::deserializeCudaEngine: Error Code 1: "
+                        "Serialization (magic tag does not match)"),
+        (logging.WARNING, "TensorRT: plan from another GPU")]
 
 
 def test_plan_must_be_the_one_its_sidecar_describes(machine, tmp_path):
