@@ -37,8 +37,10 @@ from resin.runtime.runner import (
     enhance_array,
     enhance_file,
     make_plan,
+    output_attrs,
     output_chunks,
     output_dtype,
+    output_voxel_size,
 )
 
 from resin import _log
@@ -149,7 +151,7 @@ class Enhancer:
         from the first slab of planes (one tile row), since later planes do not exist yet.
         """
         return EnhanceStream(self.engine, self.settings, shape, dtype, out, levels, overwrite,
-                             voxel_size)
+                             voxel_size, model_path=str(self.model_path))
 
     def close(self) -> None:
         if self._engine is not None:
@@ -168,7 +170,9 @@ class EnhanceStream:
 
     def __init__(self, engine: Backend, settings: TileSettings, shape: tuple[int, int, int],
                  dtype: npt.DTypeLike, out: str | os.PathLike | None, levels: Levels | None,
-                 overwrite: bool, voxel_size: tuple[float, float, float] | None) -> None:
+                 overwrite: bool, voxel_size: tuple[float, float, float] | None,
+                 model_path: str | None = None) -> None:
+        self._model_path = model_path
         if len(shape) != 3 or min(int(s) for s in shape) < 1:
             raise VolumeError(f"stream shape must be a non-empty (Z, Y, X), got {tuple(shape)}")
         self.shape = (int(shape[0]), int(shape[1]), int(shape[2]))
@@ -282,16 +286,11 @@ class EnhanceStream:
 
         assert self._out is not None
         chunks = output_chunks(volume_format(self._out), self.plan)
-        vs = None if self._voxel_size is None else tuple(
-            float(v) / s for v, s in zip(self._voxel_size, self.plan.scale, strict=True))
-        meta = self._engine.metadata
-        attrs = {"model_sha256": meta.weights_sha256, "normalization": levels.as_attrs(),
-                 "scale": list(meta.scale), "tile": list(self.plan.tile),
-                 "halo": list(self.plan.halo), "blend": self._settings.blend,
-                 "input": "stream"}
+        attrs = output_attrs(self._engine, self._model_path, levels, self.plan,
+                             self._settings, "stream")
         self._writer = create_volume(self._out, self.plan.out_shape, self._out_dtype,
-                                     voxel_size=vs, chunks=chunks,  # type: ignore[arg-type]
-                                     overwrite=self._overwrite, attrs=attrs)
+                                     voxel_size=output_voxel_size(self._voxel_size, self.plan),
+                                     chunks=chunks, overwrite=self._overwrite, attrs=attrs)
         self._sink = self._writer
 
     def _run_ready(self) -> None:

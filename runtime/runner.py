@@ -496,26 +496,41 @@ def _create_writer(engine: Backend, model_path: str, reader: Any, output: str,
                    out_dtype: np.dtype, overwrite: bool, resume: bool) -> Any:
     from resin.io import create_volume
 
-    meta, plan = engine.metadata, bplan.tiles
-    voxel_size = None
-    if reader.voxel_size is not None:
-        voxel_size = tuple(float(v) / s for v, s in zip(reader.voxel_size, plan.scale,
-                                                        strict=True))
-    attrs = {
-        "model_sha256": meta.weights_sha256,
-        "model": Path(model_path).name,
-        "resin_version": meta.resin_version,
-        "normalization": levels.as_attrs(),
-        "scale": list(meta.scale),
-        "axial_angle_deg": meta.axial_angle_deg,
-        "tile": list(plan.tile), "halo": list(plan.halo),
-        "overlap": settings.overlap or 0, "blend": settings.blend,
-        "block": list(bplan.block),
-        "input": Path(input_name(reader)).name,
-    }
-    return create_volume(output, plan.out_shape, out_dtype, voxel_size=voxel_size,
+    plan = bplan.tiles
+    attrs = output_attrs(engine, model_path, levels, plan, settings,
+                         Path(input_name(reader)).name, bplan.block)
+    return create_volume(output, plan.out_shape, out_dtype,
+                         voxel_size=output_voxel_size(reader.voxel_size, plan),
                          chunks=bplan.chunks, overwrite=overwrite, attrs=attrs,
                          shards=settings.shards, resume=resume, levels=settings.pyramid)
+
+
+def output_attrs(engine: Backend, model_path: str | None, levels: Levels, plan: TilePlan,
+                 settings: TileSettings, source: str,
+                 block: Triple | None = None) -> dict[str, Any]:
+    """The provenance every output records (Zarr attributes ``resin``, TIFF tag): one place."""
+    from resin import __version__
+
+    meta = engine.metadata
+    return {
+        "model_sha256": meta.weights_sha256,
+        "model": None if model_path is None else Path(model_path).name,
+        "model_resin_version": meta.resin_version, "resin_version": __version__,
+        "normalization": levels.as_attrs(),
+        "scale": list(meta.scale), "axial_angle_deg": meta.axial_angle_deg,
+        "tile": list(plan.tile), "halo": list(plan.halo),
+        "overlap": settings.overlap or 0, "blend": settings.blend,
+        "block": None if block is None else list(block),
+        "input": source,
+    }
+
+
+def output_voxel_size(voxel_size: Any, plan: TilePlan) -> tuple[float, float, float] | None:
+    """The input's voxel size divided by the model's scale (None when unknown)."""
+    if voxel_size is None:
+        return None
+    z, y, x = (float(v) / s for v, s in zip(voxel_size, plan.scale, strict=True))
+    return z, y, x
 
 
 def input_name(reader: Any) -> str:

@@ -78,3 +78,23 @@ def test_pyramid_needs_an_ome_zarr_output(cli, fast_model, tmp_path, rng):
     line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(src), "-o",
                                      str(tmp_path / "o.zarr"), "--levels", "2"))
     assert "ome.zarr" in line
+
+
+def test_file_and_stream_outputs_record_the_same_provenance(fast_model, tmp_path, rng):
+    from resin import __version__
+
+    vol = rng.integers(0, 4000, size=(12, 20, 20)).astype(np.uint16)
+    src = tmp_path / "in.tif"
+    write_volume(src, vol)
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+        enh.run(src, tmp_path / "run.zarr")
+        with enh.stream(vol.shape, vol.dtype, out=tmp_path / "live.zarr") as s:
+            s.push(vol)
+    run = zarr.open_array(tmp_path / "run.zarr", mode="r").attrs["resin"]
+    live = zarr.open_array(tmp_path / "live.zarr", mode="r").attrs["resin"]
+    assert set(run) == set(live)
+    for key in ("resin_version", "model_sha256", "normalization", "tile", "halo",
+                "axial_angle_deg", "scale", "model"):
+        assert run[key] is not None, key
+    assert run["resin_version"] == __version__ and run["model"] == "fast.onnx"
+    assert (run["input"], live["input"]) == ("in.tif", "stream")
