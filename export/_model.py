@@ -9,11 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resin.runtime.planner import default_tile
-
 from resin import _log
 from resin.errors import OutputExistsError, UsageError
-from resin.metadata import ModelMetadata
+from resin.metadata import ModelMetadata, default_tile
 
 
 @dataclass

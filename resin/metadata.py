@@ -15,6 +15,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from resin._version import __version__
 from resin.errors import ModelError
 
+#: default core (kept part) of a tile per axis, before rounding to the size multiple
+DEFAULT_CORE = (48, 96, 96)
+
+
+def default_tile(halo: tuple[int, ...], size_multiple: int,
+                 overlap: int = 0) -> tuple[int, int, int]:
+    """The tile ``resin-run`` uses without ``--tile``: a core of about :data:`DEFAULT_CORE`.
+
+    Also the opt shape of a TensorRT plan's optimization profile, so that the engine is
+    tuned for the tile the runtime will actually feed it (export and runtime share it here,
+    in the torch-free artifact module, rather than export importing the runtime).
+    """
+    m = int(size_multiple)
+    z, y, x = (-(-(DEFAULT_CORE[i] + 2 * int(halo[i]) + overlap) // m) * m for i in range(3))
+    return z, y, x
+
+
 #: bump when a field changes meaning; the runtime refuses newer majors
 FORMAT_VERSION = 1
 METADATA_KEY = "resin"

@@ -29,11 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from resin.errors import UsageError
+from resin.metadata import DEFAULT_CORE, default_tile
+
+__all__ = ["DEFAULT_CORE", "AxisPlan", "Tile", "TilePlan", "default_tile", "plan_tiles",
+           "read_padded", "reflect_indices"]
 
 Triple = tuple[int, int, int]
 
-#: default core (kept part) of a tile per axis, before rounding to the size multiple
-DEFAULT_CORE = (48, 96, 96)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -172,17 +174,6 @@ class TilePlan:
             if (z + self.tile[0] - self.halo[0]) * self.scale[0] > out_z:
                 return iz
         return len(self.axes[0].starts)
-
-
-def default_tile(halo: Triple, size_multiple: int, overlap: int = 0) -> Triple:
-    """The tile ``resin-run`` uses without ``--tile``: a core of about :data:`DEFAULT_CORE`.
-
-    Also the opt shape of a TensorRT plan's optimization profile, so that the engine is
-    tuned for the tile the runtime will actually feed it.
-    """
-    z, y, x = (_round_up(DEFAULT_CORE[i] + 2 * int(halo[i]) + overlap, size_multiple)
-               for i in range(3))
-    return (z, y, x)
 
 
 def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: int,

@@ -84,3 +84,18 @@ def test_read_padded_equals_numpy_pad(rng):
     for region in calls:  # only in-bounds reads
         for sl, n in zip(region, vol.shape, strict=True):
             assert 0 <= sl.start < sl.stop <= n
+
+
+def test_export_and_runtime_do_not_import_each_other():
+    """The artifact rules they share (metadata record, default tile) live in resin.metadata."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
+            "bad = [m for m in sys.modules if m.startswith(sys.argv[2])]; "
+            "assert not bad, bad")
+    for mod, other in (("resin.export._model", "resin.runtime"),
+                       ("resin.runtime.runner", "resin.export")):
+        proc = subprocess.run([sys.executable, "-c", code, mod, other], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr[-500:]
