@@ -9,10 +9,11 @@ whatever the block size, the order blocks run in, or the process that runs them:
 output is byte-identical to a single-block run. Memory is one block accumulator plus a few
 tiles, flat in every axis.
 
-A tile whose core reaches two blocks runs once for each (the *redundant* work, reported
-by :attr:`BlockPlan.redundant_share`); with the default block and no extra overlap,
-cores and blocks share boundaries and only the flush-with-the-end tile of an axis can
-straddle one.
+A tile whose kept region reaches two blocks runs once for each (the *redundant* work,
+reported by :attr:`BlockPlan.redundant_share`). Without extra overlap the tiles partition
+the output on multiples of the tile step (:meth:`AxisPlan.kept`) and blocks are whole
+multiples of it, so no tile runs twice; with ``--overlap`` (blended cores) or a block off
+the step, the tiles across each block face do.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def align_chunks(plan: TilePlan, target: Triple = DEFAULT_CHUNK) -> Triple:
 
 def choose_block(plan: TilePlan, chunks: Triple, block: Sequence[int] | None = None,
                  shards: Sequence[int] | None = None) -> Triple:
-    """The block shape: ``block`` (or :data:`DEFAULT_BLOCK`) rounded up to whole chunks
-    (whole shards when sharded), at most the output's extent."""
+    """The block shape: ``block`` (or :data:`DEFAULT_BLOCK`, to the nearest whole chunk)
+    rounded up to whole chunks (whole shards when sharded), at most the output's extent."""
     unit = tuple(int(v) for v in (shards if shards is not None else chunks))
     if block is not None:
         vals = tuple(int(v) for v in block)
@@ -81,9 +82,12 @@ def choose_block(plan: TilePlan, chunks: Triple, block: Sequence[int] | None = N
         vals = DEFAULT_BLOCK
     out = []
     for i in range(3):
-        b = unit[i] * max(1, round(vals[i] / unit[i])) if block is None else \
-            -(-vals[i] // unit[i]) * unit[i]
-        out.append(min(b, -(-plan.out_shape[i] // unit[i]) * unit[i]))
+        whole = -(-plan.out_shape[i] // unit[i]) * unit[i]
+        if block is None:
+            b = unit[i] * max(1, round(vals[i] / unit[i]))
+        else:
+            b = -(-vals[i] // unit[i]) * unit[i]
+        out.append(min(b, whole))
     return out[0], out[1], out[2]
 
 

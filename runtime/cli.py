@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="auto",
                         choices=("auto", "tensorrt", "onnxruntime", "torch"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--allow-plan-host-code", action="store_true",
+                        help="let a TensorRT plan built with --allow-plan-host-code run the "
+                             "code it embeds: trust the plan like an executable")
     parser.add_argument("--blend", default="gaussian", choices=("gaussian", "cosine", "constant"),
                         help="tile blending window (default gaussian)")
     parser.add_argument("--mip", metavar="DIR", default=None,
@@ -90,7 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         with Enhancer(args.engine, backend=args.backend, device=args.device,
                       tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
                       blend=args.blend, block=args.block, shards=args.shard,
-                      pyramid=args.levels) as enh:
+                      pyramid=args.levels,
+                      allow_plan_host_code=args.allow_plan_host_code) as enh:
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                              overwrite=args.overwrite, client=client)
     finally:

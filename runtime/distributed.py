@@ -35,6 +35,7 @@ class BlockJob:
     model_path: str
     backend: str
     device: str
+    allow_plan_host_code: bool
     input_path: str
     output: str
     settings: Any  # TileSettings
@@ -62,7 +63,9 @@ class _WorkerState:
         from resin.io._zarr import ZarrWriter
 
         # a worker may run several blocks on threads at once: one inference at a time
-        self.engine = LockedEngine(choose_backend(job.model_path, job.backend, job.device)[0])
+        self.engine = LockedEngine(choose_backend(
+            job.model_path, job.backend, job.device,
+            allow_plan_host_code=job.allow_plan_host_code)[0])
         self.reader = open_volume(job.input_path)
         shape = tuple(int(s) for s in self.reader.shape)
         plan = make_plan(self.engine, shape, job.settings)  # type: ignore[arg-type]

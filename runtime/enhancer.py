@@ -92,14 +92,16 @@ class Enhancer:
                  device: str = "auto", tile: tuple[int, int, int] | None = None,
                  overlap: int | None = None, blend: str = "gaussian",
                  block: tuple[int, int, int] | None = None,
-                 shards: tuple[int, int, int] | None = None, pyramid: int = 1) -> None:
+                 shards: tuple[int, int, int] | None = None, pyramid: int = 1,
+                 allow_plan_host_code: bool = False) -> None:
         self.model_path = Path(engine) if engine is not None else default_model_path()
-        self._request = (backend, device)
+        self._request = (backend, device, bool(allow_plan_host_code))
         self.settings = TileSettings(tile=_triple(tile), overlap=overlap, blend=blend,
                                      block=_triple(block), shards=_triple(shards),
                                      pyramid=int(pyramid))
         self.settings.check()
-        engine_, self.backend_reason = choose_backend(self.model_path, backend, device)
+        engine_, self.backend_reason = choose_backend(
+            self.model_path, backend, device, allow_plan_host_code=allow_plan_host_code)
         self._engine: LockedEngine | None = LockedEngine(engine_)
         _log.debug(self.backend_reason)
 

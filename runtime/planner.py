@@ -12,8 +12,8 @@ Geometry, per axis of length ``n`` (all in input voxels):
   pooling grids line up with one-tile inference; the last tile is flush with the padded end.
 - Neighbouring cores overlap by at least ``overlap`` voxels and are blended with a window.
   Without extra overlap (the default) there is nothing to blend: each output voxel is
-  *kept* from exactly one tile (tile k keeps its core up to where tile k+1's core starts;
-  the last keeps the rest), so the tiles partition the output. Every kept voxel still has
+  *kept* from exactly one tile (tile k keeps ``[k*step, (k+1)*step)`` of its core, the last
+  tile the rest), so the tiles partition the output. Every kept voxel still has
   at least ``halo`` voxels of context on each side, and a block of the output is made of
   whole kept regions when its boundaries sit on the tile step.
 
@@ -57,12 +57,21 @@ class AxisPlan:
         return self.tile - 2 * self.halo
 
     def kept(self, k: int, partition: bool) -> tuple[int, int]:
-        """Input voxels ``[lo, hi)`` tile ``k`` contributes (see the module docstring)."""
+        """Input voxels ``[lo, hi)`` tile ``k`` contributes (see the module docstring).
+
+        Partitioned, tile k keeps ``[k * step, (k + 1) * step)`` and the last tile the rest:
+        every boundary is a multiple of the step (so blocks on the step never cut a kept
+        region), and each kept region lies inside its tile's core (the last tile starts at
+        most one step before ``(K - 1) * step`` and its core reaches the padded end).
+        """
         lo = self.starts[k] + self.halo
         hi = lo + self.core
-        if partition and k + 1 < len(self.starts):
-            hi = self.starts[k + 1] + self.halo
-        return lo, min(hi, self.n)
+        if partition and len(self.starts) > 1:
+            step = self.starts[1] - self.starts[0]
+            lo = k * step
+            if k + 1 < len(self.starts):
+                hi = (k + 1) * step
+        return min(lo, self.n), min(hi, self.n)
 
 
 def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0) -> AxisPlan:

@@ -335,7 +335,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                  mip_dir: str | os.PathLike | None = None, resume: bool = False,
                  overwrite: bool = False, announce: str | None = None,
                  progress: Callable[[RunProgress], None] | None = None,
-                 client: Any = None, engine_request: tuple[str, str] = ("auto", "auto")
+                 client: Any = None,
+                 engine_request: tuple[str, str, bool] = ("auto", "auto", False)
                  ) -> RunReport:
     """Stream ``input_path`` through ``engine`` into ``output_path`` block by block.
 
@@ -462,7 +463,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                      redundant_share=bplan.redundant_share, mips=written)
 
 
-def _run_distributed(client: Any, engine_request: tuple[str, str], model_path: str,
+def _run_distributed(client: Any, engine_request: tuple[str, str, bool], model_path: str,
                      input_path: str, output: str, settings: TileSettings, levels: Levels,
                      bplan: BlockPlan, out_dtype: np.dtype, record: Any, todo: list[Block],
                      mips: Mips | None, raw_mips: Mips | None, state: RunProgress, bar: Any,
@@ -470,7 +471,8 @@ def _run_distributed(client: Any, engine_request: tuple[str, str], model_path: s
     from resin.runtime.distributed import BlockJob, merge_mips, run_on_cluster
 
     job = BlockJob(model_path=str(Path(model_path).resolve()), backend=engine_request[0],
-                   device=engine_request[1], input_path=str(Path(input_path).resolve()),
+                   device=engine_request[1], allow_plan_host_code=engine_request[2],
+                   input_path=str(Path(input_path).resolve()),
                    output=str(Path(output).resolve()), settings=settings, levels=levels,
                    out_shape=bplan.tiles.out_shape, out_dtype=str(out_dtype),
                    chunks=bplan.chunks, block=bplan.block, plan_sha256=record.sha256,

@@ -279,3 +279,26 @@ def test_model_without_metadata_is_exit_2(cli, model_factory, tmp_path, tiny_vol
     proc = cli("resin-run", "--engine", str(plain), str(src), "--device", "cpu")
     assert "not a resin model" in assert_one_line_error(proc)
     assert not (tmp_path / "in_resin.ome.zarr").exists()
+
+
+def test_allow_plan_host_code_reaches_the_backend(monkeypatch, tmp_path):
+    """Host code in a plan runs only when the user says so on the command line."""
+    from resin.runtime import enhancer
+    from resin.runtime.cli import main
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(path, backend, device, *, allow_plan_host_code=False):
+        seen["allow"] = allow_plan_host_code
+        raise Stop
+
+    monkeypatch.setattr(enhancer, "choose_backend", fake)
+    src = tmp_path / "in.tif"
+    write_volume(src, np.zeros((4, 8, 8), np.uint16))
+    for flag, expect in (([], False), (["--allow-plan-host-code"], True)):
+        seen.clear()
+        code = main(["--engine", "m.plan", str(src), "-o", str(tmp_path / "o.zarr"), *flag])
+        assert code != 0 and seen["allow"] is expect
