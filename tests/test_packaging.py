@@ -1,4 +1,5 @@
-"""The wheel must contain every package, and the runtime must not need torch/onnx/tensorrt."""
+"""The wheel must contain every package, and the runtime must not need torch/onnx/tensorrt,
+nor napari or Qt (the napari plugin's extra)."""
 
 from __future__ import annotations
 
@@ -75,22 +76,23 @@ _BLOCK = """
 import importlib, pkgutil, sys
 class _Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'onnx', 'tensorrt', 'onnxscript'):
+        if name.split('.')[0] in ('torch', 'onnx', 'tensorrt', 'onnxscript', 'napari', 'qtpy',
+                                  'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'vispy'):
             raise ImportError(f'{name} is blocked in this test')
         return None
 sys.meta_path.insert(0, _Block())
 import resin.runtime, resin.kernels, resin.io, resin.errors, resin.metadata, resin.cli
-import resin.runtime.cli
+import resin.runtime.cli, resin.napari
 for pkg in (resin.runtime, resin.kernels):
     for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):
         importlib.import_module(info.name)
-bad = [m for m in ('torch', 'onnx', 'tensorrt') if m in sys.modules]
+bad = [m for m in ('torch', 'onnx', 'tensorrt', 'napari', 'qtpy') if m in sys.modules]
 assert not bad, bad
 print('ok')
 """
 
 
-def test_runtime_imports_without_torch_onnx_tensorrt():
+def test_runtime_imports_without_torch_onnx_tensorrt_or_qt():
     proc = subprocess.run([sys.executable, "-c", _BLOCK], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr

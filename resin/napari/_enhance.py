@@ -1,0 +1,200 @@
+"""What the Enhance widget runs, without Qt: all of it through :class:`resin.runtime.Enhancer`.
+
+- An in-memory run feeds :meth:`Enhancer.stream` the layer's planes, so each tile row runs
+  as soon as its planes are in: the widget sees progress row by row and Stop takes effect
+  between rows. With the whole volume's normalization levels the result is
+  :meth:`Enhancer.enhance`'s, byte for byte.
+- A file run is :meth:`Enhancer.run`, followed tile by tile through its ``progress``
+  callback, which is also where Stop takes effect: the finished blocks stay, and a run
+  with resume continues from them.
+- A preview enhances the region in view plus the model's halo of context around it, with
+  the whole volume's levels, so it shows what the full run gives there.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resin.errors import UsageError
+from resin.io._info import _bytes
+from resin.napari._jobs import Job
+from resin.runtime import Enhancer, Levels, RunReport
+from resin.runtime.blocks import make_block_plan
+from resin.runtime.normalize import sample_levels
+from resin.runtime.pipeline import QUEUE_DEPTH, describe
+from resin.runtime.planner import TilePlan, reflect_indices
+from resin.runtime.runner import RunProgress, make_plan, output_dtype
+
+Region = tuple[slice, slice, slice]
+
+#: planes on each side of the slider that a preview enhances
+PREVIEW_PLANES = 4
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The model and how to run it; ``model=None`` is the bundled model."""
+
+    model: Path | None = None
+    backend: str = "auto"
+    device: str = "auto"
+    tile: tuple[int, int, int] | None = None
+
+    def open(self) -> Enhancer:
+        return Enhancer(self.model, backend=self.backend, device=self.device, tile=self.tile)
+
+
+def parse_tile(text: str) -> tuple[int, int, int] | None:
+    """``'auto'`` or empty: the planner's tile; else three integers ``Z Y X``."""
+    words = text.replace(",", " ").replace("x", " ").split()
+    if not words or words == ["auto"]:
+        return None
+    try:
+        values = tuple(int(w) for w in words)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) <= 0:
+        raise UsageError(f"tile {text!r}: give three positive integers Z Y X, or auto")
+    return (values[0], values[1], values[2])
+
+
+def volume_levels(enh: Enhancer, volume: Any) -> Levels:
+    """The model's normalization levels for the whole volume (read plane by plane)."""
+    norm = enh.metadata.normalization
+    shape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
+    return sample_levels(lambda r: np.asarray(volume[r]), shape, norm.low_percentile,
+                         norm.high_percentile)
+
+
+def enhance_in_memory(enh: Enhancer, volume: Any, levels: Levels, job: Job) -> np.ndarray:
+    """The enhanced volume; progress in tiles, row by row; Stop between rows."""
+    n = int(volume.shape[0])
+    with enh.stream(tuple(volume.shape), volume.dtype, levels=levels) as stream:
+        plan = stream.plan
+        per_row = plan.n_tiles // len(plan.axes[0].starts)
+        # input planes that complete each row (reflection folds the padding onto real planes)
+        needs = [int(reflect_indices(s, plan.tile[0], n).max()) + 1 for s in plan.axes[0].starts]
+        job.report(0, plan.n_tiles, "tiles")
+        pushed = 0
+        for need in sorted(set(needs)):
+            job.check()
+            stream.push(np.asarray(volume[pushed:need]))
+            pushed = need
+            job.report(per_row * sum(1 for v in needs if v <= pushed), plan.n_tiles, "tiles")
+        if pushed < n:
+            stream.push(np.asarray(volume[pushed:n]))
+    assert stream.result is not None
+    return stream.result
+
+
+def enhance_to_file(enh: Enhancer, input_path: str, output: str, job: Job,
+                    resume: bool = False, overwrite: bool = False) -> RunReport:
+    """:meth:`Enhancer.run`, reporting every tile; Stop keeps the finished blocks, which
+    ``resume=True`` continues from."""
+    def progress(p: RunProgress) -> None:
+        job.report(p.tiles_done, p.tiles_total, "tiles")
+
+    return enh.run(input_path, output, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def preview_region(shape: tuple[int, ...], displayed: tuple[int, ...], corners: Any,
+                   point: Any, planes: int = PREVIEW_PLANES) -> Region:
+    """The displayed axes' visible range (``corners``: first and last visible voxel) and
+    ``planes`` on each side of the slider (``point``) along the other axis."""
+    region = []
+    for axis in range(3):
+        n = int(shape[axis])
+        if axis in displayed:
+            a, b = sorted((int(corners[0][axis]), int(corners[1][axis])))
+            lo = min(max(a, 0), n - 1)
+            hi = min(max(b + 1, lo + 1), n)
+        else:
+            c = min(max(int(round(float(point[axis]))), 0), n - 1)
+            lo, hi = max(0, c - planes), min(n, c + planes + 1)
+        region.append(slice(lo, hi))
+    return (region[0], region[1], region[2])
+
+
+def enhance_region(enh: Enhancer, volume: Any, region: Region, levels: Levels) -> np.ndarray:
+    """The enhanced ``region``: enhanced with the model's halo of real context around it."""
+    shape = volume.shape
+    halo = enh.metadata.halo
+    context = tuple(slice(max(0, r.start - h), min(int(n), r.stop + h))
+                    for r, h, n in zip(region, halo, shape, strict=True))
+    out = enh.enhance(np.asarray(volume[context]), levels)
+    scale = [int(round(s)) for s in enh.metadata.scale]
+    keep = tuple(slice((r.start - c.start) * s, (r.stop - c.start) * s)
+                 for r, c, s in zip(region, context, scale, strict=True))
+    return out[keep]
+
+
+def plan_for(enh: Enhancer, shape: tuple[int, int, int]) -> TilePlan:
+    """The planner's tiles for this volume and model (what a run will use)."""
+    return make_plan(enh.engine, shape, enh.settings)
+
+
+def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:
+    """The planner's tiles and the run's working memory, in two lines.
+
+    Memory: a file run holds two float32 accumulators of one output block; an in-memory
+    run (tile rows through :meth:`Enhancer.stream`) two one tile core plus one core deep,
+    and the result; both hold a few tiles read ahead and in the network.
+    """
+    rows = len(plan.axes[0].starts)
+    tiles = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, core "
+             f"{describe(plan.core)}): {plan.n_tiles} tile{'s' if plan.n_tiles != 1 else ''} "
+             f"in {rows} row{'s' if rows != 1 else ''}")
+    oz, oy, ox = plan.out_shape
+    if to_file:
+        block = make_block_plan(plan, enh.settings.block).block
+        held = 2 * int(np.prod(block)) * 4
+        where = f"blocks of {describe(block)}"
+    else:
+        held = 2 * min(oz, 2 * plan.out_core[0]) * oy * ox * 4
+        held += oz * oy * ox * output_dtype(np.dtype(dtype)).itemsize
+        where = "in memory"
+    in_flight = (QUEUE_DEPTH + 2) * int(np.prod(plan.tile)) * 4 * (1 + int(np.prod(plan.scale)))
+    return f"{tiles}\n{where}: about {_bytes(held + in_flight)} plus the network's own"
+
+
+def run_record(enh: Enhancer, levels: Levels, plan: TilePlan, source: str) -> dict[str, Any]:
+    """What a result layer's metadata keeps: the model and the normalization used."""
+    meta = enh.metadata
+    return {
+        "model": str(enh.model_path),
+        "model_sha256": meta.weights_sha256,
+        "resin_version": meta.resin_version,
+        "normalization": levels.as_attrs(),
+        "scale": list(meta.scale),
+        "tile": list(plan.tile), "halo": list(plan.halo), "blend": enh.settings.blend,
+        "backend": enh.engine.name, "device": enh.engine.device,
+        "input": source,
+    }
+
+
+def command_line(settings: ModelSettings, input_path: str, output: str | None,
+                 resume: bool = False) -> str:
+    """The ``resin-run`` command that does the same run, for a terminal or a cluster job."""
+    args = ["resin-run"]
+    if settings.model is not None:
+        args += ["--engine", str(settings.model)]
+    args.append(input_path)
+    if output:
+        args += ["-o", output]
+    if settings.tile is not None:
+        args += ["--tile", *(str(v) for v in settings.tile)]
+    if settings.backend != "auto":
+        args += ["--backend", settings.backend]
+    if settings.device != "auto":
+        args += ["--device", settings.device]
+    if resume:
+        args.append("--resume")
+    return shlex.join(args)
+

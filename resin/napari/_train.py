@@ -1,0 +1,138 @@
+"""What the Train widget runs, without Qt: ``resin train`` on a layer, and what it writes.
+
+The run is :func:`resin.train.train` (the library behind ``resin train``) in a job; its
+progress bar is followed step by step, and Stop ends it at the next step (``MODEL.last.pt``
+keeps the last checkpoint, for ``resin train --resume``). Loss curves and previews are
+read back from the files the run writes (``MODEL.losses.csv``, ``MODEL.previews/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psygnal import Signal
+
+from resin import _log
+from resin.errors import UsageError
+from resin.napari._jobs import Job
+
+#: loss columns the widget plots (the generator's and discriminators' totals, the cycles)
+PLOTTED = ("L_G", "L_D", "cycle1", "cycle2", "self")
+
+
+class TrainedModels:
+    """The models trained in this session; the Enhance widget offers the last one."""
+
+    changed = Signal(object)
+
+    def __init__(self) -> None:
+        self.last: Path | None = None
+
+    def add(self, path: Path) -> None:
+        self.last = Path(path)
+        self.changed.emit(self.last)
+
+
+#: one registry per napari session (all viewers of the process)
+trained = TrainedModels()
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The widget's fields: as ``resin train RAW -o MODEL --preset P [--steps N] ...``."""
+
+    model: Path
+    preset: str = "quick"
+    steps: int | None = None
+    config_file: Path | None = None
+    device: str = "auto"
+
+    def config(self) -> Any:
+        from resin.train.config_io import build_config
+
+        overrides: dict[str, Any] = {}
+        if self.config_file is not None:
+            try:
+                overrides = json.loads(Path(self.config_file).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise UsageError(f"{self.config_file}: not a readable JSON config ({exc})") from exc
+        return build_config(self.preset, overrides, {"steps": self.steps})
+
+    def command_line(self, raw: str) -> str:
+        import shlex
+
+        args = ["resin", "train", raw, "-o", str(self.model), "--preset", self.preset]
+        if self.steps:
+            args += ["--steps", str(self.steps)]
+        if self.config_file is not None:
+            args += ["--config", str(self.config_file)]
+        if self.device != "auto":
+            args += ["--device", self.device]
+        return shlex.join(args)
+
+
+def default_model_path(layer_name: str, folder: Path | None = None) -> Path:
+    """``~/resin-models/<layer>-<date-time>.pt``: a new file for every run."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in layer_name) or "model"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return (folder or Path.home() / "resin-models") / f"{safe}-{stamp}.pt"
+
+
+def raw_input_for(volume: Any, source: str | None, model: Path) -> str:
+    """A file ``resin train`` can read: the layer's own file, or the layer written beside
+    the model as ``MODEL.raw.tif``."""
+    if source is not None:
+        return source
+    import numpy as np
+
+    from resin.io import write_volume
+
+    path = Path(f"{model.with_suffix('')}.raw.tif")
+    write_volume(path, np.asarray(volume), overwrite=True)
+    return str(path)
+
+
+def train_layer(settings: TrainSettings, volume: Any, source: str | None, job: Job) -> Path:
+    """Train on the layer; returns ``MODEL.pt``."""
+    from resin.train import train
+
+    config = settings.config()  # a bad preset or config file fails before any file is written
+    settings.model.parent.mkdir(parents=True, exist_ok=True)
+    raw = raw_input_for(volume, source, settings.model)
+    with _log.observe(job.follow):
+        return train(raw, settings.model, config, device=settings.device)
+
+
+def read_losses(model: Path) -> dict[str, list[float]]:
+    """The columns of ``MODEL.losses.csv`` written so far (``step`` among them)."""
+    from resin.train.outputs import Paths
+
+    path = Paths(model).losses
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return {}
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        try:
+            values = {k: float(v) for k, v in row.items() if k and v not in (None, "")}
+        except ValueError:
+            continue  # a line being written
+        for key, value in values.items():
+            columns.setdefault(key, []).append(value)
+    return columns
+
+
+def latest_preview(model: Path) -> Path | None:
+    """The newest ``MODEL.previews/stepNNNNNNN.png``."""
+    from resin.train.outputs import Paths
+
+    folder = Paths(model).previews
+    pngs = sorted(folder.glob("step*.png")) if folder.is_dir() else []
+    return pngs[-1] if pngs else None

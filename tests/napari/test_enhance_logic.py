@@ -1,0 +1,80 @@
+"""The Enhance widget's logic without Qt: regions in view, tiles, command lines, jobs."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from resin.runtime.cli import build_parser
+
+from resin.errors import UsageError, VolumeError
+from resin.napari._enhance import ModelSettings, command_line, parse_tile, preview_region
+from resin.napari._jobs import Job, Snapshot, Stopped
+
+
+def test_preview_region_is_the_view_and_planes_around_the_slider():
+    shape = (48, 128, 128)
+    corners = np.array([[0, 10, 20], [0, 59, 99]])
+    assert preview_region(shape, (1, 2), corners, (20.4, 0, 0), planes=4) == (
+        slice(16, 25), slice(10, 60), slice(20, 100))
+    # at the edges the planes are clipped; corners out of the volume too
+    assert preview_region(shape, (1, 2), np.array([[0, -5, 0], [0, 500, 127]]), (1, 0, 0))[:2] \
+        == (slice(0, 6), slice(0, 128))
+    # the axial view: z and x displayed, y on the slider
+    region = preview_region(shape, (0, 2), np.array([[5, 0, 0], [40, 0, 127]]), (0, 64, 0))
+    assert region == (slice(5, 41), slice(60, 69), slice(0, 128))
+
+
+def test_tile_text():
+    assert parse_tile("auto") is None and parse_tile("") is None
+    assert parse_tile("64 92 92") == (64, 92, 92) == parse_tile("64x92x92")
+    for bad in ("64 92", "a b c", "0 8 8"):
+        with pytest.raises(UsageError):
+            parse_tile(bad)
+
+
+def test_command_line_is_what_resin_run_parses():
+    settings = ModelSettings(Path("/models/my model.onnx"), "onnxruntime", "cpu", (64, 92, 92))
+    text = command_line(settings, "/data/raw vol.tif", "/data/out.ome.zarr", resume=True)
+    args = shlex.split(text)
+    assert args[0] == "resin-run"
+    parsed = build_parser().parse_args(args[1:])
+    assert parsed.engine == "/models/my model.onnx" and parsed.input == "/data/raw vol.tif"
+    assert parsed.output == "/data/out.ome.zarr" and tuple(parsed.tile) == (64, 92, 92)
+    assert (parsed.backend, parsed.device, parsed.resume) == ("onnxruntime", "cpu", True)
+    assert command_line(ModelSettings(), "a.tif", None) == "resin-run a.tif"
+
+
+def test_job_reports_progress_stops_and_keeps_errors_to_one_line():
+    def work(job: Job) -> str:
+        for i in range(1000):
+            job.report(i, 1000, "voxels")
+            time.sleep(0.001)
+        return "done"
+
+    job = Job(work).start()
+    while job.snapshot is None:
+        time.sleep(0.001)
+    job.stop()
+    assert job.wait(10) and job.stopped and job.result is None and job.error is None
+
+    job = Job(lambda j: (_ for _ in ()).throw(VolumeError("'x' is 2-D"))).start()
+    assert job.wait(10) and job.error == "'x' is 2-D" and not job.stopped
+
+    job = Job(lambda j: 41 + 1).start()
+    assert job.wait(10) and job.result == 42 and job.done
+
+    with pytest.raises(Stopped):
+        stopped = Job(lambda j: None)
+        stopped.stop()
+        stopped.check()
+
+
+def test_snapshot_text():
+    snap = Snapshot(done=250, total=1000, unit="voxels", seconds=5.0)
+    assert snap.fraction == 0.25 and snap.rate == 50 and snap.eta == 15
+    assert snap.text() == "25%  50.0 voxels/s  ETA 15 s"
+    assert Snapshot(0, 10, "steps", 1.0).text() == "0%"

@@ -1,0 +1,117 @@
+"""The reader (TIFF, OME-Zarr with every level), the demo sample and the Compare widget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari", reason="the napari plugin needs pip install 'resin[napari]'")
+
+from resin.io import write_volume  # noqa: E402
+from resin.napari import _reader  # noqa: E402
+from resin.napari._reader import LazyVolume, get_reader, volume_layers  # noqa: E402
+
+
+def test_reader_opens_tiff_with_voxel_size_and_record(tmp_path, tiny_volume):
+    path = tmp_path / "out.tif"
+    write_volume(path, tiny_volume, voxel_size=(2.0, 0.5, 0.5),
+                 attrs={"model_sha256": "abc", "normalization": {"low": 1.0, "high": 2.0}})
+    assert get_reader(str(path)) is not None
+    data, kwargs, kind = volume_layers(path)[0]
+    assert kind == "image"
+    np.testing.assert_array_equal(data, tiny_volume)
+    assert kwargs["scale"] == (2.0, 0.5, 0.5)
+    assert kwargs["name"] == "out"
+
+
+def test_reader_declines_what_resin_cannot_read(tmp_path):
+    flat = tmp_path / "flat.tif"
+    import tifffile
+
+    tifffile.imwrite(flat, np.zeros((16, 16), np.uint16))
+    assert get_reader(str(flat)) is None
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    assert get_reader([str(flat), str(flat)]) is None
+
+
+def test_reader_opens_every_level_of_an_ome_zarr(tmp_path, rng):
+    zarr = pytest.importorskip("zarr")
+    full = rng.integers(0, 1000, size=(8, 32, 32), dtype=np.uint16)
+    path = tmp_path / "pyramid.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    datasets = []
+    for level, factor in enumerate((1, 2, 4)):
+        data = full[:, ::factor, ::factor]
+        group.create_array(str(level), data=data, dimension_names=["z", "y", "x"])
+        datasets.append({"path": str(level), "coordinateTransformations": [
+            {"type": "scale", "scale": [2.0, 0.5 * factor, 0.5 * factor]}]})
+    axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes,
+                                                             "datasets": datasets}]}
+    data, kwargs, _ = volume_layers(path)[0]
+    assert kwargs["multiscale"] is True
+    assert [d.shape for d in data] == [(8, 32, 32), (8, 16, 16), (8, 8, 8)]
+    assert kwargs["scale"] == (2.0, 0.5, 0.5)
+    np.testing.assert_array_equal(data[2], full[:, ::4, ::4])
+
+
+def test_large_volumes_stay_on_disk_and_slice_like_arrays(tmp_path, tiny_volume, monkeypatch):
+    path = tmp_path / "big.ome.zarr"
+    write_volume(path, tiny_volume)
+    monkeypatch.setattr(_reader, "IN_MEMORY_BYTES", 1024)
+    data, _, _ = volume_layers(path)[0]
+    assert isinstance(data, LazyVolume)
+    assert data.shape == tiny_volume.shape and data.dtype == tiny_volume.dtype
+    for key in (3, (3,), (slice(2, 9, 3), 4), (Ellipsis, 5), (-1, slice(None), slice(1, 30, 7)),
+                (slice(4, 4),), np.int64(2)):
+        np.testing.assert_array_equal(data[key], tiny_volume[key])
+    np.testing.assert_array_equal(np.asarray(data), tiny_volume)
+    with pytest.raises(IndexError):
+        data[16]
+
+
+def test_demo_sample_is_the_demo_volume():
+    from resin.runtime.demo import DEMO_SHAPE
+
+    from resin.napari._sample import demo_raw, demo_truth
+
+    (raw, kwargs, kind), = demo_raw()
+    (truth, _, _), = demo_truth()
+    assert raw.shape == truth.shape == DEMO_SHAPE and kind == "image"
+    assert kwargs["scale"] == (1.0, 1.0, 1.0)
+    assert raw.std() > 0 and not np.array_equal(raw, truth)
+
+
+def test_open_sample_and_plugin_widgets_through_napari(viewer):
+    viewer.open_sample("resin", "demo")
+    assert viewer.layers[-1].name == "demo raw"
+    for name in ("Enhance", "Compare", "Train"):
+        _, widget = viewer.window.add_plugin_dock_widget("resin", name)
+        assert widget is not None
+        assert type(widget).__name__ == f"{name}Widget"
+        getattr(widget, "shutdown", lambda: None)()
+
+
+def test_compare_side_by_side_and_axial(viewer, tiny_volume):
+    from resin.napari._compare_widget import CompareWidget
+
+    viewer.add_image(tiny_volume, name="raw")
+    viewer.add_image(tiny_volume * 2, name="other")
+    viewer.add_image(tiny_volume + 1, name="raw (resin)", metadata={"resin": {"input": "raw"}})
+    widget = CompareWidget(viewer)
+    assert widget.enhanced_box.currentText() == "raw (resin)"
+    assert widget.raw_box.currentText() == "raw"
+    widget.side_button.setChecked(True)
+    assert viewer.canvas.grid.enabled
+    assert [x.visible for x in viewer.layers] == [True, False, True]
+    assert tuple(viewer.canvas.grid.shape) == (1, 2)
+    widget.axial_button.click()
+    assert tuple(viewer.dims.order) == (1, 0, 2) and viewer.dims.displayed == (0, 2)
+    assert tuple(viewer.canvas.grid.shape) == (2, 1)
+    # raw (added first) on top, the enhanced layer below it
+    assert viewer.canvas.grid.position(0, viewer.layers) == (0, 0)
+    assert viewer.canvas.grid.position(2, viewer.layers) == (1, 0)
+    widget.lateral_button.click()
+    assert tuple(viewer.dims.order) == (0, 1, 2)
+    widget.side_button.setChecked(False)
+    assert not viewer.canvas.grid.enabled and all(x.visible for x in viewer.layers)

@@ -1,0 +1,197 @@
+"""The Enhance and Train widgets in a real (offscreen) viewer."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari", reason="the napari plugin needs pip install 'resin[napari]'")
+pytest.importorskip("pytestqt", reason="the napari tests need pytest-qt (the dev extra)")
+
+from resin.runtime import Enhancer  # noqa: E402
+
+from resin.napari._enhance_widget import EnhanceWidget  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+from _tiny import tiny_config  # noqa: E402
+
+#: a tile that splits a 40-plane volume into ten rows of the bundled model's tiles
+SMALL_TILE = "64 92 92"
+
+
+def _widget(viewer, qtbot, cls=EnhanceWidget):
+    widget = cls(viewer)
+    viewer.window.add_dock_widget(widget)
+    qtbot.waitUntil(lambda: not widget.plan_label.text().startswith("loading"), timeout=30000) \
+        if cls is EnhanceWidget else None
+    return widget
+
+
+def _wait(qtbot, widget, timeout=120000):
+    qtbot.waitUntil(lambda: not widget.panel.busy, timeout=timeout)
+
+
+def test_enhance_widget_gives_enhancers_result(viewer, qtbot, tiny_volume):
+    layer = viewer.add_image(tiny_volume, name="tiny", scale=(2.0, 0.5, 0.5))
+    widget = _widget(viewer, qtbot)
+    assert widget.layer_box.currentText() == "tiny"
+    assert "tile 76x92x92" in widget.plan_label.text()
+    assert "plus the network" in widget.plan_label.text()
+    widget.run_button.click()
+    _wait(qtbot, widget)
+    assert "enhanced" in widget.panel.status.text()
+    result = viewer.layers["tiny (resin)"]
+    with Enhancer() as enh:
+        expected = enh.enhance(tiny_volume)
+    np.testing.assert_array_equal(result.data, expected)
+    np.testing.assert_allclose(result.scale, layer.scale)
+    record = result.metadata["resin"]
+    assert record["model"].endswith("default.onnx")
+    assert record["normalization"]["low_percentile"] == 0.5
+    assert record["input"] == "tiny"
+    widget.shutdown()
+
+
+def test_stop_mid_run_leaves_the_viewer_usable(viewer, qtbot, tiny_volume):
+    volume = np.concatenate([tiny_volume] * 3)[:40]
+    viewer.add_image(volume, name="deep")
+    widget = _widget(viewer, qtbot)
+    widget.tile_edit.setText(SMALL_TILE)
+    widget.refresh()
+    qtbot.waitUntil(lambda: "10 tiles in 10 rows" in widget.plan_label.text(), timeout=30000)
+    widget.run_button.click()
+    assert widget.stop_button.isEnabled() and not widget.run_button.isEnabled()
+    qtbot.waitUntil(lambda: (widget.panel.job is None or (
+        widget.panel.job.snapshot is not None and widget.panel.job.snapshot.done > 0)),
+        timeout=60000)
+    widget.stop_button.click()
+    _wait(qtbot, widget)
+    assert widget.panel.status.text().startswith("stopped")
+    assert [x.name for x in viewer.layers] == ["deep"]
+    assert widget.run_button.isEnabled() and not widget.stop_button.isEnabled()
+    # the viewer and the widget still work: a new layer, a full run
+    viewer.add_image(tiny_volume, name="after")
+    widget.layer_box.setCurrentText("after")
+    widget.tile_edit.setText("auto")
+    widget.refresh()
+    widget.run_button.click()
+    _wait(qtbot, widget)
+    assert "after (resin)" in viewer.layers
+    widget.shutdown()
+
+
+def test_stop_leaves_a_resumable_file(viewer, qtbot, tiny_volume, tmp_path):
+    from resin.io import read_volume, write_volume
+
+    volume = np.concatenate([tiny_volume] * 3)[:40]
+    raw = tmp_path / "deep.tif"
+    write_volume(raw, volume)
+    viewer.open(str(raw), plugin="resin")
+    widget = _widget(viewer, qtbot)
+    out = tmp_path / "deep_out.ome.zarr"
+    widget.to_file.setChecked(True)
+    widget.output_edit.setText(str(out))
+    widget.tile_edit.setText(SMALL_TILE)
+    widget.refresh()
+    assert shlex.split(widget.command_edit.text())[:4] == ["resin-run", str(raw), "-o", str(out)]
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: (widget.panel.job is None or (
+        widget.panel.job.snapshot is not None and widget.panel.job.snapshot.done > 0)),
+        timeout=60000)
+    widget.stop_button.click()
+    _wait(qtbot, widget)
+    assert "--resume" in widget.panel.status.text(), widget.panel.status.text()
+    assert not out.exists() and list(tmp_path.glob("deep_out.ome.zarr.*"))  # kept, unfinished
+    widget.resume_box.setChecked(True)
+    assert widget.command_edit.text().endswith("--resume")
+    widget.run_button.click()
+    _wait(qtbot, widget)
+    assert "wrote" in widget.panel.status.text(), widget.panel.status.text()
+    with Enhancer(tile=(64, 92, 92)) as enh:
+        expected = enh.enhance(volume)
+    np.testing.assert_array_equal(read_volume(out), expected)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["deep (resin)"].data), expected)
+    assert viewer.layers["deep (resin)"].metadata["resin"]["input"] == "deep"
+    widget.shutdown()
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("2d", "is 2-D"),
+    ("rgb", "RGB"),
+    ("nan", "NaN or infinite"),
+    ("4d", "pick one time point"),
+])
+def test_a_bad_layer_gets_a_message_not_a_traceback(viewer, qtbot, kind, words):
+    from napari.utils.notifications import notification_manager
+
+    data = {
+        "2d": np.ones((32, 32), np.uint16),
+        "rgb": np.ones((8, 32, 32, 3), np.uint8),
+        "nan": np.full((8, 32, 32), np.nan, np.float32),
+        "4d": np.ones((2, 8, 32, 32), np.uint16),
+    }[kind]
+    viewer.add_image(data, name="bad", rgb=kind == "rgb")
+    before = len(notification_manager.records)
+    widget = _widget(viewer, qtbot)
+    widget.run_button.click()
+    assert not widget.panel.busy
+    assert words in widget.panel.status.text()
+    assert "'bad'" in widget.panel.status.text()
+    widget.preview_button.click()
+    assert words in widget.panel.status.text()
+    assert [x.name for x in viewer.layers] == ["bad"]
+    assert len(notification_manager.records) == before
+    widget.shutdown()
+
+
+def test_preview_enhances_the_region_in_view(viewer, qtbot, demo_volume):
+    layer = viewer.add_image(demo_volume, name="demo")
+    viewer.dims.set_point(0, 20)
+    widget = _widget(viewer, qtbot)
+    widget.preview_button.click()
+    _wait(qtbot, widget)
+    preview = viewer.layers["demo preview"]
+    assert preview.data.shape[0] == 9
+    assert preview.translate[0] == 16 * layer.scale[0]
+    region = [tuple(r) for r in preview.metadata["resin"]["region"]]
+    assert region[0] == (16, 25)
+    with Enhancer() as enh:
+        full = enh.enhance(demo_volume)
+    window = full[16:25, region[1][0]:region[1][1], region[2][0]:region[2][1]].astype(float)
+    span = float(full.max()) - float(full.min())
+    assert np.abs(preview.data.astype(float) - window).max() <= 0.01 * span
+    widget.shutdown()
+
+
+def test_train_widget_runs_a_few_steps_and_offers_the_model(viewer, qtbot, tiny_volume,
+                                                            tmp_path):
+    pytest.importorskip("torch")
+    from resin.napari._train import trained
+    from resin.napari._train_widget import TrainWidget
+
+    viewer.add_image(tiny_volume, name="tiny")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config().model_dump(mode="json")))
+    enhance = _widget(viewer, qtbot)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    model = tmp_path / "tiny_model.pt"
+    widget.model_edit.setText(str(model))
+    widget.config_edit.setText(str(config))
+    widget.refresh()
+    assert "--config" in widget.command_edit.text()
+    widget.start_button.click()
+    _wait(qtbot, widget, timeout=240000)
+    assert widget.panel.status.text().startswith("trained"), widget.panel.status.text()
+    assert model.exists()
+    assert widget.plot.columns["step"][-1] == 4
+    assert widget.preview.pixmap() is not None and not widget.preview.pixmap().isNull()
+    assert trained.last == model
+    assert enhance.model_box.currentData() == str(model)
+    widget.shutdown()
+    enhance.shutdown()
