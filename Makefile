@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=77" wheel
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[cpu,train,export,dev]'
+	$(BIN)/python -m pip install -q -e '.[cpu,train,export,napari,dev]'
 	touch $@
 
 venv: $(BIN)/.installed
