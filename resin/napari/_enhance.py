@@ -28,7 +28,7 @@ from resin.runtime.blocks import make_block_plan
 from resin.runtime.normalize import sample_levels
 from resin.runtime.pipeline import QUEUE_DEPTH, describe
 from resin.runtime.planner import TilePlan, reflect_indices
-from resin.runtime.runner import RunProgress, make_plan, output_dtype
+from resin.runtime.runner import RunProgress, make_plan, output_attrs, output_dtype
 
 Region = tuple[slice, slice, slice]
 
@@ -165,18 +165,11 @@ def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:
 
 
 def run_record(enh: Enhancer, levels: Levels, plan: TilePlan, source: str) -> dict[str, Any]:
-    """What a result layer's metadata keeps: the model and the normalization used."""
-    meta = enh.metadata
-    return {
-        "model": str(enh.model_path),
-        "model_sha256": meta.weights_sha256,
-        "resin_version": meta.resin_version,
-        "normalization": levels.as_attrs(),
-        "scale": list(meta.scale),
-        "tile": list(plan.tile), "halo": list(plan.halo), "blend": enh.settings.blend,
-        "backend": enh.engine.name, "device": enh.engine.device,
-        "input": source,
-    }
+    """A result layer's metadata: the provenance every resin output records (model, its
+    hash, the normalization levels, tiles), plus the model's path and where it ran."""
+    return {**output_attrs(enh.engine, str(enh.model_path), levels, plan, enh.settings, source),
+            "model_path": str(enh.model_path), "backend": enh.engine.name,
+            "device": enh.engine.device}
 
 
 def command_line(settings: ModelSettings, input_path: str, output: str | None,

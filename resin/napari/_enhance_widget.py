@@ -259,7 +259,7 @@ class EnhanceWidget(QWidget):
             t0 = time.perf_counter()
             result = enhance_in_memory(enh, volume, levels, job)
             return {"data": result, "record": run_record(enh, levels, plan, layer.name),
-                    "scale": enh.metadata.scale, "seconds": time.perf_counter() - t0}
+                    "plan": plan, "seconds": time.perf_counter() - t0}
 
         self._busy(True)
         what = output if output is not None else "a new layer"
@@ -289,7 +289,7 @@ class EnhanceWidget(QWidget):
                 f"({report.voxels_per_second / 1e6:.2f} Mvoxel/s)")
             new.metadata.setdefault("resin", {})["input"] = layer.name
             return
-        kwargs = result_layer_kwargs(layer, result["scale"], result["record"],
+        kwargs = result_layer_kwargs(layer, result["plan"], result["record"],
                                      f"{layer.name} (resin)")
         self.viewer.add_image(result["data"], **kwargs)
         n = int(np.prod(result["data"].shape))
@@ -316,7 +316,7 @@ class EnhanceWidget(QWidget):
             data = enhance_region(enh, volume, region, levels)
             return {"data": data, "record": {**run_record(enh, levels, plan, layer.name),
                                              "region": [[r.start, r.stop] for r in region]},
-                    "scale": enh.metadata.scale, "seconds": time.perf_counter() - t0}
+                    "plan": plan, "seconds": time.perf_counter() - t0}
 
         self._busy(True)
         size = "x".join(str(r.stop - r.start) for r in region)
@@ -342,7 +342,7 @@ class EnhanceWidget(QWidget):
             return
         result = job.result
         name = f"{layer.name} preview"
-        kwargs = result_layer_kwargs(layer, result["scale"], result["record"], name)
+        kwargs = result_layer_kwargs(layer, result["plan"], result["record"], name)
         step = np.asarray(layer.scale, dtype=float)[-3:]
         kwargs["translate"] = tuple(float(t + r.start * s)
                                     for t, r, s in zip(kwargs["translate"], region, step,

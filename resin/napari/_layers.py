@@ -67,17 +67,18 @@ def source_file(layer: Any) -> str | None:
     return str(path)
 
 
-def result_layer_kwargs(source: Any, model_scale: tuple[float, float, float],
-                        record: dict[str, Any], name: str) -> dict[str, Any]:
-    """Keyword arguments of ``viewer.add_image`` for a result of ``source``.
+def result_layer_kwargs(source: Any, plan: Any, record: dict[str, Any],
+                        name: str) -> dict[str, Any]:
+    """Keyword arguments of ``viewer.add_image`` for a result of ``source`` run with ``plan``.
 
-    Output voxel k lies at input position k / scale along each axis (the runtime's and
-    training's rule), so the origin stays and the voxel size is divided by the scale.
+    The voxel size is divided by the model's scale, as for every resin output (output voxel
+    k lies at input position k / scale), and the origin stays.
     """
-    scale = np.asarray(source.scale, dtype=float)[-3:] / np.asarray(model_scale, dtype=float)
+    from resin.runtime.runner import output_voxel_size
+
     return {
         "name": name,
-        "scale": tuple(float(v) for v in scale),
+        "scale": output_voxel_size(tuple(source.scale)[-3:], plan),
         "translate": tuple(float(v) for v in np.asarray(source.translate)[-3:]),
         "colormap": source.colormap.name,
         # the source's display range, so raw and enhanced compare at a glance

@@ -115,3 +115,18 @@ def test_compare_side_by_side_and_axial(viewer, tiny_volume):
     assert tuple(viewer.dims.order) == (0, 1, 2)
     widget.side_button.setChecked(False)
     assert not viewer.canvas.grid.enabled and all(x.visible for x in viewer.layers)
+
+
+def test_an_upsampling_model_gives_finer_voxels_over_the_same_extent():
+    from napari.layers import Image
+    from resin.runtime.planner import plan_tiles
+
+    from resin.napari._layers import result_layer_kwargs
+
+    source = Image(np.zeros((8, 16, 16), np.uint16), scale=(4.0, 0.5, 0.5),
+                   translate=(10.0, 0.0, 0.0))
+    plan = plan_tiles((8, 16, 16), None, (2, 2, 2), 4, scale=(2, 1, 1))
+    kwargs = result_layer_kwargs(source, plan, {"model": "m.onnx"}, "up")
+    assert kwargs["scale"] == (2.0, 0.5, 0.5)
+    assert kwargs["translate"] == (10.0, 0.0, 0.0)
+    assert kwargs["metadata"] == {"resin": {"model": "m.onnx"}}
