@@ -42,6 +42,11 @@ def test_wheel_contains_every_module(tmp_path):
     # the bundled default model: resin-run without --engine needs it in every install
     for name in ("default.onnx", "default.pt", "MODEL_CARD.md"):
         assert f"resin/data/{name}" in names, name
+    # the napari plugin's manifest, and the entry point napari finds it by
+    assert "resin/napari/napari.yaml" in names
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[napari.manifest]" in text and "resin = resin.napari:napari.yaml" in text
 
 
 def test_cli_usage_errors_are_one_line(cli):
