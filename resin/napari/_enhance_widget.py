@@ -156,7 +156,7 @@ class EnhanceWidget(QWidget):
         layer = self.layer_box.layer()
         try:
             settings = self.settings()
-            volume = layer_volume(layer)
+            volume = layer_volume(layer, values=False)
         except ResinError as exc:
             self.plan_label.setText("")
             self.command_edit.setText("")

@@ -14,11 +14,12 @@ import numpy as np
 from resin.errors import VolumeError
 
 
-def layer_volume(layer: Any) -> Any:
+def layer_volume(layer: Any, values: bool = True) -> Any:
     """The ZYX array of an image layer (level 0 of a multiscale one), checked.
 
-    Lazy arrays (dask, a file opened by the reader) stay lazy; NaN and infinity are looked
-    for in in-memory arrays, where one pass costs little next to the enhancement.
+    Lazy arrays (dask, a file opened by the reader) stay lazy. With ``values``, NaN and
+    infinity are looked for in in-memory arrays: one pass, little next to an enhancement
+    but not for every refresh of the widget.
     """
     from napari.layers import Image
 
@@ -45,7 +46,7 @@ def layer_volume(layer: Any) -> Any:
     if dtype.kind not in "uif":
         raise VolumeError(f"'{name}' holds {dtype} values; resin needs numbers (uint8, uint16 "
                           "or float32)")
-    if dtype.kind == "f" and isinstance(data, np.ndarray):
+    if values and dtype.kind == "f" and isinstance(data, np.ndarray):
         bad = data.size - int(np.count_nonzero(np.isfinite(data)))
         if bad:
             raise VolumeError(f"'{name}' holds {bad} NaN or infinite values; resin needs finite "
