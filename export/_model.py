@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from resin import _log
 from resin.errors import OutputExistsError, UsageError
@@ -76,13 +77,14 @@ def export_model(
     bioimageio: str | os.PathLike | None = None,
     authors: Sequence[str] | None = None,
     overwrite: bool = False,
+    halo_tolerance: float | None = None,
 ) -> ExportResult:
     """Export ``checkpoint``'s generator to ONNX, then optionally to TensorRT and bioimage.io.
 
     Every output path is checked before any work starts; TensorRT's presence too (when
     ``trt``), so a machine without it fails in a second with exit 2, not after the export.
     ``tile`` is the TensorRT profile's opt shape (default: the runtime's default tile for
-    this model's halo) and, with ``static``, the ONNX model's fixed input shape.
+    this model's tolerant halo, measured at ``halo_tolerance`` of the output range) and, with ``static``, the ONNX model's fixed input shape.
     ``version_compatible`` needs ``allow_plan_host_code``: such a plan carries TensorRT's
     lean runtime, host code that runs in every process that loads the plan.
     """
@@ -127,10 +129,11 @@ def export_model(
     from resin.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    halo = None
+    halo: Any = None
     if static:
         min_tile = max_tile = tile  # a fixed-shape network: the profile is that one shape
     if trt:
+        from resin.export._halo import HALO_TOLERANCE, Halos
         from resin.export._onnx import load_generator
         from resin.export._tensorrt import check_build_flags
         from resin.export.metadata import metadata_from_checkpoint
@@ -139,10 +142,11 @@ def export_model(
         # the halo decides the default tile, so measure it now (export reuses it) and check
         # the whole profile before anything is written
         _, generator = load_generator(ckpt)
-        early = metadata_from_checkpoint(ckpt, generator)
-        halo = (early.receptive_field, early.halo)
+        early = metadata_from_checkpoint(ckpt, generator, halo_tolerance=halo_tolerance)
+        halo = Halos(early.receptive_field, early.halo, early.tiling_halo(),
+                     early.halo_tolerance or HALO_TOLERANCE)
         if tile is None:
-            tile = default_tile(early.halo, early.size_multiple)
+            tile = default_tile(early.tiling_halo(), early.size_multiple)
         _check_profile(ckpt, early, tile, min_tile, max_tile)
         require("tensorrt", "building a TensorRT engine (--trt)", extra="gpu")
     if bio_path is not None:
@@ -150,7 +154,7 @@ def export_model(
 
     meta = export_onnx(ckpt, onnx_path, opset=opset, fp16=fp16,
                        static_tile=tile if static else None, exporter=exporter,
-                       overwrite=overwrite, halo=halo)
+                       overwrite=overwrite, halo=halo, halo_tolerance=halo_tolerance)
     result = ExportResult(onnx=onnx_path, metadata=meta, files=[onnx_path])
     if trt:
         from resin.export._tensorrt import build_engine

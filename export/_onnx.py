@@ -12,13 +12,16 @@ import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from resin import _log
 from resin.errors import ModelError, ParityError, UsageError
 from resin.metadata import METADATA_KEY, ModelMetadata
+
+if TYPE_CHECKING:
+    from resin.export._halo import Halos
 
 #: tried in this order by ``exporter="auto"``
 EXPORTER_ORDER = ("legacy", "dynamo")
@@ -165,7 +168,8 @@ def export_onnx(
     *,
     exporter: str = "auto",
     overwrite: bool = False,
-    halo: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None,
+    halo: Halos | None = None,
+    halo_tolerance: float | None = None,
 ) -> ModelMetadata:
     """Export F to ONNX at ``out`` with the resin metadata record; parity-checked.
 
@@ -189,8 +193,11 @@ def export_onnx(
     dtype = "float16" if fp16 else "float32"
     opset = int(opset or DEFAULT_OPSET)
     _log.log("measuring the receptive field by impulse response ...")
-    meta = metadata_from_checkpoint(ckpt, generator, dtype=dtype, halo=halo)
-    _log.log(f"receptive field {meta.receptive_field}, halo {meta.halo} voxels (z, y, x)")
+    meta = metadata_from_checkpoint(ckpt, generator, dtype=dtype, halo=halo,
+                                    halo_tolerance=halo_tolerance)
+    _log.log(f"receptive field {meta.receptive_field}, halo {meta.halo} voxels (z, y, x); "
+             f"{meta.halo_tolerant} keeps every change within {meta.halo_tolerance:g} of the "
+             "output range")
 
     side = max(16, 4 * m)
     example_shape = tile or (side, side, side)

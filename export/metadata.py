@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resin.errors import ModelError
 from resin.metadata import (
@@ -17,6 +17,9 @@ from resin.metadata import (
     NormalizationRecord,
     axial_vector_from_angle,
 )
+
+if TYPE_CHECKING:
+    from resin.export._halo import Halos
 
 
 def weights_sha256(state_dict: dict[str, Any]) -> str:
@@ -44,14 +47,15 @@ def metadata_from_checkpoint(
     generator: Any,
     *,
     dtype: str = "float32",
-    halo: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None,
+    halo: Halos | None = None,
+    halo_tolerance: float | None = None,
 ) -> ModelMetadata:
-    """The metadata record of ``generator`` (rebuilt from ``ckpt``), halo measured by impulses.
+    """The metadata record of ``generator`` (rebuilt from ``ckpt``), with its exact and
+    tolerant halos (:func:`resin.export.measure_halos`, at ``halo_tolerance``).
 
-    ``halo`` may pass an already measured ``(receptive_field, halo)`` pair to skip the
-    measurement.
+    ``halo`` may pass already measured halos to skip the measurement.
     """
-    from resin.export._halo import measure_halo
+    from resin.export._halo import HALO_TOLERANCE, measure_halos
 
     norm = ckpt.get("normalization")
     if not isinstance(norm, dict):
@@ -62,8 +66,8 @@ def metadata_from_checkpoint(
         raise ModelError(f"checkpoint normalization record is invalid ({exc})") from exc
     size_multiple = int(getattr(generator, "size_multiple", 1))
     if halo is None:
-        halo = measure_halo(generator, size_multiple)
-    receptive_field, halo_zyx = halo
+        halo = measure_halos(generator, size_multiple, halo_tolerance or HALO_TOLERANCE,
+                             (normalization.low_percentile, normalization.high_percentile))
     angle = float(ckpt.get("axial_angle_deg", 0.0) or 0.0)
     voxel = ckpt.get("voxel_size")
     gen_cfg = ckpt.get("config", {}).get("generator")
@@ -73,8 +77,10 @@ def metadata_from_checkpoint(
         scale=_triple(ckpt.get("scale", (1.0, 1.0, 1.0)), "scale"),
         axial_angle_deg=angle,
         axial_vector=axial_vector_from_angle(angle),
-        receptive_field=receptive_field,
-        halo=halo_zyx,
+        receptive_field=halo.receptive_field,
+        halo=halo.halo,
+        halo_tolerant=halo.halo_tolerant,
+        halo_tolerance=halo.halo_tolerance,
         size_multiple=size_multiple,
         min_tile=(size_multiple,) * 3,
         input_dtype=dtype,

@@ -71,6 +71,11 @@ class ModelMetadata(BaseModel):
     """Receptive field (voxels) measured by impulse response."""
     halo: tuple[int, int, int] = Field(default=(0, 0, 0))
     """Context (voxels per side) a tile needs so its centre equals full-volume inference."""
+    halo_tolerant: tuple[int, int, int] | None = None
+    """Smallest context (voxels per side) whose truncation changes the output by at most
+    ``halo_tolerance`` of the output range (None: not measured; tiles then use ``halo``)."""
+    halo_tolerance: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Largest change (fraction of the output range) ``halo_tolerant`` allows."""
     size_multiple: int = Field(default=4, ge=1)
     """Every input side must be a multiple of this."""
     min_tile: tuple[int, int, int] | None = None
@@ -102,6 +107,14 @@ class ModelMetadata(BaseModel):
         if not 0.99 < n < 1.01:
             raise ValueError("axial_vector must be a unit vector")
         return v
+
+    def tiling_halo(self, exact: bool = False) -> tuple[int, int, int]:
+        """The halo tiles get: the tolerant one where it was measured, else (or with
+        ``exact``) the exact one."""
+        if exact or self.halo_tolerant is None:
+            return self.halo
+        z, y, x = (min(t, h) for t, h in zip(self.halo_tolerant, self.halo, strict=True))
+        return z, y, x
 
     def tile_range(self) -> tuple[tuple[int, int, int], tuple[int, int, int],
                                   tuple[int, int, int]] | None:

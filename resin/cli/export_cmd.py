@@ -25,6 +25,9 @@ def register(sub) -> argparse.ArgumentParser:
                         "--static); default: resin-run's default tile for this model")
     p.add_argument("--static", action="store_true",
                    help="fixed input shape --tile instead of dynamic Z/Y/X")
+    p.add_argument("--halo-tolerance", type=float, default=None, metavar="F",
+                   help="largest change (fraction of the output range) the tolerant halo may "
+                        "cause, which resin-run tiles with by default (default 1e-4)")
     p.add_argument("--exporter", choices=("auto", "legacy", "dynamo"), default="auto",
                    help="torch ONNX exporter (auto: legacy, then dynamo if it fails)")
     trt = p.add_argument_group("TensorRT (needs the gpu extra and a CUDA GPU)")
@@ -72,9 +75,10 @@ def _run(args: argparse.Namespace) -> int:
         timing_cache=args.timing_cache, optimization_level=args.optimization_level,
         version_compatible=args.version_compatible, hardware_compatible=args.hardware_compatible,
         allow_plan_host_code=args.allow_plan_host_code,
-        bioimageio=args.bioimageio, authors=args.author, overwrite=args.overwrite)
+        bioimageio=args.bioimageio, authors=args.author, overwrite=args.overwrite,
+        halo_tolerance=args.halo_tolerance)
     meta = result.metadata
-    _log.log(f"halo {meta.halo}, size multiple {meta.size_multiple}, scale {meta.scale}, "
+    _log.log(f"halo {meta.halo} (tolerant {meta.tiling_halo()}), size multiple {meta.size_multiple}, scale {meta.scale}, "
              f"weights sha256 {meta.weights_sha256[:12]}")
     for path in result.files:
         print(path)

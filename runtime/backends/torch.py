@@ -43,7 +43,10 @@ class TorchBackend:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         ckpt = load_checkpoint(path)
         net = build_generator(ckpt)
-        halo = export.cached_halo(path, net, int(getattr(net, "size_multiple", 1)))
+        norm = ckpt.get("normalization") or {}
+        halo = export.cached_halo(path, net, int(getattr(net, "size_multiple", 1)),
+                                  percentiles=(float(norm.get("low_percentile", 0.5)),
+                                               float(norm.get("high_percentile", 99.9))))
         self.metadata = export.metadata_from_checkpoint(ckpt, net, halo=halo)
         net = net.to(device)
         if device == "cpu":

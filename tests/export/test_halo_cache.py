@@ -12,15 +12,18 @@ from resin._cache import cache_dir, file_sha256
 
 @pytest.fixture
 def measured(monkeypatch):
-    """measure_halo replaced by a quick stand-in that counts its calls."""
+    """measure_halos replaced by a quick stand-in that counts its calls."""
     calls = []
 
-    def measure(generator, size_multiple, **kw):
+    def measure(generator, size_multiple, tolerance=_halo.HALO_TOLERANCE, percentiles=None):
         calls.append(size_multiple)
-        return (9, 11, 13), (4, 5, 6)
+        return _halo.Halos((9, 11, 13), (4, 5, 6), (2, 3, 3), tolerance)
 
-    monkeypatch.setattr(_halo, "measure_halo", measure)
+    monkeypatch.setattr(_halo, "measure_halos", measure)
     return calls
+
+
+MEASURED = _halo.Halos((9, 11, 13), (4, 5, 6), (2, 3, 3), _halo.HALO_TOLERANCE)
 
 
 def _entry(checkpoint):
@@ -30,11 +33,12 @@ def _entry(checkpoint):
 def test_measured_once_per_checkpoint_content(tmp_path, measured):
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"weights one")
-    assert _halo.cached_halo(ckpt, None, 4) == ((9, 11, 13), (4, 5, 6))
-    assert _halo.cached_halo(ckpt, None, 4) == ((9, 11, 13), (4, 5, 6))
+    assert _halo.cached_halo(ckpt, None, 4) == MEASURED
+    assert _halo.cached_halo(ckpt, None, 4) == MEASURED
     assert measured == [4]
     entry = _entry(ckpt)
     assert json.loads(entry.read_text())["halo"] == [4, 5, 6]
+    assert json.loads(entry.read_text())["halo_tolerant"] == [2, 3, 3]
     assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]  # no temp files
     ckpt.write_bytes(b"weights two")  # retrained in place: another key
     _halo.cached_halo(ckpt, None, 4)
@@ -55,6 +59,12 @@ def test_measured_once_per_checkpoint_content(tmp_path, measured):
                 "receptive_field": [9, 11, 13], "halo": [1, 1, 1]}).encode(),
     json.dumps({"version": _halo.MEASUREMENT_VERSION, "size_multiple": 8,
                 "receptive_field": [9, 11, 13], "halo": [1, 1, 1]}).encode(),
+    # an entry from before tolerant halos, and one for another tolerance
+    json.dumps({"version": 1, "size_multiple": 4,
+                "receptive_field": [9, 11, 13], "halo": [4, 5, 6]}).encode(),
+    json.dumps({"version": _halo.MEASUREMENT_VERSION, "size_multiple": 4,
+                "receptive_field": [9, 11, 13], "halo": [4, 5, 6], "halo_tolerant": [1, 1, 1],
+                "halo_tolerance": 1e-2}).encode(),
 ])
 def test_a_corrupt_entry_is_measured_again_and_rewritten(tmp_path, measured, bad):
     ckpt = tmp_path / "model.pt"
@@ -62,11 +72,12 @@ def test_a_corrupt_entry_is_measured_again_and_rewritten(tmp_path, measured, bad
     entry = _entry(ckpt)
     entry.parent.mkdir(parents=True)
     entry.write_bytes(bad)
-    assert _halo.cached_halo(ckpt, None, 4) == ((9, 11, 13), (4, 5, 6))
+    assert _halo.cached_halo(ckpt, None, 4) == MEASURED
     assert measured == [4]
     assert json.loads(entry.read_text()) == {
         "version": _halo.MEASUREMENT_VERSION, "size_multiple": 4,
-        "receptive_field": [9, 11, 13], "halo": [4, 5, 6]}
+        "receptive_field": [9, 11, 13], "halo": [4, 5, 6], "halo_tolerant": [2, 3, 3],
+        "halo_tolerance": _halo.HALO_TOLERANCE}
 
 
 def test_an_unwritable_cache_only_costs_a_measurement(tmp_path, measured, monkeypatch):
@@ -75,8 +86,8 @@ def test_an_unwritable_cache_only_costs_a_measurement(tmp_path, measured, monkey
     monkeypatch.setenv("RESIN_CACHE_DIR", str(blocker))
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"weights")
-    assert _halo.cached_halo(ckpt, None, 4) == ((9, 11, 13), (4, 5, 6))
-    assert _halo.cached_halo(ckpt, None, 4) == ((9, 11, 13), (4, 5, 6))
+    assert _halo.cached_halo(ckpt, None, 4) == MEASURED
+    assert _halo.cached_halo(ckpt, None, 4) == MEASURED
     assert measured == [4, 4]
 
 
@@ -101,5 +112,6 @@ def test_torch_backend_measures_a_checkpoint_once(tmp_path, measured):
         engine = TorchBackend()
         assert engine.load(ckpt, "cpu").halo == (4, 5, 6)
         assert engine.metadata.receptive_field == (9, 11, 13)
+        assert engine.metadata.halo_tolerant == (2, 3, 3)
         engine.close()
     assert measured == [2]  # one measurement, at the generator's size multiple
