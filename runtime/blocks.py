@@ -166,6 +166,15 @@ class BlockPlan:
         for index in itertools.product(*(range(g) for g in self.grid)):
             yield self.block_at(index)
 
+    def working_bytes(self, out_dtype: Any) -> int:
+        """Host memory a run of this plan holds besides the network's own: two float32
+        accumulators of one block, finalized blocks queued for the writer, and the tiles
+        read ahead or in flight (network input and output)."""
+        block = math.prod(self.block)
+        tiles = (QUEUE_DEPTH + 2) * math.prod(self.tiles.tile) * 4 * (
+            1 + math.prod(self.tiles.scale))
+        return 2 * 4 * block + (QUEUE_DEPTH + 1) * block * np.dtype(out_dtype).itemsize + tiles
+
     @property
     def tile_runs(self) -> int:
         """Network calls over all blocks (tiles reaching two blocks count twice)."""

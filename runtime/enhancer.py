@@ -93,12 +93,14 @@ class Enhancer:
                  overlap: int | None = None, blend: str = "gaussian",
                  block: tuple[int, int, int] | None = None,
                  shards: tuple[int, int, int] | None = None, pyramid: int = 1,
-                 allow_plan_host_code: bool = False) -> None:
+                 allow_plan_host_code: bool = False, exact_halo: bool = False,
+                 memory: float | None = None) -> None:
         self.model_path = Path(engine) if engine is not None else default_model_path()
         self._request = (backend, device, bool(allow_plan_host_code))
         self.settings = TileSettings(tile=_triple(tile), overlap=overlap, blend=blend,
                                      block=_triple(block), shards=_triple(shards),
-                                     pyramid=int(pyramid))
+                                     pyramid=int(pyramid), exact_halo=bool(exact_halo),
+                                     memory=None if memory is None else float(memory))
         self.settings.check()
         engine_, self.backend_reason = choose_backend(
             self.model_path, backend, device, allow_plan_host_code=allow_plan_host_code)
@@ -122,9 +124,13 @@ class Enhancer:
         return sample_levels(lambda r: vol[r], vol.shape, norm.low_percentile,  # type: ignore[arg-type]
                              norm.high_percentile)
 
-    def enhance(self, volume: npt.ArrayLike, levels: Levels | None = None) -> np.ndarray:
-        """Enhance an in-memory ZYX volume (uint8/uint16/float32) -> same dtype."""
-        return enhance_array(self.engine, np.asarray(volume), self.settings, levels)
+    def enhance(self, volume: npt.ArrayLike, levels: Levels | None = None,
+                progress: Callable[[RunProgress], None] | None = None) -> np.ndarray:
+        """Enhance an in-memory ZYX volume (uint8/uint16/float32) -> same dtype.
+
+        ``progress(RunProgress)`` is called after every tile and block; an exception raised
+        from it stops the work (a GUI's Stop button)."""
+        return enhance_array(self.engine, np.asarray(volume), self.settings, levels, progress)
 
     def run(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *,
             mip: str | os.PathLike | None = None, resume: bool = False,

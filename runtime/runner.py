@@ -7,10 +7,11 @@ created, so a bad input or model leaves any existing output untouched.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ from resin.runtime.blocks import (
     align_chunks,
     make_block_plan,
 )
+from resin.runtime.budget import (
+    GiB,
+    TileChoice,
+    choose_tile,
+    default_budget,
+    engine_bytes_per_voxel,
+)
 from resin.runtime.normalize import Levels, sample_levels
 from resin.runtime.pipeline import (
     ArraySink,
@@ -33,10 +41,11 @@ from resin.runtime.pipeline import (
     shrink_tile,
 )
 from resin.runtime.planner import TilePlan, plan_tiles
-from resin.runtime.runstate import staging_path
+from resin.runtime.runstate import record_dir, recorded_tile, staging_path
 
 from resin import _log
 from resin.errors import OutputExistsError, ResumeError, UsageError, VolumeError
+from resin.metadata import ModelMetadata
 
 BLEND_MODES = ("gaussian", "cosine", "constant")
 OUTPUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
@@ -57,6 +66,10 @@ class TileSettings:
     shards: tuple[int, int, int] | None = None
     #: resolution levels of an OME-Zarr output (1: full resolution only; 2: + 2x means ...)
     pyramid: int = 1
+    #: tiles get the model's exact halo instead of its tolerant one
+    exact_halo: bool = False
+    #: memory budget (GiB) the tile is chosen from; None: a share of the available memory
+    memory: float | None = None
 
     def check(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -70,6 +83,8 @@ class TileSettings:
                 raise UsageError(f"{name} needs three positive integers Z Y X, got {value}")
         if not 1 <= self.pyramid <= 10:
             raise UsageError(f"--levels must be from 1 to 10, got {self.pyramid}")
+        if self.memory is not None and not self.memory > 0:
+            raise UsageError(f"--memory must be a positive number of GiB, got {self.memory}")
 
 
 @dataclass
@@ -125,10 +140,15 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
         raise UsageError(f"the model's scale {meta.scale} is not a whole number per axis; "
                          "this runtime supports integer upsampling only")
     bounds = meta.tile_range()
-    requested = tile or settings.tile or (bounds[1] if bounds else None)
-    plan = plan_tiles(shape, requested, meta.halo, meta.size_multiple,
-                      settings.overlap or 0, scale)  # type: ignore[arg-type]
+    halo = meta.tiling_halo(settings.exact_halo)
     overlap = settings.overlap or 0
+    requested = tile or settings.tile
+    if requested is None and bounds is not None and settings.memory is None:
+        requested = bounds[1]  # the tile the engine was built and tuned for
+    elif requested is None and overlap == 0:
+        requested = budget_tile(meta, shape, halo, scale, settings, bounds).tile  # type: ignore[arg-type]
+    plan = plan_tiles(shape, requested, halo, meta.size_multiple,
+                      overlap, scale)  # type: ignore[arg-type]
     for i, axis in enumerate(plan.axes):
         if overlap > axis.core // 2 and len(axis.starts) > 1:
             raise UsageError(f"--overlap {overlap} is more than half of the tile's core "
@@ -143,6 +163,33 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
             raise UsageError(f"tile {_zyx(plan.tile)} does not fit this model, which takes {what}; "
                              "pass --tile within that range (or re-export with other tiles)")
     return plan
+
+
+def budget_tile(meta: ModelMetadata, shape: Triple, halo: Triple, scale: Triple,
+                settings: TileSettings,
+                bounds: tuple[Triple, Triple, Triple] | None = None) -> TileChoice:
+    """The tile :func:`resin.runtime.budget.choose_tile` picks for this run's budget."""
+    budget = (int(settings.memory * GiB) if settings.memory is not None
+              else default_budget())
+    return choose_tile(shape, halo, meta.size_multiple, scale, budget,
+                       engine_bytes_per_voxel(meta), settings.block, settings.shards,
+                       None if bounds is None else (bounds[0], bounds[2]))
+
+
+def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
+    """Before a run: the tile, the share of computed voxels kept, the network calls and a
+    time estimate from one probe call of the engine on a tile."""
+    computed = plan.n_tiles * math.prod(plan.tile)
+    kept = math.prod(plan.shape) / computed
+    probe = np.zeros((1, 1, *plan.tile), dtype=np.dtype(engine.metadata.input_dtype))
+    t0 = time.perf_counter()
+    engine.infer(probe)
+    seconds = time.perf_counter() - t0
+    halo = "exact" if settings.exact_halo or engine.metadata.halo_tolerant is None else (
+        f"tolerant, {engine.metadata.halo_tolerance:g} of the range")
+    _log.log(f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}): keeps "
+             f"{100 * kept:.1f} % of the voxels it computes; {plan.n_tiles} network calls, "
+             f"about {seconds * plan.n_tiles:.0f} s ({seconds:.2f} s per call)")
 
 
 def _zyx(t: tuple[int, ...]) -> str:
@@ -202,8 +249,12 @@ def _run_blocks(engine: Backend, bplan: BlockPlan, settings: TileSettings, make_
 
 
 def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
-                  levels: Levels | None = None) -> np.ndarray:
-    """Enhance an in-memory ZYX array; same tiling, blending and bytes as a file run."""
+                  levels: Levels | None = None,
+                  progress: Callable[[RunProgress], None] | None = None) -> np.ndarray:
+    """Enhance an in-memory ZYX array; same tiling, blending and bytes as a file run.
+
+    ``progress(RunProgress)`` is called after every tile and block; raising from it stops.
+    """
     settings.check()
     vol = check_volume_array(volume)
     shape = (int(vol.shape[0]), int(vol.shape[1]), int(vol.shape[2]))
@@ -217,12 +268,26 @@ def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
     bplan = make_block_plan(plan, settings.block)
     out = np.empty(plan.out_shape, output_dtype(vol.dtype))
     sink = ArraySink(out)
+    blocks = list(bplan.blocks())
+    state = RunProgress(blocks_total=len(blocks), blocks_done=0,
+                        tiles_total=sum(len(b.tiles) for b in blocks), tiles_done=0,
+                        started=time.perf_counter())
+
+    def on_tile() -> None:
+        state.tiles_done += 1
+        if progress is not None:
+            progress(state)
+
+    def on_written(_block: Block) -> None:
+        state.blocks_done += 1
+        if progress is not None:
+            progress(state)
 
     def make_runner(bp: BlockPlan) -> BlockRunner:
         return BlockRunner(engine, bp, levels, out.dtype, sink, settings.blend,
-                           settings.sigma_scale)
+                           settings.sigma_scale, on_written=on_written, on_tile=on_tile)
 
-    _run_blocks(engine, bplan, settings, make_runner, read, list(bplan.blocks()))
+    _run_blocks(engine, bplan, settings, make_runner, read, blocks)
     return out
 
 
@@ -323,11 +388,19 @@ def run_identity(engine: Backend, model_path: str, input_path: str, shape: Tripl
         "backend": engine.name, "device": str(getattr(engine, "device", "")),
         "precision": str(getattr(engine, "precision", "") or engine.metadata.input_dtype),
         "tile": list(plan.tile), "halo": list(plan.halo), "overlap": settings.overlap or 0,
+        "halo_kind": halo_kind(engine.metadata, settings),
         "blend": [settings.blend, settings.sigma_scale],
         "block": list(bplan.block), "chunks": list(bplan.chunks),
         "shards": None if shards is None else list(shards), "out_dtype": str(out_dtype),
         "pyramid": settings.pyramid,
     }
+
+
+def halo_kind(meta: ModelMetadata, settings: TileSettings) -> str:
+    """Which halo tiles get: ``exact``, or ``tolerant <fraction of the output range>``."""
+    if settings.exact_halo or meta.halo_tolerant is None:
+        return "exact"
+    return f"tolerant {meta.halo_tolerance:g}"
 
 
 def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike,
@@ -349,7 +422,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     ``client`` the blocks run as tasks on its workers (:mod:`resin.runtime.distributed`),
     each loading the model as ``engine_request`` (backend, device) asks.
     """
-    from resin.runtime.runstate import OutputLock, RunRecord, record_dir
+    from resin.runtime.runstate import OutputLock, RunRecord
 
     from resin.io import open_volume, volume_format
 
@@ -376,6 +449,9 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
             raise VolumeError(f"{input_path}: expected a non-empty 3D ZYX volume, got {shape}")
         shape3 = (shape[0], shape[1], shape[2])
         levels = levels_for(engine, reader.read, shape3, input_path)
+        if resume and settings.tile is None:
+            # the tile the interrupted run chose from its memory budget, not today's
+            settings = replace(settings, tile=recorded_tile(record_dir(output, fmt)))
         plan = make_plan(engine, shape3, settings)
         bplan = make_block_plan(plan, settings.block, shards=settings.shards)
         out_dtype = output_dtype(reader.dtype)
@@ -392,6 +468,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
             record.create(bplan.n_blocks)
         if announce:
             _log.log(announce)
+        log_plan(engine, plan, settings)
         all_blocks = list(bplan.blocks())
         todo = [b for b in all_blocks if b.key not in done]
         _log.log(f"{len(all_blocks)} blocks of {describe(bplan.block)} (tile "
@@ -470,10 +547,12 @@ def _run_distributed(client: Any, engine_request: tuple[str, str, bool], model_p
                      progress: Callable[[RunProgress], None] | None) -> None:
     from resin.runtime.distributed import BlockJob, merge_mips, run_on_cluster
 
+    # the workers tile as planned here, whatever memory they have
+    fixed = replace(settings, tile=bplan.tiles.tile)
     job = BlockJob(model_path=str(Path(model_path).resolve()), backend=engine_request[0],
                    device=engine_request[1], allow_plan_host_code=engine_request[2],
                    input_path=str(Path(input_path).resolve()),
-                   output=str(Path(output).resolve()), settings=settings, levels=levels,
+                   output=str(Path(output).resolve()), settings=fixed, levels=levels,
                    out_shape=bplan.tiles.out_shape, out_dtype=str(out_dtype),
                    chunks=bplan.chunks, block=bplan.block, plan_sha256=record.sha256,
                    record_dir=str(record.dir.resolve()), mips=mips is not None)
@@ -521,6 +600,7 @@ def output_attrs(engine: Backend, model_path: str | None, levels: Levels, plan: 
         "normalization": levels.as_attrs(),
         "scale": list(meta.scale), "axial_angle_deg": meta.axial_angle_deg,
         "tile": list(plan.tile), "halo": list(plan.halo),
+        "halo_kind": halo_kind(meta, settings),
         "overlap": settings.overlap or 0, "blend": settings.blend,
         "block": None if block is None else list(block),
         "input": source,

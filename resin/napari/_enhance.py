@@ -26,7 +26,7 @@ from resin.napari._jobs import Job
 from resin.runtime import Enhancer, Levels, RunReport
 from resin.runtime.blocks import make_block_plan
 from resin.runtime.normalize import sample_levels
-from resin.runtime.pipeline import QUEUE_DEPTH, describe
+from resin.runtime.pipeline import describe
 from resin.runtime.planner import TilePlan, reflect_indices
 from resin.runtime.runner import RunProgress, make_plan, output_attrs, output_dtype
 
@@ -143,25 +143,23 @@ def plan_for(enh: Enhancer, shape: tuple[int, int, int]) -> TilePlan:
 def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:
     """The planner's tiles and the run's working memory, in two lines.
 
-    Memory: a file run holds two float32 accumulators of one output block; an in-memory
-    run (tile rows through :meth:`Enhancer.stream`) two one tile core plus one core deep,
-    and the result; both hold a few tiles read ahead and in the network.
+    Memory: :meth:`BlockPlan.working_bytes` (block accumulators, queued blocks, tiles in
+    flight), plus the result for an in-memory run.
     """
     rows = len(plan.axes[0].starts)
     tiles = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, core "
              f"{describe(plan.core)}): {plan.n_tiles} tile{'s' if plan.n_tiles != 1 else ''} "
              f"in {rows} row{'s' if rows != 1 else ''}")
     oz, oy, ox = plan.out_shape
+    bplan = make_block_plan(plan, enh.settings.block)
+    out_dtype = output_dtype(np.dtype(dtype))
+    held = bplan.working_bytes(out_dtype)
     if to_file:
-        block = make_block_plan(plan, enh.settings.block).block
-        held = 2 * int(np.prod(block)) * 4
-        where = f"blocks of {describe(block)}"
+        where = f"blocks of {describe(bplan.block)}"
     else:
-        held = 2 * min(oz, 2 * plan.out_core[0]) * oy * ox * 4
-        held += oz * oy * ox * output_dtype(np.dtype(dtype)).itemsize
+        held += oz * oy * ox * out_dtype.itemsize  # the result
         where = "in memory"
-    in_flight = (QUEUE_DEPTH + 2) * int(np.prod(plan.tile)) * 4 * (1 + int(np.prod(plan.scale)))
-    return f"{tiles}\n{where}: about {_bytes(held + in_flight)} plus the network's own"
+    return f"{tiles}\n{where}: about {_bytes(held)} plus the network's own"
 
 
 def run_record(enh: Enhancer, levels: Levels, plan: TilePlan, source: str) -> dict[str, Any]:

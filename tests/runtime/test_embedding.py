@@ -61,3 +61,32 @@ def test_stopping_from_the_callback_keeps_a_resumable_output(library_mode, fast_
         assert report.resumed_blocks >= 2
         whole = enh.enhance(read_volume(src))
     np.testing.assert_array_equal(read_volume(out), whole)
+
+
+def test_enhance_reports_progress_and_stops_from_the_callback(fast_model, rng):
+    vol = rng.integers(0, 4000, size=(24, 20, 20)).astype(np.uint16)
+    ticks: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(p: RunProgress) -> None:
+        ticks.append(p.tiles_done)
+        if p.tiles_done == 5:
+            raise Stop
+
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), block=(4, 20, 20)) as enh:
+        with pytest.raises(Stop):
+            enh.enhance(vol, progress=stop)
+        assert max(ticks) == 5
+        whole = enh.enhance(vol)  # the Enhancer is still usable
+    assert whole.shape == vol.shape
+
+
+def test_working_memory_estimate_is_flat_in_the_volume():
+    from resin.runtime.blocks import make_block_plan
+    from resin.runtime.planner import plan_tiles
+
+    small = make_block_plan(plan_tiles((500, 2000, 2000), None, (29, 29, 29), 8))
+    big = make_block_plan(plan_tiles((2000, 20000, 30000), None, (29, 29, 29), 8))
+    assert small.working_bytes(np.uint16) == big.working_bytes(np.uint16) < 1.5 * 2**30
