@@ -98,6 +98,9 @@ def export_model(
         raise UsageError(f"-o {onnx_path}: the ONNX model's name must end in .onnx")
     if static and tile is None:
         raise UsageError("--static needs --tile Z Y X (the fixed input shape)")
+    if halo_tolerance is not None and not 0.0 < halo_tolerance < 1.0:
+        raise UsageError(f"--halo-tolerance must be a fraction of the output range in (0, 1), "
+                         f"got {halo_tolerance}")
     if not trt:
         for name, value in (("--plan", plan), ("--max-tile", max_tile), ("--min-tile", min_tile),
                             ("--timing-cache", timing_cache)):

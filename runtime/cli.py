@@ -21,7 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "bundled model)")
     parser.add_argument("--tile", nargs=3, type=int3, metavar=("Z", "Y", "X"), default=None,
                         help="tile size in input voxels including the halo (default: the "
-                             "model's halo plus a ~48x96x96 core)")
+                             "tile keeping the most of what it computes within --memory)")
+    parser.add_argument("--memory", type=float, default=None, metavar="GiB",
+                        help="memory the tiles and block buffers may use (default: a quarter "
+                             "of the available memory)")
+    parser.add_argument("--exact-halo", action="store_true",
+                        help="give tiles the model's exact receptive field as halo instead "
+                             "of its tolerant halo (the smallest whose cut changes the output "
+                             "by at most the tolerance recorded at export)")
     parser.add_argument("--overlap", type=int, default=None, metavar="N",
                         help="extra overlap (voxels) blended between tiles, on top of the "
                              "model's halo (default 0)")
@@ -94,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
                       tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
                       blend=args.blend, block=args.block, shards=args.shard,
                       pyramid=args.levels,
-                      allow_plan_host_code=args.allow_plan_host_code) as enh:
+                      allow_plan_host_code=args.allow_plan_host_code,
+                      exact_halo=args.exact_halo, memory=args.memory) as enh:
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                              overwrite=args.overwrite, client=client)
     finally:

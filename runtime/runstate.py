@@ -49,6 +49,16 @@ def record_dir(output: str, fmt: str) -> Path:
     return Path(output.rstrip("/") + ".resin-run")
 
 
+def recorded_tile(directory: Path) -> tuple[int, int, int] | None:
+    """The tile an interrupted run's record names (None if there is no readable one)."""
+    try:
+        tile = json.loads((directory / "plan.json").read_text())["plan"]["tile"]
+        z, y, x = (int(v) for v in tile)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return z, y, x
+
+
 def canonical(identity: dict[str, Any]) -> dict[str, Any]:
     """JSON-normal form (tuples -> lists) so stored and fresh identities compare equal."""
     return json.loads(json.dumps(identity, sort_keys=True))

@@ -110,7 +110,7 @@ def test_tiling_with_recorded_halo_reproduces_whole_volume(tiny_export, rng):
     shape = (37, 45, 53)
     vol = (rng.gamma(2.0, 300.0, size=shape) + 80).astype(np.float32)
     tile = tuple(2 * h + 8 for h in meta.halo)  # small cores: many tiles in every axis
-    with Enhancer(path, device="cpu", tile=tile, blend="gaussian") as enh:
+    with Enhancer(path, device="cpu", tile=tile, blend="gaussian", exact_halo=True) as enh:
         levels = enh.levels(vol)
         out = enh.enhance(vol)
         plan = make_plan(enh.engine, shape, enh.settings)

@@ -1,0 +1,164 @@
+"""Tiles chosen from a memory budget.
+
+A tile of ``T`` input voxels per axis computes ``T`` but keeps only its core; along an
+axis of ``n`` voxels cut into ``K`` tiles, ``n / (K * T)`` of what the network computes is
+kept. Bigger tiles keep more, so the planner takes, among the tiles whose memory estimate
+fits the budget, the one that keeps the largest share (ties: fewer network calls, then
+less memory). Cores are multiples of the size multiple, so the tiles partition the output
+(:meth:`resin.runtime.planner.AxisPlan.kept`).
+
+The memory estimate of a tile (bytes):
+
+- the engine's activations: ``4 * 8 * sum(features[i] / 8**i)`` bytes per voxel of the
+  tile on the output grid (about eight live float32 feature maps per U-Net level, level
+  ``i`` at ``1/8**i`` of the voxels; ONNX Runtime on the CPU measures about 0.8 of this),
+  or 1 KiB per voxel when the model does not record its features;
+- the tile itself in float32, in and out, twice (one tile is read ahead);
+- the block accumulators: two float32 arrays of the output block (the block the run will
+  use with that tile: ``--block`` or the default, in whole chunks).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from resin.errors import UsageError
+from resin.metadata import ModelMetadata
+
+if TYPE_CHECKING:
+    from resin.runtime.planner import AxisPlan
+
+Triple = tuple[int, int, int]
+
+#: default share of the available memory a run may plan for
+DEFAULT_SHARE = 0.25
+#: engine bytes per voxel when the model does not record its features
+FALLBACK_BYTES_PER_VOXEL = 1024
+#: candidate tiles per axis in the search (thinned evenly beyond this)
+_MAX_CANDIDATES = 160
+GiB = 1024**3
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new work (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_budget() -> int:
+    """:data:`DEFAULT_SHARE` of the available memory, at least 1 GiB (4 GiB if unknown)."""
+    free = available_memory()
+    return max(GiB, int(DEFAULT_SHARE * free)) if free else 4 * GiB
+
+
+def engine_bytes_per_voxel(meta: ModelMetadata) -> float:
+    """Estimated activation bytes per output-grid voxel of a tile (module docstring)."""
+    features = (meta.generator or {}).get("features")
+    if not features:
+        return float(FALLBACK_BYTES_PER_VOXEL)
+    return 4.0 * 8.0 * sum(float(f) / 8**i for i, f in enumerate(features))
+
+
+@dataclass(frozen=True)
+class TileChoice:
+    """The tile a budget allows, with what it costs and keeps."""
+
+    tile: Triple
+    memory: int
+    kept_share: float
+    calls: int
+
+
+@dataclass(frozen=True)
+class _Axis:
+    tile: np.ndarray
+    calls: np.ndarray
+    block: np.ndarray
+
+
+def _axis_candidates(n: int, halo: int, m: int, scale: int, block: int | None,
+                     shard: int | None, bounds: tuple[int, int] | None) -> _Axis:
+    """Per tile size: tiles along the axis and the output block's extent (as the run will
+    choose it); for each tile count only the smallest tile (a bigger one with as many
+    tiles computes more for nothing)."""
+    from resin.runtime.blocks import make_block_plan
+    from resin.runtime.planner import TilePlan, plan_axis
+
+    padded = -(-(n + 2 * halo) // m) * m
+    smallest = -(-(2 * halo + m) // m) * m
+    lo, hi = (smallest, padded) if bounds is None else (max(smallest, bounds[0]),
+                                                         min(padded, bounds[1]))
+    if lo > hi:
+        lo = hi = min(padded, max(bounds[0], smallest)) if bounds is not None else padded
+    best: dict[int, AxisPlan] = {}
+    for tile in range(lo, hi + 1, m):
+        axis = plan_axis(n, tile, halo, m)
+        best.setdefault(len(axis.starts), axis)
+    plans = sorted(best.values(), key=lambda a: a.tile)
+    if len(plans) > _MAX_CANDIDATES:
+        keep = np.unique(np.linspace(0, len(plans) - 1, _MAX_CANDIDATES).round().astype(int))
+        plans = [plans[i] for i in keep]
+    blocks = []
+    for axis in plans:
+        # the block rules are per axis: plan this axis thrice and read one extent
+        cube = TilePlan(shape=(n, n, n), tile=(axis.tile,) * 3, halo=(halo,) * 3,
+                        scale=(scale,) * 3, axes=(axis, axis, axis))
+        blocks.append(make_block_plan(cube, None if block is None else (block,) * 3,
+                                      shards=None if shard is None else (shard,) * 3).block[0])
+    return _Axis(tile=np.array([a.tile for a in plans], dtype=np.int64),
+                 calls=np.array([len(a.starts) for a in plans], dtype=np.int64),
+                 block=np.array(blocks, dtype=np.int64))
+
+
+def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
+                scale: Sequence[int], budget: int, bytes_per_voxel: float,
+                block: Sequence[int] | None = None, shards: Sequence[int] | None = None,
+                bounds: tuple[Triple, Triple] | None = None) -> TileChoice:
+    """The tile keeping the largest share of what is computed within ``budget`` bytes.
+
+    ``bounds``: (smallest, largest) tile the engine accepts (a TensorRT profile).
+    ``block`` and ``shards``: the run's settings (None: defaults), whose block accumulators
+    count. If nothing fits, the tile needing the least memory (its estimate in
+    :attr:`TileChoice.memory` is then over the budget).
+    """
+    if budget <= 0:
+        raise UsageError(f"the memory budget must be positive, got {budget} bytes")
+    m = int(size_multiple)
+    axes = [_axis_candidates(int(shape[a]), int(halo[a]), m, int(scale[a]),
+                             None if block is None else int(block[a]),
+                             None if shards is None else int(shards[a]),
+                             None if bounds is None else (bounds[0][a], bounds[1][a]))
+            for a in range(3)]
+    z, y, x = (ax.tile.astype(np.float64) for ax in axes)
+    per_voxel = bytes_per_voxel * math.prod(int(s) for s in scale) + 8.0 * (
+        1 + math.prod(int(s) for s in scale))
+    tile_voxels = z[:, None, None] * y[None, :, None] * x[None, None, :]
+    blocks = (axes[0].block[:, None, None] * axes[1].block[None, :, None]
+              * axes[2].block[None, None, :]).astype(np.float64)
+    memory = tile_voxels * per_voxel + 8.0 * blocks
+    calls = (axes[0].calls[:, None, None] * axes[1].calls[None, :, None]
+             * axes[2].calls[None, None, :])
+    share = math.prod(int(s) for s in shape) / (calls * tile_voxels)
+    fits = memory <= budget
+    if not fits.any():
+        fits = memory == memory.min()
+    score = np.where(fits, np.round(share, 9), -1.0)
+    order = np.lexsort((memory.ravel(), calls.ravel(), -score.ravel()))
+    i, j, k = np.unravel_index(order[0], memory.shape)
+    return TileChoice(tile=(int(z[i]), int(y[j]), int(x[k])), memory=int(memory[i, j, k]),
+                      kept_share=float(share[i, j, k]), calls=int(calls[i, j, k]))
