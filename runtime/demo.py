@@ -23,6 +23,17 @@ DEMO_SHAPE = (48, 128, 128)
 DEMO_FILES = ("raw.tif", "truth.tif", "enhanced.tif", "mip.png")
 
 
+DEMO_SIGMA = (1.0, 5.0)
+
+
+def demo_simulation(shape: tuple[int, int, int] = DEMO_SHAPE, seed: int = 0) -> Any:
+    """The volume ``resin demo`` enhances: tubes, Gaussian PSF sigma 1 lateral / 5 axial,
+    camera noise (a :class:`resin.simulate.Simulation`)."""
+    from resin.simulate import simulate
+
+    return simulate(shape=shape, sigma=DEMO_SIGMA, seed=seed)
+
+
 def run_demo(out_dir: str | os.PathLike = "demo-out",
              shape: tuple[int, int, int] = DEMO_SHAPE, seed: int = 0,
              engine: str | os.PathLike | None = None, backend: str = "auto",
@@ -38,13 +49,12 @@ def run_demo(out_dir: str | os.PathLike = "demo-out",
     from resin._png import write_png
     from resin.io import write_volume
     from resin.metrics import evaluate
-    from resin.simulate import simulate
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     _log.log(f"demo: simulating a {'x'.join(map(str, shape))} volume of tubes "
              "(Gaussian PSF sigma 1 lateral / 5 axial, camera noise)")
-    sim = simulate(shape=shape, sigma=(1.0, 5.0), seed=seed)
+    sim = demo_simulation(shape, seed)
     t_sim = time.perf_counter() - t0
     with Enhancer(engine, backend=backend, device=device) as enh:
         _log.log(f"demo: {enh.backend_reason}")

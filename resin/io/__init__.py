@@ -40,7 +40,7 @@ from resin.io._common import (
     VoxelSize,
     size_on_disk,
 )
-from resin.io._info import format_info, volume_info
+from resin.io._info import format_bytes, format_info, volume_info
 
 SUPPORTED_DTYPES = NATIVE_DTYPES
 
@@ -164,6 +164,7 @@ __all__ = [
     "VolumeWriter",
     "VoxelSize",
     "create_volume",
+    "format_bytes",
     "format_info",
     "open_volume",
     "read_volume",

@@ -55,7 +55,8 @@ def volume_info(path: str | os.PathLike[str], check: bool = False) -> dict[str, 
     return info
 
 
-def _bytes(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """``n`` bytes in B, KiB, MiB, GiB or TiB, for people."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
@@ -79,8 +80,8 @@ def format_info(info: dict[str, Any]) -> str:
         ("dtype", info["dtype"]),
         ("voxel size", "unknown" if vs is None else f"{triple(vs)} um (z, y, x)"),
         ("chunks", f"{triple(info['chunks'])} (z, y, x)"),
-        ("size on disk", f"{_bytes(info['size_on_disk'])} "
-                         f"(uncompressed {_bytes(z * y * x * dtype_bytes)})"),
+        ("size on disk", f"{format_bytes(info['size_on_disk'])} "
+                         f"(uncompressed {format_bytes(z * y * x * dtype_bytes)})"),
     ]
     if not info.get("complete", True):
         blocks = info.get("blocks_done")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from resin.errors import UsageError
-from resin.io._info import _bytes
+from resin.io import format_bytes
 from resin.napari._jobs import Job
 from resin.runtime import Enhancer, Levels, RunReport
 from resin.runtime.blocks import make_block_plan
@@ -159,7 +159,7 @@ def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:
     else:
         held += oz * oy * ox * out_dtype.itemsize  # the result
         where = "in memory"
-    return f"{tiles}\n{where}: about {_bytes(held)} plus the network's own"
+    return f"{tiles}\n{where}: about {format_bytes(held)} plus the network's own"
 
 
 def run_record(enh: Enhancer, levels: Levels, plan: TilePlan, source: str) -> dict[str, Any]:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-# ``resin demo``'s simulation (resin/runtime/demo.py): tubes, PSF sigma 1 lateral / 5 axial
-_SIGMA = (1.0, 5.0)
 _SEED = 0
 
 
 def _simulate() -> Any:
-    from resin.runtime.demo import DEMO_SHAPE
-    from resin.simulate import simulate
+    from resin.runtime.demo import demo_simulation
 
-    return simulate(shape=DEMO_SHAPE, sigma=_SIGMA, seed=_SEED)
+    return demo_simulation(seed=_SEED)
 
 
 def _display_range(volume: Any) -> tuple[float, float]:
