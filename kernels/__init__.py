@@ -5,8 +5,10 @@ CUDA arrays (Numba device arrays, or anything with ``__cuda_array_interface__`` 
 CuPy arrays and torch CUDA tensors) run on the GPU and come back as Numba device arrays,
 with no copy through the host. Volumes are ZYX, uint8 / uint16 / float32.
 
-The CPU kernels are compiled for those dtypes on first import and cached next to the
-sources; they are safe to call from several threads (see ``_dispatch``).
+The CPU kernels are compiled for those dtypes on first import and cached by Numba (next
+to the sources, else in Numba's user cache, else in resin's; ``NUMBA_CACHE_DIR`` overrides),
+so only the first run on an install compiles; it says so before it starts. They are safe
+to call from several threads (see ``_dispatch``).
 """
 
 from __future__ import annotations
@@ -41,14 +43,68 @@ __all__ = [
 ]
 
 
+#: what compiling a kernel module takes when Numba's cache is empty (2 shared cores)
+_COMPILE_SECONDS = {"_cpu": "30-60", "_cpu_resample": "30-60"}
+
+
+def _compiled_kernels(name: str) -> ModuleType:
+    """Import a CPU kernel module (compiled eagerly at import), announcing a cold compile."""
+    import sys
+
+    full = f"resin.kernels.{name}"
+    if full not in sys.modules:
+        cached = _numba_cache_holds(name)
+        if cached is False:
+            from resin import _log
+
+            what = "blending and MIP" if name == "_cpu" else "resampling"
+            _log.log(f"compiling the {what} kernels once (about {_COMPILE_SECONDS[name]} s); "
+                     "later runs load them from Numba's cache")
+    return importlib.import_module(full)
+
+
+def _numba_cache_holds(name: str) -> bool | None:
+    """Whether Numba's cache has entries for kernel module ``name`` (None: cannot tell).
+
+    Asks Numba's own cache locators where it would look; if none can write anywhere,
+    points Numba at resin's user cache so that compiling once is enough.
+    """
+    from pathlib import Path
+
+    try:
+        from numba.core import caching, config
+    except ImportError:
+        return None
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    locator_classes = list(getattr(impl, "_locator_classes", None) or [])
+    if not locator_classes:  # a Numba without this (private) layout: just compile
+        return None
+    source = str(Path(__file__).with_name(f"{name}.py"))
+
+    def probe() -> None:
+        """Stands in for a kernel: the locators only need its source file."""
+
+    try:
+        for cls in locator_classes:
+            locator = cls.from_function(probe, source)
+            if locator is not None:
+                return any(Path(locator.get_cache_path()).glob(f"{name}.*.nbi"))
+        from resin._cache import cache_dir
+
+        config.CACHE_DIR = str(cache_dir("numba"))  # type: ignore[attr-defined]
+        return False
+    except Exception:  # noqa: BLE001 - private API; never block a run on this check
+        return None
+
+
 def _cpu_kernels() -> ModuleType:
     # compiled (or loaded from the cache) on first use, so importing resin.kernels is cheap
-    return importlib.import_module("resin.kernels._cpu")
+    return _compiled_kernels("_cpu")
 
 
 def _resample_kernels() -> ModuleType:
     # affine and slanted-MIP kernels, compiled on first use (axial models never need them)
-    return importlib.import_module("resin.kernels._cpu_resample")
+    return _compiled_kernels("_cpu_resample")
 
 
 def _cuda_kernels() -> ModuleType:
