@@ -30,11 +30,12 @@ from resin import _log
 from resin._atomic import atomic_write
 from resin._cache import cache_dir, file_sha256
 from resin.errors import ModelError
+from resin.metadata import grid_aligned_halo
 
 #: a change smaller than this fraction of the largest change is float64 round-off
 _RELATIVE_FLOOR = 1e-12
 #: bump when the measurement can find another halo, so older cache entries are remeasured
-MEASUREMENT_VERSION = 2
+MEASUREMENT_VERSION = 3
 #: default largest change (fraction of the output range) a tolerant halo may cause
 HALO_TOLERANCE = 1e-4
 
@@ -207,7 +208,9 @@ def measure_tolerant_halo(
     """The smallest halo per axis (z, y, x) whose truncation changes the output by at most
     ``tolerance`` of the output range, on every volume of :func:`tolerance_volumes`.
 
-    ``halo`` is the exact halo (:func:`measure_halo`); the answer is at most that. Per
+    ``halo`` is the exact halo (:func:`measure_halo`); the answer is at most that, and
+    differs from it by a multiple of ``size_multiple`` (:func:`resin.metadata.
+    grid_aligned_halo`: tiles keep the pooling grid of one-tile inference). Per
     volume and axis: one whole run, and two runs cut on the pooling grid, one keeping only
     the part after a cut and one only the part before; the largest change at each distance
     from the cut (over the voxels at least ``halo`` from every other face) gives the
@@ -259,7 +262,7 @@ def measure_tolerant_halo(
         tolerant.append(int(over.max()) + 1 if over.size else 0)
         _log.debug(f"axis {'zyx'[a]}: change by context (fraction of the output range) "
                    + " ".join(f"{d}:{v:.1e}" for d, v in enumerate(worst[a])))
-    return (min(tolerant[0], h[0]), min(tolerant[1], h[1]), min(tolerant[2], h[2]))
+    return grid_aligned_halo(tolerant, h, m)
 
 
 def measure_halos(generator: Any, size_multiple: int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -29,6 +30,20 @@ def default_tile(halo: tuple[int, ...], size_multiple: int,
     """
     m = int(size_multiple)
     z, y, x = (-(-(DEFAULT_CORE[i] + 2 * int(halo[i]) + overlap) // m) * m for i in range(3))
+    return z, y, x
+
+
+def grid_aligned_halo(tolerant: Sequence[int], exact: Sequence[int],
+                      size_multiple: int) -> tuple[int, int, int]:
+    """``tolerant`` raised per axis to the nearest value below ``exact`` by a multiple of
+    ``size_multiple``. Tiles start on multiples of the size multiple from ``-halo``, so a
+    halo that differs from the exact one by such a multiple keeps the pooling grid of
+    one-tile inference; any other shifts the grid, and a max-pooling network's output
+    changes with the grid's phase by far more than any truncation.
+    """
+    m = int(size_multiple)
+    z, y, x = (int(h) - m * max(0, (int(h) - int(t)) // m)
+               for t, h in zip(tolerant, exact, strict=True))
     return z, y, x
 
 
@@ -113,8 +128,7 @@ class ModelMetadata(BaseModel):
         ``exact``) the exact one."""
         if exact or self.halo_tolerant is None:
             return self.halo
-        z, y, x = (min(t, h) for t, h in zip(self.halo_tolerant, self.halo, strict=True))
-        return z, y, x
+        return grid_aligned_halo(self.halo_tolerant, self.halo, self.size_multiple)
 
     def tile_range(self) -> tuple[tuple[int, int, int], tuple[int, int, int],
                                   tuple[int, int, int]] | None:
