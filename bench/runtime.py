@@ -12,6 +12,10 @@ One run, one simulated uint16 volume, the same weights, tile and overlap everywh
   (d)  blocks: peak memory when the volume doubles in Y and X (same block), the share of
        network calls run twice at block edges (default block, this and a whole-brain
        volume), and Dask --workers 1 vs 2 (output identical, speed ratio)
+  (e)  halo and tile: the exact halo with a ~48x96x96 core, the tolerant halo with that
+       core, and the defaults (tolerant halo, tile from the memory budget): kept share
+       (kept / computed voxels), network calls, speed, and the largest deviation from
+       one-tile inference of the whole volume (exact halo), as a fraction of its range
 
 MONAI's roi is resin's tile and its overlap fraction is resin's halo share of the tile, so
 both step by the same stride. They do not make the same number of network calls: resin's
@@ -25,6 +29,7 @@ Each measurement runs in its own subprocess; peak memory is that process's own m
     python bench/runtime.py --shape 128 512 512  # the issue's volume (slow on 2 cores)
 
     python bench/runtime.py --only blocks        # (d) alone
+    python bench/runtime.py --only halo          # (e) alone
 
 Goals: (b)/(a) >= 0.9; (b) >= 1.5x (c) in speed and <= 0.5x in peak memory; peak memory of
 (b2) about that of (b); (d) peak memory doubled-in-Y-and-X / base <= 1.1, redundant calls
@@ -167,7 +172,7 @@ def main() -> None:
                     help="tile incl. halo (default: resin-run's default for the model)")
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
-    ap.add_argument("--only", choices=("all", "blocks"), default="all")
+    ap.add_argument("--only", choices=("all", "blocks", "halo"), default="all")
     args = ap.parse_args()
 
     from resin import _log
@@ -209,6 +214,10 @@ def main() -> None:
         _blocks(work, run_args, shape, plan, meta)
         print(f"\nwork folder: {work}")
         return
+    if args.only == "halo":
+        _halos(onnx, src)
+        print(f"\nwork folder: {work}")
+        return
     a = _child("(a) engine only (ONNX Runtime, same tiles)", ENGINE_ONLY, str(onnx),
                json.dumps(list(shape)), json.dumps(tile), "0")
     b = _child("(b) resin-run end to end", RESIN_RUN, *run_args, str(src),
@@ -247,6 +256,8 @@ def main() -> None:
         print(f"{name:46s} {value:7.2f}   {goal}")
     print()
     _blocks(work, run_args, shape, plan, meta)
+    print()
+    _halos(onnx, src)
     print(f"\nwork folder: {work}")
 
 
@@ -292,6 +303,53 @@ def _blocks(work: Path, run_args: list[str], shape: tuple[int, ...], plan, meta)
          brain.redundant_share, "< 0.15"),
     ):
         print(f"{name:46s} {value:7.3f}   {goal}")
+
+
+def _halos(onnx: Path, src: Path) -> None:
+    """(e): what the tolerant halo and the budget tile keep, cost and change."""
+    import math
+    import time
+
+    import numpy as np
+    from resin.runtime import Enhancer
+    from resin.runtime.runner import make_plan
+
+    from resin.io import read_volume
+    from resin.metadata import default_tile
+
+    vol = read_volume(src).astype(np.float32)  # float32 out: deviations not rounded away
+    with Enhancer(onnx, backend="onnxruntime", device="cpu", exact_halo=True,
+                  tile=tuple(2 * s + 256 for s in vol.shape)) as whole:
+        meta = whole.metadata
+        levels = whole.levels(vol)
+        t = time.perf_counter()
+        reference = whole.enhance(vol, levels)
+        one_tile = time.perf_counter() - t
+    span = float(reference.max() - reference.min())
+    m = meta.size_multiple
+    print(f"halo exact {meta.halo}, tolerant {meta.tiling_halo()} at "
+          f"{meta.halo_tolerance} of the output range; one tile of the whole volume "
+          f"(exact halo): {vol.size / one_tile / 1e6:.3f} Mvoxel/s")
+    print(f"\n{'(e) tiles':46s} {'Mvoxel/s':>9s} {'kept %':>7s} {'calls':>6s} "
+          f"{'tile':>12s} {'max dev / range':>16s}")
+    rows = [("exact halo, ~48x96x96 core", True, default_tile(meta.halo, m), None),
+            ("tolerant halo, ~48x96x96 core", False, default_tile(meta.tiling_halo(), m),
+             None),
+            ("exact halo, --memory 1", True, None, 1.0),
+            ("tolerant halo, --memory 1", False, None, 1.0),
+            ("exact halo, default budget", True, None, None),
+            ("defaults: tolerant halo, default budget", False, None, None)]
+    for name, exact, tile, memory in rows:
+        with Enhancer(onnx, backend="onnxruntime", device="cpu", exact_halo=exact,
+                      tile=tile, memory=memory) as enh:
+            plan = make_plan(enh.engine, vol.shape, enh.settings)
+            t = time.perf_counter()
+            out = enh.enhance(vol, levels)
+            dt = time.perf_counter() - t
+        kept = math.prod(plan.shape) / (plan.n_tiles * math.prod(plan.tile))
+        dev = float(np.abs(out - reference).max()) / span
+        print(f"{name:46s} {vol.size / dt / 1e6:9.3f} {100 * kept:7.1f} {plan.n_tiles:6d} "
+              f"{'x'.join(map(str, plan.tile)):>12s} {dev:16.2e}", flush=True)
 
 
 if __name__ == "__main__":
