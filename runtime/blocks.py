@@ -91,6 +91,16 @@ def choose_block(plan: TilePlan, chunks: Triple, block: Sequence[int] | None = N
     return out[0], out[1], out[2]
 
 
+def working_bytes(block_voxels: Any, tile_voxels: Any, scale_voxels: int,
+                  out_itemsize: int) -> Any:
+    """Host memory a run holds besides the network's own, for blocks and tiles of these
+    sizes (numbers or arrays of them): two float32 accumulators of one block, finalized
+    blocks queued for the writer, and the tiles read ahead or in flight (network input
+    and output)."""
+    tiles = (QUEUE_DEPTH + 2) * tile_voxels * 4 * (1 + scale_voxels)
+    return 2 * 4 * block_voxels + (QUEUE_DEPTH + 1) * block_voxels * out_itemsize + tiles
+
+
 @dataclass(frozen=True)
 class Block:
     """One output block: ``[start, stop)`` in output voxels and the tiles reaching it."""
@@ -167,13 +177,10 @@ class BlockPlan:
             yield self.block_at(index)
 
     def working_bytes(self, out_dtype: Any) -> int:
-        """Host memory a run of this plan holds besides the network's own: two float32
-        accumulators of one block, finalized blocks queued for the writer, and the tiles
-        read ahead or in flight (network input and output)."""
-        block = math.prod(self.block)
-        tiles = (QUEUE_DEPTH + 2) * math.prod(self.tiles.tile) * 4 * (
-            1 + math.prod(self.tiles.scale))
-        return 2 * 4 * block + (QUEUE_DEPTH + 1) * block * np.dtype(out_dtype).itemsize + tiles
+        """Host memory a run of this plan holds besides the network's own
+        (:func:`working_bytes`)."""
+        return int(working_bytes(math.prod(self.block), math.prod(self.tiles.tile),
+                                 math.prod(self.tiles.scale), np.dtype(out_dtype).itemsize))
 
     @property
     def tile_runs(self) -> int:

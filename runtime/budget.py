@@ -13,9 +13,10 @@ The memory estimate of a tile (bytes):
   tile on the output grid (about eight live float32 feature maps per U-Net level, level
   ``i`` at ``1/8**i`` of the voxels; ONNX Runtime on the CPU measures about 0.8 of this),
   or 1 KiB per voxel when the model does not record its features;
-- the tile itself in float32, in and out, twice (one tile is read ahead);
-- the block accumulators: two float32 arrays of the output block (the block the run will
-  use with that tile: ``--block`` or the default, in whole chunks).
+- the pipeline's buffers, by the run's own rule
+  (:func:`resin.runtime.blocks.working_bytes`): the block's two float32 accumulators,
+  finished blocks queued for the writer, and the tiles read ahead or in flight, for the
+  block the run will use with that tile (``--block`` or the default, in whole chunks).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from resin.runtime.blocks import make_block_plan, working_bytes
 
 from resin.errors import UsageError
 from resin.metadata import ModelMetadata
@@ -96,7 +98,6 @@ def _axis_candidates(n: int, halo: int, m: int, scale: int, block: int | None,
     """Per tile size: tiles along the axis and the output block's extent (as the run will
     choose it); for each tile count only the smallest tile (a bigger one with as many
     tiles computes more for nothing)."""
-    from resin.runtime.blocks import make_block_plan
     from resin.runtime.planner import TilePlan, plan_axis
 
     padded = -(-(n + 2 * halo) // m) * m
@@ -145,12 +146,14 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
                              None if bounds is None else (bounds[0][a], bounds[1][a]))
             for a in range(3)]
     z, y, x = (ax.tile.astype(np.float64) for ax in axes)
-    per_voxel = bytes_per_voxel * math.prod(int(s) for s in scale) + 8.0 * (
-        1 + math.prod(int(s) for s in scale))
+    scale_voxels = math.prod(int(s) for s in scale)
     tile_voxels = z[:, None, None] * y[None, :, None] * x[None, None, :]
     blocks = (axes[0].block[:, None, None] * axes[1].block[None, :, None]
               * axes[2].block[None, None, :]).astype(np.float64)
-    memory = tile_voxels * per_voxel + 8.0 * blocks
+    # the engine's activations, plus the pipeline's buffers by the run's own rule (a
+    # float32 output: the widest there is)
+    memory = (tile_voxels * scale_voxels * bytes_per_voxel
+              + working_bytes(blocks, tile_voxels, scale_voxels, 4))
     calls = (axes[0].calls[:, None, None] * axes[1].calls[None, :, None]
              * axes[2].calls[None, None, :])
     share = math.prod(int(s) for s in shape) / (calls * tile_voxels)
