@@ -177,19 +177,26 @@ def budget_tile(meta: ModelMetadata, shape: Triple, halo: Triple, scale: Triple,
 
 
 def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
-    """Before a run: the tile, the share of computed voxels kept, the network calls and a
-    time estimate from one probe call of the engine on a tile."""
+    """Before a run: the tile, the share of computed voxels kept, the network calls and,
+    with more than one call, a time estimate from one probe call of the engine (on a tile
+    of half the side, scaled by voxels, unless the model takes only a range of tiles)."""
     computed = plan.n_tiles * math.prod(plan.tile)
     kept = math.prod(plan.shape) / computed
-    probe = np.zeros((1, 1, *plan.tile), dtype=np.dtype(engine.metadata.input_dtype))
-    t0 = time.perf_counter()
-    engine.infer(probe)
-    seconds = time.perf_counter() - t0
-    halo = "exact" if settings.exact_halo or engine.metadata.halo_tolerant is None else (
-        f"tolerant, {engine.metadata.halo_tolerance:g} of the range")
-    _log.log(f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}): keeps "
-             f"{100 * kept:.1f} % of the voxels it computes; {plan.n_tiles} network calls, "
-             f"about {seconds * plan.n_tiles:.0f} s ({seconds:.2f} s per call)")
+    meta = engine.metadata
+    halo = "exact" if settings.exact_halo or meta.halo_tolerant is None else (
+        f"tolerant, {meta.halo_tolerance:g} of the range")
+    line = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}): keeps "
+            f"{100 * kept:.1f} % of the voxels it computes; {plan.n_tiles} network calls")
+    if plan.n_tiles > 1:
+        m = meta.size_multiple
+        probe = plan.tile if meta.tile_range() is not None else tuple(
+            max(m, -(-t // 2 // m) * m) for t in plan.tile)
+        tile = np.zeros((1, 1, *probe), dtype=np.dtype(meta.input_dtype))
+        t0 = time.perf_counter()
+        engine.infer(tile)
+        per_call = (time.perf_counter() - t0) * math.prod(plan.tile) / math.prod(probe)
+        line += f", about {per_call * plan.n_tiles:.0f} s ({per_call:.2f} s per call)"
+    _log.log(line)
 
 
 def _zyx(t: tuple[int, ...]) -> str:
