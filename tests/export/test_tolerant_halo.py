@@ -81,3 +81,25 @@ def test_seams_stay_within_the_tolerance_on_a_real_looking_volume(tiny_checkpoin
     deviation = float(np.abs(out - reference).max()) / span
     # a voxel near a tile corner has three cut faces; allow a small factor for their sum
     assert 0.0 < deviation <= 4 * tolerance
+
+
+def test_bundled_model_seams_stay_within_its_recorded_tolerance():
+    """The shipped model, many tiles with its tolerant halo vs one tile with the exact one."""
+    pytest.importorskip("onnxruntime")
+    from resin.runtime import Enhancer
+    from resin.runtime.enhancer import default_model_path
+
+    from resin.simulate import simulate
+
+    volume = simulate((40, 96, 96), seed=5).raw.astype(np.float32)
+    with Enhancer(None, backend="onnxruntime", device="cpu", exact_halo=True,
+                  tile=(256, 256, 256)) as whole:
+        meta = whole.metadata
+        levels = whole.levels(volume)
+        reference = whole.enhance(volume, levels)
+    assert meta.halo_tolerant is not None and meta.tiling_halo() != meta.halo
+    with Enhancer(default_model_path(), backend="onnxruntime", device="cpu",
+                  tile=(72, 64, 64)) as tiled:
+        out = tiled.enhance(volume, levels)
+    deviation = float(np.abs(out - reference).max()) / float(reference.max() - reference.min())
+    assert deviation <= 4 * meta.halo_tolerance
