@@ -227,7 +227,8 @@ def measure_tolerant_halo(
     if big == 0:
         return (0, 0, 0)
     cut = -(-big // m) * m
-    side = -(-(cut + 2 * big + 1) // m) * m  # the far end stays >= halo from every compared voxel
+    # the far end stays >= halo from every compared voxel; 16 at least for the simulations
+    side = -(-max(cut + 2 * big + 1, 16) // m) * m
     # float32, as the runtime runs: its round-off (~1e-7 of the range) is far below any
     # sensible tolerance, and it halves the time of the float64 impulse probe
     net = _probe_net(generator).float()
