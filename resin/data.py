@@ -61,27 +61,34 @@ def volume_sample(reader: _Readable, max_voxels: int = SAMPLE_VOXELS, seed: int 
     total = math.prod(shape)
     if total == 0:
         raise VolumeError(f"{source}: the volume is empty (shape {shape})")
-    if total <= max_voxels:
-        parts = [reader.read().ravel()]
-    else:
-        rng = np.random.default_rng(seed)
-        block = tuple(min(s, 64) for s in shape)
-        parts = []
-        for _ in range(max(1, max_voxels // math.prod(block))):
-            start = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, block, strict=True)]
-            region = tuple(slice(o, o + b) for o, b in zip(start, block, strict=True))
-            parts.append(reader.read(region).ravel())  # type: ignore[arg-type]
-    for part in parts:
+    def checked(part: np.ndarray) -> np.ndarray:
         if part.dtype.kind == "f" and not np.isfinite(part).all():
             raise VolumeError(f"{source}: the volume contains NaN or infinite values")
-    return np.concatenate(parts)
+        return part.ravel()
+
+    if total <= max_voxels:
+        return checked(np.asarray(reader.read()))
+    rng = np.random.default_rng(seed)
+    block = tuple(min(s, 64) for s in shape)
+    n, size = max(1, max_voxels // math.prod(block)), math.prod(block)
+    out: np.ndarray | None = None
+    for i in range(n):  # filled in place: the sample is the only copy held
+        start = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, block, strict=True)]
+        region = tuple(slice(o, o + b) for o, b in zip(start, block, strict=True))
+        part = checked(np.asarray(reader.read(region)))  # type: ignore[arg-type]
+        if out is None:
+            out = np.empty(n * size, part.dtype)
+        out[i * size:(i + 1) * size] = part
+    assert out is not None
+    return out
 
 
 def percentile_levels(sample: np.ndarray, low_percentile: float,
                       high_percentile: float) -> tuple[float, float] | None:
     """The one levels rule: the two percentiles, or min/max when they coincide (sparse
-    data: the high percentile is still background); None for a constant sample."""
-    low, high = np.percentile(sample, [low_percentile, high_percentile])
+    data: the high percentile is still background); None for a constant sample.
+    Reorders ``sample`` in place (no copy of a large sample is made)."""
+    low, high = np.percentile(sample, [low_percentile, high_percentile], overwrite_input=True)
     if high - low > 0:
         return float(low), float(high)
     bottom, top = (float(sample.min()), float(sample.max())) if sample.size else (0.0, 0.0)
