@@ -161,7 +161,7 @@ def _model(work: Path, checkpoint: Path | None) -> tuple[Path, Path]:
     else:
         print(f"model: {checkpoint}")
     onnx = work / "model.onnx"
-    export_onnx(checkpoint, onnx)
+    export_onnx(checkpoint, onnx, overwrite=True)
     return checkpoint, onnx
 
 
@@ -262,22 +262,34 @@ def main() -> None:
 
 
 def _blocks(work: Path, run_args: list[str], shape: tuple[int, ...], plan, meta) -> None:
-    """(d): memory flat in Y and X, redundant network calls, Dask workers 1 vs 2."""
+    """(d): memory flat in Y and X, redundant network calls, Dask workers 1 vs 2.
+
+    A fixed tile (the ~48x96x96 core with the model's halo), not the memory-budget one,
+    so the volume spans several tiles and blocks and only the volume changes between runs.
+    """
     import numpy as np
     from resin.runtime.blocks import make_block_plan
-    from resin.runtime.planner import plan_tiles
+    from resin.runtime.planner import default_tile, plan_tiles
 
     from resin.io import read_volume, write_volume
     from resin.simulate import simulate
 
     z, y, x = shape
+    tile = default_tile(plan.halo, meta.size_multiple)
+    plan = plan_tiles(shape, tile, plan.halo, meta.size_multiple)
+    i = run_args.index("--tile")
+    run_args = [*run_args[:i], "--tile", *map(str, plan.tile), *run_args[i + 4:]]
     base = simulate(shape=(z, y, x), seed=1).raw
     wide = np.tile(base, (1, 2, 2))  # doubled in Y and X
     inputs = {}
     for name, vol in (("base", base), ("wide", wide)):
         inputs[name] = work / f"{name}.zarr"
         write_volume(inputs[name], vol, overwrite=True)  # Zarr in: no memory-mapped input
-    block = ["--block", str(max(1, z // 2)), str(y // 2), str(x // 2)]
+    # a block on the tile step (as the default is), at least two per axis where possible
+    steps = [ax.starts[1] - ax.starts[0] if len(ax.starts) > 1 else ax.core
+             for ax in plan.axes]
+    block = ["--block", *(str(s * max(1, (n // 2) // s)) for s, n in zip(steps, (z, y, x),
+                                                                          strict=True))]
     d1 = _child(f"(d1) resin-run {z}x{y}x{x}, block {' '.join(block[1:])}", RESIN_RUN,
                 *run_args, *block, str(inputs["base"]), "-o", str(work / "d1.zarr"))
     d2 = _child(f"(d2) same, doubled in Y and X ({z}x{2 * y}x{2 * x})", RESIN_RUN, *run_args,
