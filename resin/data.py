@@ -66,8 +66,8 @@ def volume_sample(reader: _Readable, max_voxels: int = SAMPLE_VOXELS, seed: int 
             raise VolumeError(f"{source}: the volume contains NaN or infinite values")
         return part.ravel()
 
-    if total <= max_voxels:
-        return checked(np.asarray(reader.read()))
+    if total <= max_voxels:  # a copy: the caller's percentiles reorder the sample in place
+        return np.array(checked(np.asarray(reader.read())), copy=True)
     rng = np.random.default_rng(seed)
     block = tuple(min(s, 64) for s in shape)
     n, size = max(1, max_voxels // math.prod(block)), math.prod(block)

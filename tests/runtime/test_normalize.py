@@ -81,3 +81,11 @@ def test_normalize_tile_formula(tiny_volume):
     lv = sample_levels(_reader(tiny_volume), tiny_volume.shape, 2, 98)
     ref = (tiny_volume.astype(np.float64) - lv.low) / (lv.high - lv.low)
     np.testing.assert_allclose(normalize_tile(tiny_volume, lv), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_levels_never_touch_the_callers_volume(rng):
+    """The percentiles reorder their sample in place; the sample must never be the input."""
+    vol = rng.integers(0, 4000, size=(8, 20, 20)).astype(np.uint16)
+    before = vol.copy()
+    sample_levels(lambda r: vol[r], vol.shape, 1.0, 99.0)
+    np.testing.assert_array_equal(vol, before)
