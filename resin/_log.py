@@ -44,7 +44,7 @@ def configure(quiet: bool = False, debug: bool = False) -> None:
     if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
         logger.addHandler(_ConsoleHandler())
     logger.propagate = False
-    logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    logger.setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO)
 
 
 def is_quiet() -> bool:

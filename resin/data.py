@@ -83,12 +83,14 @@ def volume_sample(reader: _Readable, max_voxels: int = SAMPLE_VOXELS, seed: int 
     return out
 
 
-def percentile_levels(sample: np.ndarray, low_percentile: float,
-                      high_percentile: float) -> tuple[float, float] | None:
+def percentile_levels(sample: np.ndarray, low_percentile: float, high_percentile: float,
+                      in_place: bool = False) -> tuple[float, float] | None:
     """The one levels rule: the two percentiles, or min/max when they coincide (sparse
     data: the high percentile is still background); None for a constant sample.
-    Reorders ``sample`` in place (no copy of a large sample is made)."""
-    low, high = np.percentile(sample, [low_percentile, high_percentile], overwrite_input=True)
+    ``in_place``: the sample is the caller's own scratch copy and may be reordered (no copy
+    of a large sample is made)."""
+    low, high = np.percentile(sample, [low_percentile, high_percentile],
+                              overwrite_input=in_place)
     if high - low > 0:
         return float(low), float(high)
     bottom, top = (float(sample.min()), float(sample.max())) if sample.size else (0.0, 0.0)

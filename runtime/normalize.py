@@ -61,7 +61,7 @@ def sample_levels(read: Callable[[tuple[slice, slice, slice]], np.ndarray],
     shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     values = volume_sample(_View(read, shape, source), max_voxels or SAMPLE_VOXELS, seed,
                            source)  # the stored dtype, as training: 2 B per uint16 voxel
-    levels = percentile_levels(values, low_percentile, high_percentile)
+    levels = percentile_levels(values, low_percentile, high_percentile, in_place=True)
     low, high = levels if levels is not None else (float(values[0]), float(values[0]) + 1.0)
     return Levels(low_percentile=float(low_percentile), high_percentile=float(high_percentile),
                   low=low, high=high, samples=int(values.size))

@@ -50,6 +50,18 @@ def _user_cache(tmp_path_factory, monkeypatch) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _library_logging(monkeypatch) -> None:
+    """A test that runs a CLI in-process configures the 'resin' logger for a console; undo
+    that afterwards so later tests see the library's own logging (caplog included)."""
+    from resin import _log
+
+    monkeypatch.setattr(_log, "_state", dict(_log._state))
+    monkeypatch.setattr(_log.logger, "handlers", list(_log.logger.handlers))
+    monkeypatch.setattr(_log.logger, "propagate", _log.logger.propagate)
+    monkeypatch.setattr(_log.logger, "level", _log.logger.level)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
