@@ -1,8 +1,8 @@
 """Export the generator to ONNX (and TensorRT), with parity checks and the metadata record.
 
 Nothing heavy at import: torch, onnx and tensorrt are imported inside the functions that
-need them, so the runtime (which checks TensorRT plans through this package) stays
-torch-free. Public names resolve lazily from the private modules below.
+need them. Public names resolve lazily from the private modules below; the plan sidecar
+rules live in the torch-free :mod:`resin.tensorrt_plan`, which the runtime imports directly.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ _PUBLIC = {
     "cached_halo": "_halo",
     # TensorRT engine build, plan sidecar and compatibility checks
     "build_engine": "_tensorrt",
-    "check_plan_compatible": "_tensorrt",
-    "read_plan_sidecar": "_tensorrt",
-    "plan_has_host_code": "_tensorrt",
+    "check_plan_compatible": "resin.tensorrt_plan",
+    "read_plan_sidecar": "resin.tensorrt_plan",
+    "plan_has_host_code": "resin.tensorrt_plan",
     "optimization_profile": "_tensorrt",
     "check_tensor_limit": "_tensorrt",
     # bioimage.io model package
@@ -46,7 +46,8 @@ def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'resin.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"resin.export.{module}"), name)
+    full = module if module.startswith("resin.") else f"resin.export.{module}"
+    return getattr(importlib.import_module(full), name)
 
 
 def __dir__() -> list[str]:

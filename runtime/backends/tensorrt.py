@@ -1,7 +1,7 @@
 """TensorRT backend: a serialized ``.plan`` engine plus its ``<plan>.json`` sidecar.
 
 A plan only runs on the TensorRT version and GPU it was built for; the sidecar says which,
-and :func:`resin.export.check_plan_compatible` turns a mismatch, or plan bytes that are not
+and :func:`resin.tensorrt_plan.check_plan_compatible` turns a mismatch, or plan bytes that are not
 the ones the sidecar describes, into one clear ModelError (exit 2) before deserializing.
 A plan with host code (built ``--version-compatible --allow-plan-host-code``: TensorRT's
 lean runtime, which runs in this process) loads only with the user's permission
@@ -73,11 +73,13 @@ class TensorRTBackend:
             raise BackendError("no CUDA GPU is available for TensorRT")
         if ":" in device:
             numba_cuda.select_device(int(device.split(":")[1]))
-        export = require("resin.export", "checking a TensorRT plan", extra="export")
+        from resin import tensorrt_plan
+
         data = path.read_bytes()
         # sidecar present and valid, these very bytes, TensorRT version and GPU: else ModelError
-        self.metadata = export.check_plan_compatible(path, plan_bytes=data)
-        host_code = export.plan_has_host_code((self.metadata.model_extra or {})["tensorrt"])
+        self.metadata = tensorrt_plan.check_plan_compatible(path, plan_bytes=data)
+        host_code = tensorrt_plan.plan_has_host_code(
+            (self.metadata.model_extra or {})["tensorrt"])
         if host_code and not self.allow_plan_host_code:
             raise ModelError(f"{path}: the plan carries TensorRT host code (built "
                              "--version-compatible), which runs inside this program; if you "

@@ -26,6 +26,7 @@ from resin.export import (
     read_plan_sidecar,
 )
 
+from resin import tensorrt_plan
 from resin.errors import (
     BackendError,
     MissingDependencyError,
@@ -197,9 +198,9 @@ def test_compatibility_rules(tmp_path, built, here_version, here_cc, error):
 def test_compatibility_defaults_to_the_installed_tensorrt_and_gpu(tmp_path, monkeypatch):
     plan = _write_plan(tmp_path)
     monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__="10.3.0.26"))
-    monkeypatch.setattr(trtmod, "_current_gpu", lambda: GPU)
+    monkeypatch.setattr(tensorrt_plan, "current_gpu", lambda: GPU)
     check_plan_compatible(plan)
-    monkeypatch.setattr(trtmod, "_current_gpu", lambda: ("NVIDIA L4", (8, 9)))
+    monkeypatch.setattr(tensorrt_plan, "current_gpu", lambda: ("NVIDIA L4", (8, 9)))
     with pytest.raises(ModelError, match="NVIDIA L4"):
         check_plan_compatible(plan)
 

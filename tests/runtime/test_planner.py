@@ -95,7 +95,9 @@ def test_export_and_runtime_do_not_import_each_other():
             "bad = [m for m in sys.modules if m.startswith(sys.argv[2])]; "
             "assert not bad, bad")
     for mod, other in (("resin.export._model", "resin.runtime"),
-                       ("resin.runtime.runner", "resin.export")):
+                       ("resin.runtime.runner", "resin.export"),
+                       ("resin.tensorrt_plan", "resin.export"),  # plans load without export
+                       ("resin.tensorrt_plan", "torch")):
         proc = subprocess.run([sys.executable, "-c", code, mod, other], capture_output=True,
                               text=True)
         assert proc.returncode == 0, proc.stderr[-500:]

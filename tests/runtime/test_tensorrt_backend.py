@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import pytest
 from _fake_tensorrt import GPU, FakeCuda, fake_plan_bytes, make_fake_tensorrt, write_plan
-from resin.export import _tensorrt as trtmod
 from resin.runtime.backends import load_backend
 from resin.runtime.backends import tensorrt as backend_mod
 
+from resin import tensorrt_plan
 from resin.errors import BackendError, ModelError
 from resin.metadata import ModelMetadata, NormalizationRecord
 
@@ -38,7 +38,7 @@ def machine(monkeypatch):
     stand_ins = {"tensorrt": trt, "numba.cuda": cuda}
     monkeypatch.setattr(backend_mod, "require",
                         lambda name, *a, **k: stand_ins.get(name) or importlib.import_module(name))
-    monkeypatch.setattr(trtmod, "_current_gpu", lambda: GPU)
+    monkeypatch.setattr(tensorrt_plan, "current_gpu", lambda: GPU)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     return trt, cuda
 
