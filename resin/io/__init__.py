@@ -6,11 +6,11 @@ Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) microm
   attrs``, ``read(region)``, ``close()``; a context manager; never loads the whole volume.
 - ``read_volume(path) -> ndarray`` (whole volume, for small data and tests).
 - ``create_volume(path, shape, dtype, voxel_size=None, chunks=None, overwrite=False,
-  attrs=None, shards=None, resume=False) -> VolumeWriter`` with ``write(region, array)``,
-  ``close()``, ``abandon()`` (stop, keep the partial output for ``resume=True``; what
-  leaving a ``with`` block by an exception does), ``chunks``; a context manager. TIFF is
-  atomic (``<name>.partial`` renamed on a clean close); ``.ome.zarr`` is OME-Zarr 0.5,
-  other ``.zarr`` a plain Zarr v3 array.
+  attrs=None, shards=None, resume=False, levels=1) -> VolumeWriter`` with
+  ``write(region, array)``, ``flush(region)``, ``close()``, ``abandon()`` (stop, keep the
+  partial output for ``resume=True``; what leaving a ``with`` block by an exception does),
+  ``chunks``; a context manager. Every output is built at ``<name>.partial`` and renamed
+  on a clean close; ``.ome.zarr`` is OME-Zarr 0.5, other ``.zarr`` a plain Zarr v3 array.
 - ``write_volume(path, array, voxel_size=None, overwrite=False, attrs=None)``.
 - ``volume_format(path) -> "tiff" | "zarr"``.
 
@@ -68,6 +68,7 @@ class VolumeWriter(Protocol):
     chunks: tuple[int, int, int]
 
     def write(self, region: Region, array: np.ndarray) -> None: ...
+    def flush(self, region: Region) -> None: ...
     def close(self) -> None: ...
     def abandon(self) -> None: ...
     def __enter__(self) -> VolumeWriter: ...
