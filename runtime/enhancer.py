@@ -27,8 +27,9 @@ import numpy as np
 import numpy.typing as npt
 from resin.runtime.backends import choose_backend
 from resin.runtime.backends._base import Backend
+from resin.runtime.blocks import Block, BlockPlan, BlockRunner, align_chunks
 from resin.runtime.normalize import Levels, sample_levels
-from resin.runtime.pipeline import ArraySink, Sink, SlabBlender
+from resin.runtime.pipeline import ArraySink, Sink
 from resin.runtime.planner import TilePlan, reflect_indices
 from resin.runtime.runner import (
     RunProgress,
@@ -174,7 +175,12 @@ class Enhancer:
 
 
 class EnhanceStream:
-    """Accepts planes in acquisition order; each tile row runs as soon as its planes exist."""
+    """Accepts planes in acquisition order; each block runs as soon as its planes exist.
+
+    The same engine as file and in-memory runs (:class:`BlockRunner`), with the pushed
+    planes as the source: blocks are one tile step deep and span whole planes, so each runs
+    once the planes its tiles read have arrived, and the bytes equal ``enhance()``'s.
+    """
 
     def __init__(self, engine: Backend, settings: TileSettings, shape: tuple[int, int, int],
                  dtype: npt.DTypeLike, out: str | os.PathLike | None, levels: Levels | None,
@@ -200,7 +206,6 @@ class EnhanceStream:
         if self._out is None:
             self.result = np.empty(self.plan.out_shape, self._out_dtype)
             self._sink: Sink = ArraySink(self.result)
-            self._chunk_z = self.plan.out_core[0]
         else:
             from resin.errors import OutputExistsError
             from resin.io import volume_format
@@ -210,19 +215,24 @@ class EnhanceStream:
             exists = Path(self._out).exists() or Path(self._out + ".partial").exists()
             if exists and not overwrite:
                 raise OutputExistsError(f"{self._out} exists; pass overwrite=True to replace it")
-            self._chunk_z = output_chunks(volume_format(self._out), self.plan)[0]
+        # blocks one tile step deep (whole planes): each runs as soon as its planes exist
+        oz, oy, ox = self.plan.out_shape
+        step_z = align_chunks(self.plan, target=(1, oy, ox))[0]
+        self.blocks = BlockPlan(tiles=self.plan, block=(step_z, oy, ox), chunks=(step_z, oy, ox))
+        self._blocks = list(self.blocks.blocks())
         z = self.shape[0]
-        # input planes each row needs (reflection folds padding onto real planes)
-        self._row_need: list[tuple[int, int]] = []
-        for start in self.plan.axes[0].starts:
-            idx = reflect_indices(start, self.plan.tile[0], z)
-            self._row_need.append((int(idx.min()), int(idx.max()) + 1))
+        # input planes each block needs (reflection folds padding onto real planes)
+        self._need: list[tuple[int, int]] = []
+        for b in self._blocks:
+            idx = np.concatenate([reflect_indices(s, self.plan.tile[0], z)
+                                  for s in sorted({t.start[0] for t in b.tiles})])
+            self._need.append((int(idx.min()), int(idx.max()) + 1))
         self._planes: list[np.ndarray] = []
         self._first = 0  # z of self._planes[0]
         self._received = 0
         self._written = 0
-        self._next_row = 0
-        self._blender: SlabBlender | None = None
+        self._next = 0
+        self._runner: BlockRunner | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -236,15 +246,13 @@ class EnhanceStream:
         """Output planes ``[0, written)`` are final and written to the output."""
         return self._written
 
-    def _flushed(self, z: int) -> None:
-        self._written = z
+    def _block_written(self, block: Block) -> None:
+        self._written = block.stop[0]
 
     def sync(self) -> int:
-        """Wait until every finished chunk is written; returns :attr:`written`."""
-        with self._lock:
-            if self._blender is not None:
-                self._blender.writer.drain()
-        return self._written
+        """Wait until every finished block is written; returns :attr:`written`."""
+        with self._lock:  # a block is written before push() returns
+            return self._written
 
     def push(self, data: npt.ArrayLike) -> None:
         """Add the next plane ``(Y, X)`` or slab ``(k, Y, X)``; runs every row now complete."""
@@ -271,8 +279,8 @@ class EnhanceStream:
             raise AssertionError(f"planes {zs} are not buffered")
         return np.stack(self._planes[lo:hi])[:, region[1], region[2]]
 
-    def _ensure_blender(self) -> SlabBlender:
-        if self._blender is None:
+    def _ensure_runner(self) -> BlockRunner:
+        if self._runner is None:
             if self._levels is None:
                 n = len(self._planes)
                 buf = np.stack(self._planes)
@@ -284,10 +292,11 @@ class EnhanceStream:
                          f"{self._levels.low:g} .. {self._levels.high:g}")
             if self._out is not None:
                 self._create_output(self._levels)
-            self._blender = SlabBlender(self._engine, self.plan, self._levels, self._out_dtype,
-                                        self._sink, self._chunk_z, self._settings.blend,
-                                        self._settings.sigma_scale, on_flush=self._flushed)
-        return self._blender
+            self._runner = BlockRunner(self._engine, self.blocks, self._levels,
+                                       self._out_dtype, self._sink, self._settings.blend,
+                                       self._settings.sigma_scale,
+                                       on_written=self._block_written)
+        return self._runner
 
     def _create_output(self, levels: Levels) -> None:
         from resin.io import create_volume, volume_format
@@ -302,14 +311,14 @@ class EnhanceStream:
         self._sink = self._writer
 
     def _run_ready(self) -> None:
-        rows = len(self._row_need)
-        while self._next_row < rows and self._row_need[self._next_row][1] <= self._received:
-            blender = self._ensure_blender()
-            blender.run_rows(self._read, [self._next_row], read_ahead=False)
-            self._next_row += 1
-            # drop planes no later row needs
-            keep_from = (min(lo for lo, _ in self._row_need[self._next_row:])
-                         if self._next_row < rows else self._received)
+        n = len(self._blocks)
+        while self._next < n and self._need[self._next][1] <= self._received:
+            runner = self._ensure_runner()
+            runner.run(self._read, [self._blocks[self._next]], read_ahead=False)
+            self._next += 1
+            # drop planes no later block needs
+            keep_from = (min(lo for lo, _ in self._need[self._next:])
+                         if self._next < n else self._received)
             drop = keep_from - self._first
             if drop > 0:
                 del self._planes[:drop]
@@ -325,19 +334,14 @@ class EnhanceStream:
                 self._abort()
                 raise VolumeError(f"stream closed after {self._received} of {self.shape[0]} "
                                   "planes")
-            try:
-                if self._blender is not None:
-                    self._blender.close()
-            except BaseException:
+            if self._next != len(self._blocks):  # cannot happen once every plane is in
                 self._abort()
-                raise
+                raise AssertionError(f"stream: {len(self._blocks) - self._next} blocks not run")
             if self._writer is not None:
                 self._writer.close()
             return self.result
 
     def _abort(self) -> None:
-        if self._blender is not None:
-            self._blender.abort()
         abandon = getattr(self._writer, "abandon", None)
         if callable(abandon):
             abandon()

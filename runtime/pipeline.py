@@ -1,32 +1,28 @@
-"""The streaming pipeline: read-ahead -> inference -> blend into a slab -> finalize -> write.
+"""Shared pieces of the streaming engine (:mod:`resin.runtime.blocks` runs them).
 
-Tiles are processed in rows of equal z (:meth:`TilePlan.rows`). The accumulator holds only
-one slab of output planes (a tile core plus one chunk of z); after each row, every output
-z below the next row's core start is final, so those whole chunk-planes are finalized
-(divide, de-normalize, cast) and handed to a writer thread that writes each output chunk
-exactly once, updates the MIPs from it and records progress in the resume journal.
+- :class:`TileKeeper`: the part of a tile's network output that is kept, its window and its
+  place in the output; refuses NaN/infinity, naming the tile.
+- :class:`Writer`: the write-behind thread (write a finished region, update MIPs, then the
+  item's follow-up such as a done marker).
+- :class:`Mips`, :func:`update_raw_mips`: running maximum-intensity projections.
+- :class:`ArraySink`, out-of-memory detection and the smaller tile of a retry.
 
-Memory is O(tile x queue depth + slab), independent of the volume's depth. Stages overlap:
-a read-ahead thread reads and normalizes tiles, the calling thread runs inference and
-blends, the writer thread writes.
+Stages overlap: a read-ahead thread reads and normalizes tiles, the calling thread runs
+inference and blends, the writer thread writes.
 """
 
 from __future__ import annotations
 
-import functools
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from resin.runtime.backends._base import Backend
-from resin.runtime.normalize import Levels, normalize_tile
-from resin.runtime.planner import Tile, TilePlan, read_padded
-
-from resin import _log
+from resin.runtime.planner import Tile, TilePlan
 
 Region = tuple[slice, slice, slice]
 ReadFn = Callable[[Region], np.ndarray]
@@ -196,11 +192,6 @@ class Writer:
             finally:
                 self._queue.task_done()
 
-    def drain(self) -> None:
-        """Wait until every region handed over so far is written."""
-        self._queue.join()
-        self.check()
-
     def put(self, region: Region, data: np.ndarray,
             then: Callable[[], None] | None = None) -> None:
         self.check()
@@ -216,142 +207,6 @@ class Writer:
             self._thread.join()
             self._thread = None
         self.check()
-
-
-class SlabBlender:
-    """Blends tile cores into a slab accumulator and flushes finished chunk-planes.
-
-    ``skip_below`` (a chunk boundary) is where a resumed run starts writing: rows are
-    recomputed from the first one reaching it, and everything below it is dropped.
-    """
-
-    def __init__(self, engine: Backend, plan: TilePlan, levels: Levels, out_dtype: np.dtype,
-                 sink: Sink, chunk_z: int, blend: str = "gaussian", sigma_scale: float = 0.125,
-                 skip_below: int = 0, mips: Mips | None = None,
-                 on_flush: Callable[[int], None] | None = None,
-                 on_tile: Callable[[], None] | None = None,
-                 raw_mips: Mips | None = None) -> None:
-        self.engine = engine
-        self.plan = plan
-        self.levels = levels
-        self.out_dtype = np.dtype(out_dtype)
-        self.chunk_z = max(1, int(chunk_z))
-        self.in_dtype = np.dtype(engine.metadata.input_dtype)
-        oz, oy, ox = plan.out_shape
-        self.slab_z = min(oz, plan.out_core[0] + self.chunk_z)
-        self.acc = np.zeros((self.slab_z, oy, ox), np.float32)
-        self.wsum = np.zeros_like(self.acc)
-        self.base = int(skip_below)
-        self.flushed = int(skip_below)
-        self.keeper = TileKeeper(plan, blend, sigma_scale)
-        self.on_tile = on_tile
-        self.raw_mips = raw_mips
-        self.on_flush = on_flush
-        self.writer = Writer(sink, mips)
-
-    # -- one tile ---------------------------------------------------------------------------
-    def prepare(self, read: ReadFn, start: tuple[int, int, int]) -> np.ndarray:
-        """Read (reflect-padded) and normalize one tile: the network's ``(1, 1, Z, Y, X)`` input."""
-        raw = read_padded(read, self.plan.shape, start, self.plan.tile)
-        x = normalize_tile(raw, self.levels, self.in_dtype)[None, None]
-        if self.raw_mips is not None:
-            self._update_raw_mips(raw, start)
-        return x
-
-    def _update_raw_mips(self, raw: np.ndarray, start: tuple[int, int, int]) -> None:
-        assert self.raw_mips is not None
-        update_raw_mips(self.raw_mips, self.plan, raw, start)
-
-    def blend(self, tile: Tile, x: np.ndarray) -> None:
-        from resin.kernels import accumulate
-
-        core, window, where = self.keeper.infer(self.engine, tile, x, self.flushed)
-        accumulate(self.acc, self.wsum, core, window, (where[0] - self.base, where[1], where[2]))
-        if self.on_tile is not None:
-            self.on_tile()
-
-    # -- flushing ---------------------------------------------------------------------------
-    def end_row(self, z_row: int) -> None:
-        """All tiles of row ``z_row`` are blended: write every output plane that is final."""
-        done = self.plan.row_out_end(z_row)
-        oz = self.plan.out_shape[0]
-        upto = oz if done >= oz else (done // self.chunk_z) * self.chunk_z
-        if upto <= self.base:
-            return
-        from resin.kernels import finalize
-
-        n = upto - self.base
-        out = finalize(self.acc[:n], self.wsum[:n], self.out_dtype, low=self.levels.low,
-                       high=self.levels.high)
-        region = (slice(self.base, upto), slice(0, out.shape[1]), slice(0, out.shape[2]))
-        self.writer.put(region, out, None if self.on_flush is None else
-                        functools.partial(self.on_flush, upto))
-        keep = self.slab_z - n
-        self.acc[:keep] = self.acc[n:]
-        self.acc[keep:] = 0.0
-        self.wsum[:keep] = self.wsum[n:]
-        self.wsum[keep:] = 0.0
-        self.base = upto
-        self.flushed = upto
-
-    def run_rows(self, read: ReadFn, rows: Iterable[int], read_ahead: bool = True) -> None:
-        """Blend the given rows (in order), reading tiles on a read-ahead thread."""
-        rows = list(rows)
-        tiles_of = dict(self.plan.rows())
-        if not read_ahead:
-            for r in rows:
-                for t in tiles_of[r]:
-                    self.blend(t, self.prepare(read, t.start))
-                self.end_row(r)
-                self.writer.check()
-            return
-        q: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                for r in rows:
-                    for t in tiles_of[r]:
-                        if stop.is_set():
-                            return
-                        q.put(("tile", r, t, self.prepare(read, t.start)))
-                    q.put(("row", r, None, None))
-                q.put(("end", -1, None, None))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-                q.put(("error", -1, None, exc))
-
-        reader = threading.Thread(target=produce, name="resin-reader", daemon=True)
-        reader.start()
-        try:
-            while True:
-                kind, r, tile, payload = q.get()
-                if kind == "tile":
-                    self.blend(tile, payload)
-                elif kind == "row":
-                    self.end_row(r)
-                    self.writer.check()
-                elif kind == "error":
-                    raise payload
-                else:
-                    break
-        finally:
-            stop.set()
-            while reader.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    q.get(timeout=0.05)
-                except queue.Empty:
-                    pass
-            reader.join()
-
-    def close(self) -> None:
-        """Wait for the writer; re-raise its error, if any."""
-        self.writer.close()
-
-    def abort(self) -> None:
-        try:
-            self.writer.close()
-        except BaseException as exc:  # noqa: BLE001 - the first error is the one reported
-            _log.debug(f"writer error after abort: {exc}")
 
 
 def shrink_tile(plan: TilePlan, size_multiple: int) -> tuple[int, int, int] | None:

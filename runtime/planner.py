@@ -170,20 +170,6 @@ class TilePlan:
         s, h, t = self.scale, self.halo, self.tile
         return tuple(slice(h[i] * s[i], (t[i] - h[i]) * s[i]) for i in range(3))  # type: ignore[return-value]
 
-    def row_out_end(self, z_row: int) -> int:
-        """Output z below which nothing changes once rows ``<= z_row`` are done."""
-        starts = self.axes[0].starts
-        if z_row + 1 >= len(starts):
-            return self.out_shape[0]
-        return min(self.out_shape[0], (starts[z_row + 1] + self.halo[0]) * self.scale[0])
-
-    def first_row_reaching(self, out_z: int) -> int:
-        """First row whose output core reaches output z ``out_z`` or beyond (for resuming)."""
-        for iz, z in enumerate(self.axes[0].starts):
-            if (z + self.tile[0] - self.halo[0]) * self.scale[0] > out_z:
-                return iz
-        return len(self.axes[0].starts)
-
 
 def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: int,
                overlap: int = 0, scale: Triple = (1, 1, 1)) -> TilePlan:
