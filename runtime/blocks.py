@@ -18,12 +18,13 @@ the step, the tiles across each block face do.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -103,12 +104,34 @@ def working_bytes(block_voxels: Any, tile_voxels: Any, scale_voxels: int,
 
 @dataclass(frozen=True)
 class Block:
-    """One output block: ``[start, stop)`` in output voxels and the tiles reaching it."""
+    """One output block: ``[start, stop)`` in output voxels and the tiles reaching it.
+
+    The tiles are kept as their indices per axis (``reach``) over the plan's tile starts and
+    made on demand, so listing every block of a terabyte volume stays small.
+    """
 
     index: Triple
     start: Triple
     stop: Triple
-    tiles: tuple[Tile, ...]
+    reach: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    starts: tuple[tuple[int, ...], ...] = field(repr=False, compare=False)
+
+    @property
+    def tiles(self) -> tuple[Tile, ...]:
+        """The tiles reaching this block, in the global tile order."""
+        s = self.starts
+        return tuple(Tile((iz, iy, ix), (s[0][iz], s[1][iy], s[2][ix]))
+                     for iz, iy, ix in itertools.product(*self.reach))
+
+    @property
+    def n_tiles(self) -> int:
+        return math.prod(len(r) for r in self.reach)
+
+    def input_region(self, scale: Triple) -> Region:
+        """The input voxels under this block (its output region divided by the scale)."""
+        return (slice(self.start[0] // scale[0], -(-self.stop[0] // scale[0])),
+                slice(self.start[1] // scale[1], -(-self.stop[1] // scale[1])),
+                slice(self.start[2] // scale[2], -(-self.stop[2] // scale[2])))
 
     @property
     def shape(self) -> Triple:
@@ -129,8 +152,10 @@ class Block:
         return ".".join(str(i) for i in self.index)
 
 
-def _tiles_reaching(plan: TilePlan, axis: int, lo: int, hi: int) -> list[int]:
-    """Indices along ``axis`` of tiles whose output core overlaps ``[lo, hi)``."""
+@functools.lru_cache(maxsize=1024)
+def _tiles_reaching(plan: TilePlan, axis: int, lo: int, hi: int) -> tuple[int, ...]:
+    """Indices along ``axis`` of tiles whose output core overlaps ``[lo, hi)`` (the same
+    few ranges recur for every block of a plan: computed once)."""
     a, s, n = plan.axes[axis], plan.scale[axis], plan.out_shape[axis]
     found = []
     for i, start in enumerate(a.starts):
@@ -139,7 +164,7 @@ def _tiles_reaching(plan: TilePlan, axis: int, lo: int, hi: int) -> list[int]:
         c0, c1 = k0 * s, min(k1 * s, n)
         if c0 < hi and c1 > lo:
             found.append(i)
-    return found
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -164,13 +189,11 @@ class BlockPlan:
         plan, o = self.tiles, self.tiles.out_shape
         start = tuple(int(index[i]) * self.block[i] for i in range(3))
         stop = tuple(min(start[i] + self.block[i], o[i]) for i in range(3))
-        reach = [_tiles_reaching(plan, i, start[i], stop[i]) for i in range(3)]
-        starts = [plan.axes[i].starts for i in range(3)]
-        tiles = tuple(Tile((iz, iy, ix), (starts[0][iz], starts[1][iy], starts[2][ix]))
-                      for iz, iy, ix in itertools.product(*reach))
+        reach = tuple(_tiles_reaching(plan, i, start[i], stop[i]) for i in range(3))
         return Block(index=(int(index[0]), int(index[1]), int(index[2])),
                      start=(start[0], start[1], start[2]), stop=(stop[0], stop[1], stop[2]),
-                     tiles=tiles)
+                     reach=reach,  # type: ignore[arg-type]
+                     starts=tuple(a.starts for a in plan.axes))
 
     def blocks(self) -> Iterator[Block]:
         for index in itertools.product(*(range(g) for g in self.grid)):
@@ -242,17 +265,17 @@ class BlockRunner:
         self.raw_mips = raw_mips
         self.on_written = on_written
         self.on_tile = on_tile
-        self.written = 0
+        #: keys of the blocks written so far (an out-of-memory retry skips them)
+        self.done: set[str] = set()
 
     # -- one tile ---------------------------------------------------------------------------
     def prepare(self, read: ReadFn, block: Block, tile: Tile) -> np.ndarray:
         raw = read_padded(read, self.plan.shape, tile.start, self.plan.tile)
         x = normalize_tile(raw, self.levels, self.in_dtype)[None, None]
         if self.raw_mips is not None:  # the part of the core inside this block
-            p = self.plan
-            update_raw_mips(self.raw_mips, p, raw, tile.start,
-                            tuple(block.start[i] // p.scale[i] for i in range(3)),
-                            tuple(-(-block.stop[i] // p.scale[i]) for i in range(3)))
+            region = block.input_region(self.plan.scale)
+            update_raw_mips(self.raw_mips, self.plan, raw, tile.start,
+                            tuple(s.start for s in region), tuple(s.stop for s in region))
         return x
 
     # -- blocks -----------------------------------------------------------------------------
@@ -271,7 +294,7 @@ class BlockRunner:
                     acc = np.zeros(block.shape, np.float32)
                     wsum = np.zeros(block.shape, np.float32)
                 if tile is not None:
-                    core, window, where = self.keeper.infer(self.engine, tile, x, self.written)
+                    core, window, where = self.keeper.infer(self.engine, tile, x)
                     accumulate(acc, wsum, core, window,
                                tuple(where[i] - block.start[i] for i in range(3)))
                     if self.on_tile is not None:
@@ -293,7 +316,7 @@ class BlockRunner:
             raise
 
     def _written(self, block: Block) -> None:
-        self.written += 1
+        self.done.add(block.key)
         if self.on_written is not None:
             self.on_written(block)
 

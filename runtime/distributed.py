@@ -121,10 +121,7 @@ def run_block(job: BlockJob, index: Triple) -> tuple[Triple, tuple[np.ndarray, .
     runner.run(st.reader.read, [block], read_ahead=True)
     if not job.mips or sink.data is None:
         return block.index, None
-    scale = st.bplan.tiles.scale
-    region = tuple(slice(block.start[i] // scale[i], -(-block.stop[i] // scale[i]))
-                   for i in range(3))
-    raw = np.ascontiguousarray(st.reader.read(region))  # type: ignore[arg-type]
+    raw = np.ascontiguousarray(st.reader.read(block.input_region(st.bplan.tiles.scale)))
     return block.index, (*mip(sink.data), *mip(raw))
 
 

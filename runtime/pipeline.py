@@ -72,11 +72,7 @@ class Mips:
 
 
 class OutOfMemory(Exception):
-    """Inference ran out of memory; ``flushed_z`` output planes are already written."""
-
-    def __init__(self, flushed_z: int, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.flushed_z = flushed_z
+    """Inference ran out of memory (the runner retries unwritten blocks with smaller tiles)."""
 
 
 _OOM = re.compile(r"out of memory|failed to allocate|bad_alloc|cudaErrorMemoryAllocation"
@@ -117,15 +113,15 @@ class TileKeeper:
                                                               sigma_scale=sigma_scale)
         self._ones: dict[tuple[int, ...], np.ndarray] = {}
 
-    def infer(self, engine: Backend, tile: Tile, x: np.ndarray, written: int
+    def infer(self, engine: Backend, tile: Tile, x: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
         """Run the network on one tile and :meth:`keep` its output; out-of-memory becomes
-        :class:`OutOfMemory` carrying ``written`` (how much output is already safe)."""
+        :class:`OutOfMemory`."""
         try:
             y = engine.infer(x)
         except Exception as exc:
             if is_out_of_memory(exc):
-                raise OutOfMemory(written, exc) from exc
+                raise OutOfMemory(str(exc)) from exc
             raise
         return self.keep(tile, x, y)
 

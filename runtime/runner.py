@@ -120,6 +120,16 @@ class RunProgress:
     tiles_total: int
     tiles_done: int
     started: float
+    #: the run's ``progress`` argument, called with this object after every :meth:`add`
+    callback: Callable[[RunProgress], None] | None = field(default=None, repr=False,
+                                                            compare=False)
+
+    def add(self, tiles: int = 0, blocks: int = 0) -> None:
+        """Count finished tiles or blocks and tell the callback."""
+        self.tiles_done += tiles
+        self.blocks_done += blocks
+        if self.callback is not None:
+            self.callback(self)
 
     @property
     def seconds(self) -> float:
@@ -183,7 +193,7 @@ def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
     computed = plan.n_tiles * math.prod(plan.tile)
     kept = math.prod(plan.shape) / computed
     meta = engine.metadata
-    halo = "exact" if settings.exact_halo or meta.halo_tolerant is None else (
+    halo = "exact" if halo_kind(meta, settings) == "exact" else (
         f"tolerant, {meta.halo_tolerance:g} of the range")
     line = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}): keeps "
             f"{100 * kept:.1f} % of the voxels it computes; {plan.n_tiles} network calls")
@@ -230,15 +240,6 @@ def _run_blocks(engine: Backend, bplan: BlockPlan, settings: TileSettings, make_
     (same blocks and chunks)."""
     while True:
         runner: BlockRunner = make_runner(bplan)
-        written: set[str] = set()
-        on_written = runner.on_written
-
-        def note(block: Block, _then=on_written, _written=written) -> None:
-            _written.add(block.key)
-            if _then is not None:
-                _then(block)
-
-        runner.on_written = note
         try:
             runner.run(read, blocks, read_ahead=read_ahead)
             return bplan
@@ -247,7 +248,7 @@ def _run_blocks(engine: Backend, bplan: BlockPlan, settings: TileSettings, make_
             if smaller is None:
                 raise MemoryError(f"out of memory even with tile {describe(bplan.tiles.tile)}"
                                   ) from oom
-            blocks = [b for b in blocks if b.key not in written]
+            blocks = [b for b in blocks if b.key not in runner.done]
             _log.log(f"out of memory with tile {describe(bplan.tiles.tile)}; retrying the "
                      f"{len(blocks)} unwritten blocks with tile {describe(smaller)}")
             plan = make_plan(engine, bplan.tiles.shape, settings, smaller)
@@ -277,22 +278,13 @@ def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
     sink = ArraySink(out)
     blocks = list(bplan.blocks())
     state = RunProgress(blocks_total=len(blocks), blocks_done=0,
-                        tiles_total=sum(len(b.tiles) for b in blocks), tiles_done=0,
-                        started=time.perf_counter())
-
-    def on_tile() -> None:
-        state.tiles_done += 1
-        if progress is not None:
-            progress(state)
-
-    def on_written(_block: Block) -> None:
-        state.blocks_done += 1
-        if progress is not None:
-            progress(state)
+                        tiles_total=sum(b.n_tiles for b in blocks), tiles_done=0,
+                        started=time.perf_counter(), callback=progress)
 
     def make_runner(bp: BlockPlan) -> BlockRunner:
         return BlockRunner(engine, bp, levels, out.dtype, sink, settings.blend,
-                           settings.sigma_scale, on_written=on_written, on_tile=on_tile)
+                           settings.sigma_scale, on_written=lambda _b: state.add(blocks=1),
+                           on_tile=lambda: state.add(tiles=1))
 
     _run_blocks(engine, bplan, settings, make_runner, read, blocks)
     return out
@@ -363,9 +355,14 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
     return output
 
 
+def mip_stem(output: str) -> str:
+    """The name ``--mip DIR`` files of ``output`` start with."""
+    return Path(output.rstrip("/")).name.split(".")[0]
+
+
 def mip_paths(mip_dir: str | os.PathLike, output: str) -> list[Path]:
     """The files ``--mip DIR`` writes for ``output``."""
-    stem = Path(output.rstrip("/")).name.split(".")[0]
+    stem = mip_stem(output)
     d = Path(mip_dir)
     return [d / f"{stem}_mip_{a}.tif" for a in "zyx"] + [d / f"{stem}_mip.png"]
 
@@ -489,25 +486,22 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
             if done:
                 _mips_of_done(writer, reader, [b for b in all_blocks if b.key in done],
                               plan.scale, mips, raw_mips)
-        tiles_total = sum(len(b.tiles) for b in todo)
+        tiles_total = sum(b.n_tiles for b in todo)
         state = RunProgress(blocks_total=len(all_blocks), blocks_done=len(done),
-                            tiles_total=tiles_total, tiles_done=0, started=t0)
+                            tiles_total=tiles_total, tiles_done=0, started=t0,
+                            callback=progress)
 
         def on_written(block: Block) -> None:
             writer.flush(block.region)
             record.mark(block.key)
-            state.blocks_done += 1
-            if progress is not None:
-                progress(state)
+            state.add(blocks=1)
 
         try:
             with _log.progress(float(tiles_total), f"enhancing {Path(input_path).name}",
                                "tiles") as bar:
                 def on_tile() -> None:
                     bar.advance(1)
-                    state.tiles_done += 1
-                    if progress is not None:
-                        progress(state)
+                    state.add(tiles=1)
 
                 def make_runner(bp: BlockPlan) -> BlockRunner:
                     return BlockRunner(engine, bp, levels, out_dtype, writer, settings.blend,
@@ -520,7 +514,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                 else:
                     _run_distributed(client, engine_request, model_path, input_path, output,
                                      settings, levels, bplan, out_dtype, record, todo, mips,
-                                     raw_mips, state, bar, progress)
+                                     raw_mips, state, bar)
         except BaseException:
             _abandon(writer)
             _log.log(f"stopped: {state.blocks_done} of {state.blocks_total} blocks are "
@@ -533,8 +527,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         if mip_dir is not None and mips is not None:
             from resin.runtime.mips import write_mips
 
-            stem = Path(output.rstrip("/")).name.split(".")[0]
-            written = [str(p) for p in write_mips(mip_dir, stem, raw_mips, mips,
+            written = [str(p) for p in write_mips(mip_dir, mip_stem(output), raw_mips, mips,
                                                   reader.voxel_size)]
     finally:
         if reader is not None:
@@ -550,8 +543,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
 def _run_distributed(client: Any, engine_request: tuple[str, str, bool], model_path: str,
                      input_path: str, output: str, settings: TileSettings, levels: Levels,
                      bplan: BlockPlan, out_dtype: np.dtype, record: Any, todo: list[Block],
-                     mips: Mips | None, raw_mips: Mips | None, state: RunProgress, bar: Any,
-                     progress: Callable[[RunProgress], None] | None) -> None:
+                     mips: Mips | None, raw_mips: Mips | None, state: RunProgress,
+                     bar: Any) -> None:
     from resin.runtime.distributed import BlockJob, merge_mips, run_on_cluster
 
     # the workers tile as planned here, whatever memory they have
@@ -568,13 +561,10 @@ def _run_distributed(client: Any, engine_request: tuple[str, str, bool], model_p
     def on_block(block: Block, proj: tuple[np.ndarray, ...] | None) -> None:
         if proj is not None and mips is not None and raw_mips is not None:
             merge_mips(mips, proj[:3], block.start)
-            merge_mips(raw_mips, proj[3:], tuple(block.start[i] // scale[i]
-                                                 for i in range(3)))  # type: ignore[arg-type]
-        state.blocks_done += 1
-        state.tiles_done += len(block.tiles)
-        bar.advance(len(block.tiles))
-        if progress is not None:
-            progress(state)
+            merge_mips(raw_mips, proj[3:],
+                       tuple(s.start for s in block.input_region(scale)))  # type: ignore[arg-type]
+        bar.advance(block.n_tiles)
+        state.add(tiles=block.n_tiles, blocks=1)
 
     run_on_cluster(client, job, todo, on_block)
 
@@ -635,10 +625,9 @@ def _mips_of_done(writer: Any, reader: Any, blocks: list[Block], scale: Triple, 
     with open_volume(writer.partial_path) as done_out:
         for b in blocks:
             mips.update(np.ascontiguousarray(done_out.read(b.region)), b.start)
-            lo = tuple(b.start[i] // scale[i] for i in range(3))
-            hi = tuple(-(-b.stop[i] // scale[i]) for i in range(3))
-            raw = reader.read(tuple(slice(lo[i], hi[i]) for i in range(3)))
-            raw_mips.update(np.ascontiguousarray(raw), lo)
+            region = b.input_region(scale)
+            raw_mips.update(np.ascontiguousarray(reader.read(region)),
+                            tuple(s.start for s in region))
 
 
 def _abandon(writer: Any) -> None:
