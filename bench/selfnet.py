@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from resin.data import bright_draw
 from resin.errors import MissingDependencyError
 
 # On a shared CPU, OpenMP threads that spin while waiting make every step several times
@@ -292,22 +293,19 @@ class _PairSampler:
 
     def _crop(self) -> np.ndarray:
         r = self.deg.radius
-        nz, ny, nx = self.vol.shape
-        best, best_max = None, -math.inf
-        for _ in range(FOREGROUND_TRIES):
+        nz = self.vol.shape[0]
+
+        def draw() -> np.ndarray:
             z = int(self.rng.integers(0, nz))
             img = self.vol[z] if self.rng.integers(0, 2) else self.vol[z].T
             h, w = img.shape
             y0 = int(self.rng.integers(0, h - CROP - 2 * r + 1))
             x0 = int(self.rng.integers(0, w - CROP + 1))
-            crop = img[y0:y0 + CROP + 2 * r, x0:x0 + CROP]
-            top = float(crop[r:r + CROP].max())
-            if top >= self.level:
-                best = crop
-                break
-            if top > best_max:
-                best, best_max = crop, top
-        assert best is not None
+            return img[y0:y0 + CROP + 2 * r, x0:x0 + CROP]
+
+        # the brightest of the central CROP rows decides (the margins are blur context)
+        best = bright_draw(draw, lambda crop: crop[r:r + CROP].max(), self.level,
+                           FOREGROUND_TRIES)
         if self.rng.integers(0, 2):
             best = best[::-1]
         if self.rng.integers(0, 2):

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from resin.config import DataConfig, NormalizationConfig
 from resin.errors import VolumeError
 from resin.io import VolumeReader
+
+T = TypeVar("T")
 
 #: at most this many voxels are read for a volume's normalization levels (64^3 blocks)
 SAMPLE_VOXELS = 16_000_000
@@ -106,6 +109,22 @@ def compute_normalization(sample: np.ndarray, config: NormalizationConfig,
     return Normalization(config.low_percentile, config.high_percentile, *levels)
 
 
+def bright_draw(draw: Callable[[], T], level: Callable[[T], float], threshold: float,
+                tries: int) -> T:
+    """The foreground rule of patch sampling: the first of up to ``tries`` draws whose
+    ``level`` reaches ``threshold``, else the brightest of them."""
+    best, best_level = None, -math.inf
+    for _ in range(max(1, tries)):
+        item = draw()
+        value = float(level(item))
+        if value >= threshold:
+            return item
+        if value > best_level:
+            best, best_level = item, value
+    assert best is not None
+    return best
+
+
 def lerp_planes(planes: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Planes at fractional positions ``t`` (in plane units) by linear interpolation between
     the two nearest planes (the last plane repeats past the end); float32.
@@ -185,16 +204,9 @@ class PatchSampler:
 
     def sample(self) -> np.ndarray:
         """One augmented foreground patch (Z, Y, X), float32, normalized."""
-        best, best_level = None, -np.inf
-        for _ in range(self.config.foreground_tries):
-            patch = self.read_patch(self._random_start())
-            level = float(np.percentile(patch, 99))
-            if level >= self.foreground_level:
-                best = patch
-                break
-            if level > best_level:
-                best, best_level = patch, level
-        assert best is not None
+        best = bright_draw(lambda: self.read_patch(self._random_start()),
+                           lambda patch: np.percentile(patch, 99), self.foreground_level,
+                           self.config.foreground_tries)
         return self.augment(best) if self.config.augment else best
 
     def batch(self) -> np.ndarray:
