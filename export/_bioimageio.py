@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from resin import _log
+from resin._atomic import replace_dir
 from resin.errors import ModelError, OutputExistsError, UsageError
 from resin.metadata import ModelMetadata
 
@@ -484,14 +485,7 @@ def write_bioimageio(
     staging.mkdir()
     try:
         _write(staging, checkpoint, onnx_path, plan_path, name, authors)
-        if out_dir.is_dir() and any(out_dir.iterdir()):
-            os.replace(out_dir, old)
-        try:
-            os.replace(staging, out_dir)
-        except OSError:
-            if old.exists():
-                os.replace(old, out_dir)
-            raise
+        replace_dir(staging, out_dir, aside=old)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

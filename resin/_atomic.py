@@ -54,6 +54,30 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str | Callable[[Bin
     return target
 
 
+def replace_dir(staging: str | os.PathLike[str], final: str | os.PathLike[str],
+                aside: str | os.PathLike[str] | None = None) -> None:
+    """Move the finished directory ``staging`` to ``final``. An existing ``final`` is moved
+    ``aside`` first (default ``<final>.resin-old``), put back if the move fails, and removed
+    only once the new one is in place: a failure never loses the old directory."""
+    import shutil
+
+    staging, final = Path(staging), Path(final)
+    old = Path(aside) if aside is not None else final.with_name(final.name + ".resin-old")
+    if old.exists():
+        shutil.rmtree(old)
+    moved = final.exists()
+    if moved:
+        os.replace(final, old)
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if moved:
+            os.replace(old, final)
+        raise
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def fsync_file(path: str | os.PathLike[str]) -> bool:
     """Flush a written file's data to disk; False if there is no such file."""
     try:

@@ -381,7 +381,9 @@ def run_identity(engine: Backend, model_path: str, input_path: str, shape: Tripl
                  dtype: np.dtype, levels: Levels, bplan: BlockPlan, settings: TileSettings,
                  out_dtype: np.dtype, shards: Triple | None) -> dict[str, Any]:
     """Everything that determines the output bytes (the run record's plan)."""
-    from resin.runtime.runstate import file_sha256, input_fingerprint
+    from resin.runtime.runstate import input_fingerprint
+
+    from resin._cache import file_sha256
 
     plan = bplan.tiles
     return {

@@ -68,14 +68,6 @@ def plan_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(canonical(identity), sort_keys=True).encode()).hexdigest()
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def input_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Size and modification time of the input: the file, or a directory store's metadata
     files (a rewrite of the array changes them) and the directory itself."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from resin import _log
-from resin._atomic import fsync_dir, fsync_file
+from resin._atomic import fsync_dir, fsync_file, replace_dir
 from resin.errors import OutputExistsError, ResumeError, UsageError, VolumeError
 from resin.io._common import (
     Region,
@@ -477,16 +475,7 @@ class ZarrWriter:
         resin_attrs = dict(target.attrs.get("resin", {}))
         resin_attrs["complete"] = True
         target.attrs["resin"] = resin_attrs
-        final, partial = Path(self.path.rstrip("/")), Path(self.partial_path)
-        old = final.with_name(final.name + ".resin-old")
-        if final.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-        os.replace(partial, final)
-        fsync_dir(final.parent)
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(self.partial_path, self.path.rstrip("/"))
 
     def abandon(self) -> None:
         """Stop writing and leave ``<path>.partial`` for a later ``resume=True``."""
