@@ -277,7 +277,7 @@ class EnhanceStream:
         lo, hi = zs.start - self._first, zs.stop - self._first
         if lo < 0 or hi > len(self._planes):
             raise AssertionError(f"planes {zs} are not buffered")
-        return np.stack(self._planes[lo:hi])[:, region[1], region[2]]
+        return np.stack([p[region[1], region[2]] for p in self._planes[lo:hi]])
 
     def _ensure_runner(self) -> BlockRunner:
         if self._runner is None:
