@@ -26,9 +26,6 @@ logger = logging.getLogger("resin")
 class _ConsoleHandler(logging.StreamHandler):
     """The CLIs' handler: the message alone on stderr (``[debug]`` before debug lines)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr  # follow a redirected stderr (tests, GUIs)
         super().emit(record)

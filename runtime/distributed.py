@@ -111,13 +111,10 @@ def run_block(job: BlockJob, index: Triple) -> tuple[Triple, tuple[np.ndarray, .
     block = st.bplan.block_at(index)
     sink = _Capture(st.writer)
 
-    def done(b: Block) -> None:
-        st.writer.flush(b.region)
-        st.record.mark(b.key)
-
     s = job.settings
     runner = BlockRunner(st.engine, st.bplan, job.levels, np.dtype(job.out_dtype), sink,
-                         s.blend, s.sigma_scale, on_written=done)
+                         s.blend, s.sigma_scale,
+                         on_written=lambda b: st.record.mark_flushed(st.writer, b))
     runner.run(st.reader.read, [block], read_ahead=True)
     if not job.mips or sink.data is None:
         return block.index, None

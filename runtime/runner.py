@@ -494,8 +494,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                             callback=progress)
 
         def on_written(block: Block) -> None:
-            writer.flush(block.region)
-            record.mark(block.key)
+            record.mark_flushed(writer, block)
             state.add(blocks=1)
 
         try:

@@ -156,6 +156,12 @@ class RunRecord:
             os.close(fd)
         fsync_dir(self.done_dir)
 
+    def mark_flushed(self, writer: Any, block: Any) -> None:
+        """Flush a written block's data to disk, then mark it done: never the other way
+        round, so after a power loss a marker never claims data that is not there."""
+        writer.flush(block.region)
+        self.mark(block.key)
+
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
