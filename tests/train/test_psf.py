@@ -41,8 +41,23 @@ def test_estimate_follows_the_true_extra_axial_blur(angle):
     # truth: sqrt(axial^2 - 1) = 0, 2.83, 4.90
     assert estimates[1.0] < 1.0
     assert estimates[1.0] < estimates[3.0] < estimates[5.0]
-    assert 0.7 * math.sqrt(24) <= estimates[5.0] <= 1.15 * math.sqrt(24), estimates
-    assert 0.7 * math.sqrt(8) <= estimates[3.0] <= 1.15 * math.sqrt(8), estimates
+    assert 0.8 * math.sqrt(24) <= estimates[5.0] <= 1.15 * math.sqrt(24), estimates
+    assert 0.8 * math.sqrt(8) <= estimates[3.0] <= 1.15 * math.sqrt(8), estimates
+
+
+def test_estimate_is_not_biased_low_on_tubes_or_nuclei():
+    """Comparing unblurred lateral lines with axial ones measured 84-95 % of the true
+    extra blur on these volumes (mean 88 %); the symmetry test is within 10 %."""
+    ratios = []
+    for seed in (0, 1):
+        for kwargs in ({"sigma": (1.0, 5.0)}, {"sigma": (1.0, 3.0)}, {"kind": "nuclei", "z_step": 1}):
+            sim = simulate((64, 128, 128), seed=seed, **kwargs)
+            raw = sim.raw.astype(np.float32)
+            blocks = [raw[:, y:y + 64, x:x + 64] for y in (0, 64) for x in (0, 64)]
+            sz, sy, _ = sim.psf_sigma_zyx
+            ratios.append(estimate_axial_blur(blocks).sigma / math.sqrt(sz**2 - sy**2))
+    assert all(0.9 <= r <= 1.12 for r in ratios), ratios
+    assert 0.95 <= float(np.mean(ratios)) <= 1.05, ratios
 
 
 def test_estimate_of_pure_noise_is_zero(rng):
@@ -127,3 +142,21 @@ def test_blocks_shorter_in_z_than_across_are_measured_over_their_shortest_side()
     sim = simulate((40, 96, 96), sigma=(1.0, 4.0), seed=4)
     est = estimate_axial_blur([sim.raw.astype(np.float32)])
     assert 0.6 * math.sqrt(15) <= est.sigma <= 1.2 * math.sqrt(15), est
+
+
+def test_degrader_hold_keeps_d_at_its_start_then_lets_it_learn(rng):
+    from resin.train.trainer import Trainer
+
+    cfg = tiny_config(steps=4, degrader={"init_sigma": 1.5, "kernel_size": 7},
+                      optim={"lr_degrader_scale": 10.0, "degrader_hold": 0.5})
+    tr = Trainer(cfg)
+    start = tr.nets.D.kernel.detach().clone()
+    f_start = [p.detach().clone() for p in tr.nets.F.parameters()]
+    batch = rng.random((1, 1, 16, 32, 32)).astype(np.float32)
+    for _ in range(2):  # steps 0 and 1 of 4: held
+        tr.train_step(batch)
+    assert torch.equal(tr.nets.D.kernel.detach(), start)
+    assert any(not torch.equal(p.detach(), q) for p, q in zip(tr.nets.F.parameters(), f_start,
+                                                              strict=True))
+    tr.train_step(batch)  # step 2: released
+    assert not torch.equal(tr.nets.D.kernel.detach(), start)
