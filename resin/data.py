@@ -213,6 +213,46 @@ class PatchSampler:
         """(N, 1, Z, Y, X) float32."""
         return np.stack([self.sample() for _ in range(self.config.batch_size)])[:, None]
 
+    def rotated_batch(self, matrix: np.ndarray) -> np.ndarray | None:
+        """(N, 1, P, P, P) foreground patches seen through a rotation, or None if the volume
+        is too small: ``out[q] = volume(c + matrix @ q)`` (q: offsets from the patch centre,
+        c: the centre of a random foreground block), trilinear.
+
+        Each is resampled from a block read around c that holds every point it needs, so
+        all of it is data. Rotating a patch already drawn (what training does to F's
+        output) leaves the corners that came from outside it to be filled, and for an
+        oblique PSF that leaves a centred cube of only ~60 % of the side (45 degrees) on
+        which a loss can be trusted; training's self-imitation pair uses these instead.
+        """
+        from resin.kernels import affine_transform
+
+        side = self.config.patch_size[0]
+        m = np.asarray(matrix, dtype=np.float64)
+        half = (side - 1) / 2 * np.abs(m).sum(axis=1)
+        z, y, x = (int(math.ceil(2 * h)) + 2 for h in half)  # +2: trilinear neighbours
+        size = (z, y, x)
+        x_room = self.train_x_max + self.config.patch_size[2] - size[2]
+        if size[0] > self.shape[0] or size[1] > self.shape[1] or x_room < 0:
+            return None
+        c_in = (np.asarray(size, dtype=np.float64) - 1) / 2
+        offset = c_in - m @ np.full(3, (side - 1) / 2)
+
+        def draw() -> np.ndarray:
+            start = (int(self.rng.integers(0, self.shape[0] - size[0] + 1)),
+                     int(self.rng.integers(0, self.shape[1] - size[1] + 1)),
+                     int(self.rng.integers(0, x_room + 1)))
+            return self.read_patch(start, size)
+
+        out = []
+        for _ in range(self.config.batch_size):
+            block = bright_draw(draw, lambda b: np.percentile(b, 99), self.foreground_level,
+                                self.config.foreground_tries)
+            if self.config.augment:
+                block = self.augment(block)
+            out.append(affine_transform(np.ascontiguousarray(block, dtype=np.float32), m,
+                                        offset=offset, output_shape=(side,) * 3, order=1))
+        return np.stack(out)[:, None]
+
     def augment(self, patch: np.ndarray) -> np.ndarray:
         """Flips and lateral transposes that keep the PSF's axis (and so the blur) unchanged.
 

@@ -96,6 +96,11 @@ class Geometry:
         self.aligned_shape = (n, side, n)
         self._grids["aligned"] = _grid(q, self.aligned_shape, side, dev)
 
+    def rotation_matrix(self, axis: str) -> np.ndarray:
+        """B of R for ``axis``: ``R(v)(q) = v(B q)``, q in voxel offsets from the centre."""
+        q = aligned_basis(self.angle_deg)
+        return q @ _P[axis] @ q.T
+
     def _sample(self, v: torch.Tensor, key: str, padding: str) -> torch.Tensor:
         grid = self._grids[key].to(device=v.device, dtype=v.dtype)
         grid = grid.expand(v.shape[0], *grid.shape[1:])

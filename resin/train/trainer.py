@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,20 @@ class Networks(torch.nn.Module):
 class Trainer:
     """Holds the networks, the geometry and the loss computation; no I/O."""
 
-    def __init__(self, config: TrainConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, config: TrainConfig, device: torch.device | str = "cpu",
+                 channels_last: bool | None = None) -> None:
+        """``channels_last``: run F and the 3-D discriminator in the channels-last layout
+        (None: on a CPU, where oneDNN's 3-D convolutions, above all their backward passes,
+        are faster in it; ``bench/train_speed.py`` measures both)."""
         self.config = config
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
         self.nets = Networks(config).to(self.device)
+        if channels_last is None:
+            channels_last = self.device.type == "cpu"
+        self.layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+        for net in (self.nets.F, self.nets.disc_yy):
+            net.to(memory_format=self.layout)  # type: ignore[call-overload]
         self.geometry = Geometry(config.data.patch_size, config.angle_deg, self.device)
         self.rng = np.random.default_rng([config.seed, 1])
         self.step = 0
@@ -129,6 +139,10 @@ class Trainer:
         lc = self.config.loss
         return cycle_loss(pred, target, lc.cycle_l1, lc.cycle_ssim, lc.ssim_window, lc.ssim_sigma)
 
+    def _f(self, v: torch.Tensor) -> torch.Tensor:
+        """F on ``v`` in the trainer's memory layout."""
+        return self.nets.F(v.contiguous(memory_format=self.layout))
+
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
@@ -136,12 +150,14 @@ class Trainer:
         w = self.config.optim.warmup_steps
         return 1.0 if w == 0 else min(1.0, step / w)
 
-    def generator_terms(self, y: torch.Tensor, axis: str) -> tuple[dict[str, torch.Tensor],
-                                                                    dict[str, torch.Tensor]]:
+    def generator_terms(self, y: torch.Tensor, axis: str, ry: torch.Tensor | None = None
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The five generator loss terms, and the fakes the discriminators need.
 
-        The discriminators are frozen while the graph is built, so these terms never
-        put gradients into them.
+        ``ry``: raw patches already seen through R (:meth:`PatchSampler.rotated_batch`) for
+        the self-imitation pair; without it R(y) is used, which for an oblique PSF is data
+        only on :attr:`Geometry.valid`. The discriminators are frozen while the graph is
+        built, so these terms never put gradients into them.
         """
         n, g = self.nets, self.geometry
         for d in n.discriminators():
@@ -151,21 +167,23 @@ class Trainer:
                 # the self-imitation pair needs no gradient: D must not blur less to make
                 # F's task easier. F sees y and D(R(y)) in one batch (one pass, and CPU
                 # convolutions are faster per voxel on larger batches).
+                whole = ry is not None  # every voxel of ry is data
                 with torch.no_grad():
-                    ry = g.rotate(y, axis)
+                    ry = g.rotate(y, axis) if ry is None else ry.to(y.dtype)
                     dry = n.D(ry)
                 if dry.shape == y.shape:
-                    both = n.F(torch.cat([y, dry.to(y.dtype)]))
+                    both = self._f(torch.cat([y, dry.to(y.dtype)]))
                     x, f_dry = both[:y.shape[0]], both[y.shape[0]:]
                 else:  # R turned a non-cubic patch
-                    x, f_dry = n.F(y), n.F(dry.to(y.dtype))
-                self_term = self._cyc(g.crop(f_dry), g.crop(ry))
+                    x, f_dry = self._f(y), self._f(dry.to(y.dtype))
+                self_term = (self._cyc(f_dry, ry) if whole
+                             else self._cyc(g.crop(f_dry), g.crop(ry)))
             else:
-                x = n.F(y)
+                x = self._f(y)
                 self_term = torch.zeros((), device=y.device)
             cycle1 = self._cyc(n.D(x), y)
             drx = n.D(g.rotate(x, axis))
-            back = n.D(g.rotate_inverse(n.F(drx), axis))
+            back = n.D(g.rotate_inverse(self._f(drx), axis))
             cycle2 = self._cyc(g.crop(back), g.crop(y))
             fake_yy = g.crop(drx)
             nonneg = 100.0 * torch.relu(torch.clamp(y, max=0.0) - x.float()).mean()
@@ -220,20 +238,31 @@ class Trainer:
     def set_learning_rates(self, step: int) -> float:
         o = self.config.optim
         factor = cosine_factor(step, self.config.steps, o.min_lr_ratio) if o.cosine else 1.0
-        for group in self.nets.opt_g.param_groups:
-            group["lr"] = o.lr_generator * group["scale"] * factor
+        held = step < o.degrader_hold * self.config.steps
+        for group, hold in zip(self.nets.opt_g.param_groups, (False, held), strict=True):
+            group["lr"] = 0.0 if hold else o.lr_generator * group["scale"] * factor
         for group in self.nets.opt_d.param_groups:
             group["lr"] = o.lr_discriminator * factor
         return factor
 
-    def train_step(self, batch: np.ndarray) -> dict[str, float]:
-        """One generator update then one discriminator update; returns every loss term."""
+    def train_step(self, batch: np.ndarray,
+                   rotated: Callable[[np.ndarray], np.ndarray | None] | None = None
+                   ) -> dict[str, float]:
+        """One generator update then one discriminator update; returns every loss term.
+
+        ``rotated(B)``: raw patches seen through the rotation ``B`` of this step's R
+        (:meth:`PatchSampler.rotated_batch`), used for an oblique PSF's self-imitation pair.
+        """
         n = self.nets
         n.train()
         y = torch.from_numpy(batch).to(self.device)
         axis = AXES[int(self.rng.integers(0, len(AXES)))]
         factor = self.set_learning_rates(self.step)
-        g_terms, fakes = self.generator_terms(y, axis)
+        ry = None
+        if rotated is not None and self.geometry.oblique and self.config.loss.self_imitation:
+            r = rotated(self.geometry.rotation_matrix(axis))
+            ry = None if r is None else torch.from_numpy(r).to(self.device)
+        g_terms, fakes = self.generator_terms(y, axis, ry)
         loss_g = self.generator_loss(g_terms, self.step)
         n.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -264,7 +293,7 @@ class Trainer:
         self.nets.F.eval()
         t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
         with self._autocast():
-            out = self.nets.F(t.to(self.device))
+            out = self._f(t.to(self.device))
         return out.float()[0, 0].cpu().numpy()
 
     @torch.no_grad()
@@ -284,7 +313,7 @@ class Trainer:
         for p in patches:
             y = torch.from_numpy(p)[None, None].to(self.device)
             with self._autocast():
-                losses.append(float(self._cyc(self.nets.D(self.nets.F(y)), y)))
+                losses.append(float(self._cyc(self.nets.D(self._f(y)), y)))
         return float(np.mean(losses))
 
     # -- state ------------------------------------------------------------------------
@@ -437,7 +466,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     fit_at = trainer.step + _FIT_AFTER if (limit is not None and resume_ckpt is None) else None
     with _log.progress(max(config.steps - trainer.step, 0), "training", unit="steps") as bar:
         while trainer.step < config.steps:
-            window.append(trainer.train_step(sampler.batch()))
+            window.append(trainer.train_step(sampler.batch(), sampler.rotated_batch))
             step = trainer.step
             bar.advance(1)
             if step == fit_at and limit is not None:

@@ -97,3 +97,57 @@ def test_foreground_filter_prefers_bright_patches(tmp_path, rng):
     norm = compute_normalization(vol.ravel().astype(np.float32), NormalizationConfig())
     s = PatchSampler(reader, cfg, norm, foreground_level=0.5, seed=1, holdout=False)
     assert all(s.sample().max() > 0.5 for _ in range(5))
+
+
+def test_rotated_batch_is_data_everywhere_and_is_trainings_rotation(tmp_path):
+    """An oblique R seen through the sampler: every voxel is resampled from data (no
+    filled corners), it is scipy's trilinear resampling of the block read around the
+    patch centre, and that is the rotation training's R (torch) applies to a patch."""
+    torch = pytest.importorskip("torch")
+    from scipy.ndimage import affine_transform
+
+    from resin.train.geometry import Geometry
+
+    vol = (np.random.default_rng(5).random((48, 48, 48)) * 1000).astype(np.float32)
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, vol)
+    reader = open_volume(path)
+    cfg = DataConfig(patch_size=(16, 16, 16), batch_size=2, augment=False, foreground_tries=1)
+
+    def sampler() -> PatchSampler:
+        return PatchSampler(reader, cfg, Normalization(0, 100, 0.0, 1000.0), 0.0,
+                            angle_deg=45.0, seed=0, holdout=False)
+
+    b = Geometry((16, 16, 16), 45.0).rotation_matrix("y")
+    out = sampler().rotated_batch(b)
+    assert out is not None and out.shape == (2, 1, 16, 16, 16)
+    # corners included, every voxel interpolates data in [0, 1] (outside the block would be 0)
+    assert float(out.min()) > 0.0 and float(out.max()) <= 1.0
+    # the first draw again, resampled by scipy from the block around the same centre
+    rng = sampler().rng
+    size = [int(np.ceil(2 * h)) + 2 for h in (16 - 1) / 2 * np.abs(b).sum(axis=1)]
+    start = [int(rng.integers(0, 48 - n + 1)) for n in size]
+    block = vol[tuple(slice(a, a + n) for a, n in zip(start, size, strict=True))] / 1000.0
+    centre = (np.asarray(size) - 1) / 2
+    ref = affine_transform(block, b, offset=centre - b @ np.full(3, 7.5), output_shape=(16,) * 3,
+                           order=1)
+    np.testing.assert_allclose(out[0, 0], ref, atol=1e-5)
+    # training's R on a 32-cube agrees with the same resampling where R has data
+    g = Geometry((32, 32, 32), 45.0)
+    cube = vol[:32, :32, :32] / 1000.0
+    torch_r = g.rotate(torch.from_numpy(cube.astype(np.float32))[None, None], "y")[0, 0].numpy()
+    c = np.full(3, 15.5)
+    scipy_r = affine_transform(cube, b, offset=c - b @ c, output_shape=(32,) * 3, order=1)
+    np.testing.assert_allclose(torch_r[g.valid], scipy_r[g.valid], atol=1e-5)
+
+
+def test_rotated_batch_is_none_when_the_volume_is_too_small(tmp_path):
+    from resin.train.geometry import Geometry
+
+    pytest.importorskip("torch")
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, np.ones((16, 40, 40), np.uint16))
+    reader = open_volume(path)
+    s = PatchSampler(reader, DataConfig(patch_size=(16, 16, 16)), Normalization(0, 1, 0, 1),
+                     0.0, angle_deg=45.0, holdout=False)
+    assert s.rotated_batch(Geometry((16, 16, 16), 45.0).rotation_matrix("x")) is None

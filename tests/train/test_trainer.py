@@ -186,6 +186,43 @@ def test_self_imitation_pairs_are_raw_patches_turned_and_degraded(rng):
     assert float(g_terms["self"]) > 0.01
 
 
+def test_an_oblique_self_pair_comes_whole_from_the_sampler(rng):
+    """Oblique PSF: the self-imitation pair is the sampler's patch seen through this step's
+    R (data in every voxel), compared over the whole patch, not R(y) on its valid cube."""
+    cfg = tiny_config(generator_init_scale=0.0, angle_deg=45.0,
+                      data={"patch_size": (24, 24, 24)})
+    tr = Trainer(cfg)
+    tr.nets.D.reset_to_identity(noise=0.0)
+    asked = []
+
+    def rotated(matrix):
+        asked.append(matrix)
+        return _batch(rng, (24, 24, 24))
+
+    tr.train_step(_batch(rng, (24, 24, 24)), rotated)
+    assert len(asked) == 1
+    assert any(np.allclose(asked[0], tr.geometry.rotation_matrix(a)) for a in ("x", "y"))
+    # F = D = identity: a whole pair from the sampler gives 0 over the whole patch
+    tr2 = Trainer(cfg)
+    tr2.nets.D.reset_to_identity(noise=0.0)
+    ry = torch.from_numpy(_batch(rng, (24, 24, 24)))
+    y = torch.from_numpy(_batch(rng, (24, 24, 24)))
+    assert float(tr2.generator_terms(y, "y", ry)[0]["self"].detach()) == pytest.approx(0.0, abs=1e-6)
+    # the axial geometry rotates exactly and never asks the sampler
+    axial = Trainer(tiny_config())
+    axial.train_step(_batch(rng), lambda m: pytest.fail("asked for a rotated batch"))
+
+
+def test_channels_last_layout_computes_the_same_step(rng):
+    """The CPU's channels-last layout is a speed choice only: same losses as contiguous."""
+    batch = _batch(rng)
+    losses = [Trainer(tiny_config(), channels_last=layout).train_step(batch)
+              for layout in (False, True)]
+    for key in (*G_TERMS, *D_TERMS):
+        assert losses[1][key] == pytest.approx(losses[0][key], rel=1e-4, abs=1e-6), key
+    assert Trainer(tiny_config()).layout == torch.channels_last_3d
+
+
 def test_nonneg_term_counts_only_voxels_darker_than_input_and_background(rng):
     tr = Trainer(tiny_config(generator_init_scale=0.0))
     y = torch.from_numpy(_batch(rng) - 0.3)  # F = identity: never darker than min(y, 0)
