@@ -24,9 +24,8 @@ halo; the raw is passed as float32 so the output is not rounded or clipped to ui
 rows of other trained models (``--extra``); the truth itself. Every volume is scored as
 the method returns it: no clipping or floor is applied here (the Self-Net baseline
 floors its own output at its normalisation's background level). A checkpoint trained with
-``z_step`` K records scale K but its generator keeps the input's shape, which the runtime
-refuses; such a model is then run as trained, on the raw interpolated in z (a scale-1
-copy of the checkpoint), and the row's detail says so.
+``z_step`` K records scale K and the runtime runs it behind the z interpolation it was
+trained behind (``resin.models.ZInterpolated``), keeping the planes on training's grid.
 
 Columns: ``resin.metrics.evaluate`` (rmse, ssim, psnr, isotropy_ratio, isotropy_fourier;
 the isotropy measures look along z, also for ``oblique45``, whose PSF axis they cannot
@@ -264,27 +263,16 @@ def train_quick(raw_path: Path, out: Path, angle: float, z_step: int, grid: tupl
 
 def enhance(model: Path, raw: np.ndarray, z_step: int, workdir: Path) -> tuple[np.ndarray, str]:
     """The runtime's result (float32 in, so float32 out: no uint16 rounding or clip), and a
-    note when it needed the z-step fallback below."""
+    note for a z-step model. A model trained with ``z_step`` K gives ``Zraw K`` planes (its
+    last K - 1 past the last raw plane); the first ``(Zraw - 1) K + 1``, training's grid,
+    are kept."""
     from resin.runtime import Enhancer
 
-    from resin.checkpoint import load_checkpoint, save_checkpoint
-    from resin.errors import ModelError
-
-    try:
-        with Enhancer(model, backend="torch", device="cpu") as enh:
-            return enh.enhance(raw.astype(np.float32)), ""
-    except ModelError:
-        ckpt = load_checkpoint(model)
-        if z_step == 1 or float(ckpt.get("scale", [1.0])[0]) == 1.0:
-            raise
-    # A z-step checkpoint records scale K, but F keeps its input's shape, so the runtime
-    # refuses its tiles: run a scale-1 copy on the raw interpolated in z, as in training.
-    copy = workdir / f"{model.stem}.scale1.pt"
-    save_checkpoint(copy, {**ckpt, "scale": [1.0, 1.0, 1.0]})
-    with Enhancer(copy, backend="torch", device="cpu") as enh:
-        out = enh.enhance(on_grid(raw, z_step).astype(np.float32))
-    return out, (f"runtime refused the scale-{z_step} checkpoint (F does not upsample): F run "
-                 "on the raw interpolated in z; ")
+    with Enhancer(model, backend="torch", device="cpu") as enh:
+        out = enh.enhance(raw.astype(np.float32))
+    if z_step == 1:
+        return out, ""
+    return out[:(raw.shape[0] - 1) * z_step + 1], f"scale-{z_step} model run by the runtime; "
 
 
 # --------------------------------------------------------------------------- one setting

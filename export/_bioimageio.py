@@ -313,6 +313,10 @@ def _write_files(folder: Path, checkpoint: Path, onnx_path: Path, plan: Path | N
                          "no float16, so package the float32 ONNX (export without --fp16)")
     opset = _onnx_opset(onnx_path)
     ckpt, generator = load_generator(checkpoint)
+    if getattr(generator, "k", 1) > 1:
+        raise ModelError(f"{checkpoint} was trained with --z-step {generator.k}: its network "
+                         "runs behind a z interpolation that a bioimage.io package's "
+                         "architecture cannot describe yet; use the ONNX model itself")
     if meta.weights_sha256 and meta.weights_sha256 != weights_sha256(generator.state_dict()):
         raise ModelError(f"{onnx_path} was not exported from {checkpoint} (the weights differ)")
     if meta.generator is None:

@@ -35,7 +35,7 @@ from resin.metadata import grid_aligned_halo
 #: a change smaller than this fraction of the largest change is float64 round-off
 _RELATIVE_FLOOR = 1e-12
 #: bump when the measurement can find another halo, so older cache entries are remeasured
-MEASUREMENT_VERSION = 3
+MEASUREMENT_VERSION = 4
 #: default largest change (fraction of the output range) a tolerant halo may cause
 HALO_TOLERANCE = 1e-4
 
@@ -102,9 +102,9 @@ def measure_halo(
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """Return ``(receptive_field, halo)`` per axis (z, y, x) in voxels.
 
-    ``halo`` is the farthest distance (voxels, either side) at which an input impulse
+    ``halo`` is the farthest distance (input voxels, either side) at which an input impulse
     changes the output, maximised over impulse positions; ``receptive_field`` is the
-    widest extent of one impulse's footprint. A tile whose kept centre is ``halo`` voxels
+    widest extent of one impulse's footprint (output voxels). A tile whose kept centre is ``halo`` voxels
     from every cut edge (and whose origin is a multiple of ``size_multiple``) reproduces
     full-volume inference there. ``probe="full"`` measures in one cubic probe instead of
     one thin probe per axis (slower; the tests check both agree).
@@ -144,6 +144,9 @@ def measure_halo(
                 base = torch.rand((1, 1, *shape), generator=gen, dtype=torch.float64)
                 with torch.no_grad():
                     ref = net(base)
+                    # output voxels per input voxel (a --z-step model gives K planes per
+                    # plane; output index o lies at input position o / K)
+                    scale = [int(ref.shape[2 + b]) // shape[b] for b in range(3)]
                     # one impulse per pass: a batched conv may order its sums per sample
                     for phase in phases:
                         q = [c + p for c, p in zip(centre, phase, strict=True)]
@@ -158,10 +161,12 @@ def measure_halo(
                             first = idx.min(dim=0).values.tolist()
                             last = idx.max(dim=0).values.tolist()
                             for a in axes:
-                                lo[a] = max(lo[a], q[a] - first[a])
-                                hi[a] = max(hi[a], last[a] - q[a])
+                                s_a = scale[a]
+                                # input-voxel distances, rounded up
+                                lo[a] = max(lo[a], -(-(q[a] * s_a - first[a]) // s_a))
+                                hi[a] = max(hi[a], -(-(last[a] - q[a] * s_a) // s_a))
                                 extent[a] = max(extent[a], last[a] - first[a] + 1)
-                                if first[a] == 0 or last[a] == shape[a] - 1:
+                                if first[a] == 0 or last[a] == change.shape[a] - 1:
                                     touched = True
         if not touched:
             break

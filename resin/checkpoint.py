@@ -58,9 +58,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
 
 
 def build_generator(checkpoint: dict[str, Any]):
-    """Rebuild F from a loaded checkpoint, weights loaded, in eval mode."""
+    """Rebuild F from a loaded checkpoint, weights loaded, in eval mode.
+
+    A model trained with ``--z-step K`` records scale (K, 1, 1) but F keeps its input's
+    shape (it was trained on z interpolated by K): it comes back behind that interpolation
+    (:class:`resin.models.ZInterpolated`), so that it gives the K planes per input plane
+    its scale promises.
+    """
     from resin.config import GeneratorConfig
-    from resin.models import Generator
+    from resin.models import Generator, ZInterpolated
 
     gcfg = GeneratorConfig.model_validate(checkpoint["config"].get("generator", {}))
     net = Generator(gcfg)
@@ -68,7 +74,18 @@ def build_generator(checkpoint: dict[str, Any]):
         net.load_state_dict(checkpoint["generator"])
     except RuntimeError as exc:
         raise ModelError(f"checkpoint weights do not match its generator config ({exc})") from exc
-    return net.eval()
+    k = z_step_of(checkpoint)
+    return (ZInterpolated(net, k) if k > 1 else net).eval()
+
+
+def z_step_of(checkpoint: dict[str, Any]) -> int:
+    """K of a checkpoint trained with ``--z-step K`` (1 otherwise)."""
+    scale = checkpoint.get("scale") or [1.0, 1.0, 1.0]
+    k = float(scale[0])
+    if k < 1 or abs(k - round(k)) > 1e-6 or any(abs(float(s) - 1.0) > 1e-6 for s in scale[1:]):
+        raise ModelError(f"checkpoint scale {list(scale)}: only a whole z-step (K, 1, 1) is "
+                         "supported")
+    return int(round(k))
 
 
 #: what inference needs from a checkpoint; the rest (D, discriminators, optimizers, RNG

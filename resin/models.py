@@ -92,6 +92,41 @@ def generator_from_config(**config: Any) -> Generator:
     return Generator(GeneratorConfig.model_validate(config))
 
 
+class ZInterpolated(nn.Module):
+    """F behind the z interpolation it was trained behind (``--z-step K``).
+
+    Training on a raw volume sampled every K-th lateral voxel along z interpolates z
+    linearly by K (``resin.data.lerp_planes``) and trains F, which keeps its input's shape,
+    on that. A model that records scale (K, 1, 1) must give K output planes per input
+    plane, so inference runs this: output plane ``j`` is F applied to the input at
+    position ``j / K`` (linear between the two nearest planes; past the last plane, the
+    last plane), i.e. ``Z * K`` planes whose first ``(Z - 1) K + 1`` are training's grid.
+    """
+
+    def __init__(self, generator: Generator, k: int) -> None:
+        super().__init__()
+        if k < 2:
+            raise ValueError(f"a z interpolation needs K >= 2, got {k}")
+        self.generator = generator
+        self.k = int(k)
+        self.size_multiple = generator.size_multiple
+
+    @property
+    def config(self) -> GeneratorConfig:
+        return self.generator.config
+
+    @config.setter
+    def config(self, value: GeneratorConfig) -> None:
+        self.generator.config = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.k
+        step = torch.cat([x[:, :, 1:], x[:, :, -1:]], dim=2) - x
+        up = torch.stack([x + (r / k) * step for r in range(k)], dim=3)  # N, C, Z, K, Y, X
+        n, c, z, _, yy, xx = up.shape
+        return self.generator(up.reshape(n, c, z * k, yy, xx))
+
+
 class Degrader(nn.Module):
     """D: maps a high-resolution volume to a raw-looking one (a learnable blur by default).
 
