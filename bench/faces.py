@@ -30,14 +30,16 @@ def one_call(model: Path, raw: np.ndarray) -> np.ndarray:
     import torch
 
     from resin.checkpoint import build_generator, load_checkpoint
+    from resin.data import Normalization
 
     ckpt = load_checkpoint(model)
-    lo, hi = ckpt["normalization"]["train_low"], ckpt["normalization"]["train_high"]
+    n = ckpt["normalization"]
+    norm = Normalization(n["low_percentile"], n["high_percentile"], n["train_low"],
+                         n["train_high"])
     net = build_generator(ckpt)
-    x = (raw.astype(np.float32) - lo) / (hi - lo)
     with torch.inference_mode():
-        y = net(torch.from_numpy(x)[None, None])[0, 0].numpy()
-    return y * (hi - lo) + lo
+        y = net(torch.from_numpy(norm.apply(raw))[None, None])[0, 0].numpy()
+    return norm.invert(y)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         model = args.workdir / f"{name}_quick.pt"
         runs = {
             "raw input": sim.raw.astype(np.float32),
-            "runtime, reflect-padded faces": quality.enhance(model, sim.raw, 1, args.workdir)[0],
+            "runtime, reflect-padded faces": quality.enhance(model, sim.raw, 1)[0],
             "one zero-padded call": one_call(model, sim.raw),
         }
         for run, pred in runs.items():

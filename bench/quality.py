@@ -261,7 +261,7 @@ def train_quick(raw_path: Path, out: Path, angle: float, z_step: int, grid: tupl
     return time.perf_counter() - t0
 
 
-def enhance(model: Path, raw: np.ndarray, z_step: int, workdir: Path) -> tuple[np.ndarray, str]:
+def enhance(model: Path, raw: np.ndarray, z_step: int) -> tuple[np.ndarray, str]:
     """The runtime's result (float32 in, so float32 out: no uint16 rounding or clip), and a
     note for a z-step model. A model trained with ``z_step`` K gives ``Zraw K`` planes (its
     last K - 1 past the last raw plane); the first ``(Zraw - 1) K + 1``, training's grid,
@@ -348,7 +348,7 @@ def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | Non
             detail = f"trained here in {seconds / 60:.1f} min; "
         detail += _train_info(path)
         try:
-            (pred, note), _ = timed(name, lambda p=path: enhance(p, sim.raw, k, workdir))
+            (pred, note), _ = timed(name, lambda p=path: enhance(p, sim.raw, k))
         except ResinError as exc:
             _note(f"{setting.name}: {name} failed: {exc}")
             add(name, None, f"n/a: {exc}")

@@ -204,10 +204,14 @@ class PatchSampler:
 
     def sample(self) -> np.ndarray:
         """One augmented foreground patch (Z, Y, X), float32, normalized."""
-        best = bright_draw(lambda: self.read_patch(self._random_start()),
-                           lambda patch: np.percentile(patch, 99), self.foreground_level,
-                           self.config.foreground_tries)
+        best = self._foreground(lambda: self.read_patch(self._random_start()))
         return self.augment(best) if self.config.augment else best
+
+    def _foreground(self, draw: Callable[[], np.ndarray]) -> np.ndarray:
+        """The first of ``draw``'s blocks whose 99th percentile reaches the foreground level
+        (at most ``foreground_tries`` draws), else the brightest."""
+        return bright_draw(draw, lambda block: np.percentile(block, 99), self.foreground_level,
+                           self.config.foreground_tries)
 
     def batch(self) -> np.ndarray:
         """(N, 1, Z, Y, X) float32."""
@@ -245,8 +249,7 @@ class PatchSampler:
 
         out = []
         for _ in range(self.config.batch_size):
-            block = bright_draw(draw, lambda b: np.percentile(b, 99), self.foreground_level,
-                                self.config.foreground_tries)
+            block = self._foreground(draw)
             if self.config.augment:
                 block = self.augment(block)
             out.append(affine_transform(np.ascontiguousarray(block, dtype=np.float32), m,

@@ -85,7 +85,7 @@ class Geometry:
         c = (side - 1) / 2
         worst = 1.0
         for axis in AXES:
-            b = q @ _P[axis] @ q.T
+            b = self.rotation_matrix(axis)
             self._grids[f"R{axis}"] = _grid(b, (side,) * 3, side, dev)
             self._grids[f"Rinv{axis}"] = _grid(b.T, (side,) * 3, side, dev)
             worst = max(worst, np.abs(b).sum(axis=1).max(), np.abs(b).sum(axis=0).max())

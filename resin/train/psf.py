@@ -102,7 +102,7 @@ def estimate_axial_blur(block: np.ndarray | Sequence[np.ndarray], angle_deg: flo
     lateral_axes = (2,) if abs(angle_deg) > 1e-9 else (1, 2)
 
     def power(vols: list[np.ndarray], axis: int) -> np.ndarray:
-        return np.mean([_line_power(np.moveaxis(v, axis, 0), 0, length) for v in vols], axis=0)
+        return np.mean([_line_power(v, axis, length) for v in vols], axis=0)
 
     lateral = np.mean([power(aligned, axis) for axis in lateral_axes], axis=0)
     noise = float(np.median(lateral[int(len(lateral) * (1 - _NOISE_BAND)):]))
