@@ -20,6 +20,8 @@ _PUBLIC = {
     "parity": "_onnx",
     "check_tile": "_onnx",
     "load_generator": "_onnx",
+    # D beside F, for resin-run --report's consistency residual
+    "export_degrader": "_degrader",
     # the metadata record
     "metadata_from_checkpoint": "metadata",
     "read_onnx_metadata": "metadata",

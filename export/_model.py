@@ -12,7 +12,7 @@ from typing import Any
 
 from resin import _log
 from resin.errors import OutputExistsError, UsageError
-from resin.metadata import ModelMetadata, default_tile
+from resin.metadata import ModelMetadata, default_tile, degrader_path
 
 
 @dataclass
@@ -24,6 +24,8 @@ class ExportResult:
     plan: Path | None = None
     plan_record: dict | None = None
     bioimageio: Path | None = None
+    degrader: Path | None = None
+    """D beside F (``STEM.degrader.onnx``); None when the checkpoint has no D."""
     files: list[Path] = field(default_factory=list)
 
 
@@ -88,7 +90,7 @@ def export_model(
     ``version_compatible`` needs ``allow_plan_host_code``: such a plan carries TensorRT's
     lean runtime, host code that runs in every process that loads the plan.
     """
-    from resin.export._onnx import export_onnx
+    from resin.export._onnx import export_onnx, partial_path
 
     from resin._optional import require
 
@@ -132,6 +134,10 @@ def export_model(
     from resin.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
+    from resin.export._degrader import has_degrader
+
+    degrader_out = degrader_path(onnx_path) if has_degrader(ckpt) else None
+    _refuse_existing([degrader_out], overwrite)
     halo: Any = None
     if static:
         min_tile = max_tile = tile  # a fixed-shape network: the profile is that one shape
@@ -155,10 +161,30 @@ def export_model(
     if bio_path is not None:
         require("bioimageio.spec", "writing a bioimage.io package (--bioimageio)", extra="export")
 
-    meta = export_onnx(ckpt, onnx_path, opset=opset, fp16=fp16,
-                       static_tile=tile if static else None, exporter=exporter,
-                       overwrite=overwrite, halo=halo, halo_tolerance=halo_tolerance)
-    result = ExportResult(onnx=onnx_path, metadata=meta, files=[onnx_path])
+    degrader_tmp = None if degrader_out is None else partial_path(degrader_out)
+    try:
+        if degrader_tmp is not None:  # D first, so that a failed D leaves no F behind
+            from resin.export._degrader import build_degrader_onnx
+            from resin.export._onnx import load_generator
+            from resin.export.metadata import weights_sha256
+
+            _, generator = load_generator(ckpt)
+            build_degrader_onnx(ckpt, degrader_tmp, weights_sha256(generator.state_dict()),
+                                opset=opset, exporter=exporter)
+        meta = export_onnx(ckpt, onnx_path, opset=opset, fp16=fp16,
+                           static_tile=tile if static else None, exporter=exporter,
+                           overwrite=overwrite, halo=halo, halo_tolerance=halo_tolerance)
+        if degrader_tmp is not None and degrader_out is not None:
+            os.replace(degrader_tmp, degrader_out)
+            _log.log(f"wrote {degrader_out} (D, for resin-run --report)")
+    finally:
+        if degrader_tmp is not None:
+            degrader_tmp.unlink(missing_ok=True)
+    if degrader_out is None:
+        _log.log("the checkpoint has no D (a slim copy?): no degrader beside the model, so "
+                 "resin-run --report cannot measure its consistency")
+    result = ExportResult(onnx=onnx_path, metadata=meta, degrader=degrader_out,
+                          files=[onnx_path] + ([degrader_out] if degrader_out else []))
     if trt:
         from resin.export._tensorrt import build_engine
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from resin import _log
 from resin.errors import ModelError, ParityError, UsageError
-from resin.metadata import METADATA_KEY, ModelMetadata
+from resin.metadata import METADATA_KEY, DegraderMetadata, ModelMetadata
 
 if TYPE_CHECKING:
     from resin.export._halo import Halos
@@ -117,15 +117,43 @@ def _export_dynamo(net: Any, example: Any, path: Path, opset: int, dynamic: bool
     )
 
 
-def _attach_metadata(path: Path, meta: ModelMetadata) -> None:
+def partial_path(out: Path) -> Path:
+    """The hidden file an export writes before its checks pass (its folder is created)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.with_name(f".{out.name}.{os.getpid()}.partial")
+
+
+def export_graph(net: Any, example: Any, path: Path, opset: int, exporter: str = "auto",
+                 dynamic: bool = True, size_multiple: int = 1) -> str:
+    """Export ``net`` to ``path`` with the first exporter that works (``exporter="auto"``:
+    :data:`EXPORTER_ORDER`); returns its name. Input ``"input"``, output ``"output"``."""
+    order = EXPORTER_ORDER if exporter == "auto" else (exporter,)
+    failures = []
+    for name in order:
+        try:
+            if name == "legacy":
+                _export_legacy(net, example, path, opset, dynamic=dynamic)
+            else:
+                _export_dynamo(net, example, path, opset, dynamic=dynamic,
+                               size_multiple=size_multiple)
+            return name
+        except Exception as exc:  # noqa: BLE001 - collect and try the next exporter
+            failures.append(f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            _log.debug(f"{name} exporter failed: {exc}")
+            path.unlink(missing_ok=True)
+    raise ModelError("ONNX export failed with every exporter: " + "; ".join(failures))
+
+
+def _attach_metadata(path: Path, meta: ModelMetadata | DegraderMetadata,
+                     key: str = METADATA_KEY) -> None:
     import onnx
 
     model = onnx.load(str(path))
     for prop in list(model.metadata_props):
-        if prop.key == METADATA_KEY:
+        if prop.key == key:
             model.metadata_props.remove(prop)
     entry = model.metadata_props.add()
-    entry.key = METADATA_KEY
+    entry.key = key
     entry.value = meta.to_json()
     model.producer_name = "resin"
     model.producer_version = meta.resin_version
@@ -207,26 +235,10 @@ def export_onnx(
         net = net.half()
         example = example.half()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    order = EXPORTER_ORDER if exporter == "auto" else (exporter,)
-    failures = []
-    used = None
+    tmp = partial_path(out)
     try:
-        for name in order:
-            try:
-                if name == "legacy":
-                    _export_legacy(net, example, tmp, opset, dynamic=tile is None)
-                else:
-                    _export_dynamo(net, example, tmp, opset, dynamic=tile is None, size_multiple=m)
-                used = name
-                break
-            except Exception as exc:  # noqa: BLE001 - collect and try the next exporter
-                failures.append(f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
-                _log.debug(f"{name} exporter failed: {exc}")
-                tmp.unlink(missing_ok=True)
-        if used is None:
-            raise ModelError("ONNX export failed with every exporter: " + "; ".join(failures))
+        used = export_graph(net, example, tmp, opset, exporter, dynamic=tile is None,
+                            size_multiple=m)
         errors: list[float] = []
         if check:
             shapes = [tile, tile] if tile else [

@@ -6,8 +6,8 @@ Keys (all plain Python / tensors, so ``weights_only=True`` loading works):
 - ``resin_version``: str
 - ``config``: the full training config as a JSON-able dict (``TrainConfig.model_dump()``),
   including ``config["generator"]`` (a :class:`resin.config.GeneratorConfig` dict)
-- ``generator``: state_dict of F; ``degrader``, ``discriminators``, ``optimizers``: state
-  dicts (training only; export needs just ``generator``)
+- ``generator``: state_dict of F; ``degrader``: D's (export writes it beside F for
+  ``resin-run --report``); ``discriminators``, ``optimizers``: state dicts (training only)
 - ``step``: int, steps done; ``rng``: RNG states for exact resume
 - ``normalization``: ``{"low_percentile", "high_percentile", "train_low", "train_high"}``
 - ``scale``: [sz, sy, sx]; ``axial_angle_deg``: float; ``voxel_size``: [z, y, x] or None
@@ -78,6 +78,22 @@ def build_generator(checkpoint: dict[str, Any]):
     return (ZInterpolated(net, k) if k > 1 else net).eval()
 
 
+def build_degrader(checkpoint: dict[str, Any]):
+    """Rebuild D from a loaded checkpoint, weights loaded, in eval mode (a slim copy from
+    :func:`save_generator_only` has none: ModelError)."""
+    from resin.config import DegraderConfig
+    from resin.models import Degrader
+
+    if not checkpoint.get("degrader"):
+        raise ModelError("the checkpoint has no degrader (D) weights")
+    net = Degrader(DegraderConfig.model_validate(checkpoint["config"].get("degrader") or {}))
+    try:
+        net.load_state_dict(checkpoint["degrader"])
+    except RuntimeError as exc:
+        raise ModelError(f"checkpoint D weights do not match its degrader config ({exc})") from exc
+    return net.eval()
+
+
 def z_step_of(checkpoint: dict[str, Any]) -> int:
     """K of a checkpoint trained with ``--z-step K`` (1 otherwise)."""
     scale = checkpoint.get("scale") or [1.0, 1.0, 1.0]
@@ -88,10 +104,11 @@ def z_step_of(checkpoint: dict[str, Any]) -> int:
     return int(round(k))
 
 
-#: what inference needs from a checkpoint; the rest (D, discriminators, optimizers, RNG
-#: states) only serves resuming training
-_INFERENCE_KEYS = ("resin_version", "config", "generator", "step", "normalization", "scale",
-                   "axial_angle_deg", "voxel_size", "best")
+#: what inference needs from a checkpoint, and D (small) for resin-run --report's
+#: consistency residual; the rest (discriminators, optimizers, RNG states) only serves
+#: resuming training
+_INFERENCE_KEYS = ("resin_version", "config", "generator", "degrader", "step", "normalization",
+                   "scale", "axial_angle_deg", "voxel_size", "best")
 
 
 def save_generator_only(src: str | os.PathLike, dst: str | os.PathLike,

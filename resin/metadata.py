@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -46,6 +49,8 @@ def grid_aligned_halo(tolerant: Sequence[int], exact: Sequence[int],
                for t, h in zip(tolerant, exact, strict=True))
     return z, y, x
 
+
+_R = TypeVar("_R", bound=BaseModel)
 
 #: bump when a field changes meaning; the runtime refuses newer majors
 FORMAT_VERSION = 1
@@ -155,27 +160,90 @@ class ModelMetadata(BaseModel):
     @classmethod
     def from_json(cls, text: str, source: str = "model") -> ModelMetadata:
         """Parse and check a record; any problem is a :class:`ModelError` saying why."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{source}: resin metadata is not valid JSON ({exc.msg})") from exc
-        if not isinstance(raw, dict):
-            raise ModelError(f"{source}: resin metadata is not a JSON object")
-        version = raw.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelError(
-                f"{source}: resin metadata format {version!r} is newer than this resin "
-                f"({__version__}, format {FORMAT_VERSION}) understands; upgrade resin"
-            )
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ModelError(f"{source}: resin metadata field {where!r}: {first['msg']}") from exc
+        return _parse_record(cls, text, source, "resin metadata")
+
+
+def _parse_record(cls: type[_R], text: str, source: str, what: str) -> _R:
+    """``text`` as a ``cls`` record; bad JSON, a newer format or a bad field is a
+    :class:`ModelError` naming ``source`` and ``what``."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{source}: {what} is not valid JSON ({exc.msg})") from exc
+    if not isinstance(raw, dict):
+        raise ModelError(f"{source}: {what} is not a JSON object")
+    version = raw.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelError(
+            f"{source}: {what} format {version!r} is newer than this resin "
+            f"({__version__}, format {FORMAT_VERSION}) understands; upgrade resin"
+        )
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ModelError(f"{source}: {what} field {where!r}: {first['msg']}") from exc
 
 
 def axial_vector_from_angle(angle_deg: float) -> tuple[float, float, float]:
     """Unit (z, y, x) vector of an axis rotated ``angle_deg`` from z towards x."""
     a = math.radians(angle_deg)
     return (math.cos(a), 0.0, math.sin(a))
+
+
+#: ONNX ``metadata_props`` key of the degradation network D's record
+DEGRADER_KEY = "resin-degrader"
+#: D is exported beside F: ``MODEL.onnx`` -> ``MODEL.degrader.onnx``
+DEGRADER_SUFFIX = ".degrader.onnx"
+
+
+def degrader_path(model: str | os.PathLike) -> Path:
+    """Where D lies beside the model ``model`` (``.onnx`` or ``.plan``): ``STEM.degrader.onnx``."""
+    return Path(model).with_suffix(DEGRADER_SUFFIX)
+
+
+def degrader_halo(config: dict | None) -> tuple[int, int, int]:
+    """Voxels per side D reads around each output voxel, from its config (a
+    :class:`resin.config.DegraderConfig` dict): ``kernel_size // 2`` for the 'kernel' kind,
+    the sum of ``k // 2`` over its convolutions otherwise. Exact: D's padding is inside it,
+    so a block with this much real context per side gives the whole volume's D there."""
+    from resin.config import DegraderConfig
+
+    cfg = DegraderConfig.model_validate(config or {})
+    h = cfg.kernel_size // 2 if cfg.kind == "kernel" else sum(k // 2 for k in cfg.kernel_sizes)
+    return (h, h, h)
+
+
+class DegraderMetadata(BaseModel):
+    """The record of D exported beside F (ONNX key :data:`DEGRADER_KEY`).
+
+    D maps F's normalized output to the normalized input (both in units of the volume's
+    levels at ``normalization``'s percentiles) on F's output grid: for a ``z_step`` K
+    model, the input linearly interpolated by K along z (:func:`resin.data.lerp_planes`),
+    as training compared them. Input ``"input"`` and output ``"output"``: float32
+    ``[N, 1, Z, Y, X]``, any size.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    format_version: int = FORMAT_VERSION
+    resin_version: str = __version__
+    generator_sha256: str
+    """``weights_sha256`` of the F this D was trained with; the runtime uses D only with it."""
+    weights_sha256: str
+    """SHA-256 of D's weights (the same rule as F's)."""
+    kind: str
+    """D's kind (resin.config.DegraderConfig.kind)."""
+    receptive_field: tuple[int, int, int]
+    halo: tuple[int, int, int]
+    """Real context per side (voxels) a block needs for D to equal the whole volume's D."""
+    z_step: int = Field(default=1, ge=1)
+    normalization: NormalizationRecord
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "degrader") -> DegraderMetadata:
+        """Parse and check; any problem is a :class:`ModelError` saying why."""
+        return _parse_record(cls, text, source, "D's record")
