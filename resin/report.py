@@ -10,7 +10,9 @@ Two questions a microscopist can check on their own data:
   ``|D(F(y)) - y|`` (in units of the input's normalized range, 0 = its 0.5th percentile,
   1 = its 99.9th) is small where the output explains the data, and large where the model
   invented or removed structure. Its maximum along z is written as a picture
-  (:func:`write_report_png`) beside the input's, so a user sees *where*.
+  (:func:`write_report`) beside the input's, so a user sees *where*. ``resin train``
+  measures it at its end; ``resin-run --report`` when D was exported beside F
+  (:mod:`resin.consistency`).
 
 Also the relative change ``sum |F(y) - y| / sum |y|``: a model that changed the volume by
 under ~2 % has learned (close to) the identity.
@@ -49,6 +51,9 @@ class Report:
     """99th percentile of |D(F(y)) - y|, same units."""
     notes: list[str] = field(default_factory=list)
     """Warnings for the user (identity model, anisotropy not reduced)."""
+    consistency: dict | None = None
+    """Where the residual was measured (``resin-run --report``: D's file, the output region,
+    D's halo, the units); None without D or for the end of training."""
 
     def ratios(self, which: str) -> dict[str, float]:
         """Lateral over axial cut-off per axis pair ('y/z', 'x/z') and 'y/x', of 'before'/'after'."""
@@ -98,8 +103,7 @@ def make_report(raw: np.ndarray, enhanced: np.ndarray,
     change = float(np.abs(x - y).sum() / max(np.abs(y).sum(), 1e-12))
     residual = p99 = None
     if degraded is not None:
-        r = np.abs(np.asarray(degraded, dtype=np.float64) - y)
-        residual, p99 = float(r.mean()), float(np.percentile(r, 99))
+        residual, p99 = residual_stats(y, degraded)
     notes = []
     if change < IDENTITY_CHANGE:
         notes.append(f"the model changed the volume by less than {100 * IDENTITY_CHANGE:.0f} % "
@@ -115,6 +119,12 @@ def make_report(raw: np.ndarray, enhanced: np.ndarray,
     if change >= IDENTITY_CHANGE and gap_a >= gap_b:
         notes.append("the output is not more isotropic than the input by its spectra")
     return Report(before, after, change, residual, p99, notes)
+
+
+def residual_stats(raw: np.ndarray, degraded: np.ndarray) -> tuple[float, float]:
+    """(mean, 99th percentile) of ``|degraded - raw|``."""
+    r = np.abs(np.asarray(degraded, dtype=np.float64) - np.asarray(raw, dtype=np.float64))
+    return float(r.mean()), float(np.percentile(r, 99))
 
 
 def report_image(raw: np.ndarray, residual: np.ndarray, gap: int = 4) -> np.ndarray:
@@ -149,24 +159,31 @@ def report_path(output: str | os.PathLike) -> Path:
     return Path(f"{os.fspath(output).rstrip('/')}.report.json")
 
 
+def sample_regions(in_shape: tuple[int, ...], out_shape: tuple[int, ...], side: int = 128
+                   ) -> tuple[tuple[slice, slice, slice], tuple[slice, slice, slice]]:
+    """The report's sample: a centred block of at most ``side`` voxels per axis of the
+    input, and the same region of the output (scaled where the model upsamples)."""
+    scale = [o / i for o, i in zip(out_shape, in_shape, strict=True)]
+    size = [min(side, s) for s in in_shape]
+    start = [(s - n) // 2 for s, n in zip(in_shape, size, strict=True)]
+    r_in = [slice(a, a + n) for a, n in zip(start, size, strict=True)]
+    r_out = [slice(round(a * k), round(a * k) + round(n * k))
+             for a, n, k in zip(start, size, scale, strict=True)]
+    return (r_in[0], r_in[1], r_in[2]), (r_out[0], r_out[1], r_out[2])
+
+
 def report_on_files(input: str | os.PathLike, output: str | os.PathLike,
                     side: int = 128) -> Report:
-    """The spectral part of the report (no D: exported models carry only F) for a finished
-    run: a centred block of at most ``side`` voxels per axis of the input and the same
-    region of the output (scaled where the model upsamples), both normalized by the
-    input block's 0.5 / 99.9 percentiles."""
+    """The spectral part of the report for a finished run, on :func:`sample_regions`'
+    blocks, both normalized by the input block's 0.5 / 99.9 percentiles. The consistency
+    residual needs D: :mod:`resin.consistency` adds it."""
     from resin.io import open_volume
 
     src, dst = open_volume(input), open_volume(output)
     try:
-        scale = [o / i for o, i in zip(dst.shape, src.shape, strict=True)]
-        size = [min(side, s) for s in src.shape]
-        start = [(s - n) // 2 for s, n in zip(src.shape, size, strict=True)]
-        r_in = [slice(a, a + n) for a, n in zip(start, size, strict=True)]
-        r_out = [slice(round(a * k), round(a * k) + round(n * k))
-                 for a, n, k in zip(start, size, scale, strict=True)]
-        raw = src.read((r_in[0], r_in[1], r_in[2]))
-        out = dst.read((r_out[0], r_out[1], r_out[2]))
+        r_in, r_out = sample_regions(src.shape, dst.shape, side)
+        raw = src.read(r_in)
+        out = dst.read(r_out)
     finally:
         src.close()
         dst.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from resin._cli import int3, main_with, make_parser
 
@@ -60,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "PNG into DIR")
     parser.add_argument("--report", action="store_true",
                         help="after the run, measure the anisotropy per axis pair of the input "
-                             "and the output from their spectra (no ground truth) and write "
-                             "OUTPUT.report.json")
+                             "and the output from their spectra (no ground truth) and, when D "
+                             "lies beside the model (MODEL.degrader.onnx) or in the .pt, the "
+                             "consistency |D(F(y)) - y|; write OUTPUT.report.json (and "
+                             "OUTPUT.report.png, the residual's map)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run (same bytes as an uninterrupted one)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -79,9 +82,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.report:
         if args.output is None:
             raise UsageError("--report needs -o OUTPUT (the report is written beside it)")
-        rpath = report_path(args.output)
-        if (rpath.exists() or rpath.is_symlink()) and not (args.overwrite or args.resume):
-            raise OutputExistsError(f"{rpath} exists; pass --overwrite to replace it")
+        for rpath in (report_path(args.output), report_path(args.output).with_suffix(".png")):
+            if (rpath.exists() or rpath.is_symlink()) and not (args.overwrite or args.resume):
+                raise OutputExistsError(f"{rpath} exists; pass --overwrite to replace it")
     if args.workers is not None and args.scheduler is not None:
         raise UsageError("--workers starts a local cluster, --scheduler uses an existing one; "
                          "pass one")
@@ -105,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
                       exact_halo=args.exact_halo, memory=args.memory) as enh:
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                              overwrite=args.overwrite, client=client)
+            model = (enh.model_path, enh.metadata.weights_sha256)
     finally:
         if client is not None:
             cluster = getattr(client, "cluster", None)
@@ -118,21 +122,51 @@ def _run(args: argparse.Namespace) -> int:
     for path in report.mips:
         _log.log(f"wrote {path}")
     if args.report:
-        _write_report(args.input, report.output)
+        _write_report(args.input, report.output, model, (report.levels.low, report.levels.high))
     return 0
 
 
-def _write_report(input: str, output: str) -> None:
+def _write_report(input: str, output: str, model: tuple[Path, str],
+                  levels: tuple[float, float]) -> None:
+    """The spectral report, and the consistency residual with its map when the model has
+    D (:mod:`resin.consistency`); a problem with D is a warning, never a failed run."""
+    from dataclasses import replace
+
     from resin import _log
-    from resin.report import report_on_files, report_path
+    from resin.consistency import consistency_on_files, open_degrader
+    from resin.io import open_volume
+    from resin.report import (
+        report_on_files,
+        report_path,
+        residual_stats,
+        sample_regions,
+        write_report,
+    )
 
     rep = report_on_files(input, output)
-    path = rep.save(report_path(output))
+    found, cons = None, None
+    try:
+        found = open_degrader(*model)
+        if not isinstance(found, str):
+            with open_volume(input) as src, open_volume(output) as dst:
+                regions = sample_regions(src.shape, dst.shape)
+            cons = consistency_on_files(input, output, found, *levels, *regions)
+            mean, p99 = residual_stats(cons.raw, cons.degraded)
+            rep = replace(rep, residual=mean, residual_p99=p99,
+                          consistency=cons.record(found.source, found.halo))
+    except Exception as exc:  # noqa: BLE001 - a report must never fail a finished run
+        found, cons = f"warning: consistency not measured ({type(exc).__name__}: {exc})", None
+    if cons is None:
+        paths = [rep.save(report_path(output))]
+    else:  # OUTPUT.report.json and OUTPUT.report.png
+        stem = str(report_path(output)).removesuffix(".report.json")
+        paths = write_report(stem, rep, cons.raw, cons.degraded)
     for line in rep.lines():
         _log.log(line)
-    _log.log("consistency |D(F(y)) - y| is measured at the end of `resin train` (MODEL.report.*): "
-             "exported models carry F only")
-    _log.log(f"wrote {path}")
+    if isinstance(found, str):
+        _log.log(found)
+    for path in paths:
+        _log.log(f"wrote {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

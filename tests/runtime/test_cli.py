@@ -114,6 +114,11 @@ def test_report_measures_anisotropy_of_input_and_output(cli, fast_model, tmp_pat
     assert data["ratios_before"]["y/z"] > 1.5  # blurred 3x along z
     assert set(data["ratios_after"]) == {"y/z", "x/z", "y/x"} and data["residual"] is None
     assert "anisotropy" in proc.stderr
+    # no D beside the model: one line says so, and no residual map is written
+    assert [ln for ln in proc.stderr.splitlines() if "D(F(y))" in ln] == [
+        ln for ln in proc.stderr.splitlines() if ln.startswith("no D beside the model")]
+    assert "no D beside the model (tiny.degrader.onnx" in proc.stderr.replace("fast.", "tiny.")
+    assert not (tmp_path / "out.tif.report.png").exists()
     # a report file that exists is refused before any work, and left as it was
     (tmp_path / "out2.tif.report.json").write_text("mine")
     proc = run(tmp_path / "out2.tif")
