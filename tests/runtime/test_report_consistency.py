@@ -156,3 +156,14 @@ def test_an_existing_report_map_is_refused_before_the_run(cli, models, tmp_path,
     proc = _run(cli, models["plain"].with_suffix(".onnx"), src, out)
     assert proc.returncode == 2 and "out.tif.report.png exists" in proc.stderr
     assert not out.exists() and (tmp_path / "out.tif.report.png").read_text() == "mine"
+
+
+def test_a_pt_without_d_says_so_in_one_line(cli, tmp_path, rng):
+    src, out = tmp_path / "in.tif", tmp_path / "out.tif"
+    write_volume(src, _volume(rng))
+    bare = make_checkpoint(tmp_path / "bare.pt", features=(4,))
+    proc = _run(cli, bare, src, out, "--backend", "torch")
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "D(F(y))" in ln]
+    assert len(lines) == 1 and "bare.pt carries no D" in lines[0]
+    assert json.loads((tmp_path / "out.tif.report.json").read_text())["residual"] is None
