@@ -160,16 +160,17 @@ def tile_window(shape: Sequence[int], mode: str = "gaussian", sigma_scale: float
 
 
 def accumulate(acc: Array, wsum: Array, tile: Array, window: Array,
-               offset: Sequence[int]) -> None:
+               offset: Sequence[int], *, stream: Any = 0) -> None:
     """In place, fp32: ``acc[region] += tile * window`` and ``wsum[region] += window``.
 
     ``region`` is the tile placed with its first voxel at ``offset`` (z, y, x) inside
     ``acc``, clipped to ``acc``'s bounds: the offset may be negative and the tile may stick
-    out (its outside part is ignored). ``window`` has the tile's shape.
+    out (its outside part is ignored). ``window`` has the tile's shape. ``stream``: the
+    CUDA stream device arrays are updated on (ignored on the host).
     """
     off = _common.int_triple("offset", offset)
     if _on_device(acc, wsum, tile, window):
-        _cuda_kernels().accumulate(acc, wsum, tile, window, off)
+        _cuda_kernels().accumulate(acc, wsum, tile, window, off, stream)
         return
     _writable("acc", acc, tuple(np.shape(acc)), np.float32)
     _common.check_float32("acc", acc.shape, acc.dtype)
@@ -191,12 +192,13 @@ def accumulate(acc: Array, wsum: Array, tile: Array, window: Array,
 
 
 def finalize(acc: Array, wsum: Array, dtype: Any, low: float = 0.0, high: float = 1.0,
-             out: Array | None = None) -> Array:
+             out: Array | None = None, *, stream: Any = 0) -> Array:
     """One pass: ``acc / wsum * (high - low) + low`` in float32, NaN -> 0, then for
     uint8/uint16 rounded half to even and clipped to the dtype's range, and cast.
 
     ``low``/``high`` undo the global normalisation (the volume's percentiles). Writes into
     ``out`` when given (same shape, the target dtype, C-contiguous) and returns it.
+    ``stream``: the CUDA stream of a device call (ignored on the host).
     """
     dt = np.dtype(dtype)
     if dt not in _common.VOLUME_DTYPES:
@@ -205,7 +207,7 @@ def finalize(acc: Array, wsum: Array, dtype: Any, low: float = 0.0, high: float 
     hi = _finite("high", high)
     arrays = (acc, wsum) if out is None else (acc, wsum, out)
     if _on_device(*arrays):
-        return _cuda_kernels().finalize(acc, wsum, dt, lo, hi, out)
+        return _cuda_kernels().finalize(acc, wsum, dt, lo, hi, out, stream)
     a = np.ascontiguousarray(acc)
     s = np.ascontiguousarray(wsum)
     _common.check_float32("acc", a.shape, a.dtype)
@@ -252,9 +254,11 @@ def _projected_shape(mz: Any, my: Any, mx: Any) -> tuple[int, int, int]:
     return shape
 
 
-def mip_update(mz: Array, my: Array, mx: Array, chunk: Array, offset: Sequence[int]) -> None:
+def mip_update(mz: Array, my: Array, mx: Array, chunk: Array, offset: Sequence[int], *,
+               stream: Any = 0) -> None:
     """Running maxima of a ``chunk`` that sits at ``offset`` (z, y, x) in a larger volume,
-    in place, in one read of the chunk. The chunk must lie inside the volume."""
+    in place, in one read of the chunk. The chunk must lie inside the volume. ``stream``:
+    the CUDA stream of a device call (ignored on the host)."""
     off = _common.int_triple("offset", offset)
     device = _on_device(mz, my, mx, chunk)
     if device:
@@ -270,7 +274,7 @@ def mip_update(mz: Array, my: Array, mx: Array, chunk: Array, offset: Sequence[i
         if np.dtype(p.dtype) != dt:
             raise UsageError(f"{name} has dtype {np.dtype(p.dtype)} but the chunk is {dt}.")
     if device:
-        _cuda_kernels().mip_update(mz, my, mx, chunk, off)
+        _cuda_kernels().mip_update(mz, my, mx, chunk, off, stream)
         return
     for name, p in (("mz", mz), ("my", my), ("mx", mx)):
         _writable(name, p, p.shape, dt)

@@ -43,11 +43,13 @@ def _grid(sizes: tuple[int, ...], block: tuple[int, ...]) -> tuple[int, ...] | N
     return tuple(min(-(-int(n) // b), cap) for n, b, cap in zip(sizes, block, caps, strict=True))
 
 
-def _launch(kernel: Any, sizes: tuple[int, ...], block: tuple[int, ...], *args: Any) -> None:
-    """Launch ``kernel`` over ``sizes`` (x first); nothing for an empty output."""
+def _launch(kernel: Any, sizes: tuple[int, ...], block: tuple[int, ...], *args: Any,
+            stream: Any = 0) -> None:
+    """Launch ``kernel`` over ``sizes`` (x first) on ``stream`` (0: the default stream);
+    nothing for an empty output."""
     grid = _grid(sizes, block)
     if grid is not None:
-        kernel[grid, block](*args)
+        kernel[grid, block, stream](*args)
 
 
 def as_device(a: Any) -> Any:
@@ -61,7 +63,7 @@ def _is_numba_device_array(a: Any) -> bool:
     if hasattr(cuda, "devicearray") and hasattr(cuda.devicearray, "DeviceNDArray"):
         if isinstance(a, cuda.devicearray.DeviceNDArray):
             return True
-    return type(a).__name__ == "FakeCUDAArray"
+    return any(c.__name__ == "FakeCUDAArray" for c in type(a).__mro__)
 
 
 def to_device(a: np.ndarray) -> Any:
@@ -86,7 +88,8 @@ def _accumulate_k(acc, wsum, tile, window, az, ay, ax, tz, ty, tx, nz, ny, nx): 
                 wsum[az + z, ay + y, ax + x] += w
 
 
-def accumulate(acc: Any, wsum: Any, tile: Any, window: Any, off: tuple[int, int, int]) -> None:
+def accumulate(acc: Any, wsum: Any, tile: Any, window: Any, off: tuple[int, int, int],
+               stream: Any = 0) -> None:
     acc, wsum, tile, window = (as_device(a) for a in (acc, wsum, tile, window))
     for name, a in (("acc", acc), ("wsum", wsum), ("tile", tile), ("window", window)):
         _common.check_float32(name, _shape(a), a.dtype)
@@ -97,7 +100,59 @@ def accumulate(acc: Any, wsum: Any, tile: Any, window: Any, off: tuple[int, int,
         return
     (az, ay, ax), (tz, ty, tx), (nz, ny, nx) = region
     _launch(_accumulate_k, (nx, ny, nz), _BLOCK3, acc, wsum, tile, window, az, ay, ax, tz, ty,
-            tx, nz, ny, nx)
+            tx, nz, ny, nx, stream=stream)
+
+
+_BLOCK1 = (256,)
+
+
+@cuda.jit
+def _fill_k(flat, value):  # pragma: no cover
+    for i in range(cuda.grid(1), flat.shape[0], cuda.gridsize(1)):
+        flat[i] = value
+
+
+def zeros(shape: tuple[int, int, int], stream: Any = 0) -> Any:
+    """A float32 device array of ``shape`` set to 0 on the device (no host buffer)."""
+    out = cuda.device_array(shape, dtype=np.float32, stream=stream)
+    clear(out, stream)
+    return out
+
+
+def clear(a: Any, stream: Any = 0) -> None:
+    """Set a C-contiguous float32 device array to 0, in stream order."""
+    flat = a.reshape(math.prod(_shape(a)))
+    _launch(_fill_k, (int(flat.shape[0]),), _BLOCK1, flat, np.float32(0), stream=stream)
+
+
+@cuda.jit
+def _keep_k(src, dst, z0, y0, x0, bad, slot):  # pragma: no cover
+    # one flat index per voxel of dst (x fastest, so reads and writes coalesce)
+    plane = dst.shape[1] * dst.shape[2]
+    for i in range(cuda.grid(1), dst.shape[0] * plane, cuda.gridsize(1)):
+        z = i // plane
+        y = (i - z * plane) // dst.shape[2]
+        x = i - z * plane - y * dst.shape[2]
+        v = src[z0 + z, y0 + y, x0 + x]
+        if math.isnan(v) or math.isinf(v):
+            cuda.atomic.add(bad, slot, 1)
+        dst[z, y, x] = v
+
+
+def keep_core(src: Any, dst: Any, start: tuple[int, int, int], bad: Any, slot: int,
+              stream: Any = 0) -> None:
+    """Copy the box of ``dst``'s shape at ``start`` in the 3-D tile output ``src`` (float16
+    or float32) into float32 ``dst``, adding the number of NaN/infinite voxels it held to
+    ``bad[slot]`` (an int32 device array): the device side of the runtime's tile check."""
+    src, dst = as_device(src), as_device(dst)
+    _common.check_float32("dst", _shape(dst), dst.dtype)
+    if any(s + n > m or s < 0 for s, n, m in zip(start, _shape(dst), _shape(src),
+                                                 strict=True)):
+        raise UsageError(f"a core of shape {_shape(dst)} at {start} does not fit in a tile "
+                         f"of shape {_shape(src)}.")
+    with np.errstate(invalid="ignore"):  # the simulator computes on NumPy scalars
+        _launch(_keep_k, (math.prod(_shape(dst)),), _BLOCK1, src, dst, start[0], start[1],
+                start[2], bad, slot, stream=stream)
 
 
 @cuda.jit(device=True)
@@ -127,13 +182,13 @@ def _finalize_k(acc, wsum, scale, low, top, to_int, out):  # pragma: no cover
 
 
 def finalize(acc: Any, wsum: Any, dtype: np.dtype, low: float, high: float,
-             out: Any | None) -> Any:
+             out: Any | None, stream: Any = 0) -> Any:
     acc, wsum = as_device(acc), as_device(wsum)
     _common.check_float32("acc", _shape(acc), acc.dtype)
     if _shape(wsum) != _shape(acc) or np.dtype(wsum.dtype) != np.float32:
         raise UsageError("wsum must be float32 with acc's shape.")
     if out is None:
-        out = cuda.device_array(_shape(acc), dtype=dtype)
+        out = cuda.device_array(_shape(acc), dtype=dtype, stream=stream)
     else:
         out = as_device(out)
         if _shape(out) != _shape(acc) or np.dtype(out.dtype) != dtype:
@@ -142,7 +197,7 @@ def finalize(acc: Any, wsum: Any, dtype: np.dtype, low: float, high: float,
     top = np.float32(np.iinfo(dtype).max) if dtype.kind == "u" else np.float32(0)
     with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 in the simulator; NaN -> 0
         _launch(_finalize_k, (nx, ny, nz), _BLOCK3, acc, wsum, np.float32(high - low),
-                np.float32(low), top, dtype.kind == "u", out)
+                np.float32(low), top, dtype.kind == "u", out, stream=stream)
     return out
 
 
@@ -176,13 +231,14 @@ def _mip_k(chunk, proj, axis, off_a, off_b):  # pragma: no cover
             proj[off_a + a, off_b + b] = m
 
 
-def mip_update(mz: Any, my: Any, mx: Any, chunk: Any, off: tuple[int, int, int]) -> None:
+def mip_update(mz: Any, my: Any, mx: Any, chunk: Any, off: tuple[int, int, int],
+               stream: Any = 0) -> None:
     mz, my, mx, chunk = (as_device(a) for a in (mz, my, mx, chunk))
     cz, cy, cx = _shape(chunk)
     z0, y0, x0 = off
-    _launch(_mip_k, (cx, cy), _BLOCK2, chunk, mz, 0, y0, x0)
-    _launch(_mip_k, (cx, cz), _BLOCK2, chunk, my, 1, z0, x0)
-    _launch(_mip_k, (cy, cz), _BLOCK2, chunk, mx, 2, z0, y0)
+    _launch(_mip_k, (cx, cy), _BLOCK2, chunk, mz, 0, y0, x0, stream=stream)
+    _launch(_mip_k, (cx, cz), _BLOCK2, chunk, my, 1, z0, x0, stream=stream)
+    _launch(_mip_k, (cy, cz), _BLOCK2, chunk, mx, 2, z0, y0, stream=stream)
 
 
 _ray_max = cuda.jit(device=True)(_common.slanted_ray_max)
