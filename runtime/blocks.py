@@ -7,7 +7,11 @@ it, in the global tile order, and blends them into an accumulator of the block's
 only. Each output voxel therefore receives the same contributions in the same order
 whatever the block size, the order blocks run in, or the process that runs them: the
 output is byte-identical to a single-block run. Memory is one block accumulator plus a few
-tiles, flat in every axis.
+tiles, flat in every axis. This holds on either path, host or GPU-resident
+(:mod:`resin.runtime.device`); between the two paths the contributions and their order are
+the same, and the outputs are bit-identical in Numba's CUDA simulator, while a GPU that
+fuses ``acc + tile * w`` into one FMA may differ in the last float32 bit (and an integer
+output by one at a rounding boundary).
 
 A tile whose kept region reaches two blocks runs once for each (the *redundant* work,
 reported by :attr:`BlockPlan.redundant_share`). Without extra overlap the tiles partition
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from resin.runtime.backends._base import Backend
+from resin.runtime.backends._base import Backend, device_resident
 from resin.runtime.normalize import Levels, normalize_tile
 from resin.runtime.pipeline import (
     QUEUE_DEPTH,
@@ -246,14 +250,21 @@ class BlockRunner:
     Three threads overlap: a reader reads and normalizes tiles (and updates the input's
     MIPs), the calling thread runs inference and blends, a writer writes finished blocks
     and calls ``on_written(block)`` once a block's data is in the sink.
+
+    With an engine whose outputs can stay on the GPU (``device_resident``) and
+    ``device_blend`` left on, tiles are blended, blocks finalized and output MIPs updated on
+    the GPU (:class:`resin.runtime.device.DeviceBlender`); otherwise on the CPU.
     """
 
     def __init__(self, engine: Backend, bplan: BlockPlan, levels: Levels, out_dtype: np.dtype,
                  sink: Sink, blend: str = "gaussian", sigma_scale: float = 0.125,
                  mips: Mips | None = None, raw_mips: Mips | None = None,
                  on_written: Callable[[Block], None] | None = None,
-                 on_tile: Callable[[], None] | None = None) -> None:
+                 on_tile: Callable[[], None] | None = None,
+                 device_blend: bool = True) -> None:
         self.engine = engine
+        #: blend on the GPU: asked for and the engine's outputs can stay there
+        self.device_blend = bool(device_blend) and device_resident(engine)
         self.bplan = bplan
         self.plan = bplan.tiles
         self.levels = levels
@@ -267,6 +278,7 @@ class BlockRunner:
         self.on_tile = on_tile
         #: keys of the blocks written so far (an out-of-memory retry skips them)
         self.done: set[str] = set()
+        _log.debug(blend_path(engine, device_blend))
 
     # -- one tile ---------------------------------------------------------------------------
     def prepare(self, read: ReadFn, block: Block, tile: Tile) -> np.ndarray:
@@ -283,13 +295,27 @@ class BlockRunner:
         """Run ``blocks`` in order; each is written (and ``on_written``) before this returns."""
         from resin.kernels import accumulate, finalize
 
-        writer = Writer(self.sink, self.mips)
+        gpu = None
+        if self.device_blend:
+            from resin.runtime.device import DeviceBlender
+
+            gpu = DeviceBlender(self.engine, self.keeper, self.levels, self.out_dtype,
+                                self.mips)
+        writer = Writer(self.sink, None if gpu is not None else self.mips)
         items = ((b, t) for b in blocks for t in (*b.tiles, None))
         source = _ReadAhead(self, read, items) if read_ahead else None
         acc = wsum = None
         try:
             for block, tile, x in (source if source is not None else
                                    _inline(self, read, items)):
+                if gpu is not None:
+                    if tile is not None:
+                        gpu.add(block, tile, x)
+                        if self.on_tile is not None:
+                            self.on_tile()
+                    else:
+                        gpu.finish(block, writer, lambda b=block: self._written(b))
+                    continue
                 if acc is None:
                     acc = np.zeros(block.shape, np.float32)
                     wsum = np.zeros(block.shape, np.float32)
@@ -305,20 +331,37 @@ class BlockRunner:
                                high=self.levels.high)
                 writer.put(block.region, out, lambda b=block: self._written(b))
                 acc = wsum = None
+            if gpu is not None:
+                gpu.hand_over(writer)
             writer.close()
         except BaseException:
             if source is not None:
                 source.stop()
             try:
+                if gpu is not None:  # the block finished before the failure is still written
+                    gpu.hand_over(writer)
                 writer.close()
             except BaseException as exc:  # noqa: BLE001 - the first error is the one reported
                 _log.debug(f"writer error after a failed block: {exc}")
             raise
+        finally:
+            if gpu is not None:
+                gpu.close()
 
     def _written(self, block: Block) -> None:
         self.done.add(block.key)
         if self.on_written is not None:
             self.on_written(block)
+
+
+def blend_path(engine: Backend, device_blend: bool = True) -> str:
+    """One line saying where tiles are blended for ``engine`` (the log says it per run)."""
+    if device_resident(engine):
+        if device_blend:
+            return (f"blending on the GPU: {engine.name} outputs stay in device memory, "
+                    "blocks return to the host finished")
+        return f"blending on the CPU (host blending asked for; {engine.name} could keep tiles on the GPU)"
+    return f"blending on the CPU ({engine.name} on {engine.device} returns host arrays)"
 
 
 def _inline(runner: BlockRunner, read: ReadFn,

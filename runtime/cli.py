@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "code it embeds: trust the plan like an executable")
     parser.add_argument("--blend", default="gaussian", choices=("gaussian", "cosine", "constant"),
                         help="tile blending window (default gaussian)")
+    parser.add_argument("--host-blend", action="store_true",
+                        help="blend tiles and finalize blocks on the CPU even when the engine "
+                             "(TensorRT, ONNX Runtime on CUDA) could keep them on the GPU")
     parser.add_argument("--mip", metavar="DIR", default=None,
                         help="also write the output's three MIPs (TIFF) and a raw-vs-enhanced "
                              "PNG into DIR")
@@ -105,7 +108,8 @@ def _run(args: argparse.Namespace) -> int:
                       blend=args.blend, block=args.block, shards=args.shard,
                       pyramid=args.levels,
                       allow_plan_host_code=args.allow_plan_host_code,
-                      exact_halo=args.exact_halo, memory=args.memory) as enh:
+                      exact_halo=args.exact_halo, memory=args.memory,
+                      device_blend=not args.host_blend) as enh:
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                              overwrite=args.overwrite, client=client)
             model = (enh.model_path, enh.metadata.weights_sha256)

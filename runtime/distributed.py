@@ -114,7 +114,8 @@ def run_block(job: BlockJob, index: Triple) -> tuple[Triple, tuple[np.ndarray, .
     s = job.settings
     runner = BlockRunner(st.engine, st.bplan, job.levels, np.dtype(job.out_dtype), sink,
                          s.blend, s.sigma_scale,
-                         on_written=lambda b: st.record.mark_flushed(st.writer, b))
+                         on_written=lambda b: st.record.mark_flushed(st.writer, b),
+                         device_blend=s.device_blend)
     runner.run(st.reader.read, [block], read_ahead=True)
     if not job.mips or sink.data is None:
         return block.index, None

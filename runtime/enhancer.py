@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from resin.runtime.backends import choose_backend
-from resin.runtime.backends._base import Backend
+from resin.runtime.backends._base import Backend, device_resident
 from resin.runtime.blocks import Block, BlockPlan, BlockRunner, align_chunks
 from resin.runtime.normalize import Levels, sample_levels
 from resin.runtime.pipeline import ArraySink, Sink
@@ -81,6 +81,19 @@ class LockedEngine:
         with self._lock:
             return self._engine.infer(tile)
 
+    @property
+    def device_resident(self) -> bool:
+        """Whether the engine's outputs can stay on the GPU (:class:`DeviceBackend`)."""
+        return device_resident(self._engine)
+
+    @property
+    def device_stream(self) -> Any:
+        return getattr(self._engine, "device_stream", None)
+
+    def infer_device(self, tile: np.ndarray) -> Any:
+        with self._lock:
+            return self._engine.infer_device(tile)  # type: ignore[attr-defined]
+
     def close(self) -> None:
         with self._lock:
             self._engine.close()
@@ -95,13 +108,14 @@ class Enhancer:
                  block: tuple[int, int, int] | None = None,
                  shards: tuple[int, int, int] | None = None, pyramid: int = 1,
                  allow_plan_host_code: bool = False, exact_halo: bool = False,
-                 memory: float | None = None) -> None:
+                 memory: float | None = None, device_blend: bool = True) -> None:
         self.model_path = Path(engine) if engine is not None else default_model_path()
         self._request = (backend, device, bool(allow_plan_host_code))
         self.settings = TileSettings(tile=_triple(tile), overlap=overlap, blend=blend,
                                      block=_triple(block), shards=_triple(shards),
                                      pyramid=int(pyramid), exact_halo=bool(exact_halo),
-                                     memory=None if memory is None else float(memory))
+                                     memory=None if memory is None else float(memory),
+                                     device_blend=bool(device_blend))
         self.settings.check()
         engine_, self.backend_reason = choose_backend(
             self.model_path, backend, device, allow_plan_host_code=allow_plan_host_code)
@@ -295,7 +309,8 @@ class EnhanceStream:
             self._runner = BlockRunner(self._engine, self.blocks, self._levels,
                                        self._out_dtype, self._sink, self._settings.blend,
                                        self._settings.sigma_scale,
-                                       on_written=self._block_written)
+                                       on_written=self._block_written,
+                                       device_blend=self._settings.device_blend)
         return self._runner
 
     def _create_output(self, levels: Levels) -> None:

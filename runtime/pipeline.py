@@ -117,42 +117,59 @@ class TileKeeper:
               ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
         """Run the network on one tile and :meth:`keep` its output; out-of-memory becomes
         :class:`OutOfMemory`."""
-        try:
-            y = engine.infer(x)
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise OutOfMemory(str(exc)) from exc
-            raise
-        return self.keep(tile, x, y)
+        return self.keep(tile, x, run_engine(engine.infer, x))
+
+    def place(self, tile: Tile, x_shape: tuple[int, ...], y_shape: tuple[int, ...]
+              ) -> tuple[tuple[slice, slice, slice], tuple[int, int, int]]:
+        """Where the kept part lies in a tile's output of ``y_shape`` (checked against the
+        scale for an input of ``x_shape``), and where it goes in the output volume."""
+        p = self.plan
+        expect = tuple(int(x_shape[i + 2] * p.scale[i]) for i in range(3))
+        if len(y_shape) != 5 or tuple(y_shape[2:]) != expect:
+            from resin.errors import ModelError
+
+            raise ModelError(f"the model returned a tile of shape {tuple(y_shape)} for input "
+                             f"{tuple(x_shape)}; its metadata promises scale {p.scale}")
+        if p.partition:
+            return p.kept_region(tile)
+        return p.core_slices(), p.out_core_start(tile)
+
+    def window_for(self, core_shape: tuple[int, ...]) -> np.ndarray:
+        """The blend window of a kept core (ones when the tiles partition the output)."""
+        if self.window is not None:
+            return self.window
+        window = self._ones.get(core_shape)
+        if window is None:
+            window = self._ones[core_shape] = np.ones(core_shape, np.float32)
+        return window
 
     def keep(self, tile: Tile, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                                      tuple[int, int, int]]:
-        p = self.plan
-        expect = tuple(int(x.shape[i + 2] * p.scale[i]) for i in range(3))
-        if y.ndim != 5 or tuple(y.shape[2:]) != expect:
-            from resin.errors import ModelError
-
-            raise ModelError(f"the model returned a tile of shape {tuple(y.shape)} for input "
-                             f"{tuple(x.shape)}; its metadata promises scale {p.scale}")
-        if p.partition:
-            sl, where = p.kept_region(tile)
-        else:
-            sl, where = p.core_slices(), p.out_core_start(tile)
+        sl, where = self.place(tile, x.shape, y.shape)
         core = np.ascontiguousarray(y[0, 0][sl], dtype=np.float32)
         if not np.isfinite(core).all():
-            from resin.errors import InferenceError
+            raise nonfinite_error(int(core.size - np.count_nonzero(np.isfinite(core))), tile)
+        return core, self.window_for(core.shape), where
 
-            bad = int(core.size - np.count_nonzero(np.isfinite(core)))
-            raise InferenceError(
-                f"the network returned {bad} NaN/infinite values for the tile read at z,y,x "
-                f"{tuple(tile.start)} (tile {tuple(tile.index)}); the model or the backend is "
-                "broken (try --backend onnxruntime --device cpu, or re-export the model)")
-        if self.window is not None:
-            return core, self.window, where
-        window = self._ones.get(core.shape)
-        if window is None:
-            window = self._ones[core.shape] = np.ones(core.shape, np.float32)
-        return core, window, where
+
+def run_engine(infer: Callable[[np.ndarray], Any], x: np.ndarray) -> Any:
+    """``infer(x)``, with an out-of-memory error turned into :class:`OutOfMemory`."""
+    try:
+        return infer(x)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise OutOfMemory(str(exc)) from exc
+        raise
+
+
+def nonfinite_error(bad: int, tile: Tile) -> Exception:
+    """The error for a tile whose kept output held ``bad`` NaN/infinite values."""
+    from resin.errors import InferenceError
+
+    return InferenceError(
+        f"the network returned {bad} NaN/infinite values for the tile read at z,y,x "
+        f"{tuple(tile.start)} (tile {tuple(tile.index)}); the model or the backend is "
+        "broken (try --backend onnxruntime --device cpu, or re-export the model)")
 
 
 class Writer:

@@ -23,6 +23,7 @@ from resin.runtime.blocks import (
     BlockPlan,
     BlockRunner,
     align_chunks,
+    blend_path,
     make_block_plan,
 )
 from resin.runtime.budget import (
@@ -70,6 +71,9 @@ class TileSettings:
     exact_halo: bool = False
     #: memory budget (GiB) the tile is chosen from; None: a share of the available memory
     memory: float | None = None
+    #: blend, finalize and project on the GPU when the engine's outputs can stay there
+    #: (False: always on the CPU, ``resin-run --host-blend``)
+    device_blend: bool = True
 
     def check(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -284,7 +288,8 @@ def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
     def make_runner(bp: BlockPlan) -> BlockRunner:
         return BlockRunner(engine, bp, levels, out.dtype, sink, settings.blend,
                            settings.sigma_scale, on_written=lambda _b: state.add(blocks=1),
-                           on_tile=lambda: state.add(tiles=1))
+                           on_tile=lambda: state.add(tiles=1),
+                           device_blend=settings.device_blend)
 
     _run_blocks(engine, bplan, settings, make_runner, read, blocks)
     return out
@@ -475,6 +480,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         if announce:
             _log.log(announce)
         log_plan(engine, plan, settings)
+        if client is None:  # a cluster's workers each use what their engine supports
+            _log.log(blend_path(engine, settings.device_blend))
         all_blocks = list(bplan.blocks())
         todo = [b for b in all_blocks if b.key not in done]
         _log.log(f"{len(all_blocks)} blocks of {describe(bplan.block)} (tile "
@@ -507,7 +514,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                 def make_runner(bp: BlockPlan) -> BlockRunner:
                     return BlockRunner(engine, bp, levels, out_dtype, writer, settings.blend,
                                        settings.sigma_scale, mips=mips, raw_mips=raw_mips,
-                                       on_written=on_written, on_tile=on_tile)
+                                       on_written=on_written, on_tile=on_tile,
+                                       device_blend=settings.device_blend)
 
                 if client is None:
                     bplan = _run_blocks(engine, bplan, settings, make_runner, reader.read,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,3 +30,28 @@ class Backend(Protocol):
     def infer(self, tile: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class DeviceBackend(Backend, Protocol):
+    """A backend that can also leave a tile's output in GPU memory (optional capability).
+
+    ``infer_device`` takes the same host tile as ``infer`` and returns the network's output
+    ``(1, 1, Z', Y', X')`` as a CUDA array (``__cuda_array_interface__``, or a Numba
+    simulator array under ``NUMBA_ENABLE_CUDASIM=1``) in the model's output dtype (float32
+    or float16). The array is complete for work queued afterwards on ``device_stream``
+    (None: it is complete when ``infer_device`` returns). ``device_resident`` says whether
+    this loaded engine can do so now (a CUDA session, Numba's CUDA available); backends
+    without the capability keep the host path.
+    """
+
+    device_resident: bool
+    device_stream: Any
+
+    def infer_device(self, tile: np.ndarray) -> Any: ...
+
+
+def device_resident(engine: Backend) -> bool:
+    """Whether ``engine`` can leave tile outputs on the GPU (see :class:`DeviceBackend`)."""
+    return bool(getattr(engine, "device_resident", False)) and callable(
+        getattr(engine, "infer_device", None))

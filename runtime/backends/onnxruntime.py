@@ -2,7 +2,8 @@
 
 The model's metadata is read with onnxruntime itself (``custom_metadata_map["resin"]``),
 never with the onnx package. On CUDA, tiles go through IO binding so input and output
-buffers are bound once per shape instead of being copied by ``run``.
+buffers are bound once per shape instead of being copied by ``run``; ``infer_device`` binds
+the output to a Numba device array, so the runtime can blend it on the GPU.
 
 The TensorRT EP keeps its engines in resin's user cache (one folder per model content
 hash), so only the first session builds one; a model with a bounded tile range gives the
@@ -107,6 +108,10 @@ class OnnxRuntimeBackend:
         self._session = None
         self._provider = _CPU
         self._in_dtype: np.dtype = np.dtype(np.float32)
+        self._out_dtype: np.dtype = np.dtype(np.float32)
+        self._cuda: Any = None
+        #: outputs stay on the GPU once the session's own run has finished
+        self.device_stream: Any = None
 
     def _gpu_providers(self, ort: Any, device: str) -> list[str]:
         """The GPU providers to ask for on ``device`` ([] on the CPU)."""
@@ -166,6 +171,8 @@ class OnnxRuntimeBackend:
                              f"got {inputs} -> {outputs}")
         self._in_dtype = np.dtype(np.float16 if "float16" in session.get_inputs()[0].type
                                   else np.float32)
+        self._out_dtype = np.dtype(np.float16 if "float16" in session.get_outputs()[0].type
+                                   else np.float32)
         self._provider = session.get_providers()[0]
         self.device = self._check_in_use(session, gpu, device, printed)
         self._session = session
@@ -207,6 +214,42 @@ class OnnxRuntimeBackend:
             self._session.run_with_iobinding(binding)
             out = binding.copy_outputs_to_cpu()[0]
         return np.asarray(out, dtype=np.float32)
+
+    @property
+    def device_resident(self) -> bool:
+        """On a CUDA provider with Numba's CUDA available, outputs can stay on the GPU."""
+        if self._session is None or self.device == "cpu":
+            return False
+        if self._cuda is None:
+            try:
+                from numba import cuda
+            except ImportError:
+                return False
+            if not cuda.is_available():
+                return False
+            if ":" in self.device:
+                cuda.select_device(_device_index(self.device))
+            self._cuda = cuda
+        return True
+
+    def infer_device(self, tile: np.ndarray) -> Any:
+        """Run one host tile with its output bound to a Numba device array (IO binding's
+        ``bind_output`` to that buffer); the output stays on the GPU."""
+        if self._session is None:
+            raise BackendError("the ONNX Runtime engine is closed")
+        if not self.device_resident:
+            raise BackendError("ONNX Runtime runs on the CPU here; its outputs are host arrays")
+        x = np.ascontiguousarray(tile, dtype=self._in_dtype)
+        s = self.metadata.scale
+        shape = (x.shape[0], x.shape[1], int(x.shape[2] * s[0]), int(x.shape[3] * s[1]),
+                 int(x.shape[4] * s[2]))
+        out = self._cuda.device_array(shape, dtype=self._out_dtype)
+        binding = self._session.io_binding()
+        binding.bind_cpu_input("input", x)
+        binding.bind_output("output", "cuda", _device_index(self.device), self._out_dtype,
+                            list(shape), int(out.__cuda_array_interface__["data"][0]))
+        self._session.run_with_iobinding(binding)
+        return out
 
     def close(self) -> None:
         self._session = None

@@ -13,7 +13,8 @@ The engine itself says what it takes and gives: the input and output dtypes
 CUDA device arrays, so the blend kernels can read a tile's output where TensorRT wrote it
 (:meth:`TensorRTBackend.infer_device`); they and the stream reach TensorRT as plain
 integers (``__cuda_array_interface__``, ``int(stream)``), which every Numba CUDA version
-and binding gives. TensorRT's messages go to the ``resin`` logger. TensorRT 10/11 API:
+and binding gives. The runtime's GPU-resident path (:mod:`resin.runtime.device`) queues its
+kernels on :attr:`TensorRTBackend.device_stream` behind TensorRT's work. TensorRT's messages go to the ``resin`` logger. TensorRT 10/11 API:
 ``deserialize_cuda_engine``, ``create_execution_context``, ``set_input_shape``,
 ``get_tensor_shape``, ``set_tensor_address``, ``execute_async_v3``.
 """
@@ -128,10 +129,25 @@ class TensorRTBackend:
         return (shape[0], shape[1], int(shape[2] * s[0]), int(shape[3] * s[1]),
                 int(shape[4] * s[2]))
 
+    @property
+    def device_resident(self) -> bool:
+        """A loaded plan's outputs are device arrays the blend kernels can read."""
+        return self._context is not None
+
+    @property
+    def device_stream(self) -> Any:
+        """The stream TensorRT runs on: work queued on it sees a finished output."""
+        return self._stream
+
     def infer_device(self, x_dev: Any) -> Any:
-        """Run on a device array ``(1, 1, Z, Y, X)`` of the plan's input dtype; device out."""
+        """Run on a tile ``(1, 1, Z, Y, X)``: a host array (copied to the device in the
+        plan's input dtype) or a device array of that dtype. The output stays on the
+        device, complete in :attr:`device_stream` order."""
         if self._context is None:
             raise BackendError("the TensorRT engine is closed")
+        if isinstance(x_dev, np.ndarray):
+            x_dev = self._cuda.to_device(np.ascontiguousarray(x_dev, dtype=self._in_dtype),
+                                         stream=self._stream)
         ctx = self._context
         shape = _dims(x_dev.shape)
         if np.dtype(x_dev.dtype) != self._in_dtype:
@@ -154,9 +170,7 @@ class TensorRTBackend:
     def infer(self, tile: np.ndarray) -> np.ndarray:
         if self._context is None:
             raise BackendError("the TensorRT engine is closed")
-        x = self._cuda.to_device(np.ascontiguousarray(tile, dtype=self._in_dtype),
-                                 stream=self._stream)
-        out = self.infer_device(x).copy_to_host(stream=self._stream)
+        out = self.infer_device(tile).copy_to_host(stream=self._stream)
         self._stream.synchronize()
         return np.asarray(out, dtype=np.float32)
 
