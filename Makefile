@@ -23,7 +23,7 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy resin export runtime kernels
 	$(BIN)/python -m pytest -q
-	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m cudasim tests/kernels
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m cudasim tests/kernels tests/runtime/test_device_blend.py
 
 bench: venv
 	$(BIN)/python bench/kernels.py

@@ -9,7 +9,10 @@ outside the profile, ``get_tensor_shape`` gives the output shape once the input'
 ``set_tensor_address`` takes integer device pointers and ``execute_async_v3`` an integer
 stream handle. The numba.cuda stand-in hands out "device" arrays backed by host memory and
 streams whose ``handle`` has no ``.value`` (as with NVIDIA's CUDA bindings, the default of
-current numba-cuda). A stand-in plan is ``MAGIC`` plus a JSON description of the engine.
+current numba-cuda). With ``FakeCuda(simulator=True)`` (under ``NUMBA_ENABLE_CUDASIM=1``)
+its arrays are Numba simulator device arrays that also expose ``__cuda_array_interface__``,
+so the runtime's CUDA kernels can blend what the stand-in engine wrote. A stand-in plan is
+``MAGIC`` plus a JSON description of the engine.
 """
 
 from __future__ import annotations
@@ -56,6 +59,26 @@ def fake_plan_bytes(*, input_dtype: str = "float32", output_dtype: str | None = 
             "min": list(min_tile), "max": list(max_tile), "host_code": host_code,
             "context_fails": context_fails}
     return MAGIC + json.dumps(spec).encode()
+
+
+def install(monkeypatch, cuda: FakeCuda):
+    """Put the stand-in TensorRT 10.3.0.26 and ``cuda`` under the TensorRT backend (its
+    ``require``, ``sys.modules``) on a machine with :data:`GPU`; returns the trt module."""
+    import importlib
+    import sys
+
+    from resin.runtime.backends import tensorrt as backend_mod
+
+    from resin import tensorrt_plan
+
+    monkeypatch.delenv(backend_mod.HOST_CODE_ENV, raising=False)
+    trt = make_fake_tensorrt(version="10.3.0.26", cuda=cuda)
+    stand_ins = {"tensorrt": trt, "numba.cuda": cuda}
+    monkeypatch.setattr(backend_mod, "require",
+                        lambda name, *a, **k: stand_ins.get(name) or importlib.import_module(name))
+    monkeypatch.setattr(tensorrt_plan, "current_gpu", lambda: GPU)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    return trt
 
 
 def make_fake_tensorrt(version: str = "10.8.0.43", *, fp16_flag: bool = True,
@@ -292,6 +315,26 @@ class FakeDeviceArray:
         return self._host.copy()
 
 
+_SIM_ARRAY: list[type] = []
+
+
+def _simulator_array(cuda: FakeCuda, host: np.ndarray):
+    """A Numba CUDA-simulator device array over ``host``, reachable through its pointer."""
+    if not _SIM_ARRAY:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        class SimDeviceArray(FakeCUDAArray):
+            @property
+            def __cuda_array_interface__(self):
+                return {"shape": self._ary.shape, "typestr": self._ary.dtype.str,
+                        "strides": None, "data": (self._ary.ctypes.data, False),
+                        "version": 3}
+
+        _SIM_ARRAY.append(SimDeviceArray)
+    cuda.memory[host.ctypes.data] = host
+    return _SIM_ARRAY[0](host)
+
+
 class FakeStream:
     def __init__(self, cuda: FakeCuda, value: int):
         self.handle = _Handle(value)
@@ -308,8 +351,10 @@ class FakeStream:
 class FakeCuda:
     """The numba.cuda functions the TensorRT backend calls."""
 
-    def __init__(self, available: bool = True):
+    def __init__(self, available: bool = True, simulator: bool = False):
         self.available = available
+        #: hand out Numba CUDA-simulator arrays (NUMBA_ENABLE_CUDASIM=1 only)
+        self.simulator = simulator
         self.memory: dict[int, np.ndarray] = {}
         self.streams: set[int] = set()
         self.selected: int | None = None
@@ -325,11 +370,16 @@ class FakeCuda:
     def stream(self):
         return FakeStream(self, next(self._ids))
 
+    def _array(self, host: np.ndarray):
+        if self.simulator:
+            return _simulator_array(self, host)
+        return FakeDeviceArray(self, host)
+
     def to_device(self, array, stream=0):
-        return FakeDeviceArray(self, np.array(array, copy=True))
+        return self._array(np.array(array, copy=True))
 
     def device_array(self, shape, dtype, stream=0):
         host = np.empty(shape, dtype)
         if host.dtype.kind == "f":
             host.fill(np.nan)  # what TensorRT does not write shows
-        return FakeDeviceArray(self, host)
+        return self._array(host)

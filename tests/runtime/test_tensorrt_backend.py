@@ -6,17 +6,14 @@ The same path on real TensorRT and a GPU is ``tests/export/test_tensorrt.py``'s 
 
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
 
 import numpy as np
 import pytest
-from _fake_tensorrt import GPU, FakeCuda, fake_plan_bytes, make_fake_tensorrt, write_plan
+from _fake_tensorrt import FakeCuda, fake_plan_bytes, install, write_plan
 from resin.runtime.backends import load_backend
 from resin.runtime.backends import tensorrt as backend_mod
 
-from resin import tensorrt_plan
 from resin.errors import BackendError, ModelError
 from resin.metadata import ModelMetadata, NormalizationRecord
 
@@ -32,15 +29,8 @@ def _record(scale=(1, 1, 1), dtype="float32") -> dict:
 @pytest.fixture
 def machine(monkeypatch):
     """A machine with the stand-in TensorRT 10.3.0.26 and GPU; returns (trt, cuda)."""
-    monkeypatch.delenv(backend_mod.HOST_CODE_ENV, raising=False)
     cuda = FakeCuda()
-    trt = make_fake_tensorrt(version="10.3.0.26", cuda=cuda)
-    stand_ins = {"tensorrt": trt, "numba.cuda": cuda}
-    monkeypatch.setattr(backend_mod, "require",
-                        lambda name, *a, **k: stand_ins.get(name) or importlib.import_module(name))
-    monkeypatch.setattr(tensorrt_plan, "current_gpu", lambda: GPU)
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    return trt, cuda
+    return install(monkeypatch, cuda), cuda
 
 
 def _plan(tmp_path, name="model.plan", *, record=None, sidecar=None, **engine):
