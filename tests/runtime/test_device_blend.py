@@ -282,3 +282,71 @@ def test_engines_without_the_capability_keep_the_host_path(rng):
 def test_resin_run_host_blend_flag(cli):
     proc = cli("resin-run", "--help")
     assert proc.returncode == 0 and "--host-blend" in proc.stdout
+
+
+class _CudaBinding:
+    """ONNX Runtime's IO binding as the backend uses it on CUDA."""
+
+    def __init__(self) -> None:
+        self.x = None
+        self.out = None  # (dtype, shape, pointer) of a bound device buffer
+        self.outputs: list = []
+
+    def bind_cpu_input(self, name, x):
+        assert name == "input"
+        self.x = x
+
+    def bind_output(self, name, device_type, device_id, element_type=None, shape=None,
+                    buffer_ptr=None):
+        assert (name, device_type, device_id) == ("output", "cuda", 0)
+        if buffer_ptr is not None:
+            assert type(buffer_ptr) is int
+            self.out = (np.dtype(element_type), tuple(shape), buffer_ptr)
+
+    def copy_outputs_to_cpu(self):
+        return self.outputs
+
+
+class _CudaSession:
+    """An ONNX Runtime CUDA session as IO binding sees it; a CPU session computes, and a
+    bound output buffer (a stand-in device array) receives the result."""
+
+    def __init__(self, cpu, cuda) -> None:
+        self.cpu, self.cuda = cpu, cuda
+        self.bound = 0
+
+    def io_binding(self):
+        return _CudaBinding()
+
+    def run_with_iobinding(self, binding):
+        y = self.cpu.run(["output"], {"input": binding.x})[0]
+        if binding.out is None:
+            binding.outputs = [y]
+            return
+        dtype, shape, ptr = binding.out
+        target = self.cuda.memory[ptr]
+        assert target.dtype == dtype and target.shape == shape == y.shape
+        target[...] = y
+        self.bound += 1
+
+
+def test_onnxruntime_cuda_outputs_are_blended_on_the_device(place, fast_model, rng):
+    if place != "cudasim":
+        pytest.skip("on a GPU, ONNX Runtime's own CUDA provider is the test (not here)")
+    from _fake_tensorrt import FakeCuda
+    from resin.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    engine = OnnxRuntimeBackend()
+    engine.load(fast_model, "cpu")
+    assert not engine.device_resident
+    cuda = FakeCuda(simulator=True)
+    session = _CudaSession(engine._session, cuda)
+    engine._session, engine.device, engine._cuda = session, "cuda", cuda
+    assert device_resident(engine)
+    vol = rng.integers(0, 4000, size=(8, 10, 9)).astype(np.uint16)
+    settings = TileSettings(tile=(8, 10, 9), block=(4, 5, 9))
+    dev = enhance_array(engine, vol, settings, LEVELS)
+    assert session.bound > 1
+    host = enhance_array(engine, vol, TileSettings(**{**settings.__dict__,
+                                                      "device_blend": False}), LEVELS)
+    np.testing.assert_array_equal(dev, host)
