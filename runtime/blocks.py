@@ -333,20 +333,24 @@ class BlockRunner:
                 acc = wsum = None
             if gpu is not None:
                 gpu.hand_over(writer)
+                gpu.close()
             writer.close()
         except BaseException:
             if source is not None:
                 source.stop()
+            if gpu is not None:
+                # the block finished before the failure is still written, and the MIPs of
+                # written blocks come back for an out-of-memory retry
+                for step in (lambda: gpu.hand_over(writer), gpu.close):
+                    try:
+                        step()
+                    except BaseException as exc:  # noqa: BLE001 - the first error is reported
+                        _log.debug(f"GPU error after a failed block: {exc}")
             try:
-                if gpu is not None:  # the block finished before the failure is still written
-                    gpu.hand_over(writer)
                 writer.close()
             except BaseException as exc:  # noqa: BLE001 - the first error is the one reported
                 _log.debug(f"writer error after a failed block: {exc}")
             raise
-        finally:
-            if gpu is not None:
-                gpu.close()
 
     def _written(self, block: Block) -> None:
         self.done.add(block.key)
