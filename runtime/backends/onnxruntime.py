@@ -246,7 +246,7 @@ class OnnxRuntimeBackend:
         out = self._cuda.device_array(shape, dtype=self._out_dtype)
         binding = self._session.io_binding()
         binding.bind_cpu_input("input", x)
-        binding.bind_output("output", "cuda", _device_index(self.device), self._out_dtype,
+        binding.bind_output("output", "cuda", _device_index(self.device), self._out_dtype.type,
                             list(shape), int(out.__cuda_array_interface__["data"][0]))
         self._session.run_with_iobinding(binding)
         return out
