@@ -169,6 +169,10 @@ class PatchSampler:
         # Hold out the last patch-width along x for validation when the volume allows it.
         self.holdout = holdout and x >= 3 * p[2]
         self.train_x_max = x - 2 * p[2] if self.holdout else x - p[2]
+        # Voxels a training patch may reach past each face (reflected, as the runtime pads).
+        mirrors = (False, True, False) if self.oblique else (True, True, True)
+        self.face_margin = tuple(int(config.face_margin * q) if ok else 0
+                                 for q, ok in zip(p, mirrors, strict=True))
 
     # -- state for exact resume -------------------------------------------------------
     def state(self) -> str:
@@ -186,6 +190,9 @@ class PatchSampler:
         """
         pz, py, px = size or self.config.patch_size
         t0, y0, x0 = start
+        if not (0 <= t0 <= self.shape[0] - pz and 0 <= y0 <= self.shape[1] - py
+                and 0 <= x0 <= self.shape[2] - px):
+            return self._read_reflected(start, (pz, py, px))
         ys, xs = slice(y0, y0 + py), slice(x0, x0 + px)
         if self.k == 1:
             raw = self.reader.read((slice(t0, t0 + pz), ys, xs))
@@ -196,11 +203,35 @@ class PatchSampler:
         raw = self.norm.apply(self.reader.read((slice(z_lo, z_hi), ys, xs)))
         return lerp_planes(raw, t - z_lo)
 
+    def _read_reflected(self, start: tuple[int, int, int],
+                        size: tuple[int, int, int]) -> np.ndarray:
+        """:meth:`read_patch` for a block reaching past the volume's faces: outside voxels
+        mirror inside ones as the runtime pads (NumPy 'reflect', in resampled units, which
+        is the raw planes' mirror seen through the z interpolation)."""
+        from resin.runtime.planner import reflect_indices
+
+        idx = [reflect_indices(start[i], size[i], self.shape[i]) for i in range(3)]
+        ys = slice(int(idx[1].min()), int(idx[1].max()) + 1)
+        xs = slice(int(idx[2].min()), int(idx[2].max()) + 1)
+        t = idx[0] / self.k
+        z_lo = int(np.floor(t.min()))
+        z_hi = min(int(np.ceil(t.max())) + 1, self.reader.shape[0])
+        box = self.norm.apply(self.reader.read((slice(z_lo, z_hi), ys, xs)))
+        if self.k > 1:
+            box = lerp_planes(box, t - z_lo)
+            zi = np.arange(len(t))
+        else:
+            zi = idx[0] - z_lo
+        return np.ascontiguousarray(box[np.ix_(zi, idx[1] - ys.start, idx[2] - xs.start)],
+                                    dtype=np.float32)
+
     def _random_start(self) -> tuple[int, int, int]:
         pz, py, _ = self.config.patch_size
-        return (int(self.rng.integers(0, self.shape[0] - pz + 1)),
-                int(self.rng.integers(0, self.shape[1] - py + 1)),
-                int(self.rng.integers(0, self.train_x_max + 1)))
+        mz, my, mx = self.face_margin
+        # the far x face only without a held-out strip (which lies beyond it)
+        return (int(self.rng.integers(-mz, self.shape[0] - pz + mz + 1)),
+                int(self.rng.integers(-my, self.shape[1] - py + my + 1)),
+                int(self.rng.integers(-mx, self.train_x_max + (0 if self.holdout else mx) + 1)))
 
     def sample(self) -> np.ndarray:
         """One augmented foreground patch (Z, Y, X), float32, normalized."""

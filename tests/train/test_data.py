@@ -53,6 +53,48 @@ def test_z_step_interpolates_linearly(tmp_path):
     np.testing.assert_allclose(patch[:, 0, 0], (4 + np.arange(8)) / 3 * 10, rtol=1e-6)
 
 
+def test_patches_past_a_face_are_the_runtimes_reflection(tmp_path, rng):
+    """A patch reaching past the faces holds what the runtime's reflect padding feeds the
+    network there (numpy 'reflect'); with a z step, the mirror of the interpolated planes."""
+    vol = (rng.random((12, 14, 16)) * 1000).astype(np.float32)
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, vol)
+    s = _sampler(path, augment=False)
+    s.norm = Normalization(0, 100, 0.0, 1000.0)
+    padded = np.pad(vol / 1000, 5, mode="reflect")
+    for start in [(-2, 3, -1), (5, -2, 10), (-5, -5, -5), (0, 0, 0), (6, 9, 13)]:
+        want = padded[tuple(slice(a + 5, a + 5 + 8) for a in start)]
+        np.testing.assert_allclose(s.read_patch(start), want, rtol=1e-6)
+    k = _sampler(path, z_step=2, augment=False)
+    k.norm = s.norm
+    fine = np.stack([(vol[i // 2] + vol[(i + 1) // 2]) / 2 for i in range(23)]) / 1000
+    fine_padded = np.pad(fine, ((5, 5), (0, 0), (0, 0)), mode="reflect")
+    for t0 in (-3, 17):
+        np.testing.assert_allclose(k.read_patch((t0, 2, 2)),
+                                   fine_padded[t0 + 5:t0 + 13, 2:10, 2:10], rtol=1e-5)
+
+
+def test_patches_reach_past_the_faces_only_where_a_mirror_keeps_the_psf(tmp_path, rng):
+    vol = (rng.random((16, 16, 48)) * 1000).astype(np.float32)
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, vol)
+    axial = _sampler(path, face_margin=0.25)
+    starts = np.array([axial._random_start() for _ in range(400)])
+    assert axial.holdout
+    assert starts.min(axis=0).tolist() == [-2, -2, -2]
+    # the far x face stays inside: the held-out strip lies beyond it
+    assert starts.max(axis=0).tolist() == [10, 10, axial.train_x_max]
+    reader = open_volume(path)
+    cfg = DataConfig(patch_size=(8, 8, 8), face_margin=0.25)
+    norm = Normalization(0, 1000, 0.0, 1.0)
+    oblique = PatchSampler(reader, cfg, norm, 0.0, angle_deg=45.0, seed=1)
+    starts = np.array([oblique._random_start() for _ in range(400)])
+    assert starts.min(axis=0).tolist() == [0, -2, 0]
+    assert starts.max(axis=0).tolist() == [8, 10, oblique.train_x_max]
+    none = _sampler(path, face_margin=0.0)
+    assert np.array([none._random_start() for _ in range(200)]).min() == 0
+
+
 def test_volume_smaller_than_patch_is_refused(tmp_path, tiny_volume):
     path = tmp_path / "v.tif"
     tifffile.imwrite(path, tiny_volume)
