@@ -144,11 +144,13 @@ class DataConfig(_Strict):
     """Random draws per patch before the brightest draw is taken instead."""
     augment: bool = True
     """Random flips and lateral transposes (only those that keep the PSF's axis)."""
-    face_margin: float = Field(0.25, ge=0.0, le=0.5)
+    face_margin: float = Field(0.0, ge=0.0, le=0.5)
     """How far (share of the patch side) a patch may reach past a face of the volume, the
-    outside filled by reflection as the runtime pads faces, so the network learns the faces
-    it meets at inference. Only along axes whose mirror keeps the PSF (every axis for an
-    axial PSF; y for an oblique one, whose tilt a z or x mirror would flip)."""
+    outside filled by reflection as the runtime pads faces, so the network meets in training
+    the faces it meets at inference. Only along axes whose mirror keeps the PSF (every axis
+    for an axial PSF; y for an oblique one, whose tilt a z or x mirror would flip).
+    Experimental, off by default: at 0.25 it helped noise-free tubes and stopped the
+    restoration of noisy ones (docs/training.md)."""
     z_step: int = Field(1, ge=1, le=16)
     """Axial sampling step K: raw z is interpolated by K to isotropic sampling first."""
     validation_patches: int = Field(4, ge=0, le=64)

@@ -91,7 +91,7 @@ def test_patches_reach_past_the_faces_only_where_a_mirror_keeps_the_psf(tmp_path
     starts = np.array([oblique._random_start() for _ in range(400)])
     assert starts.min(axis=0).tolist() == [0, -2, 0]
     assert starts.max(axis=0).tolist() == [8, 10, oblique.train_x_max]
-    none = _sampler(path, face_margin=0.0)
+    none = _sampler(path)  # the default keeps every patch inside
     assert np.array([none._random_start() for _ in range(200)]).min() == 0
 
 
