@@ -149,8 +149,8 @@ class DataConfig(_Strict):
     outside filled by reflection as the runtime pads faces, so the network meets in training
     the faces it meets at inference. Only along axes whose mirror keeps the PSF (every axis
     for an axial PSF; y for an oblique one, whose tilt a z or x mirror would flip).
-    Experimental, off by default: at 0.25 it helped noise-free tubes and stopped the
-    restoration of noisy ones (docs/training.md)."""
+    Experimental, off by default until measured in every benchmark setting
+    (docs/training.md); the discriminators' real patches stay inside the volume."""
     z_step: int = Field(1, ge=1, le=16)
     """Axial sampling step K: raw z is interpolated by K to isotropic sampling first."""
     validation_patches: int = Field(4, ge=0, le=64)

@@ -225,17 +225,18 @@ class PatchSampler:
         return np.ascontiguousarray(box[np.ix_(zi, idx[1] - ys.start, idx[2] - xs.start)],
                                     dtype=np.float32)
 
-    def _random_start(self) -> tuple[int, int, int]:
+    def _random_start(self, inside: bool = False) -> tuple[int, int, int]:
         pz, py, _ = self.config.patch_size
-        mz, my, mx = self.face_margin
+        mz, my, mx = (0, 0, 0) if inside else self.face_margin
         # the far x face only without a held-out strip (which lies beyond it)
         return (int(self.rng.integers(-mz, self.shape[0] - pz + mz + 1)),
                 int(self.rng.integers(-my, self.shape[1] - py + my + 1)),
                 int(self.rng.integers(-mx, self.train_x_max + (0 if self.holdout else mx) + 1)))
 
-    def sample(self) -> np.ndarray:
-        """One augmented foreground patch (Z, Y, X), float32, normalized."""
-        best = self._foreground(lambda: self.read_patch(self._random_start()))
+    def sample(self, inside: bool = False) -> np.ndarray:
+        """One augmented foreground patch (Z, Y, X), float32, normalized; ``inside``: one
+        that does not reach past the volume's faces whatever ``face_margin`` is."""
+        best = self._foreground(lambda: self.read_patch(self._random_start(inside)))
         return self.augment(best) if self.config.augment else best
 
     def _foreground(self, draw: Callable[[], np.ndarray]) -> np.ndarray:
@@ -244,9 +245,15 @@ class PatchSampler:
         return bright_draw(draw, lambda block: np.percentile(block, 99), self.foreground_level,
                            self.config.foreground_tries)
 
-    def batch(self) -> np.ndarray:
-        """(N, 1, Z, Y, X) float32."""
-        return np.stack([self.sample() for _ in range(self.config.batch_size)])[:, None]
+    def batch(self, inside: bool = False) -> np.ndarray:
+        """(N, 1, Z, Y, X) float32 (``inside``: see :meth:`sample`)."""
+        return np.stack([self.sample(inside) for _ in range(self.config.batch_size)])[:, None]
+
+    def real_batch(self) -> np.ndarray | None:
+        """The discriminators' real patches when patches may reach past the faces: drawn
+        inside the volume, so mirrored data (its noise mirrored too, a symmetry nothing F
+        makes has) is never shown to them as real; None when every patch is inside."""
+        return self.batch(inside=True) if any(self.face_margin) else None
 
     def rotated_batch(self, matrix: np.ndarray) -> np.ndarray | None:
         """(N, 1, P, P, P) foreground patches seen through a rotation, or None if the volume

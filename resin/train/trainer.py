@@ -246,12 +246,14 @@ class Trainer:
         return factor
 
     def train_step(self, batch: np.ndarray,
-                   rotated: Callable[[np.ndarray], np.ndarray | None] | None = None
-                   ) -> dict[str, float]:
+                   rotated: Callable[[np.ndarray], np.ndarray | None] | None = None,
+                   real: np.ndarray | None = None) -> dict[str, float]:
         """One generator update then one discriminator update; returns every loss term.
 
         ``rotated(B)``: raw patches seen through the rotation ``B`` of this step's R
         (:meth:`PatchSampler.rotated_batch`), used for an oblique PSF's self-imitation pair.
+        ``real``: the discriminators' real patches, if not ``batch``
+        (:meth:`PatchSampler.real_batch`).
         """
         n = self.nets
         n.train()
@@ -270,7 +272,8 @@ class Trainer:
         if n.D.project_() <= 0.0:
             raise TrainingError(f"D's blur kernel vanished at step {self.step + 1}; lower "
                                 "optim.lr_degrader_scale in --config")
-        d_terms = self.discriminator_terms(y, fakes)
+        y_real = y if real is None else torch.from_numpy(real).to(self.device)
+        d_terms = self.discriminator_terms(y_real, fakes)
         loss_d = self.discriminator_loss(d_terms, self.step)
         n.opt_d.zero_grad(set_to_none=True)
         if loss_d.requires_grad:
@@ -466,7 +469,8 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     fit_at = trainer.step + _FIT_AFTER if (limit is not None and resume_ckpt is None) else None
     with _log.progress(max(config.steps - trainer.step, 0), "training", unit="steps") as bar:
         while trainer.step < config.steps:
-            window.append(trainer.train_step(sampler.batch(), sampler.rotated_batch))
+            window.append(trainer.train_step(sampler.batch(), sampler.rotated_batch,
+                                             sampler.real_batch()))
             step = trainer.step
             bar.advance(1)
             if step == fit_at and limit is not None:

@@ -92,6 +92,7 @@ def test_patches_reach_past_the_faces_only_where_a_mirror_keeps_the_psf(tmp_path
     assert starts.min(axis=0).tolist() == [0, -2, 0]
     assert starts.max(axis=0).tolist() == [8, 10, oblique.train_x_max]
     none = _sampler(path)  # the default keeps every patch inside
+    assert none.real_batch() is None
     assert np.array([none._random_start() for _ in range(200)]).min() == 0
 
 
@@ -193,3 +194,22 @@ def test_rotated_batch_is_none_when_the_volume_is_too_small(tmp_path):
     s = PatchSampler(reader, DataConfig(patch_size=(16, 16, 16)), Normalization(0, 1, 0, 1),
                      0.0, angle_deg=45.0, holdout=False)
     assert s.rotated_batch(Geometry((16, 16, 16), 45.0).rotation_matrix("x")) is None
+
+
+def test_the_discriminators_real_patches_stay_inside(tmp_path, rng, monkeypatch):
+    vol = (rng.random((16, 16, 48)) * 1000).astype(np.float32)
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, vol)
+    s = _sampler(path, face_margin=0.5, batch_size=4)
+    starts = []
+    read = s.read_patch
+    monkeypatch.setattr(s, "read_patch", lambda start, size=None: (starts.append(start),
+                                                                   read(start, size))[1])
+    for _ in range(50):
+        assert s.real_batch().shape == (4, 1, 8, 8, 8)
+    lo, hi = np.array(starts).min(axis=0), np.array(starts).max(axis=0)
+    assert lo.min() >= 0 and np.all(hi <= [8, 8, s.train_x_max])
+    starts.clear()
+    for _ in range(50):
+        s.batch()
+    assert np.array(starts).min() < 0  # the training batch does reach past the faces

@@ -257,3 +257,20 @@ def test_a_fitted_schedule_ends_the_run_and_resumes_as_fitted(tmp_path, raw_tif,
     # resuming with the preset's own steps keeps the fitted schedule: nothing left to do
     train(raw_tif, out, cfg, device="cpu", previews=False, resume=True)
     assert load_checkpoint(tmp_path / "m.last.pt")["step"] == 3
+
+
+def test_discriminators_see_the_real_batch_when_one_is_given(rng, monkeypatch):
+    tr = Trainer(tiny_config(data={"patch_size": (16, 32, 32)}))
+    seen = []
+    terms = tr.discriminator_terms
+
+    def spy(y, fakes):
+        seen.append(y.detach().clone())
+        return terms(y, fakes)
+
+    monkeypatch.setattr(tr, "discriminator_terms", spy)
+    batch, real = _batch(rng), _batch(rng)
+    tr.train_step(batch)
+    tr.train_step(batch, real=real)
+    np.testing.assert_array_equal(seen[0].numpy(), batch)
+    np.testing.assert_array_equal(seen[1].numpy(), real)
