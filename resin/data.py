@@ -186,30 +186,14 @@ class PatchSampler:
                    size: tuple[int, int, int] | None = None) -> np.ndarray:
         """Normalized float32 block of ``size`` (default: the patch) at ``start``.
 
-        ``start`` and ``size`` are in resampled (z-step) units.
+        ``start`` and ``size`` are in resampled (z-step) units. A block reaching past the
+        volume's faces holds there what the runtime's reflect padding shows the network
+        (NumPy 'reflect', in resampled units, which is the raw planes' mirror seen through
+        the z interpolation).
         """
-        pz, py, px = size or self.config.patch_size
-        t0, y0, x0 = start
-        if not (0 <= t0 <= self.shape[0] - pz and 0 <= y0 <= self.shape[1] - py
-                and 0 <= x0 <= self.shape[2] - px):
-            return self._read_reflected(start, (pz, py, px))
-        ys, xs = slice(y0, y0 + py), slice(x0, x0 + px)
-        if self.k == 1:
-            raw = self.reader.read((slice(t0, t0 + pz), ys, xs))
-            return self.norm.apply(raw)
-        t = (t0 + np.arange(pz)) / self.k
-        z_lo = int(np.floor(t[0]))
-        z_hi = min(int(np.ceil(t[-1])) + 1, self.reader.shape[0])
-        raw = self.norm.apply(self.reader.read((slice(z_lo, z_hi), ys, xs)))
-        return lerp_planes(raw, t - z_lo)
-
-    def _read_reflected(self, start: tuple[int, int, int],
-                        size: tuple[int, int, int]) -> np.ndarray:
-        """:meth:`read_patch` for a block reaching past the volume's faces: outside voxels
-        mirror inside ones as the runtime pads (NumPy 'reflect', in resampled units, which
-        is the raw planes' mirror seen through the z interpolation)."""
         from resin.runtime.planner import reflect_indices
 
+        size = size or self.config.patch_size
         idx = [reflect_indices(start[i], size[i], self.shape[i]) for i in range(3)]
         ys = slice(int(idx[1].min()), int(idx[1].max()) + 1)
         xs = slice(int(idx[2].min()), int(idx[2].max()) + 1)
