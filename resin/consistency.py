@@ -127,6 +127,7 @@ def consistency_on_files(input: str | os.PathLike, output: str | os.PathLike,
     from resin.data import lerp_planes
     from resin.errors import ModelError
     from resin.io import open_volume
+    from resin.runtime.planner import reflect_indices
 
     k = int(degrader.z_step)
     span = max(float(high) - float(low), 1e-12)
@@ -146,9 +147,8 @@ def consistency_on_files(input: str | os.PathLike, output: str | os.PathLike,
         # F saw the input at t = j / K; past the last plane the runtime's reflect padding
         t = np.arange(region_out[0].start, region_out[0].stop) / k
         z_lo = int(np.floor(t[0]))
-        planes = np.arange(z_lo, int(np.floor(t[-1])) + (2 if k > 1 else 1))
-        last = src.shape[0] - 1
-        planes = np.clip(np.where(planes > last, 2 * last - planes, planes), 0, last)
+        count = int(np.floor(t[-1])) + (2 if k > 1 else 1) - z_lo
+        planes = reflect_indices(z_lo, count, src.shape[0])
         a, b = int(planes.min()), int(planes.max()) + 1
         raw = np.asarray(src.read((slice(a, b), region_in[1], region_in[2])))[planes - a]
     finally:
