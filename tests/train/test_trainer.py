@@ -237,17 +237,43 @@ def test_nonneg_term_counts_only_voxels_darker_than_input_and_background(rng):
 def test_fit_steps_fits_the_schedule_into_the_time_cap():
     from resin.train.trainer import fit_steps
 
-    # 20 steps in 10 s = 2 steps/s; a 9 min cap at 90 %: 972 steps
-    assert fit_steps(1200, 20, 10.0, 9.0) == 972
-    assert fit_steps(500, 20, 10.0, 9.0) == 500           # a fast machine keeps its steps
-    assert fit_steps(1200, 20, 1000.0, 0.01) == 21        # never fewer than done + 1
+    # 40 steps done in 20 s, then 2 steps/s; a 9 min cap at 90 % leaves 466 s: 932 more
+    assert fit_steps(1200, 40, 20.0, 9.0, 2.0) == 972
+    assert fit_steps(500, 40, 20.0, 9.0, 2.0) == 500       # a fast machine keeps its steps
+    assert fit_steps(1200, 40, 1000.0, 0.01, 2.0) == 41    # never fewer than done + 1
+
+
+def test_the_time_cap_fit_leaves_the_warm_up_steps_out(tmp_path, raw_tif, monkeypatch):
+    """The first steps are slow (kernels built, volume paged in); timed with the rest they
+    shrank the quick preset's schedule to 951 steps in 5.7 of its 9 minutes."""
+    import types
+
+    import resin.train.trainer as trainer_mod
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(trainer_mod, "_FIT_WARMUP", 2)
+    monkeypatch.setattr(trainer_mod, "_FIT_AFTER", 4)
+    step = trainer_mod.Trainer.train_step
+
+    def timed_step(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        clock[0] += 10.0 if self.step <= 2 else 1.0   # two warm-up steps of 10 s, then 1 s
+        return out
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", timed_step)
+    # at step 4: 22 s gone, 1 step/s since the warm-up; 90 % of the cap is 24 s: 2 more
+    cfg = tiny_config(steps=8, time_limit_minutes=24.0 / 54.0)
+    train(raw_tif, tmp_path / "m.pt", cfg, device="cpu", previews=False)
+    state = load_checkpoint(tmp_path / "m.last.pt")
+    assert state["config"]["steps"] == 6 and state["step"] == 6
 
 
 def test_a_fitted_schedule_ends_the_run_and_resumes_as_fitted(tmp_path, raw_tif, monkeypatch):
     import resin.train.trainer as trainer_mod
 
     monkeypatch.setattr(trainer_mod, "_FIT_AFTER", 2)
-    monkeypatch.setattr(trainer_mod, "fit_steps", lambda steps, done, s, lim: 3)
+    monkeypatch.setattr(trainer_mod, "fit_steps", lambda steps, done, s, lim, rate: 3)
     out = tmp_path / "m.pt"
     cfg = tiny_config(steps=6, time_limit_minutes=30.0)
     train(raw_tif, out, cfg, device="cpu", previews=False)
