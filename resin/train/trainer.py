@@ -469,6 +469,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     fit_at = trainer.step + _FIT_AFTER if (limit is not None and resume_ckpt is None) else None
     warm_at = trainer.step + min(_FIT_WARMUP, _FIT_AFTER - 1)
     t_warm = t_start
+    asked = config.steps
     with _log.progress(max(config.steps - trainer.step, 0), "training", unit="steps") as bar:
         while trainer.step < config.steps:
             window.append(trainer.train_step(sampler.batch(), sampler.rotated_batch,
@@ -477,15 +478,20 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
             bar.advance(1)
             if step == warm_at:
                 t_warm = time.perf_counter()
-            if step == fit_at and limit is not None:
+            if fit_at is not None and limit is not None and step >= fit_at and (
+                    step == fit_at or (step - fit_at) % _REFIT_EVERY == 0
+                    and step < _REFIT_UNTIL * config.steps):
                 now = time.perf_counter()
-                rate = (fit_at - warm_at) / max(now - t_warm, 1e-9)
-                steps = fit_steps(config.steps, step, now - t_start, limit, rate)
-                if steps < config.steps:
-                    _log.log(f"at {rate:.2f} steps/s, "
-                             f"{config.steps} steps would overrun the {limit:g} min cap: "
-                             f"training {steps} steps, so the learning-rate schedule ends "
-                             "inside it")
+                rate = (step - warm_at) / max(now - t_warm, 1e-9)
+                steps = fit_steps(asked, step, now - t_start, limit, rate)
+                if steps != config.steps:
+                    if step == fit_at:
+                        _log.log(f"at {rate:.2f} steps/s, {asked} steps would overrun the "
+                                 f"{limit:g} min cap: training {steps} steps, so the "
+                                 "learning-rate schedule ends inside it")
+                    elif abs(steps - config.steps) >= 0.02 * config.steps:
+                        _log.log(f"step {step}: now {rate:.2f} steps/s, the schedule "
+                                 f"re-fitted to {steps} steps")
                     config.steps = steps
                     fitted[0] = True
                     paths.config.write_text(config.model_dump_json(indent=2))
@@ -545,6 +551,12 @@ _FIT_WARMUP = 10
 _FIT_AFTER = 40
 #: share of the cap the fitted schedule may use (validation, checkpoints, the report)
 _FIT_SHARE = 0.9
+#: a shared host's speed drifts by tens of percent over minutes (one run: 0.44 s a step
+#: over steps 10-40, 0.33 s after step 300), so the schedule is re-fitted to the speed
+#: since the warm-up every this many steps ...
+_REFIT_EVERY = 50
+#: ... until this share of it is done (D's hold ends at half)
+_REFIT_UNTIL = 0.4
 
 
 def fit_steps(steps: int, done: int, elapsed: float, limit_minutes: float,

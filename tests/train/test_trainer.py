@@ -269,6 +269,36 @@ def test_the_time_cap_fit_leaves_the_warm_up_steps_out(tmp_path, raw_tif, monkey
     assert state["config"]["steps"] == 6 and state["step"] == 6
 
 
+def test_the_time_cap_fit_follows_a_host_that_speeds_up(tmp_path, raw_tif, monkeypatch):
+    """A shared host slow at the start and faster later: fitted once, the schedule ended
+    after 6.5 of the quick preset's 9 minutes (1048 steps); re-fitted, it uses the cap."""
+    import types
+
+    import resin.train.trainer as trainer_mod
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(trainer_mod, "_FIT_WARMUP", 1)
+    monkeypatch.setattr(trainer_mod, "_FIT_AFTER", 2)
+    monkeypatch.setattr(trainer_mod, "_REFIT_EVERY", 2)
+    monkeypatch.setattr(trainer_mod, "_REFIT_UNTIL", 1.0)
+    step = trainer_mod.Trainer.train_step
+
+    def timed_step(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        clock[0] += {1: 10.0, 2: 4.0, 3: 4.0}.get(self.step, 1.0)
+        return out
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", timed_step)
+    # 90 % of the cap is 30 s; fitted once at step 2 (0.25 steps/s) the run would stop at 6
+    cfg = tiny_config(steps=40, time_limit_minutes=30.0 / 54.0, checkpoint_every=100,
+                      validate_every=100, log_every=100)
+    train(raw_tif, tmp_path / "m.pt", cfg, device="cpu", previews=False)
+    state = load_checkpoint(tmp_path / "m.last.pt")
+    assert state["config"]["steps"] == state["step"] > 6
+    assert clock[0] <= 30.0
+
+
 def test_a_fitted_schedule_ends_the_run_and_resumes_as_fitted(tmp_path, raw_tif, monkeypatch):
     import resin.train.trainer as trainer_mod
 
