@@ -470,6 +470,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     warm_at = trainer.step + min(_FIT_WARMUP, _FIT_AFTER - 1)
     t_warm = t_start
     asked = config.steps
+    marks: list[tuple[int, float]] = []
     with _log.progress(max(config.steps - trainer.step, 0), "training", unit="steps") as bar:
         while trainer.step < config.steps:
             window.append(trainer.train_step(sampler.batch(), sampler.rotated_batch,
@@ -478,12 +479,19 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
             bar.advance(1)
             if step == warm_at:
                 t_warm = time.perf_counter()
-            if fit_at is not None and limit is not None and step >= fit_at and (
-                    step == fit_at or (step - fit_at) % _REFIT_EVERY == 0
-                    and step < _REFIT_UNTIL * config.steps):
+            if (fit_at is not None and limit is not None and step >= fit_at
+                    and (step - fit_at) % _REFIT_EVERY == 0):
                 now = time.perf_counter()
+                marks.append((step, now))
                 rate = (step - warm_at) / max(now - t_warm, 1e-9)
+                early = step < _REFIT_UNTIL * config.steps
+                if not early and len(marks) > 2:
+                    # late: the slower of the whole run's speed and the last 100 steps'
+                    s0, t0 = marks[-3]
+                    rate = min(rate, (step - s0) / max(now - t0, 1e-9))
                 steps = fit_steps(asked, step, now - t_start, limit, rate)
+                if not early:
+                    steps = min(steps, config.steps)   # late re-fits only shorten
                 if steps != config.steps:
                     if step == fit_at:
                         _log.log(f"at {rate:.2f} steps/s, {asked} steps would overrun the "
@@ -552,10 +560,12 @@ _FIT_AFTER = 40
 #: share of the cap the fitted schedule may use (validation, checkpoints, the report)
 _FIT_SHARE = 0.9
 #: a shared host's speed drifts by tens of percent over minutes (one run: 0.44 s a step
-#: over steps 10-40, 0.33 s after step 300), so the schedule is re-fitted to the speed
-#: since the warm-up every this many steps ...
+#: over steps 10-40, 0.33 s after step 300; another 0.36 s, then 0.5 s after step 700),
+#: so the schedule is re-fitted to the speed since the warm-up every this many steps ...
 _REFIT_EVERY = 50
-#: ... until this share of it is done (D's hold ends at half)
+#: ... freely until this share of it is done (D's hold ends at half); after it only
+#: shortened, and on the slower of that speed and the last 100 steps', so that a late
+#: slowdown still ends the schedule inside the cap
 _REFIT_UNTIL = 0.4
 
 

@@ -299,6 +299,36 @@ def test_the_time_cap_fit_follows_a_host_that_speeds_up(tmp_path, raw_tif, monke
     assert clock[0] <= 30.0
 
 
+def test_the_time_cap_fit_shortens_the_schedule_when_the_host_slows_late(
+        tmp_path, raw_tif, monkeypatch):
+    """A host that slowed after 40 % of the schedule cut the paper model off at step 1257
+    of 1263; late re-fits shorten the schedule so that it still ends inside the cap."""
+    import types
+
+    import resin.train.trainer as trainer_mod
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(trainer_mod, "_FIT_WARMUP", 1)
+    monkeypatch.setattr(trainer_mod, "_FIT_AFTER", 2)
+    monkeypatch.setattr(trainer_mod, "_REFIT_EVERY", 2)
+    step = trainer_mod.Trainer.train_step
+
+    def timed_step(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        clock[0] += 10.0 if self.step == 1 else (1.0 if self.step <= 10 else 3.0)
+        return out
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", timed_step)
+    # 90 % of a 33.3 s cap is 30 s: fitted to 21 steps at 1 step/s, then 3 s a step
+    cfg = tiny_config(steps=40, time_limit_minutes=30.0 / 54.0, checkpoint_every=100,
+                      validate_every=100, log_every=100)
+    train(raw_tif, tmp_path / "m.pt", cfg, device="cpu", previews=False)
+    state = load_checkpoint(tmp_path / "m.last.pt")
+    assert state["config"]["steps"] == state["step"] < 21
+    assert clock[0] <= 60.0 * cfg.time_limit_minutes
+
+
 def test_a_fitted_schedule_ends_the_run_and_resumes_as_fitted(tmp_path, raw_tif, monkeypatch):
     import resin.train.trainer as trainer_mod
 
