@@ -243,25 +243,33 @@ def test_fit_steps_fits_the_schedule_into_the_time_cap():
     assert fit_steps(1200, 40, 1000.0, 0.01, 2.0) == 41    # never fewer than done + 1
 
 
-def test_the_time_cap_fit_leaves_the_warm_up_steps_out(tmp_path, raw_tif, monkeypatch):
-    """The first steps are slow (kernels built, volume paged in); timed with the rest they
-    shrank the quick preset's schedule to 951 steps in 5.7 of its 9 minutes."""
+def _timed_steps(monkeypatch, seconds, **constants) -> list[float]:
+    """Give the trainer a fake clock that ``seconds(step)`` advances after each step, and
+    set its time-cap constants (``FIT_WARMUP=1`` sets ``_FIT_WARMUP``); the clock."""
     import types
 
     import resin.train.trainer as trainer_mod
 
     clock = [0.0]
     monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    monkeypatch.setattr(trainer_mod, "_FIT_WARMUP", 2)
-    monkeypatch.setattr(trainer_mod, "_FIT_AFTER", 4)
+    for name, value in constants.items():
+        monkeypatch.setattr(trainer_mod, f"_{name}", value)
     step = trainer_mod.Trainer.train_step
 
     def timed_step(self, *args, **kwargs):
         out = step(self, *args, **kwargs)
-        clock[0] += 10.0 if self.step <= 2 else 1.0   # two warm-up steps of 10 s, then 1 s
+        clock[0] += seconds(self.step)
         return out
 
     monkeypatch.setattr(trainer_mod.Trainer, "train_step", timed_step)
+    return clock
+
+
+def test_the_time_cap_fit_leaves_the_warm_up_steps_out(tmp_path, raw_tif, monkeypatch):
+    """The first steps are slow (kernels built, volume paged in); timed with the rest they
+    shrank the quick preset's schedule to 951 steps in 5.7 of its 9 minutes."""
+    # two warm-up steps of 10 s, then 1 s
+    _timed_steps(monkeypatch, lambda step: 10.0 if step <= 2 else 1.0, FIT_WARMUP=2, FIT_AFTER=4)
     # at step 4: 22 s gone, 1 step/s since the warm-up; 90 % of the cap is 24 s: 2 more
     cfg = tiny_config(steps=8, time_limit_minutes=24.0 / 54.0)
     train(raw_tif, tmp_path / "m.pt", cfg, device="cpu", previews=False)
@@ -272,24 +280,8 @@ def test_the_time_cap_fit_leaves_the_warm_up_steps_out(tmp_path, raw_tif, monkey
 def test_the_time_cap_fit_follows_a_host_that_speeds_up(tmp_path, raw_tif, monkeypatch):
     """A shared host slow at the start and faster later: fitted once, the schedule ended
     after 6.5 of the quick preset's 9 minutes (1048 steps); re-fitted, it uses the cap."""
-    import types
-
-    import resin.train.trainer as trainer_mod
-
-    clock = [0.0]
-    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    monkeypatch.setattr(trainer_mod, "_FIT_WARMUP", 1)
-    monkeypatch.setattr(trainer_mod, "_FIT_AFTER", 2)
-    monkeypatch.setattr(trainer_mod, "_REFIT_EVERY", 2)
-    monkeypatch.setattr(trainer_mod, "_REFIT_UNTIL", 1.0)
-    step = trainer_mod.Trainer.train_step
-
-    def timed_step(self, *args, **kwargs):
-        out = step(self, *args, **kwargs)
-        clock[0] += {1: 10.0, 2: 4.0, 3: 4.0}.get(self.step, 1.0)
-        return out
-
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", timed_step)
+    clock = _timed_steps(monkeypatch, lambda step: {1: 10.0, 2: 4.0, 3: 4.0}.get(step, 1.0),
+                         FIT_WARMUP=1, FIT_AFTER=2, REFIT_EVERY=2, REFIT_UNTIL=1.0)
     # 90 % of the cap is 30 s; fitted once at step 2 (0.25 steps/s) the run would stop at 6
     cfg = tiny_config(steps=40, time_limit_minutes=30.0 / 54.0, checkpoint_every=100,
                       validate_every=100, log_every=100)
@@ -303,23 +295,9 @@ def test_the_time_cap_fit_shortens_the_schedule_when_the_host_slows_late(
         tmp_path, raw_tif, monkeypatch):
     """A host that slowed after 40 % of the schedule cut the paper model off at step 1257
     of 1263; late re-fits shorten the schedule so that it still ends inside the cap."""
-    import types
-
-    import resin.train.trainer as trainer_mod
-
-    clock = [0.0]
-    monkeypatch.setattr(trainer_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    monkeypatch.setattr(trainer_mod, "_FIT_WARMUP", 1)
-    monkeypatch.setattr(trainer_mod, "_FIT_AFTER", 2)
-    monkeypatch.setattr(trainer_mod, "_REFIT_EVERY", 2)
-    step = trainer_mod.Trainer.train_step
-
-    def timed_step(self, *args, **kwargs):
-        out = step(self, *args, **kwargs)
-        clock[0] += 10.0 if self.step == 1 else (1.0 if self.step <= 10 else 3.0)
-        return out
-
-    monkeypatch.setattr(trainer_mod.Trainer, "train_step", timed_step)
+    clock = _timed_steps(monkeypatch,
+                         lambda step: 10.0 if step == 1 else (1.0 if step <= 10 else 3.0),
+                         FIT_WARMUP=1, FIT_AFTER=2, REFIT_EVERY=2)
     # 90 % of a 33.3 s cap is 30 s: fitted to 21 steps at 1 step/s, then 3 s a step
     cfg = tiny_config(steps=40, time_limit_minutes=30.0 / 54.0, checkpoint_every=100,
                       validate_every=100, log_every=100)
