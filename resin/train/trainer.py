@@ -574,11 +574,12 @@ def fit_steps(steps: int, done: int, elapsed: float, limit_minutes: float,
     """Steps that fit in ``limit_minutes`` when ``done`` steps took ``elapsed`` seconds
     and the rest run at ``rate`` steps/s.
 
-    A time-capped run (the quick preset) fits its schedule once, early, so that the cosine
-    decay ends inside the cap on a slow machine instead of being cut off half-way; a fast
-    machine keeps ``steps``. ``rate`` is measured after the warm-up steps, whose slowness
-    would otherwise shrink the schedule well below what the cap holds. The fitted count is
-    saved in the run's config, so ``--resume`` continues the same schedule.
+    A time-capped run (the quick preset) fits its schedule at step ``_FIT_AFTER`` and
+    re-fits it every ``_REFIT_EVERY`` steps (only shorter after ``_REFIT_UNTIL`` of it), so
+    that the cosine decay ends inside the cap on a slow machine instead of being cut off
+    half-way; a fast machine keeps ``steps``. ``rate`` is measured after the warm-up steps,
+    whose slowness would otherwise shrink the schedule well below what the cap holds. The
+    fitted count is saved in the run's config, so ``--resume`` continues the same schedule.
     """
     if rate <= 0:
         return steps
