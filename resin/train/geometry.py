@@ -11,8 +11,9 @@ aligned frame is the point ``Q u`` of the patch, ``Q = [a | e_y | b]``.
   flips (any patch shape); otherwise trilinear resampling of a cubic patch, and only a
   centred cube (:attr:`Geometry.valid`) of the result is free of the patch's corners.
 - The axial MIP is the maximum along z' (a slanted MIP for t != 0) and the lateral MIPs
-  are the maxima along y and along x', each over the part of the aligned frame that lies
-  inside the patch. The network itself always runs on unrotated data.
+  are the maxima along y and along x', each over the centred cube of the aligned frame
+  that lies inside the patch (the same depth for all three). The network itself always
+  runs on unrotated data.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ class Geometry:
         lo, hi = math.ceil(c - half), math.floor(c + half) + 1
         self.valid = (slice(lo, hi),) * 3
         n = aligned_extent(side, self.angle_deg)
-        self.aligned_shape = (n, side, n)
+        # a cube, y cut to n too: every MIP is then a max over n samples and n x n, so the
+        # discriminators cannot tell the axial MIP from the lateral ones by depth or shape
+        self.aligned_shape = (n, n, n)
         self._grids["aligned"] = _grid(q, self.aligned_shape, side, dev)
 
     def rotation_matrix(self, axis: str) -> np.ndarray:

@@ -99,3 +99,14 @@ def test_slanted_mip_follows_an_oblique_line():
     assert (mip > 0.5).sum() == 1  # one spot: the line is seen end-on
     # and the plain z-MIP sees a streak along x instead
     assert (vol.max(axis=0) > 0.5).sum() == n
+
+
+@pytest.mark.parametrize("angle", [0.0, 45.0, -30.0])
+def test_every_mip_has_the_same_depth_and_shape(angle):
+    """The aniso discriminator compares the raw axial MIP with F's lateral MIPs: MIPs over
+    different depths or of different shapes would tell them apart without looking at
+    resolution (an oblique box once was 23 x 32 x 23: the y-MIP a max over 32 samples)."""
+    g = Geometry((32,) * 3, angle)
+    t = _t(np.ones((32, 32, 32), np.float32))
+    shapes = {tuple(m.shape) for m in (g.axial_mip(t), *g.lateral_mips(t))}
+    assert len(shapes) == 1  # (Y, X'), (Z', X'), (Z', Y) alike: a cube, so one depth
