@@ -1,14 +1,16 @@
-"""How much the runtime's reflect-padded volume faces cost a trained model's scores.
+"""What the padding at a volume's faces does to a trained model's scores.
 
     python bench/quality.py --workdir /tmp/quality          # keeps SETTING_quick.pt there
     python bench/faces.py --workdir /tmp/quality paper oblique45
 
-For each setting, the same checkpoint is run two ways on that setting's raw volume and
+For each setting, the same checkpoint is run three ways on that setting's raw volume and
 scored against its truth (``bench/quality.py``'s metrics and volumes, seed 0): through the
-runtime (``Enhancer``, tiled, the volume reflect-padded by the halo at its faces), and as
-one call of the network on the whole normalized volume, as training runs it (each
-convolution zero-pads its own input at the faces). Also printed: both scored on the
-interior (a border of ``--border`` voxels dropped), and the raw input.
+runtime (``Enhancer``, tiled, the volume padded by the halo with each face plane
+repeated); as one call of the network on the whole normalized volume mirrored by
+``--pad`` voxels at every face (NumPy 'reflect', the usual alternative); and as one call
+on the whole volume as training runs it (each convolution zero-pads its own input at the
+faces). Also printed: RMSE on the interior (a border of ``--border`` voxels dropped), the
+output's maximum beside the truth's, and the raw input.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import numpy as np  # noqa: E402
 import quality  # noqa: E402
 
 
-def one_call(model: Path, raw: np.ndarray) -> np.ndarray:
-    """The network once on the whole volume, normalized as the checkpoint records."""
+def one_call(model: Path, raw: np.ndarray, mirror: int = 0) -> np.ndarray:
+    """The network once on the whole volume, normalized as the checkpoint records;
+    ``mirror`` > 0: on the volume mirrored by that many voxels at every face (rounded up
+    to the network's size multiple), cropped back."""
     import torch
 
     from resin.checkpoint import build_generator, load_checkpoint
@@ -37,8 +41,13 @@ def one_call(model: Path, raw: np.ndarray) -> np.ndarray:
     norm = Normalization(n["low_percentile"], n["high_percentile"], n["train_low"],
                          n["train_high"])
     net = build_generator(ckpt)
+    x = norm.apply(raw)
+    pads = [(mirror, mirror + (-(s + 2 * mirror) % net.size_multiple)) if mirror else (0, 0)
+            for s in x.shape]
+    x = np.pad(x, pads, mode="reflect")
     with torch.inference_mode():
-        y = net(torch.from_numpy(norm.apply(raw))[None, None])[0, 0].numpy()
+        y = net(torch.from_numpy(np.ascontiguousarray(x))[None, None])[0, 0].numpy()
+    y = y[tuple(slice(a, a + s) for (a, _), s in zip(pads, raw.shape, strict=True))]
     return norm.invert(y)
 
 
@@ -49,23 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, required=True,
                     help="folder holding SETTING_quick.pt (bench/quality.py --workdir)")
     ap.add_argument("--border", type=int, default=4)
+    ap.add_argument("--pad", type=int, default=16, help="mirror padding of the middle run")
     args = ap.parse_args(argv)
     inner = (slice(args.border, -args.border),) * 3
-    print("| setting | run | rmse | ssim | rmse, interior | output max (truth's) |")
-    print("|---|---|---|---|---|---|")
+    print("| setting | run | rmse | rmse_lsq | ssim | isotropy | rmse, interior "
+          "| output max (truth's) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.settings:
         sim = quality.SETTINGS[name].simulate(quality.SHAPE)
         model = args.workdir / f"{name}_quick.pt"
         runs = {
             "raw input": sim.raw.astype(np.float32),
-            "runtime, reflect-padded faces": quality.enhance(model, sim.raw, 1)[0],
-            "one zero-padded call": one_call(model, sim.raw),
+            "runtime (faces repeated)": quality.enhance(model, sim.raw, 1)[0],
+            f"one call, faces mirrored by {args.pad}": one_call(model, sim.raw, args.pad),
+            "one call, zero-padded convolutions": one_call(model, sim.raw),
         }
         for run, pred in runs.items():
-            whole = quality.score(pred, sim.truth)
+            w = quality.score(pred, sim.truth)
             interior = quality.score(pred[inner], sim.truth[inner])
-            print(f"| {name} | {run} | {whole['rmse']:.3f} | {whole['ssim']:.3f} | "
-                  f"{interior['rmse']:.3f} | {float(pred.max()):.0f} ({int(sim.truth.max())}) |")
+            print(f"| {name} | {run} | {w['rmse']:.3f} | {w['rmse_lsq']:.3f} | {w['ssim']:.3f} "
+                  f"| {w['isotropy_ratio']:.3f} | {interior['rmse']:.3f} "
+                  f"| {float(pred.max()):.0f} ({int(sim.truth.max())}) |")
     return 0
 
 

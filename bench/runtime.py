@@ -8,20 +8,20 @@ One run, one simulated uint16 volume, the same weights, tile and overlap everywh
   (b3) resin-run with the PyTorch checkpoint instead of ONNX (same weights and tiles)
   (c) MONAI sliding_window_inference (mode="gaussian") with the same network in PyTorch:
       TIFF in -> normalize -> sliding windows -> de-normalize -> TIFF out
-  (c2) the same MONAI call on the volume reflect-padded as resin's planner pads it
+  (c2) the same MONAI call on the volume padded as resin's planner pads it (faces repeated)
   (d)  blocks: peak memory when the volume doubles in Y and X (same block), the share of
        network calls run twice at block edges (default block, this and a whole-brain
        volume), and Dask --workers 1 vs 2 (output identical, speed ratio)
   (e)  halo and tile: the exact halo with a ~48x96x96 core, the tolerant halo with that
        core, and the defaults (tolerant halo, tile from the memory budget): kept share
        (kept / computed voxels), the share of computed voxels outside the volume (the
-       mirrored faces), network calls, speed, and the largest deviation from
+       padded faces), network calls, speed, and the largest deviation from
        one-tile inference of the whole volume (exact halo), as a fraction of its range
 
 MONAI's roi is resin's tile and its overlap fraction is resin's halo share of the tile, so
 both step by the same stride. They do not make the same number of network calls: resin's
-planner pads the volume by the halo (reflect) so that the voxels at the volume's faces get
-the same context as any other and the result equals one-tile inference; MONAI's windows
+planner pads the volume by the halo (each face plane repeated) so that the voxels at the
+volume's faces get the same context as any other and the result equals one-tile inference; MONAI's windows
 stay inside the volume, fewer of them, and the faces see the network's zero padding. (c2)
 gives MONAI the same padded volume, hence exactly resin's tiles; both counts are printed.
 Each measurement runs in its own subprocess; peak memory is that process's own maximum RSS.
@@ -105,7 +105,7 @@ vol = tifffile.imread(src)
 low, high = np.percentile(vol, [low_p, high_p])
 xn = (vol.astype(np.float32) - np.float32(low)) / np.float32(high - low)
 if pad is not None:
-    xn = np.pad(xn, pad, mode="reflect")
+    xn = np.pad(xn, pad, mode="edge")
 x = torch.from_numpy(xn[None, None])
 windows = len(dense_patch_slices(xn.shape, tile, _get_scan_interval(xn.shape, tile, 3, overlap)))
 y = sliding_window_inference(x, roi_size=tile, sw_batch_size=1, predictor=net,
@@ -368,7 +368,7 @@ def _halos(onnx: Path, src: Path) -> None:
 
 def _outside_share(plan) -> float:
     """Share of the computed voxels that lie outside the volume: the cost of giving the
-    faces mirrored context (MONAI's windows stay inside and compute none of them)."""
+    faces padded context (MONAI's windows stay inside and compute none of them)."""
     import math
 
     inside = 1.0

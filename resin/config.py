@@ -146,9 +146,9 @@ class DataConfig(_Strict):
     """Random flips and lateral transposes (only those that keep the PSF's axis)."""
     face_margin: float = Field(0.0, ge=0.0, le=0.5)
     """How far (share of the patch side) a patch may reach past a face of the volume, the
-    outside filled by reflection as the runtime pads faces, so the network meets in training
-    the faces it meets at inference. Only along axes whose mirror keeps the PSF (every axis
-    for an axial PSF; y for an oblique one, whose tilt a z or x mirror would flip).
+    outside filled as the runtime pads faces (each face plane repeated), so the network
+    meets in training the faces it meets at inference. Every axis for an axial PSF; only y
+    for an oblique one (repeated z or x faces streak across its tilt).
     Experimental, off by default until measured in every benchmark setting
     (docs/training.md); the discriminators' real patches stay inside the volume."""
     z_step: int = Field(1, ge=1, le=16)

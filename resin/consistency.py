@@ -10,8 +10,8 @@ The residual is measured on the report's sampled block of the output (no more th
 context per side (clipped at the volume's faces, where D pads as it does on the whole
 volume), so D there equals D run on the whole output; y is the input normalized with the
 run's levels and, for a ``--z-step K`` model, interpolated by K along z as training did
-(:func:`resin.data.lerp_planes`; the K - 1 planes after the last one between it and its
-reflection, as the runtime's reflect padding shows them to F). Both are in units of the run's normalized range, which
+(:func:`resin.data.lerp_planes`; the K - 1 planes after the last one repeat it, as the
+runtime's face padding shows them to F). Both are in units of the run's normalized range, which
 is what D was trained on. The output was cast to its dtype, so for an integer output
 F(y) is known to half a grey level.
 """
@@ -127,7 +127,7 @@ def consistency_on_files(input: str | os.PathLike, output: str | os.PathLike,
     from resin.data import lerp_planes
     from resin.errors import ModelError
     from resin.io import open_volume
-    from resin.runtime.planner import reflect_indices
+    from resin.runtime.planner import face_indices
 
     k = int(degrader.z_step)
     span = max(float(high) - float(low), 1e-12)
@@ -144,11 +144,11 @@ def consistency_on_files(input: str | os.PathLike, output: str | os.PathLike,
         inner = tuple(slice(r.start - o.start, r.stop - o.start)
                       for r, o in zip(region_out, outer, strict=True))
         degraded = np.asarray(degrader.run(x), dtype=np.float32)[inner]
-        # F saw the input at t = j / K; past the last plane the runtime's reflect padding
+        # F saw the input at t = j / K; past the last plane, that plane (the runtime pads so)
         t = np.arange(region_out[0].start, region_out[0].stop) / k
         z_lo = int(np.floor(t[0]))
         count = int(np.floor(t[-1])) + (2 if k > 1 else 1) - z_lo
-        planes = reflect_indices(z_lo, count, src.shape[0])
+        planes = face_indices(z_lo, count, src.shape[0])
         a, b = int(planes.min()), int(planes.max()) + 1
         raw = np.asarray(src.read((slice(a, b), region_in[1], region_in[2])))[planes - a]
     finally:

@@ -169,7 +169,7 @@ class PatchSampler:
         # Hold out the last patch-width along x for validation when the volume allows it.
         self.holdout = holdout and x >= 3 * p[2]
         self.train_x_max = x - 2 * p[2] if self.holdout else x - p[2]
-        # Voxels a training patch may reach past each face (reflected, as the runtime pads).
+        # Voxels a training patch may reach past each face (padded as the runtime pads).
         mirrors = (False, True, False) if self.oblique else (True, True, True)
         self.face_margin = tuple(int(config.face_margin * q) if ok else 0
                                  for q, ok in zip(p, mirrors, strict=True))
@@ -187,14 +187,14 @@ class PatchSampler:
         """Normalized float32 block of ``size`` (default: the patch) at ``start``.
 
         ``start`` and ``size`` are in resampled (z-step) units. A block reaching past the
-        volume's faces holds there what the runtime's reflect padding shows the network
-        (NumPy 'reflect', in resampled units, which is the raw planes' mirror seen through
-        the z interpolation).
+        volume's faces holds there what the runtime's padding shows the network: each face
+        plane repeated (:func:`resin.runtime.planner.face_indices`; with a z step, the
+        first or last raw plane, as the interpolation of repeated planes gives).
         """
-        from resin.runtime.planner import reflect_indices
+        from resin.runtime.planner import face_indices
 
         size = size or self.config.patch_size
-        idx = [reflect_indices(start[i], size[i], self.shape[i]) for i in range(3)]
+        idx = [face_indices(start[i], size[i], self.shape[i]) for i in range(3)]
         ys = slice(int(idx[1].min()), int(idx[1].max()) + 1)
         xs = slice(int(idx[2].min()), int(idx[2].max()) + 1)
         t = idx[0] / self.k

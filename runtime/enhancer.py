@@ -30,7 +30,7 @@ from resin.runtime.backends._base import Backend, device_resident
 from resin.runtime.blocks import Block, BlockPlan, BlockRunner, align_chunks
 from resin.runtime.normalize import Levels, sample_levels
 from resin.runtime.pipeline import ArraySink, Sink
-from resin.runtime.planner import TilePlan, reflect_indices
+from resin.runtime.planner import TilePlan, face_indices
 from resin.runtime.runner import (
     RunProgress,
     RunReport,
@@ -235,10 +235,10 @@ class EnhanceStream:
         self.blocks = BlockPlan(tiles=self.plan, block=(step_z, oy, ox), chunks=(step_z, oy, ox))
         self._blocks = list(self.blocks.blocks())
         z = self.shape[0]
-        # input planes each block needs (reflection folds padding onto real planes)
+        # input planes each block needs (the padding repeats the face planes)
         self._need: list[tuple[int, int]] = []
         for b in self._blocks:
-            idx = np.concatenate([reflect_indices(s, self.plan.tile[0], z)
+            idx = np.concatenate([face_indices(s, self.plan.tile[0], z)
                                   for s in sorted({t.start[0] for t in b.tiles})])
             self._need.append((int(idx.min()), int(idx.max()) + 1))
         self._planes: list[np.ndarray] = []

@@ -2,7 +2,8 @@
 
 Geometry, per axis of length ``n`` (all in input voxels):
 
-- The volume is conceptually reflect-padded by ``halo`` on both sides, plus ``extra`` voxels
+- The volume is conceptually padded by ``halo`` on both sides (each face plane
+  repeated: :func:`face_indices`), plus ``extra`` voxels
   at the end so the padded length ``L = n + 2*halo + extra`` is a multiple of the model's
   ``size_multiple``. One tile spanning that whole padded volume is "one-tile inference".
 - Tiles have ``tile`` voxels (a multiple of ``size_multiple``, at most ``L``). A tile read at
@@ -32,7 +33,7 @@ from resin.errors import UsageError
 from resin.metadata import DEFAULT_CORE, default_tile
 
 __all__ = ["DEFAULT_CORE", "AxisPlan", "Tile", "TilePlan", "default_tile", "plan_tiles",
-           "read_padded", "reflect_indices"]
+           "face_indices", "read_padded"]
 
 Triple = tuple[int, int, int]
 
@@ -97,7 +98,7 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile: read ``tile`` voxels at ``start`` (may stick out: reflect), keep the core."""
+    """One tile: read ``tile`` voxels at ``start`` (may stick out: faces repeated), keep the core."""
 
     index: Triple
     start: Triple
@@ -195,26 +196,29 @@ def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: 
                     axes=axes, partition=overlap == 0)  # type: ignore[arg-type]
 
 
-def reflect_indices(start: int, size: int, n: int) -> np.ndarray:
-    """Indices ``start .. start+size-1`` folded into ``[0, n)`` by reflection (numpy 'reflect')."""
-    idx = np.arange(start, start + size)
-    if n == 1:
-        return np.zeros(size, dtype=np.intp)
-    period = 2 * (n - 1)
-    idx = np.mod(idx, period)
-    return np.where(idx >= n, period - idx, idx).astype(np.intp)
+def face_indices(start: int, size: int, n: int) -> np.ndarray:
+    """Indices ``start .. start+size-1`` of an axis of length ``n`` padded at its faces by
+    repeating the face plane (NumPy 'edge'): outside ``[0, n)`` they clamp to 0 or n-1.
+
+    Repeating the face rather than mirroring it keeps every structure that crosses a face
+    on its own course: a mirror folds a tilted one (an oblique PSF's streaks, a fibre at an
+    angle) back into a V whose apex F brightens, several times the data's maximum for an
+    oblique PSF (docs/runtime.md, "Faces"), and scores worse for an axial one as well.
+    """
+    return np.clip(np.arange(start, start + size), 0, n - 1).astype(np.intp)
 
 
 def read_padded(read: Callable[[tuple[slice, slice, slice]], np.ndarray], shape: Triple,
                 start: Triple, size: Triple) -> np.ndarray:
-    """Read a box that may stick out of the volume, filling outside voxels by reflection.
+    """Read a box that may stick out of the volume, outside voxels repeating the nearest face
+    (:func:`face_indices`).
 
     ``read(region)`` reads an in-bounds region; only the in-bounds bounding box is read.
     """
     inside = all(start[i] >= 0 and start[i] + size[i] <= shape[i] for i in range(3))
     if inside:
         return read(tuple(slice(start[i], start[i] + size[i]) for i in range(3)))  # type: ignore[arg-type]
-    idx = [reflect_indices(start[i], size[i], shape[i]) for i in range(3)]
+    idx = [face_indices(start[i], size[i], shape[i]) for i in range(3)]
     lo = [int(ix.min()) for ix in idx]
     hi = [int(ix.max()) + 1 for ix in idx]
     box = read(tuple(slice(lo[i], hi[i]) for i in range(3)))  # type: ignore[arg-type]

@@ -6,7 +6,8 @@ import numpy as np
 
 
 def one_tile_reference(model, vol: np.ndarray, halo, m: int, low: float, high: float):
-    """Normalize, reflect-pad by the halo (+ up to the size multiple), one ORT call, crop."""
+    """Normalize, pad by the halo (+ up to the size multiple) repeating the faces, one ORT
+    call, crop."""
     import onnxruntime as ort
 
     x = (vol.astype(np.float32) - np.float32(low)) * np.float32(1.0 / (high - low))
@@ -14,7 +15,7 @@ def one_tile_reference(model, vol: np.ndarray, halo, m: int, low: float, high: f
     for n, h in zip(vol.shape, halo, strict=True):
         extra = -(n + 2 * h) % m
         pads.append((h, h + extra))
-    xp = np.pad(x, pads, mode="reflect")
+    xp = np.pad(x, pads, mode="edge")
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     y = sess.run(["output"], {"input": xp[None, None]})[0][0, 0]
     core = y[tuple(slice(h, h + n) for h, n in zip(halo, vol.shape, strict=True))]

@@ -27,7 +27,7 @@ from resin.runtime import Enhancer, Levels, RunReport
 from resin.runtime.blocks import make_block_plan
 from resin.runtime.normalize import sample_levels
 from resin.runtime.pipeline import describe
-from resin.runtime.planner import TilePlan, reflect_indices
+from resin.runtime.planner import TilePlan, face_indices
 from resin.runtime.runner import RunProgress, make_plan, output_attrs, output_dtype
 
 Region = tuple[slice, slice, slice]
@@ -79,8 +79,8 @@ def enhance_in_memory(enh: Enhancer, volume: Any, levels: Levels, job: Job) -> n
     with enh.stream(tuple(volume.shape), volume.dtype, levels=levels) as stream:
         plan = stream.plan
         per_row = plan.n_tiles // len(plan.axes[0].starts)
-        # input planes that complete each row (reflection folds the padding onto real planes)
-        needs = [int(reflect_indices(s, plan.tile[0], n).max()) + 1 for s in plan.axes[0].starts]
+        # input planes that complete each row (the padding repeats the face planes)
+        needs = [int(face_indices(s, plan.tile[0], n).max()) + 1 for s in plan.axes[0].starts]
         job.report(0, plan.n_tiles, "tiles")
         pushed = 0
         for need in sorted(set(needs)):

@@ -43,7 +43,7 @@ def place(request) -> str:
 def _local(x: np.ndarray) -> np.ndarray:
     """A nonlinear stand-in network with a 1-voxel reach: each output voxel is a fixed sum
     over its own neighbourhood (edges repeat), so tiles with a halo >= 1 give the bytes of
-    one call on the whole reflect-padded volume."""
+    one call on the whole face-padded volume."""
     p = np.pad(x, 1, mode="edge")
     c = p[1:-1, 1:-1, 1:-1]
     return (np.float32(2) * c + np.float32(0.25) * (p[:-2, 1:-1, 1:-1] + p[2:, 1:-1, 1:-1])
@@ -97,7 +97,7 @@ class StandIn:
 
 
 def one_tile(engine, vol: np.ndarray, dtype) -> np.ndarray:
-    """The whole volume as one network call (reflect-padded by the halo), finalized."""
+    """The whole volume as one network call (padded by the halo), finalized."""
     from resin.kernels import finalize
 
     h, s = engine.metadata.halo, tuple(int(f) for f in engine.metadata.scale)

@@ -42,7 +42,7 @@ def _volume(rng, shape=(16, 30, 26)) -> np.ndarray:
 
 def _torch_residual(ckpt_path, vol: np.ndarray) -> tuple[float, float]:
     """|D(F(y)) - y| on the whole volume, y normalized as the runtime does (its levels),
-    F run on y reflect-padded by its exact halo as the runtime's tiles see it, D on all
+    F run on y padded by its exact halo (faces repeated) as the runtime's tiles see it, D on all
     of F(y)."""
     from resin.export import read_onnx_metadata
 
@@ -50,13 +50,13 @@ def _torch_residual(ckpt_path, vol: np.ndarray) -> tuple[float, float]:
     h = read_onnx_metadata(ckpt_path.with_suffix(".onnx")).halo
     lv = sample_levels(lambda r: vol[r], vol.shape, 0.5, 99.9)
     y = (vol - np.float32(lv.low)) / np.float32(lv.high - lv.low)
-    padded = np.pad(y, [(n, n) for n in h], mode="reflect")
+    padded = np.pad(y, [(n, n) for n in h], mode="edge")
     k = round(ckpt["scale"][0])
     with torch.no_grad():
         fy = build_generator(ckpt)(torch.from_numpy(padded)[None, None])
         fy = fy[..., h[0] * k:(h[0] + vol.shape[0]) * k, h[1]:-h[1], h[2]:-h[2]]
         dfy = build_degrader(ckpt)(fy)[0, 0].numpy()
-    if k > 1:  # what F saw: the (reflect-padded) input interpolated by K along z
+    if k > 1:  # what F saw: the (face-padded) input interpolated by K along z
         y = lerp_planes(padded, h[0] + np.arange(vol.shape[0] * k) / k)[:, h[1]:-h[1], h[2]:-h[2]]
     r = np.abs(dfy.astype(np.float64) - y)
     return float(r.mean()), float(np.percentile(r, 99))

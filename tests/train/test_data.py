@@ -53,28 +53,28 @@ def test_z_step_interpolates_linearly(tmp_path):
     np.testing.assert_allclose(patch[:, 0, 0], (4 + np.arange(8)) / 3 * 10, rtol=1e-6)
 
 
-def test_patches_past_a_face_are_the_runtimes_reflection(tmp_path, rng):
-    """A patch reaching past the faces holds what the runtime's reflect padding feeds the
-    network there (numpy 'reflect'); with a z step, the mirror of the interpolated planes."""
+def test_patches_past_a_face_are_the_runtimes_face_padding(tmp_path, rng):
+    """A patch reaching past the faces holds what the runtime's padding feeds the network
+    there (numpy 'edge'); with a z step, the first or last of the interpolated planes."""
     vol = (rng.random((12, 14, 16)) * 1000).astype(np.float32)
     path = tmp_path / "v.tif"
     tifffile.imwrite(path, vol)
     s = _sampler(path, augment=False)
     s.norm = Normalization(0, 100, 0.0, 1000.0)
-    padded = np.pad(vol / 1000, 5, mode="reflect")
+    padded = np.pad(vol / 1000, 5, mode="edge")
     for start in [(-2, 3, -1), (5, -2, 10), (-5, -5, -5), (0, 0, 0), (6, 9, 13)]:
         want = padded[tuple(slice(a + 5, a + 5 + 8) for a in start)]
         np.testing.assert_allclose(s.read_patch(start), want, rtol=1e-6)
     k = _sampler(path, z_step=2, augment=False)
     k.norm = s.norm
     fine = np.stack([(vol[i // 2] + vol[(i + 1) // 2]) / 2 for i in range(23)]) / 1000
-    fine_padded = np.pad(fine, ((5, 5), (0, 0), (0, 0)), mode="reflect")
+    fine_padded = np.pad(fine, ((5, 5), (0, 0), (0, 0)), mode="edge")
     for t0 in (-3, 17):
         np.testing.assert_allclose(k.read_patch((t0, 2, 2)),
                                    fine_padded[t0 + 5:t0 + 13, 2:10, 2:10], rtol=1e-5)
 
 
-def test_patches_reach_past_the_faces_only_where_a_mirror_keeps_the_psf(tmp_path, rng):
+def test_patches_reach_past_the_faces_only_where_padding_keeps_the_psf(tmp_path, rng):
     vol = (rng.random((16, 16, 48)) * 1000).astype(np.float32)
     path = tmp_path / "v.tif"
     tifffile.imwrite(path, vol)
