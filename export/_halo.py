@@ -35,7 +35,7 @@ from resin.metadata import grid_aligned_halo
 #: a change smaller than this fraction of the largest change is float64 round-off
 _RELATIVE_FLOOR = 1e-12
 #: bump when the measurement can find another halo, so older cache entries are remeasured
-MEASUREMENT_VERSION = 4
+MEASUREMENT_VERSION = 5
 #: default largest change (fraction of the output range) a tolerant halo may cause
 HALO_TOLERANCE = 1e-4
 
@@ -183,7 +183,10 @@ def measure_halo(
 def tolerance_volumes(side: int, percentiles: tuple[float, float], seed: int = 0,
                       ) -> list[tuple[str, Any]]:
     """The volumes the tolerant halo is measured on, normalized to about [0, 1]: sparse
-    full-range impulses, and simulated tubes and nuclei normalized at ``percentiles``."""
+    full-range impulses, simulated tubes and nuclei normalized at ``percentiles``, and
+    both again with their outer quarter replaced by their faces repeated outwards, as the
+    runtime pads a volume (:func:`resin.runtime.planner.face_indices`): a structure
+    repeated along a line reaches further through the network than texture does."""
     import numpy as np
 
     from resin.data import percentile_levels
@@ -198,6 +201,10 @@ def tolerance_volumes(side: int, percentiles: tuple[float, float], seed: int = 0
         raw = simulate((side,) * 3, seed=seed, kind=kind, z_step=1).raw.astype(np.float64)
         levels = percentile_levels(raw.ravel(), *percentiles) or (0.0, 1.0)
         volumes.append((kind, (raw - levels[0]) / (levels[1] - levels[0])))
+    c = side // 4
+    for name, vol in volumes[1:3]:
+        inner = vol[c:side - c, c:side - c, c:side - c]
+        volumes.append((f"{name}, faces repeated", np.pad(inner, c, mode="edge")))
     return volumes
 
 
