@@ -197,14 +197,14 @@ def tolerance_volumes(side: int, percentiles: tuple[float, float], seed: int = 0
     n = max(1, side**3 // 2000)
     impulses[tuple(rng.integers(0, side, size=(3, n)))] = 1.0
     volumes = [("impulses", impulses)]
+    c = side // 4
     for kind in ("tubes", "nuclei"):
         raw = simulate((side,) * 3, seed=seed, kind=kind, z_step=1).raw.astype(np.float64)
         levels = percentile_levels(raw.ravel(), *percentiles) or (0.0, 1.0)
-        volumes.append((kind, (raw - levels[0]) / (levels[1] - levels[0])))
-    c = side // 4
-    for name, vol in volumes[1:3]:
+        vol = (raw - levels[0]) / (levels[1] - levels[0])
+        volumes.append((kind, vol))
         inner = vol[c:side - c, c:side - c, c:side - c]
-        volumes.append((f"{name}, faces repeated", np.pad(inner, c, mode="edge")))
+        volumes.append((f"{kind}, faces repeated", np.pad(inner, c, mode="edge")))
     return volumes
 
 

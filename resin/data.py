@@ -170,9 +170,9 @@ class PatchSampler:
         self.holdout = holdout and x >= 3 * p[2]
         self.train_x_max = x - 2 * p[2] if self.holdout else x - p[2]
         # Voxels a training patch may reach past each face (padded as the runtime pads).
-        mirrors = (False, True, False) if self.oblique else (True, True, True)
+        padded = (False, True, False) if self.oblique else (True, True, True)
         self.face_margin = tuple(int(config.face_margin * q) if ok else 0
-                                 for q, ok in zip(p, mirrors, strict=True))
+                                 for q, ok in zip(p, padded, strict=True))
 
     # -- state for exact resume -------------------------------------------------------
     def state(self) -> str:

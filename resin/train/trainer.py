@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -470,7 +471,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     warm_at = trainer.step + min(_FIT_WARMUP, _FIT_AFTER - 1)
     t_warm = t_start
     asked = config.steps
-    marks: list[tuple[int, float]] = []
+    marks: deque[tuple[int, float]] = deque(maxlen=3)  # (step, time) of the last re-fits
     with _log.progress(max(config.steps - trainer.step, 0), "training", unit="steps") as bar:
         while trainer.step < config.steps:
             window.append(trainer.train_step(sampler.batch(), sampler.rotated_batch,
@@ -487,7 +488,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
                 early = step < _REFIT_UNTIL * config.steps
                 if not early and len(marks) > 2:
                     # late: the slower of the whole run's speed and the last 100 steps'
-                    s0, t0 = marks[-3]
+                    s0, t0 = marks[0]
                     rate = min(rate, (step - s0) / max(now - t0, 1e-9))
                 steps = fit_steps(asked, step, now - t_start, limit, rate)
                 if not early:
