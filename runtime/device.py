@@ -18,7 +18,11 @@ provider) and host blending was not asked for. Per block:
   ``finalize`` by an event, so the copy overlaps the next block's tiles. The block goes to
   the writer only after that copy's event has completed (checked on the calling thread
   when the next block finishes, or at the end of the run), so the writer thread never
-  touches memory a copy is still filling.
+  touches memory a copy is still filling;
+- the finalized block's device array and its pinned host copy come from pools
+  (:class:`BufferPool`) and go back to them once the copy is complete and once the writer
+  has written the block: page-locking host memory costs about as much as copying it, so a
+  run allocates a handful of each (blocks in flight, by shape) instead of two per block.
 
 Kernels run on the engine's ``device_stream`` (behind its inference) or, when it has none,
 on a stream of this module's own. The order of contributions per voxel is the host path's
@@ -28,6 +32,7 @@ fuse ``acc + tile * w`` into one FMA where the CPU kernel rounds twice.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +44,35 @@ from resin.runtime.planner import Tile
 if TYPE_CHECKING:
     from resin.runtime.blocks import Block
     from resin.runtime.normalize import Levels
+
+
+class BufferPool:
+    """Arrays by shape and dtype, made by ``make(shape, dtype)`` when none is free and handed
+    back by ``give`` for reuse (from any thread). ``made`` counts the arrays ever made."""
+
+    def __init__(self, make: Callable[[tuple[int, ...], np.dtype], Any]) -> None:
+        self._make = make
+        self._free: dict[tuple[tuple[int, ...], str], list[Any]] = {}
+        self._lock = threading.Lock()
+        self.made = 0
+
+    @staticmethod
+    def _key(shape: tuple[int, ...], dtype: Any) -> tuple[tuple[int, ...], str]:
+        return tuple(int(n) for n in shape), np.dtype(dtype).str
+
+    def take(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        key = self._key(shape, dtype)
+        with self._lock:
+            free = self._free.get(key)
+            if free:
+                return free.pop()
+            self.made += 1
+        return self._make(key[0], np.dtype(dtype))
+
+    def give(self, array: Any) -> None:
+        key = self._key(array.shape, array.dtype)
+        with self._lock:
+            self._free.setdefault(key, []).append(array)
 
 
 class DeviceBlender:
@@ -67,6 +101,10 @@ class DeviceBlender:
         self._bad: Any = None
         self._tiles: list[Tile] = []
         self._open = False
+        #: finalized blocks on the device, and their pinned host copies (module docstring)
+        self.device_out = BufferPool(lambda shape, dt: cuda.device_array(shape, dtype=dt,
+                                                                         stream=self.stream))
+        self.pinned = BufferPool(lambda shape, dt: cuda.pinned_array(shape, dtype=dt))
         #: the last finished block while its copy to the host runs
         self._pending: tuple[Any, np.ndarray, Any, Block, Callable[[], None]] | None = None
 
@@ -121,7 +159,9 @@ class DeviceBlender:
         if not self._open:
             self._begin(block)
         out = finalize(self._acc, self._wsum, self.out_dtype, low=self.levels.low,
-                       high=self.levels.high, stream=self.stream)
+                       high=self.levels.high, out=self.device_out.take(block.shape,
+                                                                       self.out_dtype),
+                       stream=self.stream)
         bad = self._bad.copy_to_host(stream=self.stream)
         self.stream.synchronize()
         self._open = False
@@ -135,7 +175,7 @@ class DeviceBlender:
         finalized = cuda.event()
         finalized.record(self.stream)
         finalized.wait(self.copy_stream)
-        host = cuda.pinned_array(block.shape, dtype=self.out_dtype)
+        host = self.pinned.take(block.shape, self.out_dtype)
         out.copy_to_host(host, stream=self.copy_stream)
         copied = cuda.event()
         copied.record(self.copy_stream)
@@ -145,10 +185,16 @@ class DeviceBlender:
         """Give the block whose copy is under way to ``writer`` once the copy is complete."""
         if self._pending is None:
             return
-        copied, host, _out, block, then = self._pending
+        copied, host, out, block, then = self._pending
         copied.synchronize()
         self._pending = None
-        writer.put(block.region, host, then)
+        self.device_out.give(out)
+
+        def written() -> None:
+            self.pinned.give(host)
+            then()
+
+        writer.put(block.region, host, written)
 
     def close(self) -> None:
         """Bring the device MIPs back into the host ones (after a failure too: they hold
