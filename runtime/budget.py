@@ -17,6 +17,13 @@ The memory estimate of a tile (bytes):
   (:func:`resin.runtime.blocks.working_bytes`): the block's two float32 accumulators,
   finished blocks queued for the writer, and the tiles read ahead or in flight, for the
   block the run will use with that tile (``--block`` or the default, in whole chunks).
+
+On a CPU engine both share one budget (``--memory``, default :data:`DEFAULT_SHARE` of the
+available RAM). On a GPU engine the activations live in GPU memory and are held to a
+device budget (``--memory``, default :data:`DEFAULT_DEVICE_SHARE` of the GPU's free
+memory), together with, on the GPU-resident path (:mod:`resin.runtime.device`), the
+block's accumulators, two finalized blocks and a tile's output and core; the host buffers
+are held to the default RAM budget.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from resin.runtime.blocks import make_block_plan, working_bytes
@@ -40,6 +47,9 @@ Triple = tuple[int, int, int]
 
 #: default share of the available memory a run may plan for
 DEFAULT_SHARE = 0.25
+#: default share of a GPU engine's free device memory a run may plan for (the engine's own
+#: workspace and the CUDA context come on top)
+DEFAULT_DEVICE_SHARE = 0.5
 #: engine bytes per voxel when the model does not record its features
 FALLBACK_BYTES_PER_VOXEL = 1024
 #: candidate tiles per axis in the search (thinned evenly beyond this)
@@ -68,6 +78,37 @@ def default_budget() -> int:
     return max(GiB, int(DEFAULT_SHARE * free)) if free else 4 * GiB
 
 
+def free_device_memory(engine: object) -> int | None:
+    """Free bytes of the GPU ``engine`` runs on; None for a CPU engine or when the backend
+    cannot tell (it has no ``device_memory()``, or that fails or reports no finite
+    figure, as Numba's CUDA simulator does)."""
+    if not str(getattr(engine, "device", "cpu")).startswith("cuda"):
+        return None
+    query = getattr(engine, "device_memory", None)
+    if not callable(query):
+        return None
+    try:
+        info = query()
+    except Exception:  # noqa: BLE001 - an unknown figure, not a failed run
+        return None
+    if info is None:
+        return None
+    free = float(info[0])
+    return int(free) if math.isfinite(free) and free > 0 else None
+
+
+def default_device_budget(free: int) -> int:
+    """:data:`DEFAULT_DEVICE_SHARE` of a GPU's free memory, at least 256 MiB."""
+    return max(256 * 1024**2, int(DEFAULT_DEVICE_SHARE * free))
+
+
+def device_blend_bytes(block_voxels: Any, tile_voxels: Any, scale_voxels: int) -> Any:
+    """GPU memory of the GPU-resident blend besides the network's: the block's two float32
+    accumulators, two finalized blocks (one being copied out; float32, the widest), and one
+    tile's output and kept core."""
+    return 2 * 4 * block_voxels + 2 * 4 * block_voxels + 2 * 4 * tile_voxels * scale_voxels
+
+
 def engine_bytes_per_voxel(meta: ModelMetadata) -> float:
     """Estimated activation bytes per output-grid voxel of a tile (module docstring)."""
     features = (meta.generator or {}).get("features")
@@ -81,9 +122,13 @@ class TileChoice:
     """The tile a budget allows, with what it costs and keeps."""
 
     tile: Triple
+    #: bytes planned for in the budget's memory: all of it on a CPU engine, the host
+    #: buffers on a GPU engine
     memory: int
     kept_share: float
     calls: int
+    #: bytes planned for on the GPU (0 on a CPU engine)
+    device_memory: int = 0
 
 
 @dataclass(frozen=True)
@@ -129,13 +174,16 @@ def _axis_candidates(n: int, halo: int, m: int, scale: int, block: int | None,
 def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
                 scale: Sequence[int], budget: int, bytes_per_voxel: float,
                 block: Sequence[int] | None = None, shards: Sequence[int] | None = None,
-                bounds: tuple[Triple, Triple] | None = None) -> TileChoice:
+                bounds: tuple[Triple, Triple] | None = None,
+                device_budget: int | None = None, device_blend: bool = False) -> TileChoice:
     """The tile keeping the largest share of what is computed within ``budget`` bytes.
 
     ``bounds``: (smallest, largest) tile the engine accepts (a TensorRT profile).
     ``block`` and ``shards``: the run's settings (None: defaults), whose block accumulators
-    count. If nothing fits, the tile needing the least memory (its estimate in
-    :attr:`TileChoice.memory` is then over the budget).
+    count. ``device_budget``: a GPU engine's budget (module docstring): the activations
+    (and with ``device_blend`` the GPU-resident blend's buffers) must fit it and the host
+    buffers ``budget``. If nothing fits, the tile needing the least memory (its estimate
+    is then over the budget).
     """
     if budget <= 0:
         raise UsageError(f"the memory budget must be positive, got {budget} bytes")
@@ -150,18 +198,30 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
     tile_voxels = z[:, None, None] * y[None, :, None] * x[None, None, :]
     blocks = (axes[0].block[:, None, None] * axes[1].block[None, :, None]
               * axes[2].block[None, None, :]).astype(np.float64)
+    if device_budget is not None and device_budget <= 0:
+        raise UsageError(f"the GPU memory budget must be positive, got {device_budget} bytes")
     # the engine's activations, plus the pipeline's buffers by the run's own rule (a
     # float32 output: the widest there is)
-    memory = (tile_voxels * scale_voxels * bytes_per_voxel
-              + working_bytes(blocks, tile_voxels, scale_voxels, 4))
+    activations = tile_voxels * scale_voxels * bytes_per_voxel
+    host = working_bytes(blocks, tile_voxels, scale_voxels, 4)
+    if device_budget is None:
+        memory, device = activations + host, np.zeros_like(activations)
+        fits = memory <= budget
+        need = memory / budget
+    else:
+        memory = host + np.zeros_like(activations)
+        device = activations + (device_blend_bytes(blocks, tile_voxels, scale_voxels)
+                                if device_blend else 0.0)
+        fits = (memory <= budget) & (device <= device_budget)
+        need = np.maximum(memory / budget, device / device_budget)
     calls = (axes[0].calls[:, None, None] * axes[1].calls[None, :, None]
              * axes[2].calls[None, None, :])
     share = math.prod(int(s) for s in shape) / (calls * tile_voxels)
-    fits = memory <= budget
     if not fits.any():
-        fits = memory == memory.min()
+        fits = need == need.min()
     score = np.where(fits, np.round(share, 9), -1.0)
-    order = np.lexsort((memory.ravel(), calls.ravel(), -score.ravel()))
+    order = np.lexsort(((memory + device).ravel(), calls.ravel(), -score.ravel()))
     i, j, k = np.unravel_index(order[0], memory.shape)
     return TileChoice(tile=(int(z[i]), int(y[j]), int(x[k])), memory=int(memory[i, j, k]),
-                      kept_share=float(share[i, j, k]), calls=int(calls[i, j, k]))
+                      kept_share=float(share[i, j, k]), calls=int(calls[i, j, k]),
+                      device_memory=int(device[i, j, k]))

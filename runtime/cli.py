@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tile size in input voxels including the halo (default: the "
                              "tile keeping the most of what it computes within --memory)")
     parser.add_argument("--memory", type=float, default=None, metavar="GiB",
-                        help="memory the tiles and block buffers may use (default: a quarter "
-                             "of the available memory)")
+                        help="memory the tiles and block buffers may use: RAM on the CPU "
+                             "(default: a quarter of the available memory), GPU memory on a "
+                             "GPU (default: half of the free device memory)")
     parser.add_argument("--exact-halo", action="store_true",
                         help="give tiles the model's exact receptive field as halo instead "
                              "of its tolerant halo (the smallest whose cut changes the output "

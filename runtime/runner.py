@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from resin.runtime.backends._base import Backend
+from resin.runtime.backends._base import Backend, device_resident
 from resin.runtime.blocks import (
     DEFAULT_CHUNK,
     Block,
@@ -31,7 +31,9 @@ from resin.runtime.budget import (
     TileChoice,
     choose_tile,
     default_budget,
+    default_device_budget,
     engine_bytes_per_voxel,
+    free_device_memory,
 )
 from resin.runtime.normalize import Levels, sample_levels
 from resin.runtime.pipeline import (
@@ -160,7 +162,9 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
     if requested is None and bounds is not None and settings.memory is None:
         requested = bounds[1]  # the tile the engine was built and tuned for
     elif requested is None and overlap == 0:
-        requested = budget_tile(meta, shape, halo, scale, settings, bounds).tile  # type: ignore[arg-type]
+        requested = budget_tile(meta, shape, halo, scale, settings, bounds,  # type: ignore[arg-type]
+                                free_device_memory(engine),
+                                settings.device_blend and device_resident(engine)).tile
     plan = plan_tiles(shape, requested, halo, meta.size_multiple,
                       overlap, scale)  # type: ignore[arg-type]
     for i, axis in enumerate(plan.axes):
@@ -181,13 +185,22 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
 
 def budget_tile(meta: ModelMetadata, shape: Triple, halo: Triple, scale: Triple,
                 settings: TileSettings,
-                bounds: tuple[Triple, Triple, Triple] | None = None) -> TileChoice:
-    """The tile :func:`resin.runtime.budget.choose_tile` picks for this run's budget."""
-    budget = (int(settings.memory * GiB) if settings.memory is not None
-              else default_budget())
+                bounds: tuple[Triple, Triple, Triple] | None = None,
+                device_free: int | None = None, device_blend: bool = False) -> TileChoice:
+    """The tile :func:`resin.runtime.budget.choose_tile` picks for this run's budget.
+
+    ``device_free``: the free memory of a GPU engine's device (None: a CPU engine). Then
+    ``--memory`` is GPU memory (default: a share of ``device_free``) and the host buffers
+    get the default RAM budget; otherwise ``--memory`` is RAM for both."""
+    given = None if settings.memory is None else int(settings.memory * GiB)
+    if device_free is None:
+        budget, device_budget = given or default_budget(), None
+    else:
+        budget, device_budget = default_budget(), given or default_device_budget(device_free)
     return choose_tile(shape, halo, meta.size_multiple, scale, budget,
                        engine_bytes_per_voxel(meta), settings.block, settings.shards,
-                       None if bounds is None else (bounds[0], bounds[2]))
+                       None if bounds is None else (bounds[0], bounds[2]),
+                       device_budget=device_budget, device_blend=device_blend)
 
 
 def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:

@@ -18,7 +18,9 @@ class Backend(Protocol):
     for a bad model and :class:`resin.errors.BackendError` /
     :class:`resin.errors.MissingDependencyError` when this backend cannot run it here);
     ``infer`` takes and returns float32 NumPy arrays (the backend converts to the model's
-    I/O dtype and device); ``close`` releases the engine and device memory.
+    I/O dtype and device); ``close`` releases the engine and device memory. A GPU backend
+    may also have ``device_memory() -> (free, total)`` bytes of its device, which the tile
+    budget reads (:func:`resin.runtime.budget.free_device_memory`).
     """
 
     name: str
@@ -55,3 +57,19 @@ def device_resident(engine: Backend) -> bool:
     """Whether ``engine`` can leave tile outputs on the GPU (see :class:`DeviceBackend`)."""
     return bool(getattr(engine, "device_resident", False)) and callable(
         getattr(engine, "infer_device", None))
+
+
+def cuda_memory_info(device: str) -> tuple[int, int] | None:
+    """(free, total) bytes of CUDA device ``cuda[:N]`` through Numba, or None when Numba's
+    CUDA is not available (the simulator reports infinite memory, which the caller drops)."""
+    try:
+        from numba import cuda
+
+        if not cuda.is_available():
+            return None
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        with cuda.gpus[index]:
+            info = cuda.current_context().get_memory_info()
+    except Exception:  # noqa: BLE001 - no figure is not a failure
+        return None
+    return info[0], info[1]

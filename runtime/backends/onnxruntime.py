@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from resin.runtime.backends._base import cuda_memory_info
 
 from resin import _log
 from resin._cache import cache_dir, file_sha256
@@ -250,6 +251,13 @@ class OnnxRuntimeBackend:
                             list(shape), int(out.__cuda_array_interface__["data"][0]))
         self._session.run_with_iobinding(binding)
         return out
+
+    def device_memory(self) -> tuple[int, int] | None:
+        """(free, total) bytes of the CUDA device this engine runs on (through Numba), or
+        None on the CPU or without Numba's CUDA."""
+        if not self.device.startswith("cuda"):
+            return None
+        return cuda_memory_info(self.device)
 
     def close(self) -> None:
         self._session = None

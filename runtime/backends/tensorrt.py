@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from resin.runtime.backends._base import cuda_memory_info
 
 from resin._optional import require
 from resin._tensorrt_log import tensorrt_logger
@@ -166,6 +167,13 @@ class TensorRTBackend:
         if not ctx.execute_async_v3(int(self._stream)):
             raise BackendError(f"TensorRT failed to run a tile of {shape} ({self._why()})")
         return out
+
+    def device_memory(self) -> tuple[int, int] | None:
+        """(free, total) bytes of the CUDA device this engine runs on (through Numba), or
+        None on the CPU or without Numba's CUDA."""
+        if not self.device.startswith("cuda"):
+            return None
+        return cuda_memory_info(self.device)
 
     def infer(self, tile: np.ndarray) -> np.ndarray:
         if self._context is None:

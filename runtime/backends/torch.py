@@ -66,6 +66,13 @@ class TorchBackend:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             return np.ascontiguousarray(self._net(x).float().cpu().numpy())
 
+    def device_memory(self) -> tuple[int, int] | None:
+        """(free, total) bytes of the CUDA device the model runs on; None on the CPU."""
+        if self._torch is None or not self.device.startswith("cuda"):
+            return None
+        free, total = self._torch.cuda.mem_get_info(self._torch.device(self.device))
+        return int(free), int(total)
+
     def close(self) -> None:
         self._net = None
         if self._torch is not None and self.device.startswith("cuda"):

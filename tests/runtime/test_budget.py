@@ -82,6 +82,70 @@ def test_default_budget_is_a_share_of_the_available_memory(monkeypatch):
     assert default_budget() == 4 * GiB
 
 
+class _Gpu:
+    """An engine on a GPU with ``free`` bytes of free device memory."""
+
+    name, device, device_resident = "fake-gpu", "cuda:0", False
+    metadata = ModelMetadata(halo=(4, 4, 4), size_multiple=4, generator={"features": [8, 16, 32]},
+                             normalization=NormalizationRecord(low_percentile=1,
+                                                               high_percentile=99))
+
+    def __init__(self, free: float) -> None:
+        self.free = free
+
+    def device_memory(self):
+        return self.free, 80 * GiB
+
+
+def test_a_gpu_engine_plans_its_activations_within_its_device_memory(monkeypatch):
+    from resin.runtime import budget
+
+    monkeypatch.setattr(budget, "available_memory", lambda: 64 * GiB)  # plenty of RAM
+    shape = (200, 1000, 1000)
+    small = make_plan(_Gpu(0.5 * GiB), shape, TileSettings())
+    large = make_plan(_Gpu(40 * GiB), shape, TileSettings())
+    assert math.prod(small.tile) < math.prod(large.tile)
+    for free in (0.5 * GiB, 40 * GiB):  # the activations fit half of the free memory
+        tile = make_plan(_Gpu(free), shape, TileSettings()).tile
+        assert math.prod(tile) * BYTES <= budget.DEFAULT_DEVICE_SHARE * free
+    # --memory is GPU memory on a GPU engine, whatever the device has free
+    given = make_plan(_Gpu(40 * GiB), shape, TileSettings(memory=0.5)).tile
+    assert math.prod(given) * BYTES <= 0.5 * GiB
+    # and RAM on a CPU engine: the host buffers count too, so the same 0.5 GiB buys less
+    cpu = choose_tile(shape, (4, 4, 4), 4, (1, 1, 1), GiB // 2, BYTES)
+    assert math.prod(cpu.tile) <= math.prod(given)
+    # the GPU-resident blend keeps its block buffers on the device as well
+    bare = choose_tile(shape, (4, 4, 4), 4, (1, 1, 1), 16 * GiB, BYTES, device_budget=GiB)
+    blend = choose_tile(shape, (4, 4, 4), 4, (1, 1, 1), 16 * GiB, BYTES, device_budget=GiB,
+                        device_blend=True)
+    assert bare.device_memory <= GiB and blend.device_memory <= GiB
+    assert blend.device_memory > math.prod(blend.tile) * BYTES
+    assert bare.memory <= 16 * GiB and bare.device_memory == pytest.approx(
+        math.prod(bare.tile) * BYTES)
+
+
+def test_gpu_memory_that_cannot_be_read_falls_back_to_the_ram_budget():
+    from resin.runtime.budget import free_device_memory
+
+    assert free_device_memory(_Gpu(8 * GiB)) == 8 * GiB
+    assert free_device_memory(_Gpu(float("inf"))) is None  # Numba's simulator
+    assert free_device_memory(_Bounded()) is None  # a CPU engine
+
+    class Failing(_Gpu):
+        def device_memory(self):
+            raise RuntimeError("no driver")
+
+    class OnCpu(_Gpu):
+        device = "cpu"
+
+    assert free_device_memory(Failing(0)) is None
+    assert free_device_memory(OnCpu(8 * GiB)) is None
+    shape = (200, 1000, 1000)  # --memory 0.25 is then RAM for activations and buffers alike
+    unread = make_plan(Failing(0), shape, TileSettings(memory=0.25)).tile
+    assert unread == make_plan(OnCpu(8 * GiB), shape, TileSettings(memory=0.25)).tile
+    assert unread != make_plan(_Gpu(8 * GiB), shape, TileSettings(memory=0.25)).tile
+
+
 def test_tiles_get_the_tolerant_halo_unless_asked_for_the_exact_one():
     from resin.runtime.runner import halo_kind
 
