@@ -27,8 +27,11 @@ from resin.runtime.blocks import (
     make_block_plan,
 )
 from resin.runtime.budget import (
+    DEFAULT_DEVICE_SHARE,
+    DEFAULT_SHARE,
     GiB,
     TileChoice,
+    available_memory,
     choose_tile,
     default_budget,
     default_device_budget,
@@ -203,6 +206,26 @@ def budget_tile(meta: ModelMetadata, shape: Triple, halo: Triple, scale: Triple,
                        device_budget=device_budget, device_blend=device_blend)
 
 
+def budget_note(engine: Backend, settings: TileSettings) -> str:
+    """Which memory budget chose the tile, as :func:`make_plan` sets it ('' when no budget
+    did: a given ``--tile``, ``--overlap``'s default core, a TensorRT plan's tuned tile)."""
+    if (settings.tile is not None or settings.overlap
+            or (engine.metadata.tile_range() is not None and settings.memory is None)):
+        return ""
+    given = None if settings.memory is None else f"--memory {settings.memory:g} GiB"
+    free = free_device_memory(engine)
+    if free is not None:
+        share = f"{DEFAULT_DEVICE_SHARE:.0%} of the {free / GiB:.1f} GiB free"
+        return (f"within {given or f'{default_device_budget(free) / GiB:.1f} GiB ({share})'}"
+                " of GPU memory")
+    if given:
+        return f"within {given} of RAM"
+    available = available_memory()
+    share = (f" ({DEFAULT_SHARE:.0%} of the {available / GiB:.1f} GiB available)"
+             if available else "")
+    return f"within {default_budget() / GiB:.1f} GiB of RAM{share}"
+
+
 def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
     """Before a run: the tile, the share of computed voxels kept, the network calls and,
     with more than one call, a time estimate from one probe call of the engine (on a tile
@@ -212,7 +235,9 @@ def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
     meta = engine.metadata
     halo = "exact" if halo_kind(meta, settings) == "exact" else (
         f"tolerant, {meta.halo_tolerance:g} of the range")
-    line = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}): keeps "
+    note = budget_note(engine, settings)
+    line = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}"
+            f"{', chosen ' + note if note else ''}): keeps "
             f"{100 * kept:.1f} % of the voxels it computes; {plan.n_tiles} network calls")
     if plan.n_tiles > 1:
         m = meta.size_multiple

@@ -124,6 +124,22 @@ def test_a_gpu_engine_plans_its_activations_within_its_device_memory(monkeypatch
         math.prod(bare.tile) * BYTES)
 
 
+def test_the_plan_says_which_budget_chose_the_tile(monkeypatch):
+    from resin.runtime import budget
+    from resin.runtime.runner import budget_note
+
+    monkeypatch.setattr(budget, "available_memory", lambda: 64 * GiB)
+    monkeypatch.setattr("resin.runtime.runner.available_memory", lambda: 64 * GiB)
+    assert budget_note(_Gpu(40 * GiB), TileSettings()) == (
+        "within 20.0 GiB (50% of the 40.0 GiB free) of GPU memory")
+    assert budget_note(_Gpu(40 * GiB), TileSettings(memory=2)) == (
+        "within --memory 2 GiB of GPU memory")
+    assert budget_note(_Bounded(), TileSettings()) == (
+        "within 16.0 GiB of RAM (25% of the 64.0 GiB available)")
+    assert budget_note(_Gpu(40 * GiB), TileSettings(tile=(16, 16, 16))) == ""
+    assert budget_note(_Gpu(40 * GiB), TileSettings(overlap=4)) == ""
+
+
 def test_gpu_memory_that_cannot_be_read_falls_back_to_the_ram_budget():
     from resin.runtime.budget import free_device_memory
 
@@ -176,6 +192,7 @@ def test_resin_run_logs_the_plan_and_records_the_halo(cli, fast_model, tmp_path)
                "--exact-halo")
     assert proc.returncode == 0, proc.stderr
     assert "keeps" in proc.stderr and "network calls" in proc.stderr, proc.stderr
+    assert "chosen within --memory 0.5 GiB of RAM" in proc.stderr, proc.stderr
     attrs = zarr.open_group(tmp_path / "out.ome.zarr", mode="r").attrs["resin"]
     assert attrs["halo_kind"] == "exact"
     assert json.dumps(attrs["halo"]) == "[3, 3, 3]"
