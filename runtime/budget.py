@@ -209,7 +209,7 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
         fits = memory <= budget
         need = memory / budget
     else:
-        memory = host + np.zeros_like(activations)
+        memory = host
         device = activations + (device_blend_bytes(blocks, tile_voxels, scale_voxels)
                                 if device_blend else 0.0)
         fits = (memory <= budget) & (device <= device_budget)

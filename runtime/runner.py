@@ -164,7 +164,7 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
     requested = tile or settings.tile
     if requested is None and bounds is not None and settings.memory is None:
         requested = bounds[1]  # the tile the engine was built and tuned for
-    elif requested is None and overlap == 0:
+    elif requested is None and budget_chooses(meta, settings):
         requested = budget_tile(meta, shape, halo, scale, settings, bounds,  # type: ignore[arg-type]
                                 free_device_memory(engine),
                                 settings.device_blend and device_resident(engine)).tile
@@ -195,35 +195,47 @@ def budget_tile(meta: ModelMetadata, shape: Triple, halo: Triple, scale: Triple,
     ``device_free``: the free memory of a GPU engine's device (None: a CPU engine). Then
     ``--memory`` is GPU memory (default: a share of ``device_free``) and the host buffers
     get the default RAM budget; otherwise ``--memory`` is RAM for both."""
-    given = None if settings.memory is None else int(settings.memory * GiB)
-    if device_free is None:
-        budget, device_budget = given or default_budget(), None
-    else:
-        budget, device_budget = default_budget(), given or default_device_budget(device_free)
+    budget, device_budget = run_budgets(settings, device_free)
     return choose_tile(shape, halo, meta.size_multiple, scale, budget,
                        engine_bytes_per_voxel(meta), settings.block, settings.shards,
                        None if bounds is None else (bounds[0], bounds[2]),
                        device_budget=device_budget, device_blend=device_blend)
 
 
+def budget_chooses(meta: ModelMetadata, settings: TileSettings) -> bool:
+    """Whether :func:`make_plan` takes the tile from the memory budget: no ``--tile``, no
+    ``--overlap`` (whose default tile is a fixed core) and not a TensorRT plan run without
+    ``--memory`` (which gets the tile it was tuned for)."""
+    return (settings.tile is None and not settings.overlap
+            and not (meta.tile_range() is not None and settings.memory is None))
+
+
+def run_budgets(settings: TileSettings, device_free: int | None) -> tuple[int, int | None]:
+    """(RAM budget, GPU budget) in bytes: ``--memory`` is GPU memory on a GPU engine
+    (``device_free`` known), RAM otherwise; what it does not set takes its default."""
+    given = None if settings.memory is None else int(settings.memory * GiB)
+    if device_free is None:
+        return given or default_budget(), None
+    return default_budget(), given or default_device_budget(device_free)
+
+
 def budget_note(engine: Backend, settings: TileSettings) -> str:
-    """Which memory budget chose the tile, as :func:`make_plan` sets it ('' when no budget
-    did: a given ``--tile``, ``--overlap``'s default core, a TensorRT plan's tuned tile)."""
-    if (settings.tile is not None or settings.overlap
-            or (engine.metadata.tile_range() is not None and settings.memory is None)):
+    """Which memory budget chose the tile ('' when no budget did, see
+    :func:`budget_chooses`)."""
+    if not budget_chooses(engine.metadata, settings):
         return ""
-    given = None if settings.memory is None else f"--memory {settings.memory:g} GiB"
     free = free_device_memory(engine)
-    if free is not None:
-        share = f"{DEFAULT_DEVICE_SHARE:.0%} of the {free / GiB:.1f} GiB free"
-        return (f"within {given or f'{default_device_budget(free) / GiB:.1f} GiB ({share})'}"
-                " of GPU memory")
-    if given:
-        return f"within {given} of RAM"
+    budget, device_budget = run_budgets(settings, free)
+    where = "RAM" if device_budget is None else "GPU memory"
+    if settings.memory is not None:
+        return f"within --memory {settings.memory:g} GiB of {where}"
+    if device_budget is not None:
+        return (f"within {device_budget / GiB:.1f} GiB ({DEFAULT_DEVICE_SHARE:.0%} of the "
+                f"{free / GiB:.1f} GiB free) of {where}")
     available = available_memory()
     share = (f" ({DEFAULT_SHARE:.0%} of the {available / GiB:.1f} GiB available)"
              if available else "")
-    return f"within {default_budget() / GiB:.1f} GiB of RAM{share}"
+    return f"within {budget / GiB:.1f} GiB of {where}{share}"
 
 
 def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
