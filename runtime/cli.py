@@ -135,8 +135,6 @@ def _write_report(input: str, output: str, model: tuple[Path, str],
                   levels: tuple[float, float]) -> None:
     """The spectral report, and the consistency residual with its map when the model has
     D (:mod:`resin.consistency`); a problem with D is a warning, never a failed run."""
-    from dataclasses import replace
-
     from resin import _log
     from resin.consistency import consistency_on_files, open_degrader
     from resin.io import open_volume
@@ -157,8 +155,7 @@ def _write_report(input: str, output: str, model: tuple[Path, str],
                 regions = sample_regions(src.shape, dst.shape)
             cons = consistency_on_files(input, output, found, *levels, *regions)
             mean, p99 = residual_stats(cons.raw, cons.degraded)
-            rep = replace(rep, residual=mean, residual_p99=p99,
-                          consistency=cons.record(found.source, found.halo))
+            rep = rep.with_consistency(mean, p99, cons.record(found.source, found.halo))
     except Exception as exc:  # noqa: BLE001 - a report must never fail a finished run
         found, cons = f"warning: consistency not measured ({type(exc).__name__}: {exc})", None
     if cons is None:

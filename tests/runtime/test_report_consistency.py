@@ -167,3 +167,34 @@ def test_a_pt_without_d_says_so_in_one_line(cli, tmp_path, rng):
     lines = [ln for ln in proc.stderr.splitlines() if "D(F(y))" in ln]
     assert len(lines) == 1 and "bare.pt carries no D" in lines[0]
     assert json.loads((tmp_path / "out.tif.report.json").read_text())["residual"] is None
+
+
+def test_an_output_that_does_not_explain_the_input_is_a_warning_in_the_run_report(
+        models, tmp_path, rng, monkeypatch):
+    """The warning is decided once the residual is known (after the spectral report), so
+    `resin-run --report` carries it as `resin train`'s report does."""
+    from resin.runtime import Enhancer
+    from resin.runtime.cli import _write_report
+
+    import resin.report
+
+    vol = _volume(rng)
+    src, out = tmp_path / "in.tif", tmp_path / "out.tif"
+    write_volume(src, vol)
+    onnx = models["plain"].with_suffix(".onnx")
+    with Enhancer(onnx, device="cpu", exact_halo=True) as enh:
+        levels = enh.run(src, out).levels
+        sha = enh.metadata.weights_sha256
+    report = tmp_path / "out.tif.report.json"
+
+    def notes_with_threshold(threshold: float) -> list[str]:
+        monkeypatch.setattr(resin.report, "INCONSISTENT_RESIDUAL", threshold)
+        _write_report(str(src), str(out), (onnx, sha), (levels.low, levels.high))
+        data = json.loads(report.read_text())
+        assert data["residual"] > 0
+        return [n for n in data["notes"] if "does not explain the input" in n]
+
+    assert not notes_with_threshold(1e9)
+    residual = json.loads(report.read_text())["residual"]
+    assert not notes_with_threshold(2 * residual)
+    assert notes_with_threshold(residual / 2)
