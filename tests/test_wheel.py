@@ -40,7 +40,7 @@ def test_wheel_contains_every_module(tmp_path):
     assert not missing, f"modules missing from the wheel: {missing}"
     assert "resin/py.typed" in names
     # the bundled default model: resin-run without --engine needs it in every install
-    for name in ("default.onnx", "default.pt", "MODEL_CARD.md"):
+    for name in ("default.onnx", "default.degrader.onnx", "default.pt", "MODEL_CARD.md"):
         assert f"resin/data/{name}" in names, name
     # the napari plugin's manifest, and the entry point napari finds it by
     assert "resin/napari/napari.yaml" in names
