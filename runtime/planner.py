@@ -118,6 +118,8 @@ class TilePlan:
     axes: tuple[AxisPlan, AxisPlan, AxisPlan]
     #: each voxel kept from one tile (no extra overlap); False: overlapping cores blended
     partition: bool = True
+    #: which memory budget chose the tile, for the run's log ('' when none did)
+    budget: str = ""
 
     def kept_region(self, tile: Tile) -> tuple[tuple[slice, slice, slice], Triple]:
         """What tile ``tile`` contributes: the slices of its network output and where that

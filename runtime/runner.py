@@ -162,14 +162,16 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
     halo = meta.tiling_halo(settings.exact_halo)
     overlap = settings.overlap or 0
     requested = tile or settings.tile
+    note = ""
     if requested is None and bounds is not None and settings.memory is None:
         requested = bounds[1]  # the tile the engine was built and tuned for
     elif requested is None and budget_chooses(meta, settings):
+        free = free_device_memory(engine)  # once: the log names the budget that chose
         requested = budget_tile(meta, shape, halo, scale, settings, bounds,  # type: ignore[arg-type]
-                                free_device_memory(engine),
-                                settings.device_blend and device_resident(engine)).tile
-    plan = plan_tiles(shape, requested, halo, meta.size_multiple,
-                      overlap, scale)  # type: ignore[arg-type]
+                                free, settings.device_blend and device_resident(engine)).tile
+        note = budget_note(settings, free)
+    plan = replace(plan_tiles(shape, requested, halo, meta.size_multiple,
+                              overlap, scale), budget=note)  # type: ignore[arg-type]
     for i, axis in enumerate(plan.axes):
         if overlap > axis.core // 2 and len(axis.starts) > 1:
             raise UsageError(f"--overlap {overlap} is more than half of the tile's core "
@@ -219,12 +221,10 @@ def run_budgets(settings: TileSettings, device_free: int | None) -> tuple[int, i
     return default_budget(), given or default_device_budget(device_free)
 
 
-def budget_note(engine: Backend, settings: TileSettings) -> str:
-    """Which memory budget chose the tile ('' when no budget did, see
-    :func:`budget_chooses`)."""
-    if not budget_chooses(engine.metadata, settings):
-        return ""
-    free = free_device_memory(engine)
+def budget_note(settings: TileSettings, device_free: int | None) -> str:
+    """The memory budget that chose a tile when :func:`budget_chooses` (``device_free``:
+    the GPU engine's free memory as the planner read it; None: a CPU engine)."""
+    free = device_free
     budget, device_budget = run_budgets(settings, free)
     where = "RAM" if device_budget is None else "GPU memory"
     if settings.memory is not None:
@@ -247,9 +247,8 @@ def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
     meta = engine.metadata
     halo = "exact" if halo_kind(meta, settings) == "exact" else (
         f"tolerant, {meta.halo_tolerance:g} of the range")
-    note = budget_note(engine, settings)
     line = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}"
-            f"{', chosen ' + note if note else ''}): keeps "
+            f"{', chosen ' + plan.budget if plan.budget else ''}): keeps "
             f"{100 * kept:.1f} % of the voxels it computes; {plan.n_tiles} network calls")
     if plan.n_tiles > 1:
         m = meta.size_multiple

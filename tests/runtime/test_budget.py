@@ -126,18 +126,39 @@ def test_a_gpu_engine_plans_its_activations_within_its_device_memory(monkeypatch
 
 def test_the_plan_says_which_budget_chose_the_tile(monkeypatch):
     from resin.runtime import budget
-    from resin.runtime.runner import budget_note
 
     monkeypatch.setattr(budget, "available_memory", lambda: 64 * GiB)
     monkeypatch.setattr("resin.runtime.runner.available_memory", lambda: 64 * GiB)
-    assert budget_note(_Gpu(40 * GiB), TileSettings()) == (
+    shape = (64, 256, 256)
+    assert make_plan(_Gpu(40 * GiB), shape, TileSettings()).budget == (
         "within 20.0 GiB (50% of the 40.0 GiB free) of GPU memory")
-    assert budget_note(_Gpu(40 * GiB), TileSettings(memory=2)) == (
+    assert make_plan(_Gpu(40 * GiB), shape, TileSettings(memory=2)).budget == (
         "within --memory 2 GiB of GPU memory")
-    assert budget_note(_Bounded(), TileSettings()) == (
+    assert make_plan(_Bounded(), shape, TileSettings()).budget == (
         "within 16.0 GiB of RAM (25% of the 64.0 GiB available)")
-    assert budget_note(_Gpu(40 * GiB), TileSettings(tile=(16, 16, 16))) == ""
-    assert budget_note(_Gpu(40 * GiB), TileSettings(overlap=4)) == ""
+    assert make_plan(_Gpu(40 * GiB), shape, TileSettings(tile=(16, 16, 16))).budget == ""
+    assert make_plan(_Gpu(40 * GiB), shape, TileSettings(overlap=4)).budget == ""
+
+
+def test_free_gpu_memory_is_read_once_per_plan_and_the_log_names_that_figure(monkeypatch):
+    """The plan's log line used to read free GPU memory again, and could name another figure
+    than the one the tile was chosen with."""
+    from resin.runtime import runner
+
+    class Draining(_Gpu):
+        calls = 0
+
+        def device_memory(self):
+            Draining.calls += 1
+            return 40 * GiB / Draining.calls, 80 * GiB
+
+    lines: list[str] = []
+    monkeypatch.setattr(runner._log, "log", lines.append)
+    engine = Draining(0)
+    plan = make_plan(engine, (64, 256, 256), TileSettings())
+    runner.log_plan(engine, plan, TileSettings())
+    assert Draining.calls == 1
+    assert "(50% of the 40.0 GiB free) of GPU memory" in lines[0]
 
 
 def test_gpu_memory_that_cannot_be_read_falls_back_to_the_ram_budget():
