@@ -17,6 +17,13 @@ One run, one simulated uint16 volume, the same weights, tile and overlap everywh
        (kept / computed voxels), the share of computed voxels outside the volume (the
        padded faces), network calls, speed, and the largest deviation from
        one-tile inference of the whole volume (exact halo), as a fraction of its range
+  (f)  resin at its defaults against MONAI as a new user would call it: roi 96x160x160,
+       mode="gaussian" (MONAI's default sigma), overlap 0.25 and 0.5, the same ONNX model
+       through the same ONNX Runtime session type for both; in-memory float32 volume in,
+       float32 out; speed, peak RSS, and every output's largest deviation from one-tile
+       inference, inside the volume and in the band of one exact halo at its faces
+       (`--only monai`; the reference is skipped above 20 M padded voxels); and resin
+       within `--memory 0.5`
 
 MONAI's roi is resin's tile and its overlap fraction is resin's halo share of the tile, so
 both step by the same stride. They do not make the same number of network calls: resin's
@@ -31,10 +38,13 @@ Each measurement runs in its own subprocess; peak memory is that process's own m
 
     python bench/runtime.py --only blocks        # (d) alone
     python bench/runtime.py --only halo          # (e) alone
+    python bench/runtime.py --only monai --shape 96 256 256    # (f) alone
 
 Goals: (b)/(a) >= 0.9; (b) >= 1.5x (c) in speed and <= 0.5x in peak memory; peak memory of
 (b2) about that of (b); (d) peak memory doubled-in-Y-and-X / base <= 1.1, redundant calls
-< 15 %, workers 2 vs 1 identical bytes.
+< 15 %, workers 2 vs 1 identical bytes; (f) resin at its defaults >= 1x MONAI's speed at
+overlap 0.25 and >= 2x at 0.5, within 1e-3 of one-tile inference, <= 0.5x MONAI's peak RSS
+(the issue's volume for RSS: 128x512x512).
 """
 
 from __future__ import annotations
@@ -51,10 +61,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PT = REPO / "resin" / "data" / "default.pt"
 
+# Peak RSS is the process's own high-water mark (VmHWM). getrusage's ru_maxrss is not: Linux
+# carries it across fork and exec, so a child of a parent holding gigabytes reports those.
 _CHILD_PRELUDE = """
 import json, resource, sys, time
+def _peak_rss_mb():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 def _report(**kw):
-    kw["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kw["peak_rss_mb"] = _peak_rss_mb()
     print("BENCH " + json.dumps(kw))
 """
 
@@ -121,7 +142,54 @@ _report(seconds=dt, voxels=int(vol.size), tiles=windows)
 """
 
 
-def _child(name: str, code: str, *args: str, env: dict | None = None) -> dict:
+# (f): the volume (float32 .npy) and the levels come from the parent, so every method
+# normalizes alike and its output can be compared with the one-tile reference.
+ENHANCER = _CHILD_PRELUDE + """
+import numpy as np
+from resin.runtime import Enhancer
+from resin.runtime.normalize import Levels
+from resin.runtime.runner import make_plan
+model, src, dst, levels = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+memory = json.loads(sys.argv[5])  # GiB, or null: the default budget
+vol = np.load(src)
+with Enhancer(model, backend="onnxruntime", device="cpu", memory=memory) as enh:
+    plan = make_plan(enh.engine, vol.shape, enh.settings)
+    t = time.perf_counter()
+    out = enh.enhance(vol, Levels(**levels))
+    dt = time.perf_counter() - t
+np.save(dst, out)
+_report(seconds=dt, voxels=int(vol.size), tiles=plan.n_tiles, tile=list(plan.tile))
+"""
+
+MONAI_ORT = _CHILD_PRELUDE + """
+import numpy as np, torch
+from monai.data.utils import dense_patch_slices
+from monai.inferers import sliding_window_inference
+from monai.inferers.utils import _get_scan_interval
+from resin.runtime.backends import load_backend
+model, src, dst, levels = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+roi, overlap = json.loads(sys.argv[5]), float(sys.argv[6])
+vol = np.load(src)
+engine = load_backend(model, "onnxruntime", "cpu")
+torch.set_grad_enabled(False)
+def predictor(x):
+    return torch.from_numpy(engine.infer(np.ascontiguousarray(x.numpy())))
+low, high = np.float32(levels["low"]), np.float32(levels["high"])
+windows = len(dense_patch_slices(vol.shape, roi,
+                                 _get_scan_interval(vol.shape, roi, 3, [overlap] * 3)))
+t = time.perf_counter()
+x = torch.from_numpy(((vol - low) / (high - low)).astype(np.float32)[None, None])
+y = sliding_window_inference(x, roi_size=roi, sw_batch_size=1, predictor=predictor,
+                             overlap=overlap, mode="gaussian")
+out = y[0, 0].numpy() * (high - low) + low
+dt = time.perf_counter() - t
+np.save(dst, out)
+_report(seconds=dt, voxels=int(vol.size), tiles=windows)
+"""
+
+
+def _child(name: str, code: str, *args: str, env: dict | None = None,
+           quiet: bool = False) -> dict:
     """Run one measurement in its own process; print it at once (a later failure keeps it)."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
@@ -131,6 +199,8 @@ def _child(name: str, code: str, *args: str, env: dict | None = None) -> dict:
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")][-1]
     result = json.loads(line[6:])
     result["rate"] = result["voxels"] / result["seconds"]
+    if quiet:  # the caller prints the row, with more columns
+        return result
     tiles = f"{result['tiles']:6d}" if "tiles" in result else ""
     print(f"{name:46s} {result['rate'] / 1e6:9.3f} {result['seconds']:8.1f} "
           f"{result['peak_rss_mb']:12.0f} {tiles}", flush=True)
@@ -173,7 +243,7 @@ def main() -> None:
                     help="tile incl. halo (default: resin-run's default for the model)")
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
-    ap.add_argument("--only", choices=("all", "blocks", "halo"), default="all")
+    ap.add_argument("--only", choices=("all", "blocks", "halo", "monai"), default="all")
     args = ap.parse_args()
 
     from resin import _log
@@ -208,6 +278,10 @@ def main() -> None:
           f"{', '.join(f'{o:.3f}' for o in overlap)}; {os.cpu_count()} CPU cores")
 
     tile_args = ["--tile", *map(str, tile)]
+    if args.only == "monai":
+        _against_monai(work, onnx, src)
+        print(f"\nwork folder: {work}")
+        return
     print(f"\n{'measurement':46s} {'Mvoxel/s':>9s} {'seconds':>8s} {'peak RSS MB':>12s} "
           f"{'tiles':>6s}", flush=True)
     run_args = ["--engine", str(onnx), "--overwrite", "--device", "cpu", "--quiet", *tile_args]
@@ -259,6 +333,8 @@ def main() -> None:
     _blocks(work, run_args, shape, plan, meta)
     print()
     _halos(onnx, src)
+    print()
+    _against_monai(work, onnx, src)
     print(f"\nwork folder: {work}")
 
 
@@ -364,6 +440,81 @@ def _halos(onnx: Path, src: Path) -> None:
         print(f"{name:46s} {vol.size / dt / 1e6:9.3f} {100 * kept:7.1f} "
               f"{100 * _outside_share(plan):7.1f} {plan.n_tiles:6d} "
               f"{'x'.join(map(str, plan.tile)):>12s} {dev:16.2e}", flush=True)
+
+
+#: MONAI's window as the comparison's new user sets it, and its two overlaps
+MONAI_ROI = [96, 160, 160]
+MONAI_OVERLAPS = (0.25, 0.5)
+#: above this many padded voxels the one-tile reference does not fit a 24 GiB host
+REFERENCE_VOXELS = 20_000_000
+
+
+def _against_monai(work: Path, onnx: Path, src: Path) -> None:
+    """(f): resin at its defaults vs MONAI at roi 96x160x160, overlap 0.25 and 0.5."""
+    import math
+
+    import numpy as np
+    from resin.runtime import Enhancer
+
+    from resin.io import read_volume
+
+    vol = read_volume(src).astype(np.float32)  # float32 out: deviations not rounded away
+    npy = work / "raw_f32.npy"
+    np.save(npy, vol)
+    with Enhancer(onnx, backend="onnxruntime", device="cpu") as enh:
+        levels = enh.levels(vol)
+        halo = enh.metadata.halo
+    lv = json.dumps(levels.as_attrs())
+    padded = math.prod(n + 2 * h for n, h in zip(vol.shape, halo, strict=True))
+    reference = None
+    if padded <= REFERENCE_VOXELS:
+        with Enhancer(onnx, backend="onnxruntime", device="cpu", exact_halo=True,
+                      tile=tuple(2 * s + 256 for s in vol.shape)) as whole:
+            reference = whole.enhance(vol, levels)
+    print(f"(f) {'x'.join(map(str, vol.shape))}, float32 in and out; MONAI roi "
+          f"{'x'.join(map(str, MONAI_ROI))}, gaussian; one ONNX Runtime session type for "
+          "all; deviations from one-tile inference (exact halo) / its range, inside the "
+          f"volume and within {max(halo)} voxels of its faces")
+    print(f"\n{'measurement':46s} {'Mvoxel/s':>9s} {'seconds':>8s} {'peak RSS MB':>12s} "
+          f"{'calls':>6s} {'dev inside':>11s} {'dev faces':>10s}", flush=True)
+    runs = [("(f1) resin Enhancer.enhance, defaults", ENHANCER, ["null"])]
+    runs += [(f"(f{i}) MONAI, overlap {o}", MONAI_ORT, [json.dumps(MONAI_ROI), str(o)])
+             for i, o in enumerate(MONAI_OVERLAPS, start=2)]
+    runs += [("(f4) resin Enhancer.enhance, --memory 0.5", ENHANCER, ["0.5"])]
+    results = []
+    for name, code, extra in runs:
+        dst = work / f"f{len(results)}.npy"
+        r = _child(name, code, str(onnx), str(npy), str(dst), lv, *extra, quiet=True)
+        inside = faces = float("nan")
+        if reference is not None:
+            out = np.load(dst)
+            span = float(reference.max() - reference.min())
+            dev = np.abs(out - reference) / span
+            core = tuple(slice(h, n - h) for h, n in zip(halo, vol.shape, strict=True))
+            inside = float(dev[core].max())
+            dev[core] = 0.0
+            faces = float(dev.max())
+        print(f"{name:46s} {r['rate'] / 1e6:9.3f} {r['seconds']:8.1f} "
+              f"{r['peak_rss_mb']:12.0f} {r['tiles']:6d} {inside:11.1e} {faces:10.1e}",
+              flush=True)
+        results.append(r)
+    if reference is None:
+        print(f"(one-tile reference skipped: {padded / 1e6:.0f} M padded voxels)")
+    resin_, quarter, half, small = results
+    print(f"\nresin tile {'x'.join(map(str, resin_['tile']))} at the defaults, "
+          f"{'x'.join(map(str, small['tile']))} with --memory 0.5")
+    print("ratio                                           value   goal")
+    for name, value, goal in (
+        ("(f1)/(f2) speed: resin vs MONAI overlap 0.25", resin_["rate"] / quarter["rate"],
+         ">= 1"),
+        ("(f1)/(f3) speed: resin vs MONAI overlap 0.5", resin_["rate"] / half["rate"], ">= 2"),
+        ("(f1)/(f2) peak memory", resin_["peak_rss_mb"] / quarter["peak_rss_mb"], "<= 0.5"),
+        ("(f1)/(f3) peak memory", resin_["peak_rss_mb"] / half["peak_rss_mb"], "<= 0.5"),
+        ("(f4)/(f2) speed: resin --memory 0.5 vs MONAI 0.25", small["rate"] / quarter["rate"],
+         "(report)"),
+        ("(f4)/(f2) peak memory", small["peak_rss_mb"] / quarter["peak_rss_mb"], "<= 0.5"),
+    ):
+        print(f"{name:46s} {value:7.2f}   {goal}")
 
 
 def _outside_share(plan) -> float:
