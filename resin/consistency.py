@@ -22,11 +22,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from resin.metadata import DEGRADER_KEY, DegraderMetadata, degrader_halo, degrader_path
+
+if TYPE_CHECKING:
+    from resin.io import VolumeReader
 
 
 @dataclass
@@ -121,39 +124,43 @@ def consistency_on_files(input: str | os.PathLike, output: str | os.PathLike,
                          degrader: LoadedDegrader, low: float, high: float,
                          region_in: tuple[slice, slice, slice],
                          region_out: tuple[slice, slice, slice]) -> Consistency:
-    """y and D(F(y)) on ``region_out`` of ``output`` (``region_in`` of ``input``), both
-    normalized with the run's levels ``low``/``high``; reads only that region, D's halo
-    around it and, for a z-step model, one more input plane."""
+    """:func:`consistency_on_readers` on the two files."""
+    from resin.io import open_volume
+
+    with open_volume(input) as src, open_volume(output) as dst:
+        return consistency_on_readers(src, dst, degrader, low, high, region_in, region_out)
+
+
+def consistency_on_readers(src: VolumeReader, dst: VolumeReader, degrader: LoadedDegrader,
+                           low: float, high: float, region_in: tuple[slice, slice, slice],
+                           region_out: tuple[slice, slice, slice]) -> Consistency:
+    """y and D(F(y)) on ``region_out`` of the output ``dst`` (``region_in`` of the input
+    ``src``), both normalized with the run's levels ``low``/``high``; reads only that
+    region, D's halo around it and, for a z-step model, one more input plane."""
     from resin.data import lerp_planes
     from resin.errors import ModelError
-    from resin.io import open_volume
     from resin.runtime.planner import face_indices
 
     k = int(degrader.z_step)
     span = max(float(high) - float(low), 1e-12)
-    src, dst = open_volume(input), open_volume(output)
-    try:
-        want = (src.shape[0] * k, src.shape[1], src.shape[2])
-        if tuple(dst.shape) != want:
-            raise ModelError(f"the output's shape {tuple(dst.shape)} is not the input's on D's "
-                             f"grid {want} (z-step {k})")
-        oz, oy, ox = (slice(max(0, r.start - h), min(n, r.stop + h))
-                      for r, h, n in zip(region_out, degrader.halo, dst.shape, strict=True))
-        outer = (oz, oy, ox)
-        x = (np.asarray(dst.read(outer), dtype=np.float32) - np.float32(low)) / np.float32(span)
-        inner = tuple(slice(r.start - o.start, r.stop - o.start)
-                      for r, o in zip(region_out, outer, strict=True))
-        degraded = np.asarray(degrader.run(x), dtype=np.float32)[inner]
-        # F saw the input at t = j / K; past the last plane, that plane (the runtime pads so)
-        t = np.arange(region_out[0].start, region_out[0].stop) / k
-        z_lo = int(np.floor(t[0]))
-        count = int(np.floor(t[-1])) + (2 if k > 1 else 1) - z_lo
-        planes = face_indices(z_lo, count, src.shape[0])
-        a, b = int(planes.min()), int(planes.max()) + 1
-        raw = np.asarray(src.read((slice(a, b), region_in[1], region_in[2])))[planes - a]
-    finally:
-        src.close()
-        dst.close()
+    want = (src.shape[0] * k, src.shape[1], src.shape[2])
+    if tuple(dst.shape) != want:
+        raise ModelError(f"the output's shape {tuple(dst.shape)} is not the input's on D's "
+                         f"grid {want} (z-step {k})")
+    oz, oy, ox = (slice(max(0, r.start - h), min(n, r.stop + h))
+                  for r, h, n in zip(region_out, degrader.halo, dst.shape, strict=True))
+    outer = (oz, oy, ox)
+    x = (np.asarray(dst.read(outer), dtype=np.float32) - np.float32(low)) / np.float32(span)
+    inner = tuple(slice(r.start - o.start, r.stop - o.start)
+                  for r, o in zip(region_out, outer, strict=True))
+    degraded = np.asarray(degrader.run(x), dtype=np.float32)[inner]
+    # F saw the input at t = j / K; past the last plane, that plane (the runtime pads so)
+    t = np.arange(region_out[0].start, region_out[0].stop) / k
+    z_lo = int(np.floor(t[0]))
+    count = int(np.floor(t[-1])) + (2 if k > 1 else 1) - z_lo
+    planes = face_indices(z_lo, count, src.shape[0])
+    a, b = int(planes.min()), int(planes.max()) + 1
+    raw = np.asarray(src.read((slice(a, b), region_in[1], region_in[2])))[planes - a]
     y = (np.asarray(raw, dtype=np.float32) - np.float32(low)) / np.float32(span)
     if k > 1:
         y = lerp_planes(y, t - z_lo)

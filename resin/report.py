@@ -26,10 +26,14 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from resin._png import write_png
+
+if TYPE_CHECKING:
+    from resin.io import VolumeReader
 
 #: below this relative change a model is (close to) the identity
 IDENTITY_CHANGE = 0.02
@@ -194,20 +198,21 @@ def sample_regions(in_shape: tuple[int, ...], out_shape: tuple[int, ...], side: 
 
 def report_on_files(input: str | os.PathLike, output: str | os.PathLike,
                     side: int = 128) -> Report:
-    """The spectral part of the report for a finished run, on :func:`sample_regions`'
-    blocks, both normalized by the input block's 0.5 / 99.9 percentiles. The consistency
-    residual needs D: :mod:`resin.consistency` adds it."""
+    """The spectral part of the report for a finished run (:func:`report_on_readers` on
+    the two files)."""
     from resin.io import open_volume
 
-    src, dst = open_volume(input), open_volume(output)
-    try:
-        r_in, r_out = sample_regions(src.shape, dst.shape, side)
-        raw = src.read(r_in)
-        out = dst.read(r_out)
-    finally:
-        src.close()
-        dst.close()
-    raw = np.asarray(raw, dtype=np.float64)
+    with open_volume(input) as src, open_volume(output) as dst:
+        return report_on_readers(src, dst, side)
+
+
+def report_on_readers(src: VolumeReader, dst: VolumeReader, side: int = 128) -> Report:
+    """The spectral part of the report on open input/output readers, on
+    :func:`sample_regions`' blocks, both normalized by the input block's 0.5 / 99.9
+    percentiles. The consistency residual needs D: :mod:`resin.consistency` adds it."""
+    r_in, r_out = sample_regions(src.shape, dst.shape, side)
+    raw = np.asarray(src.read(r_in), dtype=np.float64)
+    out = dst.read(r_out)
     lo, hi = np.percentile(raw, [0.5, 99.9])
     span = max(float(hi - lo), 1e-12)
     y = (raw - lo) / span

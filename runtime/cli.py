@@ -136,28 +136,29 @@ def _write_report(input: str, output: str, model: tuple[Path, str],
     """The spectral report, and the consistency residual with its map when the model has
     D (:mod:`resin.consistency`); a problem with D is a warning, never a failed run."""
     from resin import _log
-    from resin.consistency import consistency_on_files, open_degrader
+    from resin.consistency import consistency_on_readers, open_degrader
     from resin.io import open_volume
     from resin.report import (
-        report_on_files,
+        report_on_readers,
         report_path,
         residual_stats,
         sample_regions,
         write_report,
     )
 
-    rep = report_on_files(input, output)
-    found, cons = None, None
-    try:
-        found = open_degrader(*model)
-        if not isinstance(found, str):
-            with open_volume(input) as src, open_volume(output) as dst:
+    with open_volume(input) as src, open_volume(output) as dst:  # opened once for both parts
+        rep = report_on_readers(src, dst)
+        found, cons = None, None
+        try:
+            found = open_degrader(*model)
+            if not isinstance(found, str):
                 regions = sample_regions(src.shape, dst.shape)
-            cons = consistency_on_files(input, output, found, *levels, *regions)
-            mean, p99 = residual_stats(cons.raw, cons.degraded)
-            rep = rep.with_consistency(mean, p99, cons.record(found.source, found.halo))
-    except Exception as exc:  # noqa: BLE001 - a report must never fail a finished run
-        found, cons = f"warning: consistency not measured ({type(exc).__name__}: {exc})", None
+                cons = consistency_on_readers(src, dst, found, *levels, *regions)
+                mean, p99 = residual_stats(cons.raw, cons.degraded)
+                rep = rep.with_consistency(mean, p99, cons.record(found.source, found.halo))
+        except Exception as exc:  # noqa: BLE001 - a report must never fail a finished run
+            found = f"warning: consistency not measured ({type(exc).__name__}: {exc})"
+            cons = None
     if cons is None:
         paths = [rep.save(report_path(output))]
     else:  # OUTPUT.report.json and OUTPUT.report.png

@@ -198,3 +198,31 @@ def test_an_output_that_does_not_explain_the_input_is_a_warning_in_the_run_repor
     residual = json.loads(report.read_text())["residual"]
     assert not notes_with_threshold(2 * residual)
     assert notes_with_threshold(residual / 2)
+
+
+def test_the_run_report_opens_input_and_output_once(models, tmp_path, rng, monkeypatch):
+    """The spectral part and the consistency part read the same two open files (a TIFF is
+    parsed on every open; a remote Zarr costs a round trip)."""
+    from resin.runtime import Enhancer
+    from resin.runtime.cli import _write_report
+
+    import resin.io
+
+    vol = _volume(rng)
+    src, out = tmp_path / "in.tif", tmp_path / "out.tif"
+    write_volume(src, vol)
+    onnx = models["plain"].with_suffix(".onnx")
+    with Enhancer(onnx, device="cpu", exact_halo=True) as enh:
+        levels = enh.run(src, out).levels
+        sha = enh.metadata.weights_sha256
+    opened: list[str] = []
+    real_open = resin.io.open_volume
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(resin.io, "open_volume", counting_open)
+    _write_report(str(src), str(out), (onnx, sha), (levels.low, levels.high))
+    assert sorted(opened) == sorted([str(src), str(out)])
+    assert json.loads((tmp_path / "out.tif.report.json").read_text())["residual"] > 0
