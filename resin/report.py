@@ -196,16 +196,6 @@ def sample_regions(in_shape: tuple[int, ...], out_shape: tuple[int, ...], side: 
     return (r_in[0], r_in[1], r_in[2]), (r_out[0], r_out[1], r_out[2])
 
 
-def report_on_files(input: str | os.PathLike, output: str | os.PathLike,
-                    side: int = 128) -> Report:
-    """The spectral part of the report for a finished run (:func:`report_on_readers` on
-    the two files)."""
-    from resin.io import open_volume
-
-    with open_volume(input) as src, open_volume(output) as dst:
-        return report_on_readers(src, dst, side)
-
-
 def report_on_readers(src: VolumeReader, dst: VolumeReader, side: int = 128) -> Report:
     """The spectral part of the report on open input/output readers, on
     :func:`sample_regions`' blocks, both normalized by the input block's 0.5 / 99.9
