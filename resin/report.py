@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 #: below this relative change a model is (close to) the identity
 IDENTITY_CHANGE = 0.02
 #: above this mean |D(F(y)) - y| (units of the input's normalized range) the output does not
-#: explain the input. Models on the data they were trained on measured 0.0007-0.005; the
+#: explain the input. Models on the data they were trained on measured 0.0007-0.011; the
 #: bundled tubes model on dense nuclei (an output 60x too bright in places) 1.06.
 INCONSISTENT_RESIDUAL = 0.05
 AXES = ("z", "y", "x")
@@ -73,7 +73,7 @@ class Report:
             notes.append(
                 f"the output does not explain the input: D(F(y)) differs from it by "
                 f"{residual:.3f} of its range on average (above {INCONSISTENT_RESIDUAL}; models "
-                "on data like their training data measure under 0.01). The model was trained "
+                "on their own training data measured 0.0007-0.011). The model was probably trained "
                 "on other structures or another PSF: do not trust this output; train a model "
                 "on this volume (resin train)")
         return replace(self, residual=residual, residual_p99=residual_p99, notes=notes,
