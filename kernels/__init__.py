@@ -44,7 +44,7 @@ __all__ = [
 
 
 #: what compiling a kernel module takes when Numba's cache is empty (2 shared cores)
-_COMPILE_SECONDS = {"_cpu": "30-60", "_cpu_resample": "30-60"}
+_COMPILE_SECONDS = {"_cpu": "15-60", "_cpu_resample": "30-60"}
 
 
 def _compiled_kernels(name: str) -> ModuleType:
