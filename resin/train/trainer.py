@@ -433,6 +433,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         _truncate_csv(paths.losses, 0)
         _start_degrader(trainer, sampler, config)
     _log_anisotropy(preview_raw, hint=not config.angle_deg)
+    _log_sampling(getattr(reader, "voxel_size", None), config.data.z_step)
     _log.log(f"training on {reader.path} {tuple(reader.shape)} {reader.dtype}, device {dev}, "
              f"patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
              f"p{config.normalization.low_percentile}={norm.low:.4g} "
@@ -603,6 +604,25 @@ def _log_anisotropy(block: np.ndarray, hint: bool = True) -> None:
              + ("" if not hint or min(cy, cx) / cz > 1.15 else
                 " (hardly anisotropic along z: is the PSF "
                 "tilted (--angle) or z sampled coarser than x-y (--z-step)?)"))
+
+
+#: z spacing / lateral spacing from which the file's voxel size suggests --z-step
+Z_STEP_HINT = 1.5
+
+
+def _log_sampling(voxel_size: tuple[float, float, float] | None, z_step: int) -> None:
+    """When the file records z planes spaced well apart from its pixels and no --z-step
+    matches, say so: F keeps its input's grid, so the output keeps the coarse z."""
+    if voxel_size is None:
+        return
+    vz, vy, vx = (float(v) for v in voxel_size)
+    ratio = vz / min(vy, vx)
+    k = max(1, round(ratio))
+    if ratio >= Z_STEP_HINT and k != z_step:
+        _log.log(f"the file records voxels of {vz:g} x {vy:g} x {vx:g} um (z, y, x): z is "
+                 f"sampled {ratio:.1f}x coarser than x-y; pass --z-step {k} for a model whose "
+                 f"output has ~{vz / k:g} um planes (with --z-step {z_step} the output keeps "
+                 f"the input's z spacing)")
 
 
 def _validation_score(trainer: Trainer, patches: list[np.ndarray], preview_raw: np.ndarray,

@@ -338,3 +338,22 @@ def test_discriminators_see_the_real_batch_when_one_is_given(rng, monkeypatch):
     tr.train_step(batch, real=real)
     np.testing.assert_array_equal(seen[0].numpy(), batch)
     np.testing.assert_array_equal(seen[1].numpy(), real)
+
+
+@pytest.mark.parametrize("voxel_size,z_step,hint", [
+    ((2.0, 1.0, 1.0), 1, "--z-step 2"),  # planes 2x apart, trained as if isotropic
+    ((0.6, 0.3, 0.3), 2, None),           # --z-step matches the file
+    ((0.4, 0.3, 0.3), 1, None),           # slightly coarser: the blur covers it
+    (None, 1, None),
+])
+def test_training_says_when_the_files_z_spacing_calls_for_z_step(
+        monkeypatch, voxel_size, z_step, hint):
+    from resin.train import trainer
+
+    lines: list[str] = []
+    monkeypatch.setattr(trainer._log, "log", lines.append)
+    trainer._log_sampling(voxel_size, z_step)
+    if hint is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and hint in lines[0] and "coarser than x-y" in lines[0]
