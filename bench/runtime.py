@@ -36,6 +36,7 @@ Each measurement runs in its own subprocess; peak memory is that process's own m
     python bench/runtime.py                      # 64x256x256, default or stand-in model
     python bench/runtime.py --shape 128 512 512  # the volume (slow on 2 cores)
 
+    python bench/runtime.py --only e2e           # (a)-(c2) alone
     python bench/runtime.py --only blocks        # (d) alone
     python bench/runtime.py --only halo          # (e) alone
     python bench/runtime.py --only monai --shape 96 256 256    # (f) alone
@@ -243,7 +244,7 @@ def main() -> None:
                     help="tile incl. halo (default: resin-run's default for the model)")
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
-    ap.add_argument("--only", choices=("all", "blocks", "halo", "monai"), default="all")
+    ap.add_argument("--only", choices=("all", "e2e", "blocks", "halo", "monai"), default="all")
     args = ap.parse_args()
 
     from resin import _log
@@ -329,6 +330,9 @@ def main() -> None:
     ]
     for name, value, goal in checks:
         print(f"{name:46s} {value:7.2f}   {goal}")
+    if args.only == "e2e":
+        print(f"\nwork folder: {work}")
+        return
     print()
     _blocks(work, run_args, shape, plan, meta)
     print()
