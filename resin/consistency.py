@@ -139,10 +139,11 @@ def consistency_on_readers(src: VolumeReader, dst: VolumeReader, degrader: Loade
     region, D's halo around it and, for a z-step model, one more input plane."""
     from resin.data import lerp_planes
     from resin.errors import ModelError
+    from resin.runtime.normalize import unit_range
     from resin.runtime.planner import face_indices
 
     k = int(degrader.z_step)
-    span = max(float(high) - float(low), 1e-12)
+    top = max(float(high), float(low) + 1e-12)  # the run's levels; never an empty range
     want = (src.shape[0] * k, src.shape[1], src.shape[2])
     if tuple(dst.shape) != want:
         raise ModelError(f"the output's shape {tuple(dst.shape)} is not the input's on D's "
@@ -150,7 +151,7 @@ def consistency_on_readers(src: VolumeReader, dst: VolumeReader, degrader: Loade
     oz, oy, ox = (slice(max(0, r.start - h), min(n, r.stop + h))
                   for r, h, n in zip(region_out, degrader.halo, dst.shape, strict=True))
     outer = (oz, oy, ox)
-    x = (np.asarray(dst.read(outer), dtype=np.float32) - np.float32(low)) / np.float32(span)
+    x = unit_range(dst.read(outer), low, top)
     inner = tuple(slice(r.start - o.start, r.stop - o.start)
                   for r, o in zip(region_out, outer, strict=True))
     degraded = np.asarray(degrader.run(x), dtype=np.float32)[inner]
@@ -161,7 +162,7 @@ def consistency_on_readers(src: VolumeReader, dst: VolumeReader, degrader: Loade
     planes = face_indices(z_lo, count, src.shape[0])
     a, b = int(planes.min()), int(planes.max()) + 1
     raw = np.asarray(src.read((slice(a, b), region_in[1], region_in[2])))[planes - a]
-    y = (np.asarray(raw, dtype=np.float32) - np.float32(low)) / np.float32(span)
+    y = unit_range(raw, low, top)  # as the runtime fed it to F
     if k > 1:
         y = lerp_planes(y, t - z_lo)
     return Consistency(y, degraded, tuple((r.start, r.stop) for r in region_out))

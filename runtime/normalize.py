@@ -70,9 +70,16 @@ def sample_levels(read: Callable[[tuple[slice, slice, slice]], np.ndarray],
 def normalize_tile(tile: np.ndarray, levels: Levels, dtype: npt.DTypeLike = np.float32,
                    source: str = "volume") -> np.ndarray:
     """``(tile - low) / (high - low)`` as the network's input dtype; NaN/inf is a VolumeError."""
-    out = tile.astype(np.float32, copy=True)
+    out = unit_range(tile, levels.low, levels.high)
     if tile.dtype.kind == "f" and not np.isfinite(out).all():
         raise VolumeError(f"{source}: the volume contains NaN or infinite values")
-    out -= np.float32(levels.low)
-    out *= np.float32(1.0 / (levels.high - levels.low))
     return out if np.dtype(dtype) == np.float32 else out.astype(dtype)
+
+
+def unit_range(values: npt.ArrayLike, low: float, high: float) -> np.ndarray:
+    """``(values - low) / (high - low)`` in float32, with the exact arithmetic the runtime
+    feeds the network (a new array)."""
+    out = np.array(values, dtype=np.float32, copy=True)
+    out -= np.float32(low)
+    out *= np.float32(1.0 / (high - low))
+    return out

@@ -226,3 +226,24 @@ def test_the_run_report_opens_input_and_output_once(models, tmp_path, rng, monke
     _write_report(str(src), str(out), (onnx, sha), (levels.low, levels.high))
     assert sorted(opened) == sorted([str(src), str(out)])
     assert json.loads((tmp_path / "out.tif.report.json").read_text())["residual"] > 0
+
+
+def test_the_residuals_input_is_what_the_runtime_fed_f_bit_for_bit(models, tmp_path, rng):
+    """y in |D(F(y)) - y| is normalized with the runtime's own arithmetic (normalize_tile),
+    not a re-derivation that differs in the last bit."""
+    from resin.runtime import Enhancer
+    from resin.runtime.normalize import normalize_tile
+
+    from resin.consistency import consistency_on_files, open_degrader
+    from resin.report import sample_regions
+
+    vol = _volume(rng, (20, 40, 36)) * np.float32(1.37)
+    src, out = tmp_path / "in.tif", tmp_path / "out.tif"
+    write_volume(src, vol)
+    onnx = models["plain"].with_suffix(".onnx")
+    with Enhancer(onnx, device="cpu", exact_halo=True) as enh:
+        levels = enh.run(src, out).levels
+        d = open_degrader(onnx, enh.metadata.weights_sha256)
+    r_in, r_out = sample_regions(vol.shape, vol.shape, side=12)
+    got = consistency_on_files(src, out, d, levels.low, levels.high, r_in, r_out)
+    assert np.array_equal(got.raw, normalize_tile(vol[r_in], levels))
