@@ -167,9 +167,10 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
         requested = bounds[1]  # the tile the engine was built and tuned for
     elif requested is None and budget_chooses(meta, settings):
         free = free_device_memory(engine)  # once: the log names the budget that chose
-        requested = budget_tile(meta, shape, halo, scale, settings, bounds,  # type: ignore[arg-type]
-                                free, settings.device_blend and device_resident(engine)).tile
-        note = budget_note(settings, free)
+        budgets = run_budgets(settings, free)
+        requested = budget_tile(meta, shape, halo, scale, settings, budgets,  # type: ignore[arg-type]
+                                bounds, settings.device_blend and device_resident(engine)).tile
+        note = budget_note(settings, budgets, free)
     plan = replace(plan_tiles(shape, requested, halo, meta.size_multiple,
                               overlap, scale), budget=note)  # type: ignore[arg-type]
     for i, axis in enumerate(plan.axes):
@@ -189,15 +190,12 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
 
 
 def budget_tile(meta: ModelMetadata, shape: Triple, halo: Triple, scale: Triple,
-                settings: TileSettings,
+                settings: TileSettings, budgets: tuple[int, int | None],
                 bounds: tuple[Triple, Triple, Triple] | None = None,
-                device_free: int | None = None, device_blend: bool = False) -> TileChoice:
-    """The tile :func:`resin.runtime.budget.choose_tile` picks for this run's budget.
-
-    ``device_free``: the free memory of a GPU engine's device (None: a CPU engine). Then
-    ``--memory`` is GPU memory (default: a share of ``device_free``) and the host buffers
-    get the default RAM budget; otherwise ``--memory`` is RAM for both."""
-    budget, device_budget = run_budgets(settings, device_free)
+                device_blend: bool = False) -> TileChoice:
+    """The tile :func:`resin.runtime.budget.choose_tile` picks within ``budgets``, the
+    (RAM, GPU) bytes of :func:`run_budgets` (GPU None: a CPU engine)."""
+    budget, device_budget = budgets
     return choose_tile(shape, halo, meta.size_multiple, scale, budget,
                        engine_bytes_per_voxel(meta), settings.block, settings.shards,
                        None if bounds is None else (bounds[0], bounds[2]),
@@ -221,17 +219,18 @@ def run_budgets(settings: TileSettings, device_free: int | None) -> tuple[int, i
     return default_budget(), given or default_device_budget(device_free)
 
 
-def budget_note(settings: TileSettings, device_free: int | None) -> str:
-    """The memory budget that chose a tile when :func:`budget_chooses` (``device_free``:
-    the GPU engine's free memory as the planner read it; None: a CPU engine)."""
-    free = device_free
-    budget, device_budget = run_budgets(settings, free)
+def budget_note(settings: TileSettings, budgets: tuple[int, int | None],
+                device_free: int | None) -> str:
+    """The memory budget that chose a tile when :func:`budget_chooses`: ``budgets`` as
+    :func:`run_budgets` gave them for ``device_free``, the GPU engine's free memory as the
+    planner read it (None: a CPU engine)."""
+    budget, device_budget = budgets
     where = "RAM" if device_budget is None else "GPU memory"
     if settings.memory is not None:
         return f"within --memory {settings.memory:g} GiB of {where}"
     if device_budget is not None:
         return (f"within {device_budget / GiB:.1f} GiB ({DEFAULT_DEVICE_SHARE:.0%} of the "
-                f"{free / GiB:.1f} GiB free) of {where}")
+                f"{(device_free or 0) / GiB:.1f} GiB free) of {where}")
     available = available_memory()
     share = (f" ({DEFAULT_SHARE:.0%} of the {available / GiB:.1f} GiB available)"
              if available else "")
