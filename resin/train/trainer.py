@@ -621,8 +621,8 @@ def _log_sampling(voxel_size: tuple[float, float, float] | None, z_step: int) ->
     if ratio >= Z_STEP_HINT and k != z_step:
         _log.log(f"the file records voxels of {vz:g} x {vy:g} x {vx:g} um (z, y, x): z is "
                  f"sampled {ratio:.1f}x coarser than x-y; pass --z-step {k} for a model whose "
-                 f"output has ~{vz / k:g} um planes (with --z-step {z_step} the output keeps "
-                 f"the input's z spacing)")
+                 f"output has ~{vz / k:g} um planes (this run's --z-step {z_step} gives "
+                 f"{vz / z_step:g} um)")
 
 
 def _validation_score(trainer: Trainer, patches: list[np.ndarray], preview_raw: np.ndarray,
