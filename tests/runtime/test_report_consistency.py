@@ -169,22 +169,28 @@ def test_a_pt_without_d_says_so_in_one_line(cli, tmp_path, rng):
     assert json.loads((tmp_path / "out.tif.report.json").read_text())["residual"] is None
 
 
-def test_an_output_that_does_not_explain_the_input_is_a_warning_in_the_run_report(
-        models, tmp_path, rng, monkeypatch):
-    """The warning is decided once the residual is known (after the spectral report), so
-    `resin-run --report` carries it as `resin train`'s report does."""
+def _enhanced(models, tmp_path, vol):
+    """``vol`` written as in.tif and run through the plain model's ONNX (exact halo) to
+    out.tif: (input, output, model, the run's levels, the model's weights SHA-256)."""
     from resin.runtime import Enhancer
-    from resin.runtime.cli import _write_report
 
-    import resin.report
-
-    vol = _volume(rng)
     src, out = tmp_path / "in.tif", tmp_path / "out.tif"
     write_volume(src, vol)
     onnx = models["plain"].with_suffix(".onnx")
     with Enhancer(onnx, device="cpu", exact_halo=True) as enh:
         levels = enh.run(src, out).levels
-        sha = enh.metadata.weights_sha256
+        return src, out, onnx, levels, enh.metadata.weights_sha256
+
+
+def test_an_output_that_does_not_explain_the_input_is_a_warning_in_the_run_report(
+        models, tmp_path, rng, monkeypatch):
+    """The warning is decided once the residual is known (after the spectral report), so
+    `resin-run --report` carries it as `resin train`'s report does."""
+    from resin.runtime.cli import _write_report
+
+    import resin.report
+
+    src, out, onnx, levels, sha = _enhanced(models, tmp_path, _volume(rng))
     report = tmp_path / "out.tif.report.json"
 
     def notes_with_threshold(threshold: float) -> list[str]:
@@ -203,18 +209,11 @@ def test_an_output_that_does_not_explain_the_input_is_a_warning_in_the_run_repor
 def test_the_run_report_opens_input_and_output_once(models, tmp_path, rng, monkeypatch):
     """The spectral part and the consistency part read the same two open files (a TIFF is
     parsed on every open; a remote Zarr costs a round trip)."""
-    from resin.runtime import Enhancer
     from resin.runtime.cli import _write_report
 
     import resin.io
 
-    vol = _volume(rng)
-    src, out = tmp_path / "in.tif", tmp_path / "out.tif"
-    write_volume(src, vol)
-    onnx = models["plain"].with_suffix(".onnx")
-    with Enhancer(onnx, device="cpu", exact_halo=True) as enh:
-        levels = enh.run(src, out).levels
-        sha = enh.metadata.weights_sha256
+    src, out, onnx, levels, sha = _enhanced(models, tmp_path, _volume(rng))
     opened: list[str] = []
     real_open = resin.io.open_volume
 
@@ -231,19 +230,14 @@ def test_the_run_report_opens_input_and_output_once(models, tmp_path, rng, monke
 def test_the_residuals_input_is_what_the_runtime_fed_f_bit_for_bit(models, tmp_path, rng):
     """y in |D(F(y)) - y| is normalized with the runtime's own arithmetic (normalize_tile),
     not a re-derivation that differs in the last bit."""
-    from resin.runtime import Enhancer
     from resin.runtime.normalize import normalize_tile
 
     from resin.consistency import consistency_on_files, open_degrader
     from resin.report import sample_regions
 
     vol = _volume(rng, (20, 40, 36)) * np.float32(1.37)
-    src, out = tmp_path / "in.tif", tmp_path / "out.tif"
-    write_volume(src, vol)
-    onnx = models["plain"].with_suffix(".onnx")
-    with Enhancer(onnx, device="cpu", exact_halo=True) as enh:
-        levels = enh.run(src, out).levels
-        d = open_degrader(onnx, enh.metadata.weights_sha256)
+    src, out, onnx, levels, sha = _enhanced(models, tmp_path, vol)
+    d = open_degrader(onnx, sha)
     r_in, r_out = sample_regions(vol.shape, vol.shape, side=12)
     got = consistency_on_files(src, out, d, levels.low, levels.high, r_in, r_out)
     assert np.array_equal(got.raw, normalize_tile(vol[r_in], levels))
