@@ -72,9 +72,10 @@ def available_memory() -> int | None:
         return None
 
 
-def default_budget() -> int:
-    """:data:`DEFAULT_SHARE` of the available memory, at least 1 GiB (4 GiB if unknown)."""
-    free = available_memory()
+def default_budget(available: int | None = None) -> int:
+    """:data:`DEFAULT_SHARE` of ``available`` bytes (None: the available memory, read now),
+    at least 1 GiB (4 GiB if unknown: 0)."""
+    free = available_memory() if available is None else available
     return max(GiB, int(DEFAULT_SHARE * free)) if free else 4 * GiB
 
 

@@ -166,11 +166,12 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
     if requested is None and bounds is not None and settings.memory is None:
         requested = bounds[1]  # the tile the engine was built and tuned for
     elif requested is None and budget_chooses(meta, settings):
-        free = free_device_memory(engine)  # once: the log names the budget that chose
-        budgets = run_budgets(settings, free)
+        # each figure read once: the log names the ones the tile was chosen with
+        free, available = free_device_memory(engine), available_memory() or 0
+        budgets = run_budgets(settings, free, available)
         requested = budget_tile(meta, shape, halo, scale, settings, budgets,  # type: ignore[arg-type]
                                 bounds, settings.device_blend and device_resident(engine)).tile
-        note = budget_note(settings, budgets, free)
+        note = budget_note(settings, budgets, free, available)
     plan = replace(plan_tiles(shape, requested, halo, meta.size_multiple,
                               overlap, scale), budget=note)  # type: ignore[arg-type]
     for i, axis in enumerate(plan.axes):
@@ -210,20 +211,23 @@ def budget_chooses(meta: ModelMetadata, settings: TileSettings) -> bool:
             and not (meta.tile_range() is not None and settings.memory is None))
 
 
-def run_budgets(settings: TileSettings, device_free: int | None) -> tuple[int, int | None]:
+def run_budgets(settings: TileSettings, device_free: int | None,
+                available: int) -> tuple[int, int | None]:
     """(RAM budget, GPU budget) in bytes: ``--memory`` is GPU memory on a GPU engine
-    (``device_free`` known), RAM otherwise; what it does not set takes its default."""
+    (``device_free`` known), RAM otherwise; what it does not set takes its default, from
+    ``available`` bytes of RAM (0: unknown) and ``device_free``."""
     given = None if settings.memory is None else int(settings.memory * GiB)
     if device_free is None:
-        return given or default_budget(), None
-    return default_budget(), given or default_device_budget(device_free)
+        return given or default_budget(available), None
+    return default_budget(available), given or default_device_budget(device_free)
 
 
 def budget_note(settings: TileSettings, budgets: tuple[int, int | None],
-                device_free: int | None) -> str:
+                device_free: int | None, available: int) -> str:
     """The memory budget that chose a tile when :func:`budget_chooses`: ``budgets`` as
-    :func:`run_budgets` gave them for ``device_free``, the GPU engine's free memory as the
-    planner read it (None: a CPU engine)."""
+    :func:`run_budgets` gave them for ``device_free`` and ``available``, the GPU engine's
+    free memory (None: a CPU engine) and the RAM available (0: unknown) as the planner read
+    them."""
     budget, device_budget = budgets
     where = "RAM" if device_budget is None else "GPU memory"
     if settings.memory is not None:
@@ -231,7 +235,6 @@ def budget_note(settings: TileSettings, budgets: tuple[int, int | None],
     if device_budget is not None:
         return (f"within {device_budget / GiB:.1f} GiB ({DEFAULT_DEVICE_SHARE:.0%} of the "
                 f"{(device_free or 0) / GiB:.1f} GiB free) of {where}")
-    available = available_memory()
     share = (f" ({DEFAULT_SHARE:.0%} of the {available / GiB:.1f} GiB available)"
              if available else "")
     return f"within {budget / GiB:.1f} GiB of {where}{share}"

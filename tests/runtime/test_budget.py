@@ -161,6 +161,32 @@ def test_free_gpu_memory_is_read_once_per_plan_and_the_log_names_that_figure(mon
     assert "(50% of the 40.0 GiB free) of GPU memory" in lines[0]
 
 
+def test_available_ram_is_read_once_per_plan_and_the_log_names_that_figure(monkeypatch):
+    """The plan's log line used to read the available RAM again for its share text, so it
+    could name another figure than the one the budget was taken from."""
+    from resin.runtime import budget, runner
+
+    calls = []
+
+    def draining() -> int:
+        calls.append(1)
+        return 64 * GiB // len(calls)
+
+    monkeypatch.setattr(budget, "available_memory", draining)
+    monkeypatch.setattr(runner, "available_memory", draining)
+    lines: list[str] = []
+    monkeypatch.setattr(runner._log, "log", lines.append)
+
+    class OnCpu(_Gpu):
+        device = "cpu"
+
+    engine = OnCpu(0)
+    plan = make_plan(engine, (64, 256, 256), TileSettings())
+    runner.log_plan(engine, plan, TileSettings())
+    assert len(calls) == 1
+    assert "within 16.0 GiB of RAM (25% of the 64.0 GiB available)" in lines[0]
+
+
 def test_gpu_memory_that_cannot_be_read_falls_back_to_the_ram_budget():
     from resin.runtime.budget import free_device_memory
 
