@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from resin.config import PRESETS
 from resin.errors import UsageError
 
 
@@ -17,8 +18,9 @@ def register(sub) -> argparse.ArgumentParser:
                     "--resume), MODEL.json (config), MODEL.losses.csv and MODEL.previews/.")
     p.add_argument("raw", metavar="RAW", help="raw volume (.tif/.tiff or .zarr), ZYX")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="model to write")
-    p.add_argument("--preset", choices=("quick", "default"), default="default",
-                   help="quick: small, ~10 min on a CPU; default: paper-size, for a GPU")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
+                   help="quick: small, ~10 min on a CPU; long: the quick recipe for ~30 min "
+                        "on a CPU; default: paper-size, for a GPU")
     p.add_argument("--config", metavar="FILE",
                    help="JSON file of TrainConfig fields merged over the preset")
     p.add_argument("--steps", type=int, metavar="N", help="training steps")

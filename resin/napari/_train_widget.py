@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from resin.config import PRESETS
 from resin.errors import ResinError, UsageError
 from resin.napari._jobs import Job, Snapshot
 from resin.napari._layers import layer_volume, source_file
@@ -103,8 +104,9 @@ class TrainWidget(QWidget):
         self.viewer = napari_viewer
         self.layer_box = LayerPicker(napari_viewer)
         self.preset_box = QComboBox()
-        self.preset_box.addItems(["quick", "default"])
-        self.preset_box.setToolTip("quick: minutes on a CPU; default: paper size, for a GPU")
+        self.preset_box.addItems(list(PRESETS))
+        self.preset_box.setToolTip("quick: minutes on a CPU; long: the quick recipe, ~30 min on a CPU; "
+                                       "default: paper size, for a GPU")
         self.steps_box = QSpinBox()
         self.steps_box.setRange(0, 10_000_000)
         self.steps_box.setSpecialValueText("the preset's")
