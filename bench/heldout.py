@@ -54,7 +54,7 @@ def run_case(name: str, workdir: Path) -> dict:
     raw_path = workdir / f"{name}.tif"
     write_volume(raw_path, sim.raw, overwrite=True)
     model = workdir / f"{name}.pt"
-    seconds = Q.train_quick(raw_path, model, sim.angle_deg, k, truth.shape, None)
+    seconds = Q.train_preset("quick", raw_path, model, sim.angle_deg, k, truth.shape, None)
     pred, _ = Q.enhance(model, sim.raw, k)
     return {"case": name, "train_seconds": seconds,
             "raw": Q.score(Q.on_grid(sim.raw, k)[:n], truth),

@@ -77,9 +77,9 @@ SELFNET_MINUTES = 4.0
 #: the printed columns (the JSON has every key of ``evaluate`` as well)
 COLUMNS = ("rmse", "rmse_lsq", "ssim", "psnr", "isotropy_ratio", "isotropy_fourier",
            "mip_ssim")
-RAW, BLURRED, RL, SELFNET, QUICK, TRUTH = (
+RAW, BLURRED, RL, SELFNET, QUICK, LONG, TRUTH = (
     "raw input", "truth blurred isotropically (lateral sigma)", "Richardson-Lucy, true PSF",
-    "Self-Net (baseline)", "RESIN quick", "truth (for reference)")
+    "Self-Net (baseline)", "RESIN quick", "RESIN long", "truth (for reference)")
 
 
 @dataclass(frozen=True)
@@ -244,9 +244,9 @@ def _fit_patch(config, grid: tuple[int, int, int]):
     return config.model_copy(update={"data": data})
 
 
-def train_quick(raw_path: Path, out: Path, angle: float, z_step: int, grid: tuple[int, int, int],
-                steps: int | None) -> float:
-    """Train the quick preset on ``raw_path``; the wall time in seconds."""
+def train_preset(preset: str, raw_path: Path, out: Path, angle: float, z_step: int,
+                 grid: tuple[int, int, int], steps: int | None) -> float:
+    """Train ``preset`` (quick or long) on ``raw_path``; the wall time in seconds."""
     from resin.config import preset_config
     from resin.train import train
 
@@ -255,7 +255,7 @@ def train_quick(raw_path: Path, out: Path, angle: float, z_step: int, grid: tupl
         overrides["data"] = {"z_step": z_step}
     if steps:
         overrides["steps"] = steps
-    config = _fit_patch(preset_config("quick", overrides), grid)
+    config = _fit_patch(preset_config(preset, overrides), grid)
     t0 = time.perf_counter()
     train(raw_path, out, config, device="cpu", overwrite=True, previews=False)
     return time.perf_counter() - t0
@@ -284,7 +284,7 @@ def _note(message: str) -> None:
 
 def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | None,
                 extras: dict[str, Path], selfnet_minutes: float, quick_steps: int | None,
-                workdir: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
+                workdir: Path, long: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Every row of one setting, and the scored volumes (on the truth's grid) by method."""
     from resin.errors import ResinError
     from resin.io import write_volume
@@ -338,13 +338,17 @@ def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | Non
 
     raw_path = workdir / f"{setting.name}_raw.tif"
     write_volume(raw_path, sim.raw, overwrite=True)
-    models = {QUICK: model, **extras}
-    for name, path in models.items():
+    models: dict[str, tuple[str, Path | None]] = {QUICK: ("quick", model)}
+    if long:
+        models[LONG] = ("long", None)
+    models.update({name: ("", path) for name, path in extras.items()})
+    for name, (preset, path) in models.items():
         detail = ""
         if path is None:
-            path = workdir / f"{setting.name}_quick.pt"
+            path = workdir / f"{setting.name}_{preset}.pt"
             _note(f"{setting.name}: training {name}")
-            seconds = train_quick(raw_path, path, sim.angle_deg, k, grid, quick_steps)
+            seconds = train_preset(preset, raw_path, path, sim.angle_deg, k, grid,
+                                   quick_steps if preset == "quick" else None)
             detail = f"trained here in {seconds / 60:.1f} min; "
         detail += _train_info(path)
         try:
@@ -407,15 +411,20 @@ def _compare(a: dict | None, b: dict | None, key: str, truth: dict) -> dict | No
 
 
 def summary(results: dict[str, list[dict]]) -> list[dict]:
+    """Per setting and RESIN row (quick, and long where it ran): does it beat the raw input
+    and Self-Net on rmse, ssim and isotropy."""
     out = []
     for name, rows in results.items():
         by = {r["method"]: r for r in rows}
-        quick, truth = by.get(QUICK), by[TRUTH]
-        entry: dict = {"setting": name}
-        for other, label in ((RAW, "raw"), (SELFNET, "selfnet")):
-            for key in ("rmse", "ssim", "isotropy_ratio"):
-                entry[f"{label}_{key}"] = _compare(quick, by.get(other), key, truth)
-        out.append(entry)
+        truth = by[TRUTH]
+        for method in (QUICK, LONG):
+            if method not in by:
+                continue
+            entry: dict = {"setting": name, "method": method}
+            for other, label in ((RAW, "raw"), (SELFNET, "selfnet")):
+                for key in ("rmse", "ssim", "isotropy_ratio"):
+                    entry[f"{label}_{key}"] = _compare(by[method], by.get(other), key, truth)
+            out.append(entry)
     return out
 
 
@@ -428,16 +437,17 @@ def print_summary(entries: list[dict]) -> None:
             return f"{verdict} ({c['ratio']:.3f})"
         return f"{verdict} ({c['distance']:.2f} vs {c['other_distance']:.2f})"
 
-    print("\n### Does RESIN quick beat the raw input and Self-Net? (rmse, ssim: RESIN / other; "
+    print("\n### Does RESIN beat the raw input and Self-Net? (rmse, ssim: RESIN / other; "
           "isotropy: distance of isotropy_ratio to the truth's, RESIN vs other)\n")
-    head = ["setting", "rmse < raw", "ssim > raw", "isotropy vs raw", "rmse < Self-Net",
+    head = ["setting", "RESIN", "rmse < raw", "ssim > raw", "isotropy vs raw", "rmse < Self-Net",
             "ssim > Self-Net", "isotropy vs Self-Net"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for e in entries:
         cells = [cell(e[f"{who}_{key}"]) for who in ("raw", "selfnet")
                  for key in ("rmse", "ssim", "isotropy_ratio")]
-        print(f"| {e['setting']} | " + " | ".join(cells) + " |")
+        print(f"| {e['setting']} | {e['method'].removeprefix('RESIN ')} | "
+              + " | ".join(cells) + " |")
 
 
 def _jsonable(value: object) -> object:
@@ -479,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--selfnet-minutes", type=float, default=SELFNET_MINUTES,
                     help="wall-clock budget of each Self-Net baseline (default %(default)s)")
     ap.add_argument("--quick-steps", type=int, help="steps for the quick models trained here")
+    ap.add_argument("--long", nargs="+", choices=list(SETTINGS), default=[], metavar="SETTING",
+                    help="also train the long preset (about 30 min each on 2 CPU cores) in "
+                         "these settings: a 'RESIN long' row")
     ap.add_argument("--model", action="append", default=[], metavar="SETTING=PATH",
                     help="score this model as RESIN quick in SETTING instead of training one")
     ap.add_argument("--extra", action="append", default=[], metavar="SETTING=NAME=PATH",
@@ -492,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {s: Path(p) for s, p in _pairs(args.model, "--model", 2, ap)}
     extras: dict[str, dict[str, Path]] = {s: {} for s in SETTINGS}
     for s, name, p in _pairs(args.extra, "--extra", 3, ap):
-        if name in (RAW, BLURRED, RL, SELFNET, QUICK, TRUTH):
+        if name in (RAW, BLURRED, RL, SELFNET, QUICK, LONG, TRUTH):
             ap.error(f"--extra: the name {name!r} is taken by a standard row")
         extras[s][name] = Path(p)
     if args.json is not None and not args.json.parent.is_dir():
@@ -503,14 +516,15 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, list[dict]] = {}
     record: dict = {"shape": list(shape), "seed": SEED, "selfnet_minutes": args.selfnet_minutes,
-                    "quick_steps": args.quick_steps, "settings": {}}
+                    "quick_steps": args.quick_steps, "long": args.long, "settings": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for name in chosen:
             setting = SETTINGS[name]
             rows, volumes = run_setting(setting, shape, models.get(name), extras[name],
-                                        args.selfnet_minutes, args.quick_steps, work)
+                                        args.selfnet_minutes, args.quick_steps, work,
+                                        long=name in args.long)
             title = f"{name}: {setting.title}; truth {shape}, seed {SEED}"
             print_table(title, rows)
             results[name] = rows
