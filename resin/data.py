@@ -235,8 +235,9 @@ class PatchSampler:
 
     def real_batch(self) -> np.ndarray | None:
         """The discriminators' real patches when patches may reach past the faces: drawn
-        inside the volume, so mirrored data (its noise mirrored too, a symmetry nothing F
-        makes has) is never shown to them as real; None when every patch is inside."""
+        inside the volume, so repeated face planes (constant along one axis, noise
+        included, which no acquired data is) are never shown to them as real; None when
+        every patch is inside."""
         return self.batch(inside=True) if any(self.face_margin) else None
 
     def rotated_batch(self, matrix: np.ndarray) -> np.ndarray | None:
