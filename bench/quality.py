@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import importlib.util
 import json
 import math
@@ -64,8 +65,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 # On a shared CPU, OpenMP threads that spin while waiting make every step several times
 # slower as soon as another process is busy; this only acts before torch is imported.
@@ -245,14 +249,17 @@ def _fit_patch(config, grid: tuple[int, int, int]):
 
 
 def train_preset(preset: str, raw_path: Path, out: Path, angle: float, z_step: int,
-                 grid: tuple[int, int, int], steps: int | None) -> float:
+                 grid: tuple[int, int, int], steps: int | None,
+                 face_margin: float = 0.0) -> float:
     """Train ``preset`` (quick or long) on ``raw_path``; the wall time in seconds."""
     from resin.config import preset_config
     from resin.train import train
 
-    overrides: dict = {"angle_deg": angle, "seed": 0}
+    overrides: dict = {"angle_deg": angle, "seed": 0, "data": {}}
     if z_step > 1:
-        overrides["data"] = {"z_step": z_step}
+        overrides["data"]["z_step"] = z_step
+    if face_margin:
+        overrides["data"]["face_margin"] = face_margin
     if steps:
         overrides["steps"] = steps
     config = _fit_patch(preset_config(preset, overrides), grid)
@@ -284,7 +291,8 @@ def _note(message: str) -> None:
 
 def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | None,
                 extras: dict[str, Path], selfnet_minutes: float, quick_steps: int | None,
-                workdir: Path, long: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
+                workdir: Path, long: bool = False,
+                face_margin: float = 0.0) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Every row of one setting, and the scored volumes (on the truth's grid) by method."""
     from resin.errors import ResinError
     from resin.io import write_volume
@@ -307,7 +315,7 @@ def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | Non
             row.update(score(pred[:n], truth))
         rows.append(row)
 
-    def timed(name: str, fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+    def timed(name: str, fn: Callable[[], T]) -> tuple[T, float]:
         _note(f"{setting.name}: {name}")
         t0 = time.perf_counter()
         out = fn()
@@ -348,11 +356,13 @@ def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | Non
             path = workdir / f"{setting.name}_{preset}.pt"
             _note(f"{setting.name}: training {name}")
             seconds = train_preset(preset, raw_path, path, sim.angle_deg, k, grid,
-                                   quick_steps if preset == "quick" else None)
+                                   quick_steps if preset == "quick" else None, face_margin)
             detail = f"trained here in {seconds / 60:.1f} min; "
+            if face_margin:
+                detail += f"face_margin {face_margin:g}; "
         detail += _train_info(path)
         try:
-            (pred, note), _ = timed(name, lambda p=path: enhance(p, sim.raw, k))
+            (pred, note), _ = timed(name, functools.partial(enhance, path, sim.raw, k))
         except ResinError as exc:
             _note(f"{setting.name}: {name} failed: {exc}")
             add(name, None, f"n/a: {exc}")
@@ -492,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long", nargs="+", choices=list(SETTINGS), default=[], metavar="SETTING",
                     help="also train the long preset (about 30 min each on 2 CPU cores) in "
                          "these settings: a 'RESIN long' row")
+    ap.add_argument("--face-margin", type=float, default=0.0, metavar="SHARE",
+                    help="train the RESIN models here with data.face_margin SHARE (patches "
+                         "reaching that share of their side past the faces; default 0)")
     ap.add_argument("--model", action="append", default=[], metavar="SETTING=PATH",
                     help="score this model as RESIN quick in SETTING instead of training one")
     ap.add_argument("--extra", action="append", default=[], metavar="SETTING=NAME=PATH",
@@ -510,13 +523,16 @@ def main(argv: list[str] | None = None) -> int:
         extras[s][name] = Path(p)
     if args.json is not None and not args.json.parent.is_dir():
         ap.error(f"--json: folder {args.json.parent} does not exist")
+    if not 0.0 <= args.face_margin <= 0.5:
+        ap.error("--face-margin must be between 0 and 0.5")
     if not args.selfnet_minutes > 0:
         ap.error("--selfnet-minutes must be positive")
     chosen = list(dict.fromkeys(args.settings))
 
     results: dict[str, list[dict]] = {}
     record: dict = {"shape": list(shape), "seed": SEED, "selfnet_minutes": args.selfnet_minutes,
-                    "quick_steps": args.quick_steps, "long": args.long, "settings": {}}
+                    "quick_steps": args.quick_steps, "long": args.long,
+                    "face_margin": args.face_margin, "settings": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -524,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             setting = SETTINGS[name]
             rows, volumes = run_setting(setting, shape, models.get(name), extras[name],
                                         args.selfnet_minutes, args.quick_steps, work,
-                                        long=name in args.long)
+                                        long=name in args.long,
+                                        face_margin=args.face_margin)
             title = f"{name}: {setting.title}; truth {shape}, seed {SEED}"
             print_table(title, rows)
             results[name] = rows
