@@ -491,6 +491,10 @@ def _pairs(items: list[str], flag: str, parts: int, ap: argparse.ArgumentParser)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from resin.config import DataConfig
+
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
                     help="which settings to run (default: all four)")
@@ -523,8 +527,10 @@ def main(argv: list[str] | None = None) -> int:
         extras[s][name] = Path(p)
     if args.json is not None and not args.json.parent.is_dir():
         ap.error(f"--json: folder {args.json.parent} does not exist")
-    if not 0.0 <= args.face_margin <= 0.5:
-        ap.error("--face-margin must be between 0 and 0.5")
+    try:  # the config's own bound, checked before minutes of simulation and baselines
+        DataConfig(face_margin=args.face_margin)
+    except ValidationError as exc:
+        ap.error(f"--face-margin: {exc.errors()[0]['msg']}")
     if not args.selfnet_minutes > 0:
         ap.error("--selfnet-minutes must be positive")
     chosen = list(dict.fromkeys(args.settings))
