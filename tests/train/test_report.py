@@ -36,6 +36,19 @@ def test_identity_model_is_flagged(rng):
     assert any("identity" in line for line in rep.lines())
 
 
+def test_a_model_that_hardly_restores_is_flagged(rng):
+    """A model that changes the volume (here: smooths it laterally) but leaves its axial
+    blur gets a warning; one that closes most of the anisotropy does not."""
+    base = rng.random((48, 48, 48)).astype(np.float32) ** 8
+    raw = ndimage.gaussian_filter(base, (3.0, 1.0, 1.0))
+    little = ndimage.gaussian_filter(base, (2.9, 1.0, 1.0)) * 1.05
+    rep = make_report(raw, little)
+    assert rep.change >= IDENTITY_CHANGE
+    assert any("hardly more isotropic" in n for n in rep.notes)
+    good = make_report(raw, ndimage.gaussian_filter(base, (1.5, 1.0, 1.0)))
+    assert not any("isotropic" in n for n in good.notes)
+
+
 def test_an_output_that_explains_nothing_has_a_large_residual(rng):
     raw = _volume(rng)
     rep = make_report(raw, raw, degraded=np.roll(raw, 7, axis=2))
