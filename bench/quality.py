@@ -250,7 +250,7 @@ def _fit_patch(config, grid: tuple[int, int, int]):
 
 def train_preset(preset: str, raw_path: Path, out: Path, angle: float, z_step: int,
                  grid: tuple[int, int, int], steps: int | None,
-                 face_margin: float = 0.0) -> float:
+                 face_margin: float = 0.0, d_noise: bool = False) -> float:
     """Train ``preset`` (quick or long) on ``raw_path``; the wall time in seconds."""
     from resin.config import preset_config
     from resin.train import train
@@ -260,6 +260,8 @@ def train_preset(preset: str, raw_path: Path, out: Path, angle: float, z_step: i
         overrides["data"]["z_step"] = z_step
     if face_margin:
         overrides["data"]["face_margin"] = face_margin
+    if d_noise:
+        overrides["degrader"] = {"noise": "measured"}
     if steps:
         overrides["steps"] = steps
     config = _fit_patch(preset_config(preset, overrides), grid)
@@ -292,7 +294,8 @@ def _note(message: str) -> None:
 def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | None,
                 extras: dict[str, Path], selfnet_minutes: float, quick_steps: int | None,
                 workdir: Path, long: bool = False,
-                face_margin: float = 0.0) -> tuple[list[dict], dict[str, np.ndarray]]:
+                face_margin: float = 0.0,
+                d_noise: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Every row of one setting, and the scored volumes (on the truth's grid) by method."""
     from resin.errors import ResinError
     from resin.io import write_volume
@@ -356,10 +359,13 @@ def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | Non
             path = workdir / f"{setting.name}_{preset}.pt"
             _note(f"{setting.name}: training {name}")
             seconds = train_preset(preset, raw_path, path, sim.angle_deg, k, grid,
-                                   quick_steps if preset == "quick" else None, face_margin)
+                                   quick_steps if preset == "quick" else None, face_margin,
+                                   d_noise)
             detail = f"trained here in {seconds / 60:.1f} min; "
             if face_margin:
                 detail += f"face_margin {face_margin:g}; "
+            if d_noise:
+                detail += "D adds the measured noise; "
         detail += _train_info(path)
         try:
             (pred, note), _ = timed(name, functools.partial(enhance, path, sim.raw, k))
@@ -509,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--face-margin", type=float, default=0.0, metavar="SHARE",
                     help="train the RESIN models here with data.face_margin SHARE (patches "
                          "reaching that share of their side past the faces; default 0)")
+    ap.add_argument("--d-noise", action="store_true",
+                    help="train the RESIN models here with degrader.noise 'measured' (D's "
+                         "outputs get the raw volume's noise back; experimental)")
     ap.add_argument("--model", action="append", default=[], metavar="SETTING=PATH",
                     help="score this model as RESIN quick in SETTING instead of training one")
     ap.add_argument("--extra", action="append", default=[], metavar="SETTING=NAME=PATH",
@@ -538,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {}
     record: dict = {"shape": list(shape), "seed": SEED, "selfnet_minutes": args.selfnet_minutes,
                     "quick_steps": args.quick_steps, "long": args.long,
-                    "face_margin": args.face_margin, "settings": {}}
+                    "face_margin": args.face_margin, "d_noise": args.d_noise, "settings": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -547,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             rows, volumes = run_setting(setting, shape, models.get(name), extras[name],
                                         args.selfnet_minutes, args.quick_steps, work,
                                         long=name in args.long,
-                                        face_margin=args.face_margin)
+                                        face_margin=args.face_margin, d_noise=args.d_noise)
             title = f"{name}: {setting.title}; truth {shape}, seed {SEED}"
             print_table(title, rows)
             results[name] = rows

@@ -67,6 +67,11 @@ class DegraderConfig(_Strict):
     from the raw volume's axial vs lateral power spectra (no ground truth); 'identity'."""
     init_sigma: float | None = Field(None, ge=0.0, le=30.0)
     """Extra axial sigma (voxels) to start D with, instead of measuring it."""
+    noise: Literal["none", "measured"] = "none"
+    """'none': D only blurs. 'measured' (experimental, docs/training.md): D's outputs in
+    training get back the noise its blur averaged away, from a Poisson-Gaussian model fitted
+    on the raw volume (``resin.train.noise``), so that degraded patches look like raw ones,
+    noise and all."""
 
     @field_validator("kernel_sizes")
     @classmethod

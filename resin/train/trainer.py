@@ -59,6 +59,7 @@ from resin.models import (
     min_discriminator_input,
 )
 from resin.train.geometry import AXES, Geometry
+from resin.train.noise import NoiseModel
 from resin.train.outputs import Paths, check_outputs
 
 require("torch", "RESIN training", extra="train")
@@ -127,6 +128,8 @@ class Trainer:
         self.geometry = Geometry(config.data.patch_size, config.angle_deg, self.device)
         self.rng = np.random.default_rng([config.seed, 1])
         self.step = 0
+        #: the raw volume's noise, added to D's outputs (set by training's start)
+        self.noise = NoiseModel()
         self.amp = config.amp and self.device.type == "cuda"
         smallest = min(min(config.data.patch_size), _valid_side(self.geometry, config))
         need = min_discriminator_input(config.discriminator)
@@ -146,6 +149,21 @@ class Trainer:
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def _noisy(self, v: torch.Tensor) -> torch.Tensor:
+        """``v`` (an output of D) with the noise D's blur averaged away added back
+        (:mod:`resin.train.noise`); the noise's scale carries no gradient."""
+        nm = self.noise
+        if nm.silent:
+            return v
+        kept = 0.0
+        if self.nets.D.kernel is not None:
+            with torch.no_grad():
+                kept = float((self.nets.D.blur_kernel() ** 2).sum())
+        share = nm.scale * max(0.0, 1.0 - kept)
+        with torch.no_grad():
+            std = torch.sqrt(torch.clamp(nm.gain * v.float() + nm.floor, min=0.0) * share)
+        return v + (std * torch.randn_like(std)).to(v.dtype)
 
     def gan_ramp(self, step: int) -> float:
         w = self.config.optim.warmup_steps
@@ -171,7 +189,7 @@ class Trainer:
                 whole = ry is not None  # every voxel of ry is data
                 with torch.no_grad():
                     ry = g.rotate(y, axis) if ry is None else ry.to(y.dtype)
-                    dry = n.D(ry)
+                    dry = self._noisy(n.D(ry))
                 if dry.shape == y.shape:
                     both = self._f(torch.cat([y, dry.to(y.dtype)]))
                     x, f_dry = both[:y.shape[0]], both[y.shape[0]:]
@@ -183,7 +201,7 @@ class Trainer:
                 x = self._f(y)
                 self_term = torch.zeros((), device=y.device)
             cycle1 = self._cyc(n.D(x), y)
-            drx = n.D(g.rotate(x, axis))
+            drx = self._noisy(n.D(g.rotate(x, axis)))
             back = n.D(g.rotate_inverse(self._f(drx), axis))
             cycle2 = self._cyc(g.crop(back), g.crop(y))
             fake_yy = g.crop(drx)
@@ -331,6 +349,7 @@ class Trainer:
             "optimizers": {"generator": n.opt_g.state_dict(),
                            "discriminator": n.opt_d.state_dict()},
             "step": self.step,
+            "noise": self.noise.record(),
             "rng": {"trainer": json.dumps(self.rng.bit_generator.state),
                     "torch": torch.get_rng_state()},
         }
@@ -348,6 +367,8 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ResumeError(f"the checkpoint does not match this configuration ({exc})") from exc
         self.step = int(ckpt["step"])
+        if "noise" in ckpt:
+            self.noise = NoiseModel(**ckpt["noise"])
         self.rng.bit_generator.state = json.loads(ckpt["rng"]["trainer"])
         torch.set_rng_state(ckpt["rng"]["torch"])
 
@@ -432,6 +453,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         paths.config.write_text(config.model_dump_json(indent=2))
         _truncate_csv(paths.losses, 0)
         _start_degrader(trainer, sampler, config)
+        _start_noise(trainer, sampler, config)
     _log_anisotropy(preview_raw, hint=not config.angle_deg)
     _log_sampling(getattr(reader, "voxel_size", None), config.data.z_step)
     _log.log(f"training on {reader.path} {tuple(reader.shape)} {reader.dtype}, device {dev}, "
@@ -674,6 +696,37 @@ def _start_degrader(trainer: Trainer, sampler: PatchSampler, config: TrainConfig
                  f"kernel; set degrader.kernel_size to at least {2 * math.ceil(2 * sigma) + 1}")
     trainer.nets.D.reset_to_gaussian(sigma, axial_vector_from_angle(config.angle_deg))
     _log.log(f"D starts as an axial Gaussian blur of sigma {sigma:.2f} voxels ({how})")
+
+
+def _start_noise(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -> None:
+    """Measure the raw volume's noise for D's outputs (DegraderConfig.noise)."""
+    if config.degrader.noise == "none":
+        return
+    from resin.train.noise import estimate_noise
+
+    trainer.noise = estimate_noise(_raw_blocks(sampler, config), config.data.z_step)
+    if trainer.noise.silent:
+        _log.log("D adds no noise: the raw volume measures as noise-free")
+    else:
+        _log.log(f"D adds back the noise its blur removes: {trainer.noise.describe()}")
+
+
+def _raw_blocks(sampler: PatchSampler, config: TrainConfig, count: int = 8,
+                candidates: int = 24) -> list[np.ndarray]:
+    """Normalized blocks of raw planes (no z interpolation), up to 64 voxels a side: the
+    ``count`` brightest (by 99th percentile) of ``candidates`` random ones."""
+    reader = sampler.reader
+    shape = tuple(int(s) for s in reader.shape)
+    size = tuple(min(64, s) for s in shape)
+    rng = np.random.default_rng([config.seed, 5])
+    scored: list[tuple[float, int, np.ndarray]] = []
+    for _ in range(candidates):
+        start = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, size, strict=True)]
+        z, y, x = (slice(a, a + b) for a, b in zip(start, size, strict=True))
+        block = np.asarray(sampler.norm.apply(reader.read((z, y, x))), dtype=np.float32)
+        scored.append((float(np.percentile(block, 99)), len(scored), block))
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    return [b for _, _, b in scored[:count]]
 
 
 def _blur_blocks(sampler: PatchSampler, config: TrainConfig, count: int = 8,
