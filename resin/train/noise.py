@@ -64,19 +64,6 @@ class NoiseModel:
                 f"(variance {self.gain:.3g} * mean + {self.floor:.3g}, normalized units)")
 
 
-def _shifted(v: np.ndarray, s: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
-    """(v[p - s], v[p], v[p + s]) over every p where all three exist."""
-    def part(offset: int) -> tuple[slice, ...]:
-        sl = []
-        for d, n in zip(s, v.shape, strict=True):
-            lo = abs(d)
-            start = lo + offset * d
-            sl.append(slice(start, n - lo + offset * d))
-        return tuple(sl)
-
-    return v[part(-1)], v[part(0)], v[part(1)]
-
-
 def interpolation_scale(z_step: int) -> float:
     """Mean noise variance of planes linearly interpolated between raw planes K apart
     (``(1 - t)^2 + t^2`` at ``t = r / K``), relative to a raw plane's."""
@@ -96,15 +83,14 @@ def estimate_noise(blocks: Sequence[np.ndarray], z_step: int = 1) -> NoiseModel:
         v = np.asarray(block, dtype=np.float64)
         if v.ndim != 3 or min(v.shape) < 3:
             continue
+        # every direction on the same voxels, the block's core, where all of them exist
         core = tuple(slice(1, n - 1) for n in v.shape)
+        here = v[core]
         means.append(_local_mean(v)[core].ravel())
         for i, s in enumerate(_DIRECTIONS):
-            before, here, after = _shifted(v, s)
-            d = (2.0 * here - before - after) / math.sqrt(6.0)
-            # every direction on the same voxels: the block's core
-            full = np.full(v.shape, np.nan)
-            full[tuple(slice(abs(x), n - abs(x)) for x, n in zip(s, v.shape, strict=True))] = d
-            diffs[i].append(full[core].ravel())
+            before = v[tuple(slice(1 - d, n - 1 - d) for d, n in zip(s, v.shape, strict=True))]
+            after = v[tuple(slice(1 + d, n - 1 + d) for d, n in zip(s, v.shape, strict=True))]
+            diffs[i].append(((2.0 * here - before - after) / math.sqrt(6.0)).ravel())
     if not means:
         return NoiseModel(scale=interpolation_scale(z_step))
     m = np.concatenate(means)
@@ -142,8 +128,5 @@ def _local_mean(v: np.ndarray) -> np.ndarray:
 
 
 def _robust_variance(d: np.ndarray) -> float:
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return math.inf
     mad = float(np.median(np.abs(d - np.median(d))))
     return (1.4826 * mad) ** 2

@@ -156,12 +156,11 @@ class Trainer:
         nm = self.noise
         if nm.silent:
             return v
-        kept = 0.0
-        if self.nets.D.kernel is not None:
-            with torch.no_grad():
-                kept = float((self.nets.D.blur_kernel() ** 2).sum())
-        share = nm.scale * max(0.0, 1.0 - kept)
         with torch.no_grad():
+            kept = 0.0
+            if self.nets.D.kernel is not None:
+                kept = float((self.nets.D.blur_kernel() ** 2).sum())
+            share = nm.scale * max(0.0, 1.0 - kept)
             std = torch.sqrt(torch.clamp(nm.gain * v.float() + nm.floor, min=0.0) * share)
         return v + (std * torch.randn_like(std)).to(v.dtype)
 
@@ -711,40 +710,43 @@ def _start_noise(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -
         _log.log(f"D adds back the noise its blur removes: {trainer.noise.describe()}")
 
 
-def _raw_blocks(sampler: PatchSampler, config: TrainConfig, count: int = 8,
-                candidates: int = 24) -> list[np.ndarray]:
-    """Normalized blocks of raw planes (no z interpolation), up to 64 voxels a side: the
-    ``count`` brightest (by 99th percentile) of ``candidates`` random ones."""
-    reader = sampler.reader
-    shape = tuple(int(s) for s in reader.shape)
+def _raw_blocks(sampler: PatchSampler, config: TrainConfig) -> list[np.ndarray]:
+    """Normalized blocks of raw planes (no z interpolation) for measuring the noise, up to
+    64 voxels a side (:func:`_brightest_blocks`)."""
+    shape = tuple(int(s) for s in sampler.reader.shape)
     size = tuple(min(64, s) for s in shape)
-    rng = np.random.default_rng([config.seed, 5])
-    scored: list[tuple[float, int, np.ndarray]] = []
-    for _ in range(candidates):
-        start = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, size, strict=True)]
+
+    def read(start: tuple[int, ...]) -> np.ndarray:
         z, y, x = (slice(a, a + b) for a, b in zip(start, size, strict=True))
-        block = np.asarray(sampler.norm.apply(reader.read((z, y, x))), dtype=np.float32)
-        scored.append((float(np.percentile(block, 99)), len(scored), block))
-    scored.sort(key=lambda t: (-t[0], t[1]))
-    return [b for _, _, b in scored[:count]]
+        return np.asarray(sampler.norm.apply(sampler.reader.read((z, y, x))), dtype=np.float32)
+
+    return _brightest_blocks(shape, size, read, np.random.default_rng([config.seed, 5]))
 
 
-def _blur_blocks(sampler: PatchSampler, config: TrainConfig, count: int = 8,
-                 candidates: int = 24) -> list[np.ndarray]:
-    """Blocks spread over the volume for measuring the axial blur: the ``count`` brightest
-    (by 99th percentile) of ``candidates`` random ones, so dense and sparse samples alike
-    give the spectra enough structure. Up to 64 voxels a side; cubic for an oblique PSF."""
+def _blur_blocks(sampler: PatchSampler, config: TrainConfig) -> list[np.ndarray]:
+    """Blocks spread over the volume for measuring the axial blur (:func:`_brightest_blocks`,
+    so dense and sparse samples alike give the spectra enough structure). Up to 64 voxels
+    a side; cubic for an oblique PSF."""
     shape = sampler.shape
     if config.angle_deg:
         side = min(64, *shape)
-        size = (side, side, side)
+        size: tuple[int, ...] = (side, side, side)
     else:
         size = (min(64, shape[0]), min(64, shape[1]), min(64, shape[2]))
-    rng = np.random.default_rng([config.seed, 3])
+    return _brightest_blocks(shape, size,
+                             lambda start: sampler.read_patch(start, size),  # type: ignore[arg-type]
+                             np.random.default_rng([config.seed, 3]))
+
+
+def _brightest_blocks(shape: tuple[int, ...], size: tuple[int, ...],
+                      read: Callable[[tuple[int, ...]], np.ndarray], rng: np.random.Generator,
+                      count: int = 8, candidates: int = 24) -> list[np.ndarray]:
+    """The ``count`` brightest (by 99th percentile) of ``candidates`` blocks of ``size`` that
+    ``read(start)`` returns at random starts within ``shape`` (ties: the earlier draw)."""
     scored: list[tuple[float, int, np.ndarray]] = []
     for _ in range(candidates):
         start = tuple(int(rng.integers(0, s - b + 1)) for s, b in zip(shape, size, strict=True))
-        block = sampler.read_patch(start, size)  # type: ignore[arg-type]
+        block = read(start)
         scored.append((float(np.percentile(block, 99)), len(scored), block))
     scored.sort(key=lambda t: (-t[0], t[1]))
     return [b for _, _, b in scored[:count]]
