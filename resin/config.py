@@ -95,6 +95,12 @@ class DiscriminatorConfig(_Strict):
     """Channels of the first layer; doubled at each downsampling layer (capped at 8x)."""
     layers: int = Field(2, ge=1, le=5)
     """Stride-2 layers; the patch a score sees grows with it (use 3 for 64^3 patches)."""
+    zero_last: bool = False
+    """Start each discriminator's last layer at zero, so that it scores every input 0 and
+    gives F no gradient until it has learned something from the data. With random last
+    layers the random functions the discriminators start as push F one way or another at
+    its highest learning rate, and on noisy data that decided whether a short run restored
+    (docs/training.md, "The discriminators' start")."""
 
 
 class LossConfig(_Strict):
@@ -264,7 +270,9 @@ class TrainConfig(_Strict):
 # Small enough for a laptop CPU in ~10 minutes; already beats the raw input.
 _QUICK: dict = {
     "generator": {"features": [8, 16, 32], "multiplicative": True},
-    "discriminator": {"features": 8, "layers": 2},
+    # discriminators that start at zero: with random ones the noisy tubes restored or not
+    # by the seed (docs/training.md)
+    "discriminator": {"features": 8, "layers": 2, "zero_last": True},
     # batch 2: CPU 3D convolutions take the much faster oneDNN path for N > 1
     "data": {"patch_size": (32, 32, 32), "batch_size": 2, "validation_patches": 2},
     "optim": {"lr_generator": 1e-3, "lr_discriminator": 1e-3, "lr_degrader_scale": 0.01,

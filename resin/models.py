@@ -241,8 +241,13 @@ def _patchgan(conv: type[nn.Conv2d] | type[nn.Conv3d], config: DiscriminatorConf
         layers += [conv(c, c_next, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         c = c_next
     c_next = f * min(2**config.layers, 8)
-    layers += [conv(c, c_next, 4, stride=1, padding=1), nn.LeakyReLU(0.2),
-               conv(c_next, 1, 4, stride=1, padding=1)]
+    layers += [conv(c, c_next, 4, stride=1, padding=1), nn.LeakyReLU(0.2)]
+    last = conv(c_next, 1, 4, stride=1, padding=1)
+    if config.zero_last:
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+    layers.append(last)
     return nn.Sequential(*layers)
 
 

@@ -72,6 +72,29 @@ def test_patchgan_uses_kernel_4_and_leaky_relu():
     assert slopes == {0.2}
 
 
+@pytest.mark.parametrize("cls, side", [(PatchDiscriminator3D, 3), (PatchDiscriminator2D, 2)])
+def test_zero_last_discriminators_start_neutral_and_still_learn(cls, side):
+    """zero_last: every input scores 0 and F gets no gradient through the score at the
+    start, while the last layer itself gets one (the discriminator learns from step 1);
+    the random start scores inputs and pushes F."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, *(16,) * side, requires_grad=True)
+    for zero in (True, False):
+        d = cls(DiscriminatorConfig(features=2, layers=2, zero_last=zero))
+        x.grad = None
+        score = d(x)
+        ((score - 1.0) ** 2).mean().backward()  # the generator's LSGAN term
+        assert x.grad is not None
+        if zero:
+            assert torch.count_nonzero(score) == 0
+            assert torch.count_nonzero(x.grad) == 0
+            assert d.net[-1].weight.grad is not None
+            assert float(d.net[-1].weight.grad.abs().sum()) > 0.0
+        else:
+            assert torch.count_nonzero(score) > 0
+            assert torch.count_nonzero(x.grad) > 0
+
+
 def test_multiplicative_generator_is_a_gain_that_keeps_signs_and_zeros(rng):
     from resin.config import GeneratorConfig
 

@@ -26,3 +26,12 @@ def test_every_preset_is_a_choice_of_resin_train():
     for name in PRESETS:
         args = ap.parse_args(["train", "raw.tif", "-o", "m.pt", "--preset", name])
         assert args.preset == name
+
+
+def test_the_cpu_presets_start_their_discriminators_at_zero():
+    """quick and long (measured on the noisy tubes, seeds 0-2) start the discriminators
+    neutral; the untested GPU preset and the bare config keep the random start, so old
+    training states resume as they were."""
+    assert preset_config("quick").discriminator.zero_last
+    assert preset_config("long").discriminator.zero_last
+    assert not preset_config("default").discriminator.zero_last
