@@ -52,6 +52,13 @@ def is_debug() -> bool:
     return bool(_state["debug"])
 
 
+def shows_info() -> bool:
+    """Whether a :func:`log` line reaches anyone (False under ``--quiet``, or where the
+    embedding application leaves the ``resin`` logger above INFO): work done only to
+    compose such a line can be skipped."""
+    return logger.isEnabledFor(logging.INFO)
+
+
 def log(message: str) -> None:
     """One informational line (INFO on the ``resin`` logger)."""
     logger.info(message)

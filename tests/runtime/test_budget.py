@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -243,3 +245,32 @@ def test_resin_run_logs_the_plan_and_records_the_halo(cli, fast_model, tmp_path)
     attrs = zarr.open_group(tmp_path / "out.ome.zarr", mode="r").attrs["resin"]
     assert attrs["halo_kind"] == "exact"
     assert json.dumps(attrs["halo"]) == "[3, 3, 3]"
+
+
+@pytest.mark.parametrize("level, probes", [(logging.INFO, 1), (logging.ERROR, 0)])
+def test_the_time_estimate_probes_the_engine_only_when_its_line_is_shown(monkeypatch, level,
+                                                                         probes):
+    """The estimate's probe is a network call; under --quiet (the logger above INFO) it
+    used to run anyway, about 3 % of a 128x512x512 run on a CPU, for a line nobody saw."""
+    from resin.runtime import runner
+
+    class Counting(_Bounded):
+        calls = 0
+
+        def infer(self, tile):
+            Counting.calls += 1
+            return tile.astype(np.float32)
+
+    lines: list[str] = []
+    monkeypatch.setattr(runner._log, "log", lines.append)
+    engine = Counting()
+    plan = make_plan(engine, (30, 40, 40), TileSettings(tile=(12, 16, 16)))
+    assert plan.n_tiles > 1
+    before = runner._log.logger.level
+    runner._log.logger.setLevel(level)  # setLevel, not the attribute: it clears the cache
+    try:
+        runner.log_plan(engine, plan, TileSettings(tile=(12, 16, 16)))
+    finally:
+        runner._log.logger.setLevel(before)
+    assert Counting.calls == probes
+    assert ("s per call)" in lines[0]) == bool(probes)
