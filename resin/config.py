@@ -296,7 +296,7 @@ _QUICK: dict = {
 
 PRESETS: dict[str, dict] = {
     "quick": _QUICK,
-    # The quick recipe trained four times longer: the longer CPU run (about 30 minutes on
+    # The quick recipe trained four times longer: the longer CPU run (22-30 minutes on
     # 2 cores). Same network, patches and losses as quick, so the two differ only in steps.
     "long": {**_QUICK, "steps": 8000, "time_limit_minutes": 30.0, "checkpoint_every": 500,
              "validate_every": 1000, "preview_every": 1000, "log_every": 100},

@@ -25,11 +25,12 @@ DEFAULT_CORE = (48, 96, 96)
 
 def default_tile(halo: tuple[int, ...], size_multiple: int,
                  overlap: int = 0) -> tuple[int, int, int]:
-    """The tile ``resin-run`` uses without ``--tile``: a core of about :data:`DEFAULT_CORE`.
-
-    Also the opt shape of a TensorRT plan's optimization profile, so that the engine is
-    tuned for the tile the runtime will actually feed it (export and runtime share it here,
-    in the torch-free artifact module, rather than export importing the runtime).
+    """A tile of about :data:`DEFAULT_CORE` plus the halo: the opt shape of a TensorRT
+    plan's optimization profile, which ``resin-run`` feeds that plan without ``--tile`` or
+    ``--memory`` (other engines get their tile from the memory budget), and the tile with
+    ``--overlap``. Export and runtime share it here, in the torch-free artifact module,
+    so that the engine is tuned for the tile the runtime feeds it without export importing
+    the runtime.
     """
     m = int(size_multiple)
     z, y, x = (-(-(DEFAULT_CORE[i] + 2 * int(halo[i]) + overlap) // m) * m for i in range(3))

@@ -22,7 +22,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="float16 weights and I/O (parity limit 1e-2 of the range instead of 1e-4)")
     p.add_argument("--tile", type=int3, nargs=3, metavar=("Z", "Y", "X"),
                    help="tile the engine is tuned for (TensorRT opt shape; the fixed shape with "
-                        "--static); default: resin-run's default tile for this model")
+                        "--static); default: a ~48x96x96 core plus the halo, the tile resin-run "
+                        "feeds the plan unless given --memory")
     p.add_argument("--static", action="store_true",
                    help="fixed input shape --tile instead of dynamic Z/Y/X")
     p.add_argument("--halo-tolerance", type=float, default=None, metavar="F",

@@ -14,12 +14,13 @@ def register(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", help="train RESIN on a raw anisotropic volume (self-supervised)",
         description="Train the RESIN generator F on one raw volume (no ground truth). Writes "
-                    "MODEL.pt (the best-validated generator), MODEL.last.pt (state for "
+                    "MODEL.pt (the generator: last step, or best-validated with keep=best), "
+                    "MODEL.last.pt (state for "
                     "--resume), MODEL.json (config), MODEL.losses.csv and MODEL.previews/.")
     p.add_argument("raw", metavar="RAW", help="raw volume (.tif/.tiff or .zarr), ZYX")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="model to write")
     p.add_argument("--preset", choices=tuple(PRESETS), default="default",
-                   help="quick: small, ~10 min on a CPU; long: the quick recipe for ~30 min "
+                   help="quick: small, 6-9 min on 2 CPU cores; long: the quick recipe, 22-30 min "
                         "on a CPU; default: paper-size, for a GPU")
     p.add_argument("--config", metavar="FILE",
                    help="JSON file of TrainConfig fields merged over the preset")
