@@ -5,8 +5,8 @@
     python bench/kernels.py --no-cold  # skip the cold-compile latency (about 20 s of CPU)
 
 Prints ratios (reference time / kernel time; > 1 means the kernel is faster):
-fused MIP vs three NumPy ``max`` calls (and a pass that only reads the volume, the ceiling
-of any one-pass MIP), affine order 1 vs ``scipy.ndimage``, accumulate
+fused MIP vs three NumPy ``max`` calls and against a pass that only reads the volume (the
+floor of any one-pass MIP; goal: the MIP within 1.5x its time, every dtype), affine order 1 vs ``scipy.ndimage``, accumulate
 vs NumPy slicing arithmetic, accumulate's bytes/s as a fraction of a NumPy copy of the
 same bytes, and first-call latency in a fresh process (cache load, and cold compile).
 """
@@ -54,27 +54,33 @@ def row(name: str, ours: float, ref: float, ref_name: str, note: str = "") -> No
 
 
 def _read_only_max() -> Callable[[np.ndarray], np.ndarray]:
-    """One parallel pass that only reads the volume (a maximum per thread's share): what
-    reading the data costs, so the ceiling of any one-pass MIP against NumPy's three."""
+    """One parallel pass that only reads the volume: a bitwise OR of its bytes as 64-bit
+    words, a few chunks per thread. It vectorises for every dtype (a float maximum that
+    must ignore NaN does not), so it reads at the memory's speed: what reading the data
+    costs, the floor of any one-pass MIP."""
     from numba import njit, prange
 
     @njit(parallel=True, nogil=True)
-    def read_max(vol):  # pragma: no cover
-        flat = vol.reshape(vol.size)
-        parts = numba.get_num_threads()
-        out = np.empty(parts, vol.dtype)
+    def read_or(words):  # pragma: no cover
+        parts = 4 * numba.get_num_threads()
+        out = np.zeros(parts, np.uint64)
+        n = words.size
         for p in prange(parts):
-            seg = flat[p * flat.size // parts:(p + 1) * flat.size // parts]
-            m = seg[0]
+            seg = words[p * n // parts:(p + 1) * n // parts]
+            acc = np.uint64(0)
             for i in range(seg.size):
-                m = max(m, seg[i])
-            out[p] = m
+                acc |= seg[i]
+            out[p] = acc
         return out
 
-    return read_max
+    def read(vol: np.ndarray) -> np.ndarray:
+        flat = vol.reshape(-1)
+        return read_or(flat[:flat.size - flat.size % (8 // vol.itemsize)].view(np.uint64))
+
+    return read
 
 
-def bench_mip(shape: tuple[int, int, int], repeat: int) -> None:
+def bench_mip(shape: tuple[int, int, int], repeat: int, pairs: int = 9) -> None:
     import resin.kernels as K
 
     read_max = _read_only_max()
@@ -85,10 +91,16 @@ def bench_mip(shape: tuple[int, int, int], repeat: int) -> None:
             (lambda v=vol: K.mip(v), 2 * repeat),
             (lambda v=vol: (v.max(axis=0), v.max(axis=1), v.max(axis=2)), 2 * repeat),
             (lambda v=vol: read_max(v), 2 * repeat)])
+        # the goal's ratio from back-to-back pairs: the host's memory bandwidth moves by
+        # 1.5x between moments here, and each side's best alone may come from another one
+        ratios = sorted(best_of(lambda v=vol: K.mip(v), repeat)
+                        / best_of(lambda v=vol: read_max(v), repeat) for _ in range(pairs))
         row(f"mip {np.dtype(dtype).name} {shape}", ours, ref, "3x numpy max",
             f"({vol.nbytes / ours / 1e9:.1f} GB/s)")
-        row("  read-only pass (the ceiling)", read, ref, "3x numpy max",
-            f"({vol.nbytes / read / 1e9:.1f} GB/s; the MIP takes {ours / read:.2f}x its time)")
+        row("  read-only pass (the floor)", read, ref, "3x numpy max",
+            f"({vol.nbytes / read / 1e9:.1f} GB/s; the MIP takes {ratios[pairs // 2]:.2f}x its "
+            f"time, median of {pairs} back-to-back pairs, range {ratios[0]:.2f}-"
+            f"{ratios[-1]:.2f}; goal <= 1.5x)")
 
 
 def bench_affine(shape: tuple[int, int, int], repeat: int) -> None:

@@ -281,9 +281,25 @@ def mip_update(mz: Array, my: Array, mx: Array, chunk: Array, offset: Sequence[i
     c = np.ascontiguousarray(chunk)
     from numba import get_num_threads
 
+    cpu = _cpu_kernels()
+    z, y, x = off
     with parallel_section():
-        _cpu_kernels().mip_update(c, mz, my, mx, off[0], off[1], off[2], get_num_threads(),
-                                  dt.kind == "f")
+        if dt.kind != "f":
+            cpu.mip_update(c, mz, my, mx, z, y, x, get_num_threads())
+            return
+        # float32 runs on int32 keys in the floats' order (NaN lowest): the parts of the
+        # projections this chunk touches become keys, and floats again afterwards
+        cz, cy, cx = c.shape
+        touched = [p.view(np.int32) for p in (mz[y:y + cy, x:x + cx], my[z:z + cz, x:x + cx],
+                                              mx[z:z + cz, y:y + cy])]
+        for t in touched:
+            cpu.float_keys(t)
+        try:
+            cpu.mip_update(c.view(np.int32), mz.view(np.int32), my.view(np.int32),
+                           mx.view(np.int32), z, y, x, get_num_threads())
+        finally:
+            for t in touched:
+                cpu.keys_to_float(t)
 
 
 def mip(volume: Array) -> Projections:

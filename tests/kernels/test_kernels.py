@@ -228,6 +228,49 @@ def test_mip_wide_rows_and_plane_blocks(rng, dtype):
             np.testing.assert_array_equal(got, ref)
 
 
+def test_mip_float_order_is_the_floats_order(rng):
+    """float32 runs on integer keys: every special value ranks as a float does. Signed
+    zeros, infinities, subnormals, values on both sides of zero and NaN (never wins; a line
+    of NaNs projects to -inf), against np.fmax, whole and in chunks."""
+    specials = np.array([-np.inf, -3.4e38, -1.0, -1e-45, -0.0, 0.0, 1e-45, 1.0, 3.4e38,
+                         np.inf, np.nan], np.float32)
+    vol = rng.choice(specials, size=(6, 7, 70)).astype(np.float32)
+    vol[2, 3, :] = np.nan
+    vol[:, 4, 5] = np.nan
+    want = [np.fmax.reduce(vol, axis=a) for a in range(3)]
+    for w in want:
+        w[np.isnan(w)] = -np.inf
+    for got, ref in zip(K.mip(vol), want, strict=True):
+        np.testing.assert_array_equal(got, ref)
+        assert not np.isnan(got).any()
+    projections = K.mip_init(vol.shape, np.float32)
+    for z0, y0 in ((3, 0), (0, 4), (0, 0), (3, 4)):
+        K.mip_update(*projections, vol[z0:z0 + 3, y0:y0 + 4 if y0 == 0 else 7], (z0, y0, 0))
+    for got, ref in zip(projections, want, strict=True):
+        np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mip_update_leaves_the_projections_outside_the_chunk_alone(rng, dtype):
+    """Float projections are turned into keys and back only where the chunk projects:
+    every other element keeps its exact bits (a wrong region would leave keys behind)."""
+    vol = _random(rng, (6, 9, 11), dtype)
+    projections = K.mip_init(vol.shape, dtype)
+    for p in projections:
+        p[...] = _random(rng, (1, *p.shape), dtype)[0]
+    before = [p.copy() for p in projections]
+    z0, y0, x0 = 2, 3, 4
+    chunk = vol[z0:z0 + 3, y0:y0 + 4, x0:x0 + 5]
+    K.mip_update(*projections, chunk, (z0, y0, x0))
+    regions = [(slice(y0, y0 + 4), slice(x0, x0 + 5)), (slice(z0, z0 + 3), slice(x0, x0 + 5)),
+               (slice(z0, z0 + 3), slice(y0, y0 + 4))]
+    for axis, (p, old, region) in enumerate(zip(projections, before, regions, strict=True)):
+        outside = np.ones(p.shape, bool)
+        outside[region] = False
+        assert p[outside].tobytes() == old[outside].tobytes()
+        np.testing.assert_array_equal(p[region], np.maximum(old[region], chunk.max(axis=axis)))
+
+
 def test_mip_update_replaces_nan_seeded_projections_in_all_three():
     """Projections a caller seeded with NaN: every projection takes the chunk's maxima."""
     chunk = np.arange(2 * 3 * 16, dtype=np.float32).reshape(2, 3, 16)
