@@ -6,9 +6,10 @@
 
 Prints ratios (reference time / kernel time; > 1 means the kernel is faster):
 fused MIP vs three NumPy ``max`` calls and against a pass that only reads the volume (the
-floor of any one-pass MIP; goal: the MIP within 1.5x its time, every dtype), affine order 1 vs ``scipy.ndimage``, accumulate
-vs NumPy slicing arithmetic, accumulate's bytes/s as a fraction of a NumPy copy of the
-same bytes, and first-call latency in a fresh process (cache load, and cold compile).
+floor of any one-pass MIP; goal: the MIP within 1.5x its time, every dtype), affine order 1
+vs ``scipy.ndimage``, accumulate vs NumPy slicing arithmetic, accumulate's bytes/s as a
+fraction of a NumPy copy of the same bytes, and first-call latency in a fresh process
+(cache load, and cold compile).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def _key_impl(v):  # pragma: no cover
     # NaN becomes NAN_KEY. Integer maxima vectorise as plain max instructions; a float
     # maximum that must ignore NaN takes three (max, unordered compare, blend) and its row
     # reduction does not vectorise at all without fast-math: 1.9x the time of a read-only
-    # pass against 1.3x.
+    # pass against 1.3-1.5x (bench/kernels.py).
     if isinstance(v, types.Integer) and v.signed and v.bitwidth == 32:
         def impl(v):
             k = v ^ ((v >> 31) & np.int32(0x7FFFFFFF))
