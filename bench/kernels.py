@@ -54,7 +54,7 @@ def row(name: str, ours: float, ref: float, ref_name: str, note: str = "") -> No
           f"{ref / ours:6.2f}x  {note}")
 
 
-def _read_only_max() -> Callable[[np.ndarray], np.ndarray]:
+def _read_only_pass() -> Callable[[np.ndarray], np.ndarray]:
     """One parallel pass that only reads the volume: a bitwise OR of its bytes as 64-bit
     words, a few chunks per thread. It vectorises for every dtype (a float maximum that
     must ignore NaN does not), so it reads at the memory's speed: what reading the data
@@ -84,18 +84,18 @@ def _read_only_max() -> Callable[[np.ndarray], np.ndarray]:
 def bench_mip(shape: tuple[int, int, int], repeat: int, pairs: int = 9) -> None:
     import resin.kernels as K
 
-    read_max = _read_only_max()
+    read_only = _read_only_pass()
     rng = np.random.default_rng(0)
     for dtype in (np.uint16, np.float32, np.uint8):
         vol = rng.integers(0, 250, shape).astype(dtype)
         ours, ref, read = interleaved([
             (lambda v=vol: K.mip(v), 2 * repeat),
             (lambda v=vol: (v.max(axis=0), v.max(axis=1), v.max(axis=2)), 2 * repeat),
-            (lambda v=vol: read_max(v), 2 * repeat)])
+            (lambda v=vol: read_only(v), 2 * repeat)])
         # the goal's ratio from back-to-back pairs: the host's memory bandwidth moves by
         # 1.5x between moments here, and each side's best alone may come from another one
         ratios = sorted(best_of(lambda v=vol: K.mip(v), repeat)
-                        / best_of(lambda v=vol: read_max(v), repeat) for _ in range(pairs))
+                        / best_of(lambda v=vol: read_only(v), repeat) for _ in range(pairs))
         row(f"mip {np.dtype(dtype).name} {shape}", ours, ref, "3x numpy max",
             f"({vol.nbytes / ours / 1e9:.1f} GB/s)")
         row("  read-only pass (the floor)", read, ref, "3x numpy max",

@@ -75,6 +75,8 @@ def finalize_float(acc, wsum, scale, low, out):  # pragma: no cover
 
 #: the key of a NaN: below every other key, so a NaN voxel never wins a maximum
 NAN_KEY = np.int32(-2147483648)
+#: the bits of float32 -inf, what a line of NaNs projects to
+NEG_INF_BITS = np.float32(-np.inf).view(np.int32)
 
 
 def _key(v):  # pragma: no cover
@@ -207,9 +209,11 @@ def keys_to_float(keys):  # pragma: no cover
     for i in prange(keys.shape[0]):
         row = keys[i]
         for j in range(row.shape[0]):
+            # the flip undoes itself; not _key, whose NaN test misreads the keys of small
+            # negative floats (their flipped magnitude bits look like a NaN's)
             k = row[j]
             if k == NAN_KEY:
-                row[j] = np.int32(-8388608)  # the bits of -inf
+                row[j] = NEG_INF_BITS
             else:
                 row[j] = k ^ ((k >> 31) & np.int32(0x7FFFFFFF))
 
