@@ -16,9 +16,10 @@ VOLUME_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.uint8), np.dtype(np.uint16),
 WINDOW_MODES = ("gaussian", "cosine", "constant")
 
 
-def numba_signatures(template: str) -> list[str]:
-    """One Numba signature per volume dtype: ``V`` in ``template`` becomes each dtype."""
-    return [template.replace("V", np.dtype(dt).name) for dt in VOLUME_DTYPES]
+def numba_signatures(template: str, dtypes: Sequence[Any] = VOLUME_DTYPES) -> list[str]:
+    """One Numba signature per dtype (the volume dtypes unless given): ``V`` in
+    ``template`` becomes each dtype."""
+    return [template.replace("V", np.dtype(dt).name) for dt in dtypes]
 
 
 def check_volume(name: str, shape: tuple[int, ...], dtype: Any) -> np.dtype:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
+from resin.kernels._common import numba_signatures as _sigs
 
 # -- blending -------------------------------------------------------------------------
 
@@ -105,12 +106,8 @@ def _key_impl(v):  # pragma: no cover
 ZB = 4  # z planes read together: the along-z projection row is loaded and stored once per ZB
 
 
-@njit(["void(uint8[:,:,::1], uint8[:,::1], uint8[:,::1], uint8[:,::1], int64, int64, int64,"
-       " int64)",
-       "void(uint16[:,:,::1], uint16[:,::1], uint16[:,::1], uint16[:,::1], int64, int64,"
-       " int64, int64)",
-       "void(int32[:,:,::1], int32[:,::1], int32[:,::1], int32[:,::1], int64, int64, int64,"
-       " int64)"],
+@njit(_sigs("void(V[:,:,::1], V[:,::1], V[:,::1], V[:,::1], int64, int64, int64, int64)",
+            (np.uint8, np.uint16, np.int32)),  # float32 runs as int32 keys
       parallel=True, cache=True, nogil=True)
 def mip_update(chunk, mz, my, mx, z0, y0, x0, n_blocks):  # pragma: no cover
     """One streaming read of the chunk updates all three projections. Blocks of y rows run
