@@ -4,9 +4,10 @@
     python bench/symmetry.py --workdir /tmp/quality paper noisy nuclei
     python bench/symmetry.py --model paper=/path/to/model.pt
 
-A model trained with random flips and lateral transposes should answer a flipped volume
-with the flipped output. Where it does not exactly, the mean of its outputs over those
-symmetries (each turned back) averages out what the model made up differently each time.
+A model trained with random flips and lateral transposes (``resin.data.psf_symmetries``,
+the set used here too) should answer a flipped volume with the flipped output. Where it
+does not exactly, the mean of its outputs over those symmetries (each turned back) averages
+out what the model made up differently each time.
 For each model, ``bench/quality.py``'s metrics on its setting's volume (seed 0) for one
 pass of the runtime (``Enhancer``) beside the mean over the first 2, 4 and all of the
 symmetries. An axial PSF keeps 16 (flip z, y, x; swap y and x); a PSF tilted from z
@@ -16,7 +17,6 @@ towards x keeps 4 (flip y; turn the z-x plane by 180 degrees). It costs that man
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 import time
@@ -28,37 +28,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 import quality  # noqa: E402
 
-#: (flip z, flip y, flip x, swap y and x)
-Op = tuple[bool, bool, bool, bool]
+from resin.data import Symmetry, apply_symmetry, psf_symmetries, undo_symmetry  # noqa: E402
 
 
-def symmetries(angle_deg: float) -> list[Op]:
-    """The flips and swaps that keep a PSF along z (all 16), or one tilted from z towards
-    x (flip y, and z and x flipped together); the identity first."""
-    if angle_deg:
-        return [(zx, fy, zx, False) for zx, fy in itertools.product((False, True), repeat=2)]
-    return list(itertools.product((False, True), repeat=4))
-
-
-def apply(v: np.ndarray, op: Op) -> np.ndarray:
-    fz, fy, fx, swap = op
-    v = v[::-1 if fz else 1, ::-1 if fy else 1, ::-1 if fx else 1]
-    return np.ascontiguousarray(v.transpose(0, 2, 1) if swap else v)
-
-
-def undo(v: np.ndarray, op: Op) -> np.ndarray:
-    fz, fy, fx, swap = op
-    if swap:
-        v = v.transpose(0, 2, 1)
-    return np.ascontiguousarray(v[::-1 if fz else 1, ::-1 if fy else 1, ::-1 if fx else 1])
-
-
-def outputs(model: Path, raw: np.ndarray, z_step: int, ops: list[Op]) -> list[np.ndarray]:
+def outputs(model: Path, raw: np.ndarray, z_step: int, ops: list[Symmetry]
+            ) -> list[np.ndarray]:
     """The runtime's output for each symmetry of ``raw``, turned back, on training's grid.
     A scale-K model's first ``(Zraw - 1) K + 1`` planes are the raw planes' span, so
     flipping z maps that span onto itself."""
     n = (raw.shape[0] - 1) * z_step + 1
-    return [undo(quality.enhance(model, apply(raw, op), z_step)[0][:n], op) for op in ops]
+    return [undo_symmetry(quality.enhance(model, apply_symmetry(raw, op), z_step)[0][:n], op)
+            for op in ops]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = quality.SETTINGS[name].simulate(quality.SHAPE)
         k = sim.z_step
         truth = sim.truth[:(sim.raw.shape[0] - 1) * k + 1]
-        ops = symmetries(sim.angle_deg)
+        ops = psf_symmetries(oblique=bool(sim.angle_deg))
         t0 = time.perf_counter()
         outs = outputs(model, sim.raw.astype(np.float32), k, ops)
         seconds = time.perf_counter() - t0

@@ -8,6 +8,7 @@ the same rule the runtime applies at inference: never per patch, which would mak
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -136,6 +137,34 @@ def lerp_planes(planes: np.ndarray, t: np.ndarray) -> np.ndarray:
     i1 = np.clip(i0 + 1, 0, planes.shape[0] - 1)
     w = (t - np.floor(t)).astype(np.float32)[:, None, None]
     return (planes[i0] * (1 - w) + planes[i1] * w).astype(np.float32)
+
+
+#: a flip of z, y and x and a swap of y and x, each applied or not
+Symmetry = tuple[bool, bool, bool, bool]
+
+
+def psf_symmetries(oblique: bool) -> list[Symmetry]:
+    """The flips and swaps that keep the PSF's axis (and so the blur) unchanged, identity
+    first. Axial PSF: flip any axis, swap y and x (16). Oblique PSF (axis in the z-x
+    plane): flip y, or flip z and x together (a half turn about y), 4; a lone z or x flip
+    or a y/x swap would mirror the PSF's tilt."""
+    if oblique:
+        return [(zx, fy, zx, False) for zx, fy in itertools.product((False, True), repeat=2)]
+    return [(fz, fy, fx, swap) for fz, fy, fx, swap in itertools.product((False, True), repeat=4)]
+
+
+def apply_symmetry(volume: np.ndarray, op: Symmetry) -> np.ndarray:
+    """``volume`` (ZYX) flipped as ``op`` says, then y and x swapped if it says so."""
+    fz, fy, fx, swap = op
+    v = volume[::-1 if fz else 1, ::-1 if fy else 1, ::-1 if fx else 1]
+    return np.ascontiguousarray(v.transpose(0, 2, 1) if swap else v)
+
+
+def undo_symmetry(volume: np.ndarray, op: Symmetry) -> np.ndarray:
+    """:func:`apply_symmetry` undone."""
+    fz, fy, fx, swap = op
+    v = volume.transpose(0, 2, 1) if swap else volume
+    return np.ascontiguousarray(v[::-1 if fz else 1, ::-1 if fy else 1, ::-1 if fx else 1])
 
 
 class PatchSampler:
@@ -280,25 +309,14 @@ class PatchSampler:
         return np.stack(out)[:, None]
 
     def augment(self, patch: np.ndarray) -> np.ndarray:
-        """Flips and lateral transposes that keep the PSF's axis (and so the blur) unchanged.
-
-        Axial PSF: flip any axis, swap y and x. Oblique PSF (axis in the z-x plane): flip y,
-        or flip z and x together (a half turn about y); a lone z or x flip or a y/x swap
-        would mirror the PSF's tilt.
-        """
-        flips = self.rng.integers(0, 2, size=4)
+        """One of :func:`psf_symmetries`, drawn at random (a y/x swap only for square
+        lateral sides)."""
+        flips = [bool(f) for f in self.rng.integers(0, 2, size=4)]
         if self.oblique:
-            if flips[0]:
-                patch = patch[:, ::-1, :]
-            if flips[1]:
-                patch = patch[::-1, :, ::-1]
+            op = (flips[1], flips[0], flips[1], False)
         else:
-            for axis in range(3):
-                if flips[axis]:
-                    patch = np.flip(patch, axis)
-            if flips[3] and patch.shape[1] == patch.shape[2]:
-                patch = patch.transpose(0, 2, 1)
-        return np.ascontiguousarray(patch)
+            op = (flips[0], flips[1], flips[2], flips[3] and patch.shape[1] == patch.shape[2])
+        return apply_symmetry(patch, op)
 
     def validation_patches(self, count: int, seed: int) -> list[np.ndarray]:
         """Fixed patches for the validation score (from the held-out strip if there is one)."""

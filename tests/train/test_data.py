@@ -1,13 +1,24 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import tifffile
 
 from resin.config import DataConfig, NormalizationConfig
-from resin.data import Normalization, PatchSampler, compute_normalization, volume_sample
+from resin.data import (
+    Normalization,
+    PatchSampler,
+    apply_symmetry,
+    compute_normalization,
+    psf_symmetries,
+    undo_symmetry,
+    volume_sample,
+)
 from resin.errors import VolumeError
 from resin.io import open_volume
+from resin.simulate import gaussian_psf
 
 
 def _sampler(path, **data) -> PatchSampler:
@@ -128,6 +139,27 @@ def test_oblique_augmentation_keeps_the_psf_axis(tmp_path, rng):
         out = s.augment(line)
         z, _, x = np.nonzero(out)
         assert np.all(z == x)
+
+
+@pytest.mark.parametrize("angle", [0.0, 45.0, -30.0])
+def test_the_psf_symmetries_keep_the_psf_and_no_other_flip_does(angle):
+    psf = gaussian_psf((5.0, 1.0, 1.0), angle)
+    kept = psf_symmetries(oblique=bool(angle))
+    assert kept[0] == (False, False, False, False)
+    assert len(kept) == (4 if angle else 16)
+    for op in itertools.product((False, True), repeat=4):
+        turned = apply_symmetry(psf, op)
+        same = turned.shape == psf.shape and np.allclose(turned, psf, atol=1e-7)
+        assert same == (op in kept), op
+
+
+def test_each_symmetry_is_undone_exactly(rng):
+    v = rng.random((5, 7, 7), dtype=np.float32)
+    for op in psf_symmetries(oblique=False):
+        turned = apply_symmetry(v, op)
+        assert turned.flags.c_contiguous
+        np.testing.assert_array_equal(undo_symmetry(turned, op), v)
+    assert not np.array_equal(apply_symmetry(v, (False, False, False, True)), v)
 
 
 def test_foreground_filter_prefers_bright_patches(tmp_path, rng):
