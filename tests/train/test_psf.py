@@ -160,3 +160,72 @@ def test_degrader_hold_keeps_d_at_its_start_then_lets_it_learn(rng):
                                                               strict=True))
     tr.train_step(batch)  # step 2: released
     assert not torch.equal(tr.nets.D.kernel.detach(), start)
+
+
+def _lines(direction: str, blur=(5.0, 1.0, 1.0), seed: int = 0) -> np.ndarray:
+    """(40, 64, 64) volume of straight lines along ``direction`` ('z' or 'x') at random
+    positions, blurred like a raw volume (axial sigma 5, lateral 1), plus a little noise."""
+    from scipy.ndimage import gaussian_filter
+
+    r = np.random.default_rng(seed)
+    v = np.zeros((40, 64, 64), np.float32)
+    for _ in range(12):
+        a, b = (int(r.integers(4, 60)) for _ in range(2))
+        if direction == "z":
+            v[:, a, b] = 1.0
+        else:
+            v[int(r.integers(4, 36)), a, :] = 1.0
+    v = gaussian_filter(v, blur)
+    return v + r.normal(0, 0.002, v.shape).astype(np.float32)
+
+
+def test_crossing_share_tells_structures_along_z_from_ones_lying_in_x_y():
+    from resin.train.psf import crossing_share
+    from resin.train.trainer import CROSSING_WARN
+
+    along_z, along_x = crossing_share(_lines("z")), crossing_share(_lines("x"))
+    assert along_z > 0.9 and along_x < CROSSING_WARN / 2
+    # several blocks pool their voxels; the simulated tubes run in every direction
+    assert crossing_share([_lines("z"), _lines("x", seed=1)]) == pytest.approx(0.5, abs=0.1)
+    tubes = simulate((48, 64, 64), seed=3).raw.astype(np.float32)
+    assert crossing_share(tubes) > 2 * CROSSING_WARN
+    assert math.isnan(crossing_share(np.zeros((8, 16, 16), np.float32)))
+
+
+@pytest.mark.parametrize("direction,warned", [("x", True), ("z", False)])
+def test_training_warns_when_structures_nearly_all_lie_in_x_y(monkeypatch, direction, warned):
+    from resin.train import trainer
+
+    said: list[str] = []
+    monkeypatch.setattr(trainer._log, "log", said.append)
+    monkeypatch.setattr(trainer._log, "warn", said.append)
+    trainer._check_crossing([_lines(direction)])
+    assert said[0].startswith("structures crossing the x-y planes:")
+    assert any("split structures lying in x-y planes" in s for s in said) == warned
+
+
+def _isotropic() -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    r = np.random.default_rng(0)
+    return gaussian_filter((r.random((40, 64, 64)) > 0.995).astype(np.float32), 1.0)
+
+
+@pytest.mark.parametrize("volume,hint", [
+    (lambda: _lines("x"), "run mostly along one lateral axis"),  # z and x alike, y sharp
+    (_isotropic, "tilted (--angle)"),                             # no axial blur at all
+    (lambda: _lines("z"), None),                                  # plainly blurred along z
+])
+def test_the_anisotropy_line_says_why_z_may_look_unblurred(monkeypatch, volume, hint):
+    from resin.train import trainer
+
+    said: list[str] = []
+    monkeypatch.setattr(trainer._log, "log", said.append)
+    trainer._log_anisotropy(volume())
+    assert len(said) == 1 and said[0].startswith("raw volume: spectral cut-off")
+    if hint is None:
+        assert "hardly anisotropic" not in said[0]
+    else:
+        assert hint in said[0]
+    if volume is _isotropic:
+        assert "lateral axis" not in said[0]
