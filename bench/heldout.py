@@ -38,6 +38,12 @@ CASES: dict[str, tuple[str, dict]] = {
     "nuclei-zstep3": ("nuclei, PSF sigma 1.2/3, noise, z sampled 3x coarser (--z-step 3), "
                       "72x128x128, seed 3",
                       {"shape": (72, 128, 128), "seed": 3, "kind": "nuclei", "z_step": 3}),
+    "noisy-96": ("tubes, PSF sigma 1/5, noise, 96x128x128, seed 11",
+                 {"shape": (96, 128, 128), "seed": 11}),
+    "oblique-45-96": ("tubes, PSF sigma 1/5 tilted 45 deg from z towards x, noise, "
+                      "96x128x128, seed 13 (trained with --angle 45; isotropy measured "
+                      "along z)",
+                      {"shape": (96, 128, 128), "seed": 13, "angle_deg": 45.0}),
 }
 METRICS = ("rmse", "rmse_lsq", "ssim", "isotropy_ratio", "isotropy_fourier", "mip_ssim")
 
