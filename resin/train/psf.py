@@ -136,38 +136,3 @@ def estimate_axial_blur(block: np.ndarray | Sequence[np.ndarray], angle_deg: flo
     if not math.isfinite(best[0]):
         return AxialBlurEstimate(0.0, used)
     return AxialBlurEstimate(round(best[1], 2), used)
-
-
-#: 2-D structure-tensor coherence below which a bright voxel's x-y neighbourhood is a dot
-_DOT_COHERENCE = 0.5
-
-
-def crossing_share(block: np.ndarray | Sequence[np.ndarray], percentile: float = 98.0) -> float:
-    """Share of the brightest voxels of raw ``block`` (Z, Y, X) whose neighbourhood in their
-    own x-y plane is a dot rather than a line: the structures that cross the lateral planes
-    steeply, seen where the raw volume is sharp.
-
-    RESIN learns to sharpen z from the raw volume turned on its side, so what F learns for a
-    structure seen across z comes from structures that run along z. A sample whose
-    structures nearly all lie in the x-y planes gives it few of those. Per plane, the
-    gradient's structure tensor (Gaussian sigma 1 before, 2 after) has eigenvalues
-    ``l1 >= l2``; ``(l1 - l2) / (l1 + l2)`` is about 1 on a line and 0 on a dot; voxels above
-    the ``percentile`` of each block count, dot-like below :data:`_DOT_COHERENCE`.
-    NaN when no block has structure.
-    """
-    from scipy.ndimage import gaussian_filter
-
-    blocks = [block] if isinstance(block, np.ndarray) else list(block)
-    dots = total = 0
-    for b in blocks:
-        v = gaussian_filter(np.asarray(b, dtype=np.float32), (0, 1, 1))
-        gy, gx = np.gradient(v, axis=(1, 2))
-        jyy = gaussian_filter(gy * gy, (0, 2, 2))
-        jxx = gaussian_filter(gx * gx, (0, 2, 2))
-        jxy = gaussian_filter(gy * gx, (0, 2, 2))
-        trace = jyy + jxx
-        split = np.sqrt((jyy - jxx) ** 2 + 4 * jxy**2)  # l1 - l2
-        bright = (v > np.percentile(v, percentile)) & (trace > 0)
-        dots += int((split[bright] < _DOT_COHERENCE * trace[bright]).sum())
-        total += int(bright.sum())
-    return dots / total if total else math.nan

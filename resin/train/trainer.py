@@ -451,11 +451,8 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     else:
         paths.config.write_text(config.model_dump_json(indent=2))
         _truncate_csv(paths.losses, 0)
-        blocks = _blur_blocks(sampler, config)
-        _start_degrader(trainer, blocks, config)
+        _start_degrader(trainer, sampler, config)
         _start_noise(trainer, sampler, config)
-        if not config.angle_deg:
-            _check_crossing(blocks)
     _log_anisotropy(preview_raw, hint=not config.angle_deg)
     _log_sampling(getattr(reader, "voxel_size", None), config.data.z_step)
     _log.log(f"training on {reader.path} {tuple(reader.shape)} {reader.dtype}, device {dev}, "
@@ -678,9 +675,8 @@ def _fourier_isotropy(volume: np.ndarray, angle_deg: float) -> float | None:
         return None
 
 
-def _start_degrader(trainer: Trainer, blocks: list[np.ndarray], config: TrainConfig) -> None:
-    """Start D as the axial blur measured from the raw volume's ``blocks``
-    (:func:`_blur_blocks`; DegraderConfig.init)."""
+def _start_degrader(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -> None:
+    """Start D as the axial blur measured from the raw volume (DegraderConfig.init)."""
     dc = config.degrader
     if dc.kind != "kernel" or (dc.init == "identity" and dc.init_sigma is None):
         return
@@ -690,7 +686,7 @@ def _start_degrader(trainer: Trainer, blocks: list[np.ndarray], config: TrainCon
     if dc.init_sigma is not None:
         sigma, how = dc.init_sigma, "given"
     else:
-        est = estimate_axial_blur(blocks, config.angle_deg)
+        est = estimate_axial_blur(_blur_blocks(sampler, config), config.angle_deg)
         sigma = est.sigma
         how = f"measured from the raw volume's spectra over {est.frequencies} frequencies"
         if est.frequencies < 2:
@@ -702,31 +698,6 @@ def _start_degrader(trainer: Trainer, blocks: list[np.ndarray], config: TrainCon
                  f"kernel; set degrader.kernel_size to at least {2 * math.ceil(2 * sigma) + 1}")
     trainer.nets.D.reset_to_gaussian(sigma, axial_vector_from_angle(config.angle_deg))
     _log.log(f"D starts as an axial Gaussian blur of sigma {sigma:.2f} voxels ({how})")
-
-
-#: below this share of bright voxels that are dots in their x-y plane, few structures cross
-#: the lateral planes. Simulated volumes that restored measured 0.14-0.57 (tubes 0.14-0.40);
-#: the one whose tubes nearly all lie in x-y planes, where F split them in two along z, 0.02
-CROSSING_WARN = 0.06
-
-
-def _check_crossing(blocks: list[np.ndarray]) -> None:
-    """Warn when the raw volume's structures nearly all lie in the x-y planes
-    (:func:`resin.train.psf.crossing_share`): RESIN's premise, a sample that looks the same
-    in every direction, then fails in the way that matters most for an axial PSF."""
-    from resin.train.psf import crossing_share
-
-    share = crossing_share(blocks)
-    if math.isnan(share):
-        return
-    _log.log(f"structures crossing the x-y planes: {100 * share:.0f} % of the bright voxels "
-             "are dots in their x-y plane")
-    if share < CROSSING_WARN:
-        _log.warn(f"warning: few structures here cross the x-y planes ({100 * share:.0f} % "
-                  f"of the bright voxels, under {100 * CROSSING_WARN:.0f} %): F learns to "
-                  "sharpen z from structures that run along z, and with few of them it may "
-                  "split structures lying in x-y planes into two along z. Check the x-z "
-                  "previews; train on a volume with structures in every direction if you can")
 
 
 def _start_noise(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -> None:

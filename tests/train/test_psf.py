@@ -179,31 +179,6 @@ def _lines(direction: str, blur=(5.0, 1.0, 1.0), seed: int = 0) -> np.ndarray:
     return v + r.normal(0, 0.002, v.shape).astype(np.float32)
 
 
-def test_crossing_share_tells_structures_along_z_from_ones_lying_in_x_y():
-    from resin.train.psf import crossing_share
-    from resin.train.trainer import CROSSING_WARN
-
-    along_z, along_x = crossing_share(_lines("z")), crossing_share(_lines("x"))
-    assert along_z > 0.9 and along_x < CROSSING_WARN / 2
-    # several blocks pool their voxels; the simulated tubes run in every direction
-    assert crossing_share([_lines("z"), _lines("x", seed=1)]) == pytest.approx(0.5, abs=0.1)
-    tubes = simulate((48, 64, 64), seed=3).raw.astype(np.float32)
-    assert crossing_share(tubes) > 2 * CROSSING_WARN
-    assert math.isnan(crossing_share(np.zeros((8, 16, 16), np.float32)))
-
-
-@pytest.mark.parametrize("direction,warned", [("x", True), ("z", False)])
-def test_training_warns_when_structures_nearly_all_lie_in_x_y(monkeypatch, direction, warned):
-    from resin.train import trainer
-
-    said: list[str] = []
-    monkeypatch.setattr(trainer._log, "log", said.append)
-    monkeypatch.setattr(trainer._log, "warn", said.append)
-    trainer._check_crossing([_lines(direction)])
-    assert said[0].startswith("structures crossing the x-y planes:")
-    assert any("split structures lying in x-y planes" in s for s in said) == warned
-
-
 def _isotropic() -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
