@@ -620,14 +620,17 @@ def _log_anisotropy(block: np.ndarray, hint: bool = True) -> None:
         cz, cy, cx = cutoff_frequencies(block)
     except Exception:  # noqa: BLE001 - information only
         return
-    lateral = max(cy, cx) / min(cy, cx)
+    note = ""
+    if hint and min(cy, cx) / cz <= 1.15:
+        note = (" (hardly anisotropic along z: is the PSF tilted (--angle) or z sampled "
+                "coarser than x-y (--z-step)?")
+        lateral = max(cy, cx) / min(cy, cx)
+        if lateral > 1.5:
+            note += (f" Or do the structures run mostly along one lateral axis? y and x "
+                     f"differ {lateral:.2f}x")
+        note += ")"
     _log.log(f"raw volume: spectral cut-off z {cz:.3f}, y {cy:.3f}, x {cx:.3f} cycles/voxel; "
-             f"anisotropy (lateral / axial) y/z {cy / cz:.2f}, x/z {cx / cz:.2f}"
-             + ("" if not hint or min(cy, cx) / cz > 1.15 else
-                " (hardly anisotropic along z: is the PSF "
-                "tilted (--angle) or z sampled coarser than x-y (--z-step)?"
-                + (f" Or do the structures run mostly along one lateral axis? y and x differ "
-                   f"{lateral:.2f}x" if lateral > 1.5 else "") + ")"))
+             f"anisotropy (lateral / axial) y/z {cy / cz:.2f}, x/z {cx / cz:.2f}" + note)
 
 
 #: z spacing / lateral spacing from which the file's voxel size suggests --z-step
