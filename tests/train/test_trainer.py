@@ -179,7 +179,9 @@ def test_self_imitation_pairs_are_raw_patches_turned_and_degraded(rng):
     tr = Trainer(tiny_config(generator_init_scale=0.0))
     tr.nets.D.reset_to_identity(noise=0.0)
     g_terms, _ = tr.generator_terms(torch.from_numpy(_batch(rng)), "y")
-    assert float(g_terms["self"]) == pytest.approx(0.0, abs=1e-6)
+    # D applies its kernel by float32 FFT: even the identity kernel leaves ~5e-7 of
+    # round-off per voxel (how much depends on the CPU's FFT path), x10 in the L1 weight
+    assert float(g_terms["self"]) == pytest.approx(0.0, abs=1e-5)
     # a real blur in D makes the pair differ, and F = identity no longer restores it
     tr.nets.D.reset_to_gaussian(2.0, (1.0, 0.0, 0.0))
     g_terms, _ = tr.generator_terms(torch.from_numpy(_batch(rng)), "x")
