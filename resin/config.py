@@ -193,6 +193,10 @@ class OptimConfig(_Strict):
     near the identity it starts as, the cycle losses pull D towards the identity too
     (D(F(y)) = y then needs no blur), and F follows it into restoring less; holding D at
     the blur measured from the data lets F learn to invert that blur first."""
+    degrader_hold_oblique: float | None = Field(None, ge=0.0, le=1.0)
+    """``degrader_hold`` for an oblique PSF (``angle_deg`` not 0); None: the same. The
+    quick preset holds an axial D all run but an oblique one half the run: held all run,
+    the 45-degree volume came out less restored (docs/benchmarks.md)."""
     betas: tuple[float, float] = (0.9, 0.99)
     """Adam betas."""
     cosine: bool = True
@@ -275,8 +279,11 @@ _QUICK: dict = {
     "discriminator": {"features": 8, "layers": 2, "zero_last": True},
     # batch 2: CPU 3D convolutions take the much faster oneDNN path for N > 1
     "data": {"patch_size": (32, 32, 32), "batch_size": 2, "validation_patches": 2},
+    # D held at its measured start all run for an axial PSF: released at half time it drifts
+    # to a weaker blur, and a noisy volume of flat tubes came out with each tube split in
+    # two along z (worse than its input); an oblique D is released at half time
     "optim": {"lr_generator": 1e-3, "lr_discriminator": 1e-3, "lr_degrader_scale": 0.01,
-              "degrader_hold": 0.5},
+              "degrader_hold": 1.0, "degrader_hold_oblique": 0.5},
     # the cycle and self-imitation losses are L1 only: their targets are raw data, noise
     # and all, and with the SSIM part too, noisy volumes came out noisier (or not
     # restored) at the step counts a 9-minute cap allows; adversarial weight 0.1: at

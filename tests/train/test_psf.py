@@ -162,6 +162,23 @@ def test_degrader_hold_keeps_d_at_its_start_then_lets_it_learn(rng):
     assert not torch.equal(tr.nets.D.kernel.detach(), start)
 
 
+@pytest.mark.parametrize(("angle", "released"), [(0.0, False), (45.0, True)])
+def test_quick_holds_an_axial_d_all_run_and_an_oblique_one_half_the_run(rng, angle, released):
+    from resin.config import PRESETS
+    from resin.train.trainer import Trainer
+
+    optim = {k: PRESETS["quick"]["optim"][k] for k in ("degrader_hold", "degrader_hold_oblique")}
+    cfg = tiny_config(steps=4, angle_deg=angle, data={"patch_size": (24, 24, 24)},
+                      degrader={"init_sigma": 1.5, "kernel_size": 7},
+                      optim={"lr_degrader_scale": 10.0, **optim})
+    tr = Trainer(cfg)
+    start = tr.nets.D.kernel.detach().clone()
+    batch = rng.random((1, 1, 24, 24, 24)).astype(np.float32)
+    for _ in range(3):  # steps 0-2 of 4
+        tr.train_step(batch)
+    assert torch.equal(tr.nets.D.kernel.detach(), start) != released
+
+
 def _lines(direction: str) -> np.ndarray:
     """(40, 64, 64) volume of straight lines along ``direction`` ('z' or 'x') at random
     positions, blurred like a raw volume (axial sigma 5, lateral 1), plus a little noise."""
