@@ -256,10 +256,10 @@ class Trainer:
     def set_learning_rates(self, step: int) -> float:
         o = self.config.optim
         factor = cosine_factor(step, self.config.steps, o.min_lr_ratio) if o.cosine else 1.0
-        hold = o.degrader_hold
+        share = o.degrader_hold
         if self.config.angle_deg != 0.0 and o.degrader_hold_oblique is not None:
-            hold = o.degrader_hold_oblique
-        held = step < hold * self.config.steps
+            share = o.degrader_hold_oblique
+        held = step < share * self.config.steps
         for group, hold in zip(self.nets.opt_g.param_groups, (False, held), strict=True):
             group["lr"] = 0.0 if hold else o.lr_generator * group["scale"] * factor
         for group in self.nets.opt_d.param_groups:
