@@ -260,6 +260,15 @@ class TrainConfig(_Strict):
             self.degrader.init == "spectrum" or self.degrader.init_sigma is not None)
         return 0.1 if measured else 10.0
 
+    @property
+    def degrader_hold_share(self) -> float:
+        """Share of the schedule D's learning rate stays 0: ``optim.degrader_hold``, or
+        ``optim.degrader_hold_oblique`` when it is set and the PSF is oblique."""
+        o = self.optim
+        if self.angle_deg != 0.0 and o.degrader_hold_oblique is not None:
+            return o.degrader_hold_oblique
+        return o.degrader_hold
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         m = self.generator.size_multiple

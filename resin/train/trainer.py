@@ -256,10 +256,7 @@ class Trainer:
     def set_learning_rates(self, step: int) -> float:
         o = self.config.optim
         factor = cosine_factor(step, self.config.steps, o.min_lr_ratio) if o.cosine else 1.0
-        share = o.degrader_hold
-        if self.config.angle_deg != 0.0 and o.degrader_hold_oblique is not None:
-            share = o.degrader_hold_oblique
-        held = step < share * self.config.steps
+        held = step < self.config.degrader_hold_share * self.config.steps
         for group, hold in zip(self.nets.opt_g.param_groups, (False, held), strict=True):
             group["lr"] = 0.0 if hold else o.lr_generator * group["scale"] * factor
         for group in self.nets.opt_d.param_groups:
@@ -589,7 +586,7 @@ _FIT_SHARE = 0.9
 #: over steps 10-40, 0.33 s after step 300; another 0.36 s, then 0.5 s after step 700),
 #: so the schedule is re-fitted to the speed since the warm-up every this many steps ...
 _REFIT_EVERY = 50
-#: ... freely until this share of it is done (D's hold ends at half); after it only
+#: ... freely until this share of it is done (an oblique D's hold ends at half); after it only
 #: shortened, and on the slower of that speed and the last 100 steps', so that a late
 #: slowdown still ends the schedule inside the cap
 _REFIT_UNTIL = 0.4

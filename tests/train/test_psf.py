@@ -127,6 +127,15 @@ def test_d_learning_rate_default_follows_how_d_starts():
     assert tiny_config(optim={"lr_degrader_scale": 2.0}).degrader_lr_scale == 2.0
 
 
+def test_d_hold_share_takes_the_oblique_value_only_for_an_oblique_psf():
+    optim = {"degrader_hold": 1.0, "degrader_hold_oblique": 0.5}
+    cube = {"patch_size": (32, 32, 32)}
+    assert tiny_config(optim=optim).degrader_hold_share == 1.0
+    assert tiny_config(angle_deg=45.0, data=cube, optim=optim).degrader_hold_share == 0.5
+    assert tiny_config(angle_deg=45.0, data=cube,
+                       optim={"degrader_hold": 0.25}).degrader_hold_share == 0.25
+
+
 def test_several_blocks_steady_the_estimate_on_dense_nuclei():
     """Dense, textured nuclei with a mild 2.5x blur: the blocks' averaged spectra find it."""
     sim = simulate((64, 128, 128), kind="nuclei", z_step=1, seed=2)
