@@ -52,7 +52,7 @@ quality: venv
 
 # The longer CPU run: the `long` preset (the quick recipe, 30-minute cap) beside quick,
 # Self-Net and the other rows, in the two settings of the paper's Table 1 (paper, noisy);
-# about 70 min on 2 CPU cores (66 min measured).
+# about 80 min on 2 CPU cores (78 min measured).
 quality-long: venv
 	mkdir -p bench/results
 	$(BIN)/python bench/quality.py --settings paper noisy --long paper noisy --json bench/results/quality_long.json

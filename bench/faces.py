@@ -2,6 +2,7 @@
 
     python bench/quality.py --workdir /tmp/quality          # keeps SETTING_quick.pt there
     python bench/faces.py --workdir /tmp/quality paper oblique45
+    python bench/faces.py --workdir /tmp/quality --preset long paper   # after --long paper
 
 For each setting, the same checkpoint is run three ways on that setting's raw volume and
 scored against its truth (``bench/quality.py``'s metrics and volumes, seed 0): through the
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("settings", nargs="+", choices=[n for n, s in quality.SETTINGS.items()
                                                      if s.kind == "tubes"])
     ap.add_argument("--workdir", type=Path, required=True,
-                    help="folder holding SETTING_quick.pt (bench/quality.py --workdir)")
+                    help="folder holding SETTING_PRESET.pt (bench/quality.py --workdir)")
+    ap.add_argument("--preset", choices=["quick", "long"], default="quick",
+                    help="which of the checkpoints bench/quality.py keeps to run "
+                         "(long: those of --long SETTING)")
     ap.add_argument("--border", type=int, default=4)
     ap.add_argument("--pad", type=int, default=16, help="mirror padding of the middle run")
     args = ap.parse_args(argv)
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name in args.settings:
         sim = quality.SETTINGS[name].simulate(quality.SHAPE)
-        model = args.workdir / f"{name}_quick.pt"
+        model = args.workdir / f"{name}_{args.preset}.pt"
         runs = {
             "raw input": sim.raw.astype(np.float32),
             "runtime (faces repeated)": quality.enhance(model, sim.raw, 1)[0],
