@@ -3,14 +3,16 @@
     python bench/quality.py --workdir /tmp/quality          # keeps SETTING_quick.pt there
     python bench/faces.py --workdir /tmp/quality paper oblique45
     python bench/faces.py --workdir /tmp/quality --preset long paper   # after --long paper
+    python bench/faces.py --model resin/data/default.pt paper noisy    # any checkpoint
 
 For each setting, the same checkpoint is run three ways on that setting's raw volume and
 scored against its truth (``bench/quality.py``'s metrics and volumes, seed 0): through the
-runtime (``Enhancer``, tiled, the volume padded by the halo with each face plane
-repeated); as one call of the network on the whole normalized volume mirrored by
-``--pad`` voxels at every face (NumPy 'reflect', the usual alternative); and as one call
-on the whole volume as training runs it (each convolution zero-pads its own input at the
-faces). Also printed: RMSE on the interior (a border of ``--border`` voxels dropped), the
+runtime with its default faces (``Enhancer``, tiled, the volume padded by the halo with
+each face plane repeated); through the runtime with ``faces="zeros"`` (nothing padded:
+each convolution zero-pads its own input at the faces, as on a training patch and as in
+one call on the whole volume); and as one call of the network on the whole normalized
+volume mirrored by ``--pad`` voxels at every face (NumPy 'reflect', the usual
+alternative). Also printed: RMSE on the interior (a border of ``--border`` voxels dropped), the
 output's maximum beside the truth's, and the raw input.
 """
 
@@ -56,27 +58,35 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("settings", nargs="+", choices=[n for n, s in quality.SETTINGS.items()
                                                      if s.kind == "tubes"])
-    ap.add_argument("--workdir", type=Path, required=True,
+    ap.add_argument("--workdir", type=Path, default=None,
                     help="folder holding SETTING_PRESET.pt (bench/quality.py --workdir)")
     ap.add_argument("--preset", choices=["quick", "long"], default="quick",
                     help="which of the checkpoints bench/quality.py keeps to run "
                          "(long: those of --long SETTING)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="run this checkpoint on every setting instead of the workdir's "
+                         "(through the runtime only: the mirrored one-call run normalizes "
+                         "by the levels a model was trained on, which fit only its own "
+                         "volume)")
     ap.add_argument("--border", type=int, default=4)
     ap.add_argument("--pad", type=int, default=16, help="mirror padding of the middle run")
     args = ap.parse_args(argv)
+    if (args.model is None) == (args.workdir is None):
+        ap.error("give --workdir (its SETTING_PRESET.pt checkpoints) or --model, not both")
     inner = (slice(args.border, -args.border),) * 3
     print("| setting | run | rmse | rmse_lsq | ssim | isotropy | rmse, interior "
           "| output max (truth's) |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.settings:
         sim = quality.SETTINGS[name].simulate(quality.SHAPE)
-        model = args.workdir / f"{name}_{args.preset}.pt"
+        model = args.model or args.workdir / f"{name}_{args.preset}.pt"
         runs = {
             "raw input": sim.raw.astype(np.float32),
             "runtime (faces repeated)": quality.enhance(model, sim.raw, 1)[0],
-            f"one call, faces mirrored by {args.pad}": one_call(model, sim.raw, args.pad),
-            "one call, zero-padded convolutions": one_call(model, sim.raw),
+            "runtime, faces zero-padded": quality.enhance(model, sim.raw, 1, "zeros")[0],
         }
+        if args.model is None:  # one_call normalizes by the levels the model trained on
+            runs[f"one call, faces mirrored by {args.pad}"] = one_call(model, sim.raw, args.pad)
         for run, pred in runs.items():
             w = quality.score(pred, sim.truth)
             interior = quality.score(pred[inner], sim.truth[inner])

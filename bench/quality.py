@@ -270,14 +270,16 @@ def train_preset(preset: str, raw_path: Path, out: Path, angle: float, z_step: i
     return time.perf_counter() - t0
 
 
-def enhance(model: Path, raw: np.ndarray, z_step: int) -> tuple[np.ndarray, str]:
+def enhance(model: Path, raw: np.ndarray, z_step: int,
+            faces: str = "repeat") -> tuple[np.ndarray, str]:
     """The runtime's result (float32 in, so float32 out: no uint16 rounding or clip), and a
     note for a z-step model. A model trained with ``z_step`` K gives ``Zraw K`` planes (its
     last K - 1 past the last raw plane); the first ``(Zraw - 1) K + 1``, training's grid,
-    are kept."""
+    are kept. ``faces``: the runtime's face mode."""
     from resin.runtime import Enhancer
 
-    with Enhancer(model, backend="torch", device="cpu") as enh:
+    backend = "torch" if Path(model).suffix == ".pt" else "onnxruntime"
+    with Enhancer(model, backend=backend, device="cpu", faces=faces) as enh:
         out = enh.enhance(raw.astype(np.float32))
     if z_step == 1:
         return out, ""

@@ -23,8 +23,9 @@ One run, one simulated uint16 volume, the same weights, tile and overlap everywh
        through the same ONNX Runtime session type for both; in-memory float32 volume in,
        float32 out; speed, peak RSS, and every output's largest deviation from one-tile
        inference, inside the volume and in the band of one exact halo at its faces
-       (`--only monai`; the reference is skipped above 20 M padded voxels); and resin
-       within `--memory 0.5`
+       (`--only monai`; the references, faces repeated and zero-padded, are skipped above
+       20 M padded voxels); resin within `--memory 0.5`; and resin with `--faces zeros`
+       (nothing computed outside the volume, as MONAI)
 
 MONAI's roi is resin's tile and its overlap fraction is resin's halo share of the tile, so
 both step by the same stride. They do not make the same number of network calls: resin's
@@ -158,8 +159,9 @@ from resin.runtime.normalize import Levels
 from resin.runtime.runner import make_plan
 model, src, dst, levels = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 memory = json.loads(sys.argv[5])  # GiB, or null: the default budget
+faces = sys.argv[6] if len(sys.argv) > 6 else "repeat"
 vol = np.load(src)
-with Enhancer(model, backend="onnxruntime", device="cpu", memory=memory) as enh:
+with Enhancer(model, backend="onnxruntime", device="cpu", memory=memory, faces=faces) as enh:
     plan = make_plan(enh.engine, vol.shape, enh.settings)
     t = time.perf_counter()
     out = enh.enhance(vol, Levels(**levels))
@@ -485,48 +487,57 @@ def _against_monai(work: Path, onnx: Path, src: Path) -> None:
         halo = enh.metadata.halo
     lv = json.dumps(levels.as_attrs())
     padded = math.prod(n + 2 * h for n, h in zip(vol.shape, halo, strict=True))
-    reference = None
+    # one-tile references: the faces padded by the halo (resin's default) and meeting the
+    # network's zero padding (--faces zeros, and what MONAI's inside-only windows see)
+    refs: dict[str, np.ndarray] = {}
     if padded <= REFERENCE_VOXELS:
-        with Enhancer(onnx, backend="onnxruntime", device="cpu", exact_halo=True,
-                      tile=tuple(2 * s + 256 for s in vol.shape)) as whole:
-            reference = whole.enhance(vol, levels)
+        for faces in ("repeat", "zeros"):
+            with Enhancer(onnx, backend="onnxruntime", device="cpu", exact_halo=True,
+                          tile=tuple(2 * s + 256 for s in vol.shape), faces=faces) as whole:
+                refs[faces] = whole.enhance(vol, levels)
     print(f"(f) {'x'.join(map(str, vol.shape))}, float32 in and out; MONAI roi "
           f"{'x'.join(map(str, MONAI_ROI))}, gaussian; one ONNX Runtime session type for "
           "all; deviations from one-tile inference (exact halo) / its range, inside the "
-          f"volume and within {max(halo)} voxels of its faces")
+          f"volume and within {max(halo)} voxels of its faces, against the reference with "
+          "faces repeated and with faces zero-padded")
     print(f"\n{'measurement':46s} {'Mvoxel/s':>9s} {'seconds':>8s} {'peak RSS MB':>12s} "
-          f"{'calls':>6s} {'dev inside':>11s} {'dev faces':>10s}", flush=True)
+          f"{'calls':>6s} {'repeat: inside':>15s} {'faces':>8s} {'zeros: inside':>14s} "
+          f"{'faces':>8s}", flush=True)
     runs = [("(f1) resin Enhancer.enhance, defaults", ENHANCER, ["null"])]
     runs += [(f"(f{i}) MONAI, overlap {o}", MONAI_ORT, [json.dumps(MONAI_ROI), str(o)])
              for i, o in enumerate(MONAI_OVERLAPS, start=2)]
     runs += [("(f4) resin Enhancer.enhance, --memory 0.5", ENHANCER, ["0.5"])]
+    runs += [("(f5) resin Enhancer.enhance, --faces zeros", ENHANCER, ["null", "zeros"])]
+    core = tuple(slice(h, n - h) for h, n in zip(halo, vol.shape, strict=True))
     results = []
     for name, code, extra in runs:
         dst = work / f"f{len(results)}.npy"
         r = _child(name, code, str(onnx), str(npy), str(dst), lv, *extra, quiet=True)
-        inside = faces = float("nan")
-        if reference is not None:
-            out = np.load(dst)
-            span = float(reference.max() - reference.min())
-            dev = np.abs(out - reference) / span
-            core = tuple(slice(h, n - h) for h, n in zip(halo, vol.shape, strict=True))
-            if dev[core].size:  # a volume thinner than two halos has no inside
-                inside = float(dev[core].max())
-                dev[core] = 0.0
-            faces = float(dev.max())
+        devs = []
+        for faces in ("repeat", "zeros"):
+            inside = at_faces = float("nan")
+            if faces in refs:
+                ref = refs[faces]
+                dev = np.abs(np.load(dst) - ref) / float(ref.max() - ref.min())
+                if dev[core].size:  # a volume thinner than two halos has no inside
+                    inside = float(dev[core].max())
+                    dev[core] = 0.0
+                at_faces = float(dev.max())
+            devs += [inside, at_faces]
         print(f"{name:46s} {r['rate'] / 1e6:9.3f} {r['seconds']:8.1f} "
-              f"{r['peak_rss_mb']:12.0f} {r['tiles']:6d} {inside:11.1e} {faces:10.1e}",
-              flush=True)
+              f"{r['peak_rss_mb']:12.0f} {r['tiles']:6d} {devs[0]:15.1e} {devs[1]:8.1e} "
+              f"{devs[2]:14.1e} {devs[3]:8.1e}", flush=True)
         results.append(r)
-    if reference is None:
-        print(f"(one-tile reference skipped: {padded / 1e6:.0f} M padded voxels)")
-    resin_, quarter, half, small = results
+    if not refs:
+        print(f"(one-tile references skipped: {padded / 1e6:.0f} M padded voxels)")
+    resin_, quarter, half, small, zeros = results
     def kept(r: dict) -> float:  # kept voxels / voxels the network computes
         return r["voxels"] / (r["tiles"] * math.prod(r["tile"]))
 
     print(f"\nresin tile {'x'.join(map(str, resin_['tile']))} at the defaults (keeps "
           f"{100 * kept(resin_):.1f} % of the voxels it computes), "
-          f"{'x'.join(map(str, small['tile']))} with --memory 0.5 ({100 * kept(small):.1f} %)")
+          f"{'x'.join(map(str, small['tile']))} with --memory 0.5 ({100 * kept(small):.1f} %), "
+          f"{'x'.join(map(str, zeros['tile']))} with --faces zeros ({100 * kept(zeros):.1f} %)")
     print("ratio                                           value   goal")
     for name, value, goal in (
         ("(f1)/(f2) speed: resin vs MONAI overlap 0.25", resin_["rate"] / quarter["rate"],
@@ -537,6 +548,11 @@ def _against_monai(work: Path, onnx: Path, src: Path) -> None:
         ("(f4)/(f2) speed: resin --memory 0.5 vs MONAI 0.25", small["rate"] / quarter["rate"],
          "(report)"),
         ("(f4)/(f2) peak memory", small["peak_rss_mb"] / quarter["peak_rss_mb"], "<= 0.5"),
+        ("(f5)/(f2) speed: resin --faces zeros vs MONAI 0.25",
+         zeros["rate"] / quarter["rate"], "(report)"),
+        ("(f5)/(f3) speed: resin --faces zeros vs MONAI 0.5",
+         zeros["rate"] / half["rate"], "(report)"),
+        ("(f5)/(f2) peak memory", zeros["peak_rss_mb"] / quarter["peak_rss_mb"], "<= 0.5"),
     ):
         print(f"{name:46s} {value:7.2f}   {goal}")
 

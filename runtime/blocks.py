@@ -58,10 +58,8 @@ DEFAULT_CHUNK = (32, 256, 256)
 
 
 def _step(axis: AxisPlan) -> int:
-    """Distance between neighbouring tile starts (the whole core when one tile)."""
-    if len(axis.starts) > 1:
-        return axis.starts[1] - axis.starts[0]
-    return axis.core
+    """Distance between neighbouring kept boundaries (the whole core when one tile)."""
+    return axis.step
 
 
 def align_chunks(plan: TilePlan, target: Triple = DEFAULT_CHUNK) -> Triple:
@@ -286,7 +284,7 @@ class BlockRunner:
         x = normalize_tile(raw, self.levels, self.in_dtype)[None, None]
         if self.raw_mips is not None:  # the part of the core inside this block
             region = block.input_region(self.plan.scale)
-            update_raw_mips(self.raw_mips, self.plan, raw, tile.start,
+            update_raw_mips(self.raw_mips, self.plan, raw, tile,
                             tuple(s.start for s in region), tuple(s.stop for s in region))
         return x
 

@@ -140,22 +140,29 @@ class _Axis:
 
 
 def _axis_candidates(n: int, halo: int, m: int, scale: int, block: int | None,
-                     shard: int | None, bounds: tuple[int, int] | None) -> _Axis:
+                     shard: int | None, bounds: tuple[int, int] | None,
+                     pad: int | None = None) -> _Axis:
     """Per tile size: tiles along the axis and the output block's extent (as the run will
     choose it); for each tile count only the smallest tile (a bigger one with as many
     tiles computes more for nothing)."""
     from resin.runtime.planner import TilePlan, plan_axis
 
-    padded = -(-(n + 2 * halo) // m) * m
-    smallest = -(-(2 * halo + m) // m) * m
+    pad = halo if pad is None else pad
+    padded = -(-(n + 2 * pad) // m) * m
+    smallest = min(padded, -(-(2 * halo + m) // m) * m)
     lo, hi = (smallest, padded) if bounds is None else (max(smallest, bounds[0]),
                                                          min(padded, bounds[1]))
     if lo > hi:
         lo = hi = min(padded, max(bounds[0], smallest)) if bounds is not None else padded
     best: dict[int, AxisPlan] = {}
     for tile in range(lo, hi + 1, m):
-        axis = plan_axis(n, tile, halo, m)
+        try:
+            axis = plan_axis(n, tile, halo, m, 0, pad)
+        except UsageError:  # too small for this halo with zero-padded faces
+            continue
         best.setdefault(len(axis.starts), axis)
+    if not best:  # no tile in the bounds works: the largest, whose plan says why
+        best[0] = plan_axis(n, hi, halo, m, 0, pad)
     plans = sorted(best.values(), key=lambda a: a.tile)
     if len(plans) > _MAX_CANDIDATES:
         keep = np.unique(np.linspace(0, len(plans) - 1, _MAX_CANDIDATES).round().astype(int))
@@ -176,7 +183,8 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
                 scale: Sequence[int], budget: int, bytes_per_voxel: float,
                 block: Sequence[int] | None = None, shards: Sequence[int] | None = None,
                 bounds: tuple[Triple, Triple] | None = None,
-                device_budget: int | None = None, device_blend: bool = False) -> TileChoice:
+                device_budget: int | None = None, device_blend: bool = False,
+                faces: str = "repeat") -> TileChoice:
     """The tile keeping the largest share of what is computed within ``budget`` bytes.
 
     ``bounds``: (smallest, largest) tile the engine accepts (a TensorRT profile).
@@ -184,7 +192,8 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
     count. ``device_budget``: a GPU engine's budget (module docstring): the activations
     (and with ``device_blend`` the GPU-resident blend's buffers) must fit it and the host
     buffers ``budget``. If nothing fits, the tile needing the least memory (its estimate
-    is then over the budget).
+    is then over the budget). ``faces``: the run's face mode
+    (:data:`resin.runtime.planner.FACES`).
     """
     if budget <= 0:
         raise UsageError(f"the memory budget must be positive, got {budget} bytes")
@@ -192,7 +201,8 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
     axes = [_axis_candidates(int(shape[a]), int(halo[a]), m, int(scale[a]),
                              None if block is None else int(block[a]),
                              None if shards is None else int(shards[a]),
-                             None if bounds is None else (bounds[0][a], bounds[1][a]))
+                             None if bounds is None else (bounds[0][a], bounds[1][a]),
+                             None if faces == "repeat" else 0)
             for a in range(3)]
     z, y, x = (ax.tile.astype(np.float64) for ax in axes)
     scale_voxels = math.prod(int(s) for s in scale)

@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="give tiles the model's exact receptive field as halo instead "
                              "of its tolerant halo (the smallest whose cut changes the output "
                              "by at most the tolerance recorded at export)")
+    parser.add_argument("--faces", choices=("repeat", "zeros"), default="repeat",
+                        help="the volume's faces: 'repeat' pads each face by the halo, "
+                             "repeating the face plane (default); 'zeros' lets them meet the "
+                             "network's own zero padding, as a training patch's edges do, and "
+                             "computes nothing outside the volume (faster on small volumes)")
     parser.add_argument("--overlap", type=int, default=None, metavar="N",
                         help="extra overlap (voxels) blended between tiles, on top of the "
                              "model's halo (default 0)")
@@ -110,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
                       pyramid=args.levels,
                       allow_plan_host_code=args.allow_plan_host_code,
                       exact_halo=args.exact_halo, memory=args.memory,
-                      device_blend=not args.host_blend) as enh:
+                      device_blend=not args.host_blend, faces=args.faces) as enh:
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                              overwrite=args.overwrite, client=client)
             model = (enh.model_path, enh.metadata.weights_sha256)

@@ -108,14 +108,15 @@ class Enhancer:
                  block: tuple[int, int, int] | None = None,
                  shards: tuple[int, int, int] | None = None, pyramid: int = 1,
                  allow_plan_host_code: bool = False, exact_halo: bool = False,
-                 memory: float | None = None, device_blend: bool = True) -> None:
+                 memory: float | None = None, device_blend: bool = True,
+                 faces: str = "repeat") -> None:
         self.model_path = Path(engine) if engine is not None else default_model_path()
         self._request = (backend, device, bool(allow_plan_host_code))
         self.settings = TileSettings(tile=_triple(tile), overlap=overlap, blend=blend,
                                      block=_triple(block), shards=_triple(shards),
                                      pyramid=int(pyramid), exact_halo=bool(exact_halo),
                                      memory=None if memory is None else float(memory),
-                                     device_blend=bool(device_blend))
+                                     device_blend=bool(device_blend), faces=str(faces))
         self.settings.check()
         engine_, self.backend_reason = choose_backend(
             self.model_path, backend, device, allow_plan_host_code=allow_plan_host_code)

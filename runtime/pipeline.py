@@ -83,19 +83,21 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or bool(_OOM.search(str(exc)))
 
 
-def update_raw_mips(mips: Mips, plan: TilePlan, raw: np.ndarray, start: tuple[int, int, int],
+def update_raw_mips(mips: Mips, plan: TilePlan, raw: np.ndarray, tile: Tile,
                     lo_bound: tuple[int, ...] = (0, 0, 0),
                     hi_bound: tuple[int, ...] | None = None) -> None:
-    """Update the input's MIPs from a tile's core (clipped to the volume and to
-    ``[lo_bound, hi_bound)``): every input voxel lies in some core."""
+    """Update the input's MIPs from what a tile keeps (its kept region, or its core when
+    cores are blended; clipped to the volume and to ``[lo_bound, hi_bound)``): every input
+    voxel lies in some tile's."""
     hi_bound = hi_bound or plan.shape
     lo, hi = [], []
     for i in range(3):
-        a = start[i] + plan.halo[i]
+        a, b = plan.axes[i].kept(tile.index[i], plan.partition)
         lo.append(max(0, a, lo_bound[i]))
-        hi.append(min(plan.shape[i], a + plan.core[i], hi_bound[i]))
+        hi.append(min(plan.shape[i], b, hi_bound[i]))
     if any(h <= lo_ for lo_, h in zip(lo, hi, strict=True)):
         return
+    start = tile.start
     sub = raw[tuple(slice(lo[i] - start[i], hi[i] - start[i]) for i in range(3))]
     mips.update(np.ascontiguousarray(sub), (lo[0], lo[1], lo[2]))
 

@@ -2,23 +2,29 @@
 
 Geometry, per axis of length ``n`` (all in input voxels):
 
-- The volume is conceptually padded by ``halo`` on both sides (each face plane
-  repeated: :func:`face_indices`), plus ``extra`` voxels
-  at the end so the padded length ``L = n + 2*halo + extra`` is a multiple of the model's
-  ``size_multiple``. One tile spanning that whole padded volume is "one-tile inference".
-- Tiles have ``tile`` voxels (a multiple of ``size_multiple``, at most ``L``). A tile read at
-  ``start`` keeps only its *core* ``[start + halo, start + tile - halo)``; the halo is the
-  context the network needs so the core equals one-tile inference.
-- Tile starts, relative to the padded origin ``-halo``, are multiples of ``size_multiple`` so
-  pooling grids line up with one-tile inference; the last tile is flush with the padded end.
-- Neighbouring cores overlap by at least ``overlap`` voxels and are blended with a window.
-  Without extra overlap (the default) there is nothing to blend: each output voxel is
-  *kept* from exactly one tile (tile k keeps ``[k*step, (k+1)*step)`` of its core, the last
-  tile the rest), so the tiles partition the output. Every kept voxel still has
-  at least ``halo`` voxels of context on each side, and a block of the output is made of
-  whole kept regions when its boundaries sit on the tile step.
+- The volume is conceptually padded by ``pad`` on both sides (each face plane repeated:
+  :func:`face_indices`), plus ``extra`` voxels at the end so the padded length
+  ``L = n + 2*pad + extra`` is a multiple of the model's ``size_multiple``. One network call
+  over that whole padded volume, its faces meeting the network's own zero padding, is
+  "one-tile inference". ``pad`` is the halo by default (``faces="repeat"``: every face gets
+  as much context as the inside) or 0 (``faces="zeros"``: the faces meet the network's zero
+  padding, as a training patch's edges do and as a whole-volume call does, and no voxel
+  outside the volume is computed).
+- Tiles have ``tile`` voxels (a multiple of ``size_multiple``, at most ``L``). Tile starts,
+  relative to the padded origin ``-pad``, are multiples of ``size_multiple`` so pooling grids
+  line up with one-tile inference; the first tile is flush with the padded start and the
+  last with the padded end, so a tile side on a padded face sees the same zero padding as
+  one-tile inference there. Every other tile side gives what it keeps ``halo`` voxels of
+  context: the context the network needs so its output equals one-tile inference.
+- Without extra overlap (the default) the tiles partition the output: tile k keeps
+  ``[k*step, (k+1)*step)`` (the last tile the rest), so every kept boundary is a multiple of
+  the step and a block of the output is made of whole kept regions when its boundaries
+  sit on the step. With ``pad < halo`` the inner tiles start ``ceil(halo - pad)`` (rounded up
+  to the size multiple) before ``k*step - pad`` to give their kept region its context.
+- With extra overlap (``pad == halo`` only) tile k's *core* ``[start + halo, start + tile -
+  halo)`` is blended with its neighbours' cores, which overlap by at least ``overlap``.
 
-Volumes smaller than a tile become one padded tile whose core is cropped to the volume.
+Volumes smaller than a tile become one padded tile whose kept region is the volume.
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ import numpy as np
 from resin.errors import UsageError
 from resin.metadata import DEFAULT_CORE, default_tile
 
-__all__ = ["DEFAULT_CORE", "AxisPlan", "Tile", "TilePlan", "default_tile", "plan_tiles",
-           "face_indices", "read_padded"]
+__all__ = ["DEFAULT_CORE", "FACES", "AxisPlan", "Tile", "TilePlan", "default_tile",
+           "plan_tiles", "face_indices", "read_padded"]
 
 Triple = tuple[int, int, int]
 
+#: how the volume's faces are treated: "repeat" pads each face by the halo, repeating the
+#: face plane; "zeros" pads nothing and lets the faces meet the network's zero padding
+FACES = ("repeat", "zeros")
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -52,53 +61,94 @@ class AxisPlan:
     halo: int
     extra: int
     starts: tuple[int, ...]
+    #: face padding (module docstring); the halo unless the faces meet zero padding
+    pad: int = -1
+    #: distance between kept boundaries (module docstring); the core when one tile
+    step: int = 0
+    #: the first tile keeps ``lead`` steps; tile k >= 1 keeps from ``(k - 1 + lead) * step``
+    lead: int = 1
+
+    def __post_init__(self) -> None:
+        if self.pad < 0:  # not given: the faces padded by the halo
+            object.__setattr__(self, "pad", self.halo)
+        if self.step <= 0:
+            step = (self.starts[1] - self.starts[0] if len(self.starts) > 1
+                    else self.tile - 2 * self.halo)
+            object.__setattr__(self, "step", step)
 
     @property
     def core(self) -> int:
         return self.tile - 2 * self.halo
 
+    @property
+    def padded(self) -> int:
+        """The padded length ``n + 2*pad + extra``."""
+        return self.n + 2 * self.pad + self.extra
+
     def kept(self, k: int, partition: bool) -> tuple[int, int]:
         """Input voxels ``[lo, hi)`` tile ``k`` contributes (see the module docstring).
 
-        Partitioned, tile k keeps ``[k * step, (k + 1) * step)`` and the last tile the rest:
-        every boundary is a multiple of the step (so blocks on the step never cut a kept
-        region), and each kept region lies inside its tile's core (the last tile starts at
-        most one step before ``(K - 1) * step`` and its core reaches the padded end).
+        Partitioned, tile k >= 1 keeps ``[(k - 1 + lead) * step, (k + lead) * step)``, the
+        first tile from the volume's start and the last the rest: every inner boundary is a multiple of the step
+        (so blocks on the step never cut a kept region), and each kept region has ``halo``
+        voxels of context inside its tile on every side that is not on a padded face.
         """
-        lo = self.starts[k] + self.halo
-        hi = lo + self.core
-        if partition and len(self.starts) > 1:
-            step = self.starts[1] - self.starts[0]
-            lo = k * step
-            if k + 1 < len(self.starts):
-                hi = (k + 1) * step
+        last = len(self.starts) - 1
+        if partition:
+            lo = 0 if k == 0 else (k - 1 + self.lead) * self.step
+            hi = self.n if k == last else (k + self.lead) * self.step
+        else:
+            lo = self.starts[k] + self.halo
+            hi = lo + self.core
         return min(lo, self.n), min(hi, self.n)
 
 
-def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0) -> AxisPlan:
-    """Tile one axis of ``n`` voxels; see the module docstring for the geometry."""
+def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0,
+              pad: int | None = None) -> AxisPlan:
+    """Tile one axis of ``n`` voxels, its faces padded by ``pad`` (None: the halo); see the
+    module docstring for the geometry."""
     if n <= 0:
         raise UsageError(f"cannot tile an axis of length {n}")
     m = size_multiple
-    padded = _round_up(n + 2 * halo, m)
+    pad = halo if pad is None else int(pad)
+    if not 0 <= pad <= halo:
+        raise UsageError(f"face padding {pad} must be from 0 to the halo ({halo})")
+    if pad < halo and overlap > 0:
+        raise UsageError("--overlap blends whole tile cores, which needs the faces padded by "
+                         "the halo; use --faces repeat with --overlap")
+    padded = _round_up(n + 2 * pad, m)
     tile = min(_round_up(tile, m), padded)
-    core = tile - 2 * halo
-    if core < min(m, padded - 2 * halo):
+    shift = _round_up(halo - pad, m)  # inner tiles start this far before k*step - pad
+    room = tile - halo - pad - shift  # the largest step an inner tile keeps with context
+    extra = padded - n - 2 * pad
+    last = padded - tile  # relative to the padded origin; a multiple of m
+    if last == 0:
+        return AxisPlan(n=n, tile=tile, halo=halo, extra=extra, starts=(-pad,), pad=pad,
+                        step=max(tile - 2 * halo, 1))
+    if room < min(m, padded - 2 * halo):
+        need = _round_up(2 * halo + shift - (halo - pad) + m, m)
         raise UsageError(
             f"tile {tile} leaves too small a core after a halo of {halo} voxels per side; "
-            f"use a tile of at least {_round_up(2 * halo + m, m)}"
+            f"use a tile of at least {need}"
         )
-    extra = padded - n - 2 * halo
-    last = padded - tile  # relative to the padded origin; a multiple of m
-    step = max(m, ((core - overlap) // m) * m)
-    rel = list(range(0, last, step)) + [last]
+    step = max(m, ((room - overlap) // m) * m)
+    # the first tile keeps [0, lead*step), as far as its own context reaches (a face on
+    # its start side); tile k >= 1 keeps from (k - 1 + lead) * step
+    lead = 1 if overlap else max(1, (tile - halo - pad) // step)
+    # the last tile keeps from a multiple of the step with halo - pad voxels of context
+    # before it inside the tile; if that is past the volume, the tile before keeps the rest
+    j_last = max(lead, -(-(last + halo - pad) // step))
+    rel = [0] + [j * step - shift for j in range(lead, j_last)]
+    if j_last * step < n:
+        rel.append(last)
     return AxisPlan(n=n, tile=tile, halo=halo, extra=extra,
-                    starts=tuple(r - halo for r in rel))
+                    starts=tuple(r - pad for r in rel), pad=pad, step=step, lead=lead)
 
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile: read ``tile`` voxels at ``start`` (may stick out: faces repeated), keep the core."""
+    """One tile: read ``tile`` voxels at ``start`` (may stick out by the face padding: faces
+    repeated), keep its kept region (:meth:`TilePlan.kept_region`)."""
 
     index: Triple
     start: Triple
@@ -120,6 +170,16 @@ class TilePlan:
     partition: bool = True
     #: which memory budget chose the tile, for the run's log ('' when none did)
     budget: str = ""
+
+    @property
+    def faces(self) -> str:
+        """How the volume's faces are treated (:data:`FACES`)."""
+        return "repeat" if all(a.pad == a.halo for a in self.axes) else "zeros"
+
+    @property
+    def pad(self) -> Triple:
+        """The face padding per axis (module docstring)."""
+        return (self.axes[0].pad, self.axes[1].pad, self.axes[2].pad)
 
     def kept_region(self, tile: Tile) -> tuple[tuple[slice, slice, slice], Triple]:
         """What tile ``tile`` contributes: the slices of its network output and where that
@@ -175,12 +235,16 @@ class TilePlan:
 
 
 def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: int,
-               overlap: int = 0, scale: Triple = (1, 1, 1)) -> TilePlan:
+               overlap: int = 0, scale: Triple = (1, 1, 1), faces: str = "repeat") -> TilePlan:
     """Plan the tiles of a ``shape`` volume for a model with this halo and size multiple.
 
     ``tile=None`` picks a default whose core is about :data:`DEFAULT_CORE`. ``overlap`` is
     the extra blending overlap (voxels) between neighbouring cores, on top of the halo.
+    ``faces`` (:data:`FACES`): pad each face by the halo, repeating it, or let the faces
+    meet the network's zero padding.
     """
+    if faces not in FACES:
+        raise UsageError(f"unknown face mode {faces!r}; use {' or '.join(FACES)}")
     if len(shape) != 3 or any(int(s) <= 0 for s in shape):
         raise UsageError(f"cannot tile a volume of shape {tuple(shape)}")
     if overlap < 0:
@@ -189,7 +253,8 @@ def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: 
         tile = default_tile(halo, size_multiple, overlap)
     if any(int(t) <= 0 for t in tile):
         raise UsageError(f"tile sides must be positive, got {tuple(tile)}")
-    axes = tuple(plan_axis(int(shape[i]), int(tile[i]), int(halo[i]), size_multiple, overlap)
+    axes = tuple(plan_axis(int(shape[i]), int(tile[i]), int(halo[i]), size_multiple, overlap,
+                           None if faces == "repeat" else 0)
                  for i in range(3))
     return TilePlan(shape=(int(shape[0]), int(shape[1]), int(shape[2])),
                     tile=(axes[0].tile, axes[1].tile, axes[2].tile),

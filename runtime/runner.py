@@ -46,7 +46,7 @@ from resin.runtime.pipeline import (
     describe,
     shrink_tile,
 )
-from resin.runtime.planner import TilePlan, plan_tiles
+from resin.runtime.planner import FACES, TilePlan, plan_tiles
 from resin.runtime.runstate import record_dir, recorded_tile, staging_path
 
 from resin import _log
@@ -79,6 +79,9 @@ class TileSettings:
     #: blend, finalize and project on the GPU when the engine's outputs can stay there
     #: (False: always on the CPU, ``resin-run --host-blend``)
     device_blend: bool = True
+    #: the volume's faces: "repeat" (padded by the halo, each face plane repeated) or
+    #: "zeros" (the network's own zero padding, nothing computed outside the volume)
+    faces: str = "repeat"
 
     def check(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -94,6 +97,11 @@ class TileSettings:
             raise UsageError(f"--levels must be from 1 to 10, got {self.pyramid}")
         if self.memory is not None and not self.memory > 0:
             raise UsageError(f"--memory must be a positive number of GiB, got {self.memory}")
+        if self.faces not in FACES:
+            raise UsageError(f"--faces must be {' or '.join(FACES)}, got {self.faces!r}")
+        if self.faces != "repeat" and self.overlap:
+            raise UsageError("--overlap blends whole tile cores, which needs the faces padded "
+                             "by the halo; use --faces repeat with --overlap")
 
 
 @dataclass
@@ -172,8 +180,8 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
         requested = budget_tile(meta, shape, halo, scale, settings, budgets,  # type: ignore[arg-type]
                                 bounds, settings.device_blend and device_resident(engine)).tile
         note = budget_note(settings, budgets, free, available)
-    plan = replace(plan_tiles(shape, requested, halo, meta.size_multiple,
-                              overlap, scale), budget=note)  # type: ignore[arg-type]
+    plan = replace(plan_tiles(shape, requested, halo, meta.size_multiple,  # type: ignore[arg-type]
+                              overlap, scale, settings.faces), budget=note)
     for i, axis in enumerate(plan.axes):
         if overlap > axis.core // 2 and len(axis.starts) > 1:
             raise UsageError(f"--overlap {overlap} is more than half of the tile's core "
@@ -200,7 +208,8 @@ def budget_tile(meta: ModelMetadata, shape: Triple, halo: Triple, scale: Triple,
     return choose_tile(shape, halo, meta.size_multiple, scale, budget,
                        engine_bytes_per_voxel(meta), settings.block, settings.shards,
                        None if bounds is None else (bounds[0], bounds[2]),
-                       device_budget=device_budget, device_blend=device_blend)
+                       device_budget=device_budget, device_blend=device_blend,
+                       faces=settings.faces)
 
 
 def budget_chooses(meta: ModelMetadata, settings: TileSettings) -> bool:
@@ -251,7 +260,8 @@ def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
     meta = engine.metadata
     halo = "exact" if halo_kind(meta, settings) == "exact" else (
         f"tolerant, {meta.halo_tolerance:g} of the range")
-    line = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}"
+    faces = ", faces zero-padded" if plan.faces == "zeros" else ""
+    line = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}{faces}"
             f"{', chosen ' + plan.budget if plan.budget else ''}): keeps "
             f"{100 * kept:.1f} % of the voxels it computes; {plan.n_tiles} network calls")
     if plan.n_tiles > 1 and _log.shows_info():
@@ -457,6 +467,9 @@ def run_identity(engine: Backend, model_path: str, input_path: str, shape: Tripl
         "block": list(bplan.block), "chunks": list(bplan.chunks),
         "shards": None if shards is None else list(shards), "out_dtype": str(out_dtype),
         "pyramid": settings.pyramid,
+        # recorded only when not the default, so runs interrupted before the option existed
+        # still resume
+        **({"faces": settings.faces} if settings.faces != "repeat" else {}),
     }
 
 
@@ -660,7 +673,7 @@ def output_attrs(engine: Backend, model_path: str | None, levels: Levels, plan: 
         "scale": list(meta.scale), "axial_angle_deg": meta.axial_angle_deg,
         "tile": list(plan.tile), "halo": list(plan.halo),
         "halo_kind": halo_kind(meta, settings),
-        "overlap": settings.overlap or 0, "blend": settings.blend,
+        "overlap": settings.overlap or 0, "blend": settings.blend, "faces": settings.faces,
         "block": None if block is None else list(block),
         "input": source,
     }

@@ -11,13 +11,16 @@ from resin.runtime.planner import plan_tiles
 from resin.io import read_volume, write_volume
 
 
+@pytest.mark.parametrize("faces", ["repeat", "zeros"])
 @pytest.mark.parametrize("block", [(4, 8, 8), (6, 20, 12), (10, 40, 40), (64, 64, 64)])
-def test_any_block_size_gives_the_same_bytes(fast_model, rng, block):
+def test_any_block_size_gives_the_same_bytes(fast_model, rng, block, faces):
     vol = rng.integers(0, 4000, size=(21, 37, 29)).astype(np.uint16)
-    with Enhancer(fast_model, device="cpu", tile=(8, 12, 12)) as whole, \
-            Enhancer(fast_model, device="cpu", tile=(8, 12, 12), block=block) as blocked:
+    with Enhancer(fast_model, device="cpu", tile=(8, 12, 12), faces=faces) as whole, \
+            Enhancer(fast_model, device="cpu", tile=(8, 12, 12), block=block,
+                     faces=faces) as blocked:
         ref = whole.enhance(vol)
-        plan = make_block_plan(plan_tiles(vol.shape, (8, 12, 12), (3, 3, 3), 1), block)
+        plan = make_block_plan(plan_tiles(vol.shape, (8, 12, 12), (3, 3, 3), 1, faces=faces),
+                               block)
         got = blocked.enhance(vol)
     assert plan.n_blocks > 1 or block == (64, 64, 64)
     np.testing.assert_array_equal(got, ref)
@@ -72,3 +75,21 @@ def test_default_block_has_little_redundant_work():
     assert bp.redundant_share < 0.15, bp.redundant_share
     acc_bytes = 2 * 4 * np.prod(bp.block)
     assert acc_bytes < 1.2 * 2**30
+
+
+@pytest.mark.parametrize("faces", ["repeat", "zeros"])
+def test_raw_mips_from_kept_regions_equal_numpy(rng, faces):
+    """The input's MIPs are gathered from what each tile keeps: with zero-padded faces the
+    first tile's kept region starts at the face, inside its halo."""
+    from resin.runtime.pipeline import Mips, update_raw_mips
+    from resin.runtime.planner import read_padded
+
+    vol = rng.integers(0, 60000, size=(23, 41, 30)).astype(np.uint16)
+    plan = plan_tiles(vol.shape, (14, 16, 16), (3, 4, 2), 2, faces=faces)
+    assert plan.n_tiles > 8
+    mips = Mips.empty(vol.shape, vol.dtype)
+    for tile in plan.tiles():
+        raw = read_padded(lambda r: vol[r], vol.shape, tile.start, plan.tile)
+        update_raw_mips(mips, plan, raw, tile)
+    for got, axis in ((mips.along_z, 0), (mips.along_y, 1), (mips.along_x, 2)):
+        np.testing.assert_array_equal(got, vol.max(axis))

@@ -307,3 +307,19 @@ def test_allow_plan_host_code_reaches_the_backend(monkeypatch, tmp_path):
         seen.clear()
         code = main(["--engine", "m.plan", str(src), "-o", str(tmp_path / "o.zarr"), *flag])
         assert code != 0 and seen["allow"] is expect
+
+
+def test_zero_faces_run_end_to_end_and_refuse_overlap(cli, fast_model, tmp_path, awkward_volume):
+    src = tmp_path / "in.tif"
+    write_volume(src, awkward_volume, voxel_size=VS)
+    out = tmp_path / "out.tif"
+    proc = cli("resin-run", "--engine", str(fast_model), str(src), "-o", str(out),
+               "--device", "cpu", "--tile", "8", "16", "16", "--faces", "zeros")
+    assert proc.returncode == 0, proc.stderr
+    assert "faces zero-padded" in proc.stderr + proc.stdout
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), faces="zeros") as enh:
+        np.testing.assert_array_equal(read_volume(out), enh.enhance(awkward_volume))
+    bad = cli("resin-run", "--engine", str(fast_model), str(src), "-o",
+              str(tmp_path / "o2.tif"), "--device", "cpu", "--faces", "zeros", "--overlap", "2")
+    assert "--faces repeat" in assert_one_line_error(bad)
+    assert not (tmp_path / "o2.tif").exists()

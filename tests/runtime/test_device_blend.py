@@ -96,11 +96,13 @@ class StandIn:
         pass
 
 
-def one_tile(engine, vol: np.ndarray, dtype) -> np.ndarray:
-    """The whole volume as one network call (padded by the halo), finalized."""
+def one_tile(engine, vol: np.ndarray, dtype, faces: str = "repeat") -> np.ndarray:
+    """The whole volume as one network call (padded by the halo, or not with zero-padded
+    faces), finalized."""
     from resin.kernels import finalize
 
     h, s = engine.metadata.halo, tuple(int(f) for f in engine.metadata.scale)
+    h = (0, 0, 0) if faces == "zeros" else h
     padded = read_padded(lambda r: vol[r], vol.shape, tuple(-n for n in h),
                          tuple(n + 2 * m for n, m in zip(vol.shape, h, strict=True)))
     y = engine.infer(normalize_tile(padded, LEVELS)[None, None])[0, 0]
@@ -124,22 +126,23 @@ def run_blocks(engine, vol, settings: TileSettings, device_blend: bool, dtype=np
 
 
 # (the simulator runs every CUDA thread as a Python thread: volumes stay tiny)
-@pytest.mark.parametrize(("scale", "tile", "overlap", "block"), [
-    ((1, 1, 1), (6, 8, 8), None, (4, 6, 6)),         # tiles partition the output
-    ((2, 1, 1), (6, 8, 8), 1, (5, 7, 6)),            # blended cores, z-step 2, uneven blocks
+@pytest.mark.parametrize(("scale", "tile", "overlap", "block", "faces"), [
+    ((1, 1, 1), (6, 8, 8), None, (4, 6, 6), "repeat"),  # tiles partition the output
+    ((2, 1, 1), (6, 8, 8), 1, (5, 7, 6), "repeat"),     # blended cores, z-step 2, uneven blocks
+    ((2, 1, 1), (4, 6, 5), None, (4, 6, 6), "zeros"),   # faces unpadded, z-step 2
 ])
-def test_device_path_matches_host_and_one_tile(place, rng, scale, tile, overlap, block):
+def test_device_path_matches_host_and_one_tile(place, rng, scale, tile, overlap, block, faces):
     from resin.kernels import mip
 
     vol = rng.gamma(2.0, 600.0, size=(7, 10, 9)).astype(np.float32)
-    settings = TileSettings(tile=tile, overlap=overlap, block=block)
+    settings = TileSettings(tile=tile, overlap=overlap, block=block, faces=faces)
     engine = StandIn(scale=scale)
     dev, dev_mips, runner = run_blocks(engine, vol, settings, device_blend=True)
     assert runner.device_blend and engine.calls["infer"] == 0
     host, host_mips, runner = run_blocks(engine, vol, settings, device_blend=False)
     assert not runner.device_blend and engine.calls["infer"] == engine.calls["infer_device"]
     assert runner.bplan.n_blocks > 1
-    ref = one_tile(engine, vol, np.float32)
+    ref = one_tile(engine, vol, np.float32, faces)
     if place == "cudasim":  # the simulator rounds each float32 operation like the CPU kernel
         np.testing.assert_array_equal(dev.view(np.uint32), host.view(np.uint32))
     else:  # a GPU may fuse acc + tile * w into one FMA

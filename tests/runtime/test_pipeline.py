@@ -30,6 +30,31 @@ def test_tiled_equals_one_tile(onnx_model, rng, shape, tile, overlap, blend):
     assert err <= 1e-3 * span, (err, span)
 
 
+@pytest.mark.parametrize("shape,tile", [
+    ((13, 37, 29), (26, 32, 32)),
+    ((40, 19, 45), (32, 40, 30)),
+    ((5, 50, 7), (26, 34, 26)),
+    ((33, 33, 33), (30, 32, 28)),
+])
+def test_zero_faces_equal_one_call_on_the_volume(onnx_model, rng, shape, tile):
+    """faces="zeros": the tiles reproduce one network call over the volume itself (padded at
+    the end to the size multiple only), whose faces meet the network's zero padding."""
+    vol = (rng.gamma(2.0, 200.0, size=shape) + 50).astype(np.float32)
+    with Enhancer(onnx_model, device="cpu", tile=tile, faces="zeros", exact_halo=True) as enh:
+        meta = enh.metadata
+        levels = enh.levels(vol)
+        out = enh.enhance(vol)
+        plan = make_plan(enh.engine, shape, enh.settings)
+    assert plan.n_tiles > 1 and plan.faces == "zeros", "the test must tile without padding"
+    ref = one_tile_reference(onnx_model, vol, meta.halo, meta.size_multiple, levels.low,
+                             levels.high, pad=(0, 0, 0))
+    span = float(ref.max() - ref.min())
+    assert float(np.abs(out - ref).max()) <= 1e-5 * span
+    repeat = one_tile_reference(onnx_model, vol, meta.halo, meta.size_multiple, levels.low,
+                                levels.high)
+    assert float(np.abs(repeat - ref).max()) > 1e-4 * span, "the face modes must differ"
+
+
 def test_integer_output_is_rounded_and_clipped(onnx_model, awkward_volume):
     with Enhancer(onnx_model, device="cpu", tile=(32, 32, 32)) as enh:
         out = enh.enhance(awkward_volume)

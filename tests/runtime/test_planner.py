@@ -32,6 +32,58 @@ def test_axis_plan_covers_aligned_in_bounds(n, halo, m, extra_tile, overlap):
     assert list(ax.starts) == sorted(set(ax.starts))
 
 
+@settings(max_examples=500, deadline=None)
+@given(n=st.integers(1, 300), halo=st.integers(0, 20), m=st.sampled_from([1, 2, 4, 8]),
+       extra_tile=st.integers(0, 120), pad_share=st.floats(0, 1))
+def test_partition_keeps_every_voxel_once_with_context(n, halo, m, extra_tile, pad_share):
+    """Without overlap, for any face padding from 0 to the halo: the kept regions partition
+    the axis on multiples of the step, every tile lies in the padded volume on the pooling
+    grid, and each kept region has a halo of context on every side not on a padded face."""
+    pad = int(round(pad_share * halo))
+    tile = 2 * halo + m + extra_tile
+    try:
+        ax = plan_axis(n, tile, halo, m, 0, pad)
+    except UsageError:  # a tile too small for this halo and padding: must be small indeed
+        assert tile < 3 * halo + 2 * m
+        return
+    assert ax.pad == pad and ax.padded % m == 0 and 0 <= ax.extra < m
+    end = n + pad + ax.extra  # the padded end, in volume coordinates
+    cover = np.zeros(n, dtype=int)
+    for k, s in enumerate(ax.starts):
+        assert (s + pad) % m == 0, "tile not on the pooling grid of one-tile inference"
+        assert -pad <= s and s + ax.tile <= end, "tile outside the padded volume"
+        lo, hi = ax.kept(k, True)
+        assert lo < hi, "a tile that keeps nothing"
+        cover[lo:hi] += 1
+        if s != -pad:
+            assert lo - s >= halo, "kept region without its context before it"
+        if s + ax.tile != end:
+            assert s + ax.tile - hi >= halo, "kept region without its context after it"
+        if 0 < k:
+            assert lo % ax.step == 0, "an inner kept boundary off the step"
+    assert (cover == 1).all(), "kept regions do not partition the axis"
+    assert list(ax.starts) == sorted(set(ax.starts))
+
+
+def test_zero_faces_compute_nothing_outside_a_volume_on_the_size_multiple():
+    plan = plan_tiles((96, 256, 256), (96, 136, 136), (29, 21, 21), 8, faces="zeros")
+    assert plan.faces == "zeros" and plan.pad == (0, 0, 0)
+    assert plan.axes[0].starts == (0,)
+    for a in plan.axes[1:]:
+        assert a.starts[0] == 0 and a.starts[-1] + a.tile == 256
+    repeat = plan_tiles((96, 256, 256), (96, 136, 136), (29, 21, 21), 8)
+    assert repeat.faces == "repeat" and repeat.axes[0].starts[0] == -29
+    # the same tile computes the faces' context too: more calls for the same volume
+    assert repeat.n_tiles > plan.n_tiles
+
+
+def test_zero_faces_refuse_overlap_and_unknown_modes():
+    with pytest.raises(UsageError, match="--faces repeat"):
+        plan_tiles((64, 64, 64), (32, 32, 32), (4, 4, 4), 4, overlap=4, faces="zeros")
+    with pytest.raises(UsageError, match="unknown face mode"):
+        plan_tiles((64, 64, 64), (32, 32, 32), (4, 4, 4), 4, faces="mirror")
+
+
 @settings(max_examples=100, deadline=None)
 @given(shape=st.tuples(st.integers(1, 40), st.integers(1, 60), st.integers(1, 60)),
        halo=st.integers(0, 6), overlap=st.integers(0, 8))
