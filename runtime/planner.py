@@ -63,7 +63,8 @@ class AxisPlan:
     starts: tuple[int, ...]
     #: face padding (module docstring); the halo unless the faces meet zero padding
     pad: int = -1
-    #: distance between kept boundaries (module docstring); the core when one tile
+    #: distance between kept boundaries (module docstring); the padded axis less its
+    #: face padding when one tile
     step: int = 0
     #: the first tile keeps ``lead`` steps; tile k >= 1 keeps from ``(k - 1 + lead) * step``
     lead: int = 1
@@ -73,7 +74,7 @@ class AxisPlan:
             object.__setattr__(self, "pad", self.halo)
         if self.step <= 0:
             step = (self.starts[1] - self.starts[0] if len(self.starts) > 1
-                    else self.tile - 2 * self.halo)
+                    else self.tile - 2 * self.pad)
             object.__setattr__(self, "step", step)
 
     @property
@@ -123,8 +124,9 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
     extra = padded - n - 2 * pad
     last = padded - tile  # relative to the padded origin; a multiple of m
     if last == 0:
+        # one tile keeps the whole axis: its step is the axis (blocks along it: one)
         return AxisPlan(n=n, tile=tile, halo=halo, extra=extra, starts=(-pad,), pad=pad,
-                        step=max(tile - 2 * halo, 1))
+                        step=tile - 2 * pad)
     if room < min(m, padded - 2 * halo):
         need = _round_up(2 * halo + shift - (halo - pad) + m, m)
         raise UsageError(
@@ -132,17 +134,42 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
             f"use a tile of at least {need}"
         )
     step = max(m, ((room - overlap) // m) * m)
-    # the first tile keeps [0, lead*step), as far as its own context reaches (a face on
-    # its start side); tile k >= 1 keeps from (k - 1 + lead) * step
-    lead = 1 if overlap else max(1, (tile - halo - pad) // step)
-    # the last tile keeps from a multiple of the step with halo - pad voxels of context
-    # before it inside the tile; if that is past the volume, the tile before keeps the rest
-    j_last = max(lead, -(-(last + halo - pad) // step))
+    if pad < halo:
+        step = _whole_step(n, tile, halo, pad, m, step, last)
+    lead, j_last = _ends(n, tile, halo, pad, step, last, overlap)
     rel = [0] + [j * step - shift for j in range(lead, j_last)]
     if j_last * step < n:
         rel.append(last)
     return AxisPlan(n=n, tile=tile, halo=halo, extra=extra,
                     starts=tuple(r - pad for r in rel), pad=pad, step=step, lead=lead)
+
+
+def _ends(n: int, tile: int, halo: int, pad: int, step: int, last: int,
+          overlap: int = 0) -> tuple[int, int]:
+    """``(lead, j_last)``: the first tile keeps ``[0, lead*step)``, as far as its own
+    context reaches (a face on its start side); the last keeps from ``j_last*step``, the
+    first multiple of the step with ``halo - pad`` voxels of context before it inside the
+    last tile (if that is past the volume, the tile before keeps the rest)."""
+    lead = 1 if overlap else max(1, (tile - halo - pad) // step)
+    return lead, max(lead, -(-(last + halo - pad) // step))
+
+
+def _whole_step(n: int, tile: int, halo: int, pad: int, m: int, largest: int,
+                last: int) -> int:
+    """With less face padding than halo the first and last tiles may keep more than a
+    step (their face side needs no context), and a kept region across a multiple of the
+    step can straddle a block boundary, which runs its tile once per block. Of the steps
+    up to ``largest`` whose end regions stay within one step, the one needing the fewest
+    tiles (then the largest); ``largest`` when none does."""
+    best = (0, 0, largest)
+    for step in range(largest, m - 1, -m):
+        lead, j_last = _ends(n, tile, halo, pad, step, last)
+        if lead > 1 or n - j_last * step > step or step < _round_up(halo - pad, m):
+            continue
+        tiles = 1 + (j_last - lead) + (j_last * step < n)
+        if best[0] == 0 or tiles < best[0]:
+            best = (tiles, step, step)
+    return best[2]
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,18 @@ def test_default_block_has_little_redundant_work():
 
 
 @pytest.mark.parametrize("faces", ["repeat", "zeros"])
+@pytest.mark.parametrize(("shape", "tile"), [((128, 512, 512), (128, 212, 512)),
+                                             ((96, 256, 256), (96, 256, 256)),
+                                             ((700, 3000, 3000), (156, 316, 316))])
+def test_no_network_call_runs_twice_at_default_blocks(shape, tile, faces):
+    """An axis that is one tile is one block along it: with unpadded faces the single
+    tile's step is the whole axis, not its halo-trimmed core (which cut the volume into
+    two blocks that each ran every tile)."""
+    bp = make_block_plan(plan_tiles(shape, tile, (29, 21, 21), 8, faces=faces))
+    assert bp.redundant_share == 0, (bp.redundant_share, bp.block, bp.chunks)
+
+
+@pytest.mark.parametrize("faces", ["repeat", "zeros"])
 def test_raw_mips_from_kept_regions_equal_numpy(rng, faces):
     """The input's MIPs are gathered from what each tile keeps: with zero-padded faces the
     first tile's kept region starts at the face, inside its halo."""
