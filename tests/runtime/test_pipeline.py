@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _reference import one_tile_reference
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from resin.runtime import Enhancer
 from resin.runtime.runner import make_plan
 
@@ -55,6 +57,22 @@ def test_zero_faces_equal_one_call_on_the_volume(onnx_model, rng, shape, tile):
     assert float(np.abs(repeat - ref).max()) > 1e-4 * span, "the face modes must differ"
 
 
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.tuples(st.integers(1, 40), st.integers(1, 48), st.integers(1, 48)),
+       tile=st.tuples(st.integers(26, 44), st.integers(26, 44), st.integers(26, 44)))
+def test_zero_faces_equal_one_call_for_any_shape_and_tile(onnx_model, shape, tile):
+    vol = np.random.default_rng(sum(shape)).gamma(2.0, 200.0, size=shape).astype(np.float32)
+    with Enhancer(onnx_model, device="cpu", tile=tile, faces="zeros", exact_halo=True) as enh:
+        levels = enh.levels(vol)
+        out = enh.enhance(vol)
+        meta = enh.metadata
+    ref = one_tile_reference(onnx_model, vol, meta.halo, meta.size_multiple, levels.low,
+                             levels.high, pad=(0, 0, 0))
+    span = max(float(ref.max() - ref.min()), 1e-3)
+    assert float(np.abs(out - ref).max()) <= 1e-5 * span + 1e-4
+
+
 def test_integer_output_is_rounded_and_clipped(onnx_model, awkward_volume):
     with Enhancer(onnx_model, device="cpu", tile=(32, 32, 32)) as enh:
         out = enh.enhance(awkward_volume)
@@ -66,8 +84,9 @@ def test_integer_output_is_rounded_and_clipped(onnx_model, awkward_volume):
     assert np.abs(out.astype(np.int64) - expect).max() <= 1
 
 
-def test_stream_plane_by_plane_equals_enhance(fast_model, awkward_volume):
-    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+@pytest.mark.parametrize("faces", ["repeat", "zeros"])
+def test_stream_plane_by_plane_equals_enhance(fast_model, awkward_volume, faces):
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), faces=faces) as enh:
         levels = enh.levels(awkward_volume)
         whole = enh.enhance(awkward_volume)
         with enh.stream(awkward_volume.shape, awkward_volume.dtype, levels=levels) as s:
