@@ -226,13 +226,16 @@ class Writer:
 
 def shrink_tile(plan: TilePlan, size_multiple: int) -> tuple[int, int, int] | None:
     """A smaller tile for an out-of-memory retry (the largest side halved), or None."""
-    tile = list(plan.tile)
+    tile, m = list(plan.tile), size_multiple
     order = sorted(range(3), key=lambda i: tile[i] - 2 * plan.halo[i], reverse=True)
     for i in order:
         core = tile[i] - 2 * plan.halo[i]
-        new_core = max(size_multiple, (core // 2 // size_multiple) * size_multiple)
+        new_core = max(m, (core // 2 // m) * m)
         new = new_core + 2 * plan.halo[i]
-        new = -(-new // size_multiple) * size_multiple
+        # the smallest tile the planner accepts with this face padding (planner.plan_axis)
+        h, pad = plan.halo[i], plan.axes[i].pad
+        least = h + pad + -(-(h - pad) // m) * m + m
+        new = -(-max(new, least) // m) * m
         if new < tile[i]:
             tile[i] = new
             return (tile[0], tile[1], tile[2])

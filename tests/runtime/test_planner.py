@@ -153,3 +153,19 @@ def test_export_and_runtime_do_not_import_each_other():
         proc = subprocess.run([sys.executable, "-c", code, mod, other], capture_output=True,
                               text=True)
         assert proc.returncode == 0, proc.stderr[-500:]
+
+
+@pytest.mark.parametrize("faces", ["repeat", "zeros"])
+@pytest.mark.parametrize(("halo", "m"), [((29, 21, 21), 8), ((3, 3, 3), 8), ((12, 12, 12), 2)])
+def test_out_of_memory_shrinking_stays_plannable(faces, halo, m):
+    """Each smaller tile an out-of-memory retry asks for is one the planner accepts."""
+    from resin.runtime.pipeline import shrink_tile
+
+    shape = (300, 700, 700)
+    plan = plan_tiles(shape, (200, 400, 400), halo, m, faces=faces)
+    steps = 0
+    while (smaller := shrink_tile(plan, m)) is not None:
+        assert smaller != plan.tile
+        plan = plan_tiles(shape, smaller, halo, m, faces=faces)  # raises if not
+        steps += 1
+    assert steps >= 6
