@@ -385,8 +385,7 @@ def _blocks(work: Path, run_args: list[str], shape: tuple[int, ...], plan, meta)
         inputs[name] = work / f"{name}.zarr"
         write_volume(inputs[name], vol, overwrite=True)  # Zarr in: no memory-mapped input
     # a block on the tile step (as the default is), at least two per axis where possible
-    steps = [ax.starts[1] - ax.starts[0] if len(ax.starts) > 1 else ax.core
-             for ax in plan.axes]
+    steps = [ax.step for ax in plan.axes]
     block = ["--block", *(str(s * max(1, (n // 2) // s)) for s, n in zip(steps, (z, y, x),
                                                                           strict=True))]
     d1 = _child(f"(d1) resin-run {z}x{y}x{x}, block {' '.join(block[1:])}", RESIN_RUN,

@@ -16,8 +16,9 @@ output by one at a rounding boundary).
 A tile whose kept region reaches two blocks runs once for each (the *redundant* work,
 reported by :attr:`BlockPlan.redundant_share`). Without extra overlap the tiles partition
 the output on multiples of the tile step (:meth:`AxisPlan.kept`) and blocks are whole
-multiples of it, so no tile runs twice; with ``--overlap`` (blended cores) or a block off
-the step, the tiles across each block face do.
+multiples of it, so no tile runs twice, unless an end tile keeps more than a step (with
+zero-padded faces, where no step the tile allows avoids it); with ``--overlap`` (blended
+cores) or a block off the step, the tiles across each block face do.
 """
 
 from __future__ import annotations

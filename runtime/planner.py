@@ -9,18 +9,20 @@ Geometry, per axis of length ``n`` (all in input voxels):
   "one-tile inference". ``pad`` is the halo by default (``faces="repeat"``: every face gets
   as much context as the inside) or 0 (``faces="zeros"``: the faces meet the network's zero
   padding, as a training patch's edges do and as a whole-volume call does, and no voxel
-  outside the volume is computed).
+  outside the volume is computed but the ``extra`` planes, fewer than the size multiple).
 - Tiles have ``tile`` voxels (a multiple of ``size_multiple``, at most ``L``). Tile starts,
   relative to the padded origin ``-pad``, are multiples of ``size_multiple`` so pooling grids
   line up with one-tile inference; the first tile is flush with the padded start and the
   last with the padded end, so a tile side on a padded face sees the same zero padding as
   one-tile inference there. Every other tile side gives what it keeps ``halo`` voxels of
   context: the context the network needs so its output equals one-tile inference.
-- Without extra overlap (the default) the tiles partition the output: tile k keeps
-  ``[k*step, (k+1)*step)`` (the last tile the rest), so every kept boundary is a multiple of
-  the step and a block of the output is made of whole kept regions when its boundaries
-  sit on the step. With ``pad < halo`` the inner tiles start ``ceil(halo - pad)`` (rounded up
-  to the size multiple) before ``k*step - pad`` to give their kept region its context.
+- Without extra overlap (the default) the tiles partition the output: the first tile
+  keeps ``[0, lead*step)``, tile k >= 1 ``[(k-1+lead)*step, (k+lead)*step)`` and the last
+  the rest, so every kept boundary is a multiple of the step and a block of the output
+  whose boundaries sit on the step cuts no kept region but an end tile's longer than a
+  step. With ``pad < halo`` the inner tiles start ``halo - pad`` (rounded up to the size
+  multiple) before their kept region to give it its context, and the step is chosen so
+  that both end tiles keep at most one step where the tile allows it (:func:`_whole_step`).
 - With extra overlap (``pad == halo`` only) tile k's *core* ``[start + halo, start + tile -
   halo)`` is blended with its neighbours' cores, which overlap by at least ``overlap``.
 
@@ -134,9 +136,11 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
             f"use a tile of at least {need}"
         )
     step = max(m, ((room - overlap) // m) * m)
-    if pad < halo:
-        step = _whole_step(n, tile, halo, pad, m, step, last)
-    lead, j_last = _ends(n, tile, halo, pad, step, last, overlap)
+    whole = _whole_step(n, halo, pad, m, step, last) if pad < halo else None
+    if whole is not None:
+        step, lead, j_last = whole
+    else:
+        lead, j_last = _ends(n, tile, halo, pad, step, last, overlap)
     rel = [0] + [j * step - shift for j in range(lead, j_last)]
     if j_last * step < n:
         rel.append(last)
@@ -154,22 +158,31 @@ def _ends(n: int, tile: int, halo: int, pad: int, step: int, last: int,
     return lead, max(lead, -(-(last + halo - pad) // step))
 
 
-def _whole_step(n: int, tile: int, halo: int, pad: int, m: int, largest: int,
-                last: int) -> int:
-    """With less face padding than halo the first and last tiles may keep more than a
-    step (their face side needs no context), and a kept region across a multiple of the
-    step can straddle a block boundary, which runs its tile once per block. Of the steps
-    up to ``largest`` whose end regions stay within one step, the one needing the fewest
-    tiles (then the largest); ``largest`` when none does."""
-    best = (0, 0, largest)
-    for step in range(largest, m - 1, -m):
-        lead, j_last = _ends(n, tile, halo, pad, step, last)
-        if lead > 1 or n - j_last * step > step or step < _round_up(halo - pad, m):
-            continue
-        tiles = 1 + (j_last - lead) + (j_last * step < n)
-        if best[0] == 0 or tiles < best[0]:
-            best = (tiles, step, step)
-    return best[2]
+def _whole_step(n: int, halo: int, pad: int, m: int, largest: int,
+                last: int) -> tuple[int, int, int] | None:
+    """``(step, lead, j_last)`` whose end regions stay within one step, or None.
+
+    With less face padding than halo the first and last tiles may keep more than a step
+    (their face side needs no context), and a kept region across a multiple of the step
+    can straddle a block boundary, which runs its tile once per block. Here the first tile
+    keeps one step (``lead`` 1, which needs ``step > shift`` for the next tile to start
+    after it) and the last keeps from a multiple ``j_last*step`` at most a
+    step before the end; ``j_last`` may be larger than the least the last tile's context
+    allows as long as the inner tile before it starts before the last tile. Of the steps
+    up to ``largest`` that allow it, the one with the fewest tiles, then the largest.
+    """
+    shift = _round_up(halo - pad, m)
+    best: tuple[int, int, int, int] | None = None
+    for step in range(largest, shift, -m):  # step > shift: tile 1 starts after tile 0
+        j = max(1, -(-(last + halo - pad) // step))  # the least the context allows
+        while (j - 1) * step - shift < last:  # the inner tile j - 1 starts before the last
+            if n - j * step <= step:
+                tiles = j + (j * step < n)
+                if best is None or tiles < best[0]:
+                    best = (tiles, step, 1, j)
+                break
+            j += 1
+    return None if best is None else best[1:]
 
 
 @dataclass(frozen=True)

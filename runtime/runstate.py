@@ -30,7 +30,10 @@ from resin import _log
 from resin._atomic import atomic_write, fsync_dir
 from resin.errors import InputError, ResumeError
 
-VERSION = 2
+#: the run record's layout and the tiling it implies; 3: kept regions are split on the
+#: planner's step (an axis of two tiles split at the second tile's start before), so a
+#: run interrupted under 2 may not resume with other tile boundaries
+VERSION = 3
 RECORD_DIR = ".resin-run"
 
 

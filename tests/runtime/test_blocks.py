@@ -105,3 +105,23 @@ def test_raw_mips_from_kept_regions_equal_numpy(rng, faces):
         update_raw_mips(mips, plan, raw, tile)
     for got, axis in ((mips.along_z, 0), (mips.along_y, 1), (mips.along_x, 2)):
         np.testing.assert_array_equal(got, vol.max(axis))
+
+
+def test_a_record_of_the_earlier_tiling_is_refused_on_resume(tmp_path):
+    """Run records of version 2 split two-tile axes at the second tile's start; resuming
+    one with today's split could mix two tilings in one output, so it is refused."""
+    import json
+
+    from resin.runtime import runstate
+
+    from resin.errors import ResumeError
+
+    record = runstate.RunRecord(tmp_path / "rec", {"tile": [8, 8, 8]})
+    record.create(4)
+    body = json.loads(record.path.read_text())
+    assert body["version"] == runstate.VERSION == 3
+    record.check()  # today's record resumes
+    body["version"] = 2
+    record.path.write_text(json.dumps(body))
+    with pytest.raises(ResumeError, match="another resin version"):
+        record.check()
