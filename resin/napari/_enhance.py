@@ -46,9 +46,12 @@ class ModelSettings:
     backend: str = "auto"
     device: str = "auto"
     tile: tuple[int, int, int] | None = None
+    #: the volume's faces (:data:`resin.runtime.planner.FACES`, ``resin-run --faces``)
+    faces: str = "repeat"
 
     def open(self) -> Enhancer:
-        return Enhancer(self.model, backend=self.backend, device=self.device, tile=self.tile)
+        return Enhancer(self.model, backend=self.backend, device=self.device, tile=self.tile,
+                        faces=self.faces)
 
 
 def parse_tile(text: str) -> tuple[int, int, int] | None:
@@ -147,8 +150,10 @@ def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:
     flight), plus the result for an in-memory run.
     """
     rows = len(plan.axes[0].starts)
-    tiles = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, core "
-             f"{describe(plan.core)}): {plan.n_tiles} tile{'s' if plan.n_tiles != 1 else ''} "
+    inside = (f"core {describe(plan.core)}" if plan.faces == "repeat" else
+              "faces zero-padded")
+    tiles = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {inside}): "
+             f"{plan.n_tiles} tile{'s' if plan.n_tiles != 1 else ''} "
              f"in {rows} row{'s' if rows != 1 else ''}")
     oz, oy, ox = plan.out_shape
     bplan = make_block_plan(plan, enh.settings.block)
@@ -181,6 +186,8 @@ def command_line(settings: ModelSettings, input_path: str, output: str | None,
         args += ["-o", output]
     if settings.tile is not None:
         args += ["--tile", *(str(v) for v in settings.tile)]
+    if settings.faces != "repeat":
+        args += ["--faces", settings.faces]
     if settings.backend != "auto":
         args += ["--backend", settings.backend]
     if settings.device != "auto":

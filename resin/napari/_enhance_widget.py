@@ -41,6 +41,7 @@ from resin.napari._layers import layer_volume, result_layer_kwargs, source_file
 from resin.napari._qt import CommandRow, JobPanel, LayerPicker, column, form, row
 from resin.napari._train import trained
 from resin.runtime import Enhancer, default_output
+from resin.runtime.planner import FACES
 
 _BUNDLED = "bundled model"
 _CHOOSE = "model file ..."
@@ -67,6 +68,11 @@ class EnhanceWidget(QWidget):
         self.device_box.addItems(DEVICES)
         self.tile_edit = QLineEdit("auto")
         self.tile_edit.setToolTip("tile in input voxels, halo included: Z Y X, or auto")
+        self.faces_box = QComboBox()
+        self.faces_box.addItems(FACES)
+        self.faces_box.setToolTip("repeat: pad each face by the halo, repeating it; zeros: the "
+                                  "faces meet the network's zero padding and nothing outside "
+                                  "the volume is computed (faster on small volumes)")
         self.plan_label = QLabel("")
         self.plan_label.setWordWrap(True)
         self.to_file = QCheckBox("write to a file (streams from the layer's file)")
@@ -87,14 +93,15 @@ class EnhanceWidget(QWidget):
         column(self,
                form(("image layer", self.layer_box), ("model", self.model_box),
                     ("backend", self.backend_box), ("device", self.device_box),
-                    ("tile", self.tile_edit), ("plan", self.plan_label)),
+                    ("tile", self.tile_edit), ("faces", self.faces_box),
+                    ("plan", self.plan_label)),
                self.to_file, self.output_edit, row(self.resume_box, self.overwrite_box),
                row(self.preview_button, self.run_button, self.stop_button), self.panel,
                self.command_edit)
 
         self.layer_box.currentTextChanged.connect(self.refresh)
         self.model_box.activated.connect(self._model_chosen)
-        for box in (self.backend_box, self.device_box):
+        for box in (self.backend_box, self.device_box, self.faces_box):
             box.currentTextChanged.connect(self.refresh)
         self.tile_edit.editingFinished.connect(self.refresh)
         self.output_edit.editingFinished.connect(self.refresh)
@@ -114,7 +121,7 @@ class EnhanceWidget(QWidget):
         data = self.model_box.currentData()
         model = Path(data) if data else None
         return ModelSettings(model, self.backend_box.currentText(), self.device_box.currentText(),
-                             parse_tile(self.tile_edit.text()))
+                             parse_tile(self.tile_edit.text()), self.faces_box.currentText())
 
     def add_model(self, path: Path, select: bool = True) -> None:
         """Offer a model file (a trained one, or one picked by the user); select it."""

@@ -46,6 +46,9 @@ def test_command_line_is_what_resin_run_parses():
     assert parsed.output == "/data/out.ome.zarr" and tuple(parsed.tile) == (64, 92, 92)
     assert (parsed.backend, parsed.device, parsed.resume) == ("onnxruntime", "cpu", True)
     assert command_line(ModelSettings(), "a.tif", None) == "resin-run a.tif"
+    zeros = command_line(ModelSettings(faces="zeros"), "a.tif", None)
+    assert zeros == "resin-run a.tif --faces zeros"
+    assert build_parser().parse_args(shlex.split(zeros)[1:]).faces == "zeros"
 
 
 def test_job_reports_progress_stops_and_keeps_errors_to_one_line():

@@ -57,7 +57,15 @@ def test_enhance_widget_gives_enhancers_result(viewer, qtbot, tiny_volume):
     record = result.metadata["resin"]
     assert record["model"].endswith("default.onnx")
     assert record["normalization"]["low_percentile"] == 0.5
-    assert record["input"] == "tiny"
+    assert record["input"] == "tiny" and record["faces"] == "repeat"
+    # zero-padded faces: the plan says so and the result is Enhancer's in that mode
+    widget.faces_box.setCurrentText("zeros")  # another Enhancer: loaded in the background
+    qtbot.waitUntil(lambda: "faces zero-padded" in widget.plan_label.text(), timeout=60_000)
+    widget.run_button.click()
+    _wait(qtbot, widget)
+    with Enhancer(faces="zeros") as enh:
+        np.testing.assert_array_equal(viewer.layers[-1].data, enh.enhance(tiny_volume))
+    assert viewer.layers[-1].metadata["resin"]["faces"] == "zeros"
     widget.shutdown()
 
 
