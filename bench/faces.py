@@ -12,7 +12,8 @@ each face plane repeated); through the runtime with ``faces="zeros"`` (nothing p
 each convolution zero-pads its own input at the faces, as on a training patch and as in
 one call on the whole volume); and as one call of the network on the whole normalized
 volume mirrored by ``--pad`` voxels at every face (NumPy 'reflect', the usual
-alternative). Also printed: RMSE on the interior (a border of ``--border`` voxels dropped), the
+alternative; not for a z-step model, which is scored on the truth's grid as
+``bench/quality.py`` scores it). Also printed: RMSE on the interior (a border of ``--border`` voxels dropped), the
 output's maximum beside the truth's, and the raw input.
 """
 
@@ -56,8 +57,7 @@ def one_call(model: Path, raw: np.ndarray, mirror: int = 0) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("settings", nargs="+", choices=[n for n, s in quality.SETTINGS.items()
-                                                     if s.kind == "tubes"])
+    ap.add_argument("settings", nargs="+", choices=list(quality.SETTINGS))
     ap.add_argument("--workdir", type=Path, default=None,
                     help="folder holding SETTING_PRESET.pt (bench/quality.py --workdir)")
     ap.add_argument("--preset", choices=["quick", "long"], default="quick",
@@ -79,20 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name in args.settings:
         sim = quality.SETTINGS[name].simulate(quality.SHAPE)
+        # a z-step setting is scored on the truth's grid, as bench/quality.py scores it
+        k = sim.z_step
+        n = (sim.raw.shape[0] - 1) * k + 1
+        truth = sim.truth[:n]
         model = args.model or args.workdir / f"{name}_{args.preset}.pt"
         runs = {
-            "raw input": sim.raw.astype(np.float32),
-            "runtime (faces repeated)": quality.enhance(model, sim.raw, 1)[0],
-            "runtime, faces zero-padded": quality.enhance(model, sim.raw, 1, "zeros")[0],
+            "raw input": quality.on_grid(sim.raw, k)[:n].astype(np.float32),
+            "runtime (faces repeated)": quality.enhance(model, sim.raw, k)[0][:n],
+            "runtime, faces zero-padded": quality.enhance(model, sim.raw, k, "zeros")[0][:n],
         }
-        if args.model is None:  # one_call normalizes by the levels the model trained on
+        if args.model is None and k == 1:  # one_call: the training levels, no z step
             runs[f"one call, faces mirrored by {args.pad}"] = one_call(model, sim.raw, args.pad)
         for run, pred in runs.items():
-            w = quality.score(pred, sim.truth)
-            interior = quality.score(pred[inner], sim.truth[inner])
+            w = quality.score(pred, truth)
+            interior = quality.score(pred[inner], truth[inner])
             print(f"| {name} | {run} | {w['rmse']:.3f} | {w['rmse_lsq']:.3f} | {w['ssim']:.3f} "
                   f"| {w['isotropy_ratio']:.3f} | {interior['rmse']:.3f} "
-                  f"| {float(pred.max()):.0f} ({int(sim.truth.max())}) |")
+                  f"| {float(pred.max()):.0f} ({int(truth.max())}) |")
     return 0
 
 
