@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from resin.runtime.backends._base import Backend
-from resin.runtime.planner import Tile, TilePlan
+from resin.runtime.planner import Tile, TilePlan, min_tile
 
 Region = tuple[slice, slice, slice]
 ReadFn = Callable[[Region], np.ndarray]
@@ -232,10 +232,7 @@ def shrink_tile(plan: TilePlan, size_multiple: int) -> tuple[int, int, int] | No
         core = tile[i] - 2 * plan.halo[i]
         new_core = max(m, (core // 2 // m) * m)
         new = new_core + 2 * plan.halo[i]
-        # the smallest tile the planner accepts with this face padding (planner.plan_axis)
-        h, pad = plan.halo[i], plan.axes[i].pad
-        least = h + pad + -(-(h - pad) // m) * m + m
-        new = -(-max(new, least) // m) * m
+        new = -(-max(new, min_tile(plan.halo[i], plan.axes[i].pad, m)) // m) * m
         if new < tile[i]:
             tile[i] = new
             return (tile[0], tile[1], tile[2])

@@ -40,14 +40,17 @@ import numpy as np
 from resin.errors import UsageError
 from resin.metadata import DEFAULT_CORE, default_tile
 
-__all__ = ["DEFAULT_CORE", "FACES", "AxisPlan", "Tile", "TilePlan", "default_tile",
-           "plan_tiles", "face_indices", "read_padded"]
+__all__ = ["DEFAULT_CORE", "FACES", "OVERLAP_NEEDS_REPEAT", "AxisPlan", "Tile", "TilePlan",
+           "default_tile", "min_tile", "plan_tiles", "face_indices", "read_padded"]
 
 Triple = tuple[int, int, int]
 
 #: how the volume's faces are treated: "repeat" pads each face by the halo, repeating the
 #: face plane; "zeros" pads nothing and lets the faces meet the network's zero padding
 FACES = ("repeat", "zeros")
+#: why ``--overlap`` is refused with zero-padded faces (the planner and the settings check)
+OVERLAP_NEEDS_REPEAT = ("--overlap blends whole tile cores, which needs the faces padded by "
+                        "the halo; use --faces repeat with --overlap")
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -64,20 +67,12 @@ class AxisPlan:
     extra: int
     starts: tuple[int, ...]
     #: face padding (module docstring); the halo unless the faces meet zero padding
-    pad: int = -1
+    pad: int
     #: distance between kept boundaries (module docstring); the padded axis less its
     #: face padding when one tile
-    step: int = 0
+    step: int
     #: the first tile keeps ``lead`` steps; tile k >= 1 keeps from ``(k - 1 + lead) * step``
-    lead: int = 1
-
-    def __post_init__(self) -> None:
-        if self.pad < 0:  # not given: the faces padded by the halo
-            object.__setattr__(self, "pad", self.halo)
-        if self.step <= 0:
-            step = (self.starts[1] - self.starts[0] if len(self.starts) > 1
-                    else self.tile - 2 * self.pad)
-            object.__setattr__(self, "step", step)
+    lead: int
 
     @property
     def core(self) -> int:
@@ -117,8 +112,7 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
     if not 0 <= pad <= halo:
         raise UsageError(f"face padding {pad} must be from 0 to the halo ({halo})")
     if pad < halo and overlap > 0:
-        raise UsageError("--overlap blends whole tile cores, which needs the faces padded by "
-                         "the halo; use --faces repeat with --overlap")
+        raise UsageError(OVERLAP_NEEDS_REPEAT)
     padded = _round_up(n + 2 * pad, m)
     tile = min(_round_up(tile, m), padded)
     shift = _round_up(halo - pad, m)  # inner tiles start this far before k*step - pad
@@ -128,12 +122,11 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
     if last == 0:
         # one tile keeps the whole axis: its step is the axis (blocks along it: one)
         return AxisPlan(n=n, tile=tile, halo=halo, extra=extra, starts=(-pad,), pad=pad,
-                        step=tile - 2 * pad)
+                        step=tile - 2 * pad, lead=1)
     if room < min(m, padded - 2 * halo):
-        need = _round_up(2 * halo + shift - (halo - pad) + m, m)
         raise UsageError(
             f"tile {tile} leaves too small a core after a halo of {halo} voxels per side; "
-            f"use a tile of at least {need}"
+            f"use a tile of at least {min_tile(halo, pad, m)}"
         )
     step = max(m, ((room - overlap) // m) * m)
     whole = _whole_step(n, halo, pad, m, step, last) if pad < halo else None
@@ -146,6 +139,13 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
         rel.append(last)
     return AxisPlan(n=n, tile=tile, halo=halo, extra=extra,
                     starts=tuple(r - pad for r in rel), pad=pad, step=step, lead=lead)
+
+
+def min_tile(halo: int, pad: int, size_multiple: int) -> int:
+    """The smallest tile :func:`plan_axis` accepts on an axis longer than a tile, for this
+    halo and face padding: an inner tile keeps one size multiple with the halo's context."""
+    m = size_multiple
+    return _round_up(halo + pad + _round_up(halo - pad, m) + m, m)
 
 
 def _ends(n: int, tile: int, halo: int, pad: int, step: int, last: int,

@@ -46,7 +46,7 @@ from resin.runtime.pipeline import (
     describe,
     shrink_tile,
 )
-from resin.runtime.planner import FACES, TilePlan, plan_tiles
+from resin.runtime.planner import FACES, OVERLAP_NEEDS_REPEAT, TilePlan, plan_tiles
 from resin.runtime.runstate import record_dir, recorded_tile, staging_path
 
 from resin import _log
@@ -100,8 +100,7 @@ class TileSettings:
         if self.faces not in FACES:
             raise UsageError(f"--faces must be {' or '.join(FACES)}, got {self.faces!r}")
         if self.faces != "repeat" and self.overlap:
-            raise UsageError("--overlap blends whole tile cores, which needs the faces padded "
-                             "by the halo; use --faces repeat with --overlap")
+            raise UsageError(OVERLAP_NEEDS_REPEAT)
 
 
 @dataclass
@@ -466,10 +465,7 @@ def run_identity(engine: Backend, model_path: str, input_path: str, shape: Tripl
         "blend": [settings.blend, settings.sigma_scale],
         "block": list(bplan.block), "chunks": list(bplan.chunks),
         "shards": None if shards is None else list(shards), "out_dtype": str(out_dtype),
-        "pyramid": settings.pyramid,
-        # recorded only when not the default, so runs interrupted before the option existed
-        # still resume
-        **({"faces": settings.faces} if settings.faces != "repeat" else {}),
+        "pyramid": settings.pyramid, "faces": settings.faces,
     }
 
 
