@@ -31,10 +31,10 @@ import numpy as np  # noqa: E402
 import quality  # noqa: E402
 
 
-def one_call(model: Path, raw: np.ndarray, mirror: int = 0) -> np.ndarray:
-    """The network once on the whole volume, normalized as the checkpoint records;
-    ``mirror`` > 0: on the volume mirrored by that many voxels at every face (rounded up
-    to the network's size multiple), cropped back."""
+def one_call(model: Path, raw: np.ndarray, mirror: int) -> np.ndarray:
+    """The network once on the whole volume, normalized as the checkpoint records, mirrored
+    by ``mirror`` voxels at every face (rounded up to the network's size multiple), cropped
+    back. (The zero-padded call is the runtime's ``faces="zeros"``.)"""
     import torch
 
     from resin.checkpoint import build_generator, load_checkpoint
@@ -46,8 +46,7 @@ def one_call(model: Path, raw: np.ndarray, mirror: int = 0) -> np.ndarray:
                          n["train_high"])
     net = build_generator(ckpt)
     x = norm.apply(raw)
-    pads = [(mirror, mirror + (-(s + 2 * mirror) % net.size_multiple)) if mirror else (0, 0)
-            for s in x.shape]
+    pads = [(mirror, mirror + (-(s + 2 * mirror) % net.size_multiple)) for s in x.shape]
     x = np.pad(x, pads, mode="reflect")
     with torch.inference_mode():
         y = net(torch.from_numpy(np.ascontiguousarray(x))[None, None])[0, 0].numpy()
