@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run blocks on an existing Dask cluster (e.g. tcp://head:8786; "
                              "SLURM: see docs/cluster.md)")
     parser.add_argument("--backend", default="auto",
-                        choices=("auto", "tensorrt", "onnxruntime", "torch"))
+                        choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                        help="inference backend (default auto: the one the model file and "
+                             "the device allow, logged with why)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--allow-plan-host-code", action="store_true",
                         help="let a TensorRT plan built with --allow-plan-host-code run the "
