@@ -236,23 +236,13 @@ def _train_info(model: Path) -> str:
     return f"step {ckpt['step']}{seconds}, F {feats}"
 
 
-def _fit_patch(config, grid: tuple[int, int, int]):
-    """The config with its training patch shrunk to fit a small volume (smoke runs)."""
-    m = config.generator.size_multiple
-    sides = [min(p, n // m * m) for p, n in zip(config.data.patch_size, grid, strict=True)]
-    if config.angle_deg:
-        sides = [min(sides)] * 3
-    if tuple(sides) == tuple(config.data.patch_size):
-        return config
-    data = config.data.model_copy(update={"patch_size": tuple(sides)})
-    return config.model_copy(update={"data": data})
-
-
 def train_preset(preset: str, raw_path: Path, out: Path, angle: float, z_step: int,
                  grid: tuple[int, int, int], steps: int | None,
-                 face_margin: float = 0.0, d_noise: bool = False) -> float:
-    """Train ``preset`` (quick or long) on ``raw_path``; the wall time in seconds."""
-    from resin.config import preset_config
+                 face_margin: float = 0.0, d_noise: bool = False,
+                 patch: tuple[int, int, int] | None = None) -> float:
+    """Train ``preset`` (quick or long) on ``raw_path``; the wall time in seconds.
+    ``patch``: this training patch instead of the preset's fitted to ``grid``."""
+    from resin.config import fit_patch, preset_config
     from resin.train import train
 
     overrides: dict = {"angle_deg": angle, "seed": 0, "data": {}}
@@ -264,7 +254,11 @@ def train_preset(preset: str, raw_path: Path, out: Path, angle: float, z_step: i
         overrides["degrader"] = {"noise": "measured"}
     if steps:
         overrides["steps"] = steps
-    config = _fit_patch(preset_config(preset, overrides), grid)
+    if patch is not None:
+        overrides["data"]["patch_size"] = patch
+    config = preset_config(preset, overrides)
+    if patch is None:
+        config = fit_patch(config, grid)
     t0 = time.perf_counter()
     train(raw_path, out, config, device="cpu", overwrite=True, previews=False)
     return time.perf_counter() - t0

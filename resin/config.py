@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -347,3 +348,34 @@ def _merge(base: dict, top: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def patch_grid(shape: tuple[int, ...], z_step: int) -> tuple[int, int, int]:
+    """The (Z, Y, X) grid patches are drawn from: a raw ``shape`` with z resampled by
+    ``z_step`` (``(Z - 1) z_step + 1`` planes)."""
+    z, y, x = (int(s) for s in shape)
+    return ((z - 1) * z_step + 1, y, x)
+
+
+def fit_patch(config: TrainConfig, grid: tuple[int, int, int]) -> TrainConfig:
+    """``config`` with its training patch fitted to a volume of ``grid`` (its
+    :func:`patch_grid`) that is not larger than the patch along some axis.
+
+    Every side at least as long as the volume's becomes the largest multiple of the
+    generator's size multiple (and of 4) below the volume's side, so that patches still move
+    along that axis: patches spanning a thin stack's whole depth all share its first and last
+    plane, and on three 20-24 plane simulations they restored less faithfully (least-squares
+    RMSE up, the output sharpened past the truth's isotropy) than patches a few planes
+    shorter. The patch stays a cube when it was one: a flat patch's MIPs are maxima over
+    fewer planes along z than along x and y, which the MIP discriminators tell apart by that
+    alone. ``config`` itself when every side is shorter than the volume's.
+    """
+    p = config.data.patch_size
+    if all(q < n for q, n in zip(p, grid, strict=True)):
+        return config
+    m = math.lcm(4, config.generator.size_multiple)
+    sides = [q if q < n else (n - 1) // m * m for q, n in zip(p, grid, strict=True)]
+    if len(set(p)) == 1 or config.angle_deg != 0.0:
+        sides = [min(sides)] * 3
+    data = config.data.model_copy(update={"patch_size": tuple(sides)})
+    return config.model_copy(update={"data": data})

@@ -52,16 +52,20 @@ class TrainSettings:
     config_file: Path | None = None
     device: str = "auto"
 
+    def overrides(self) -> dict[str, Any]:
+        """The config file's fields ({} without one)."""
+        if self.config_file is None:
+            return {}
+        try:
+            overrides = json.loads(Path(self.config_file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{self.config_file}: not a readable JSON config ({exc})") from exc
+        return overrides
+
     def config(self) -> Any:
         from resin.train.config_io import build_config
 
-        overrides: dict[str, Any] = {}
-        if self.config_file is not None:
-            try:
-                overrides = json.loads(Path(self.config_file).read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise UsageError(f"{self.config_file}: not a readable JSON config ({exc})") from exc
-        return build_config(self.preset, overrides, {"steps": self.steps})
+        return build_config(self.preset, self.overrides(), {"steps": self.steps})
 
     def command_line(self, raw: str) -> str:
         import shlex
@@ -100,10 +104,13 @@ def raw_input_for(volume: Any, source: str | None, model: Path) -> str:
 def train_layer(settings: TrainSettings, volume: Any, source: str | None, job: Job) -> Path:
     """Train on the layer; returns ``MODEL.pt``."""
     from resin.train import train
+    from resin.train.config_io import fit_patch_to_volume
 
     config = settings.config()  # a bad preset or config file fails before any file is written
     settings.model.parent.mkdir(parents=True, exist_ok=True)
     raw = raw_input_for(volume, source, settings.model)
+    if "patch_size" not in settings.overrides().get("data", {}):
+        config = fit_patch_to_volume(raw, config)  # as `resin train` without --patch
     with _log.observe(job.follow):
         return train(raw, settings.model, config, device=settings.device)
 

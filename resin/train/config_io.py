@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from resin.config import PRESETS, TrainConfig, preset_config
+from resin import _log
+from resin.config import PRESETS, TrainConfig, fit_patch, patch_grid, preset_config
 from resin.errors import UsageError
 
 
@@ -29,3 +30,25 @@ def build_config(preset: str, overrides: dict[str, Any] | None = None,
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise UsageError(f"invalid training config: {where}: {first['msg']}") from exc
+
+
+def fit_patch_to_volume(raw: str, config: TrainConfig) -> TrainConfig:
+    """The preset's patch fitted to a volume not larger than it along some axis (confocal
+    stacks of 20-30 planes are common; :func:`resin.config.fit_patch`), with a log line; the
+    config unchanged when the patch is smaller than the volume."""
+    from resin.io import open_volume
+
+    reader = open_volume(raw)
+    try:
+        shape = tuple(reader.shape)
+    finally:
+        reader.close()
+    if len(shape) != 3:
+        return config  # training refuses it with its own message
+    fitted = fit_patch(config, patch_grid(shape, config.data.z_step))
+    sides = fitted.data.patch_size
+    if sides != config.data.patch_size and min(sides) >= 8:
+        _log.log(f"the training patch {tuple(config.data.patch_size)} does not fit inside the "
+                 f"volume {shape} with room to move: training on patches of {tuple(sides)}")
+        return fitted
+    return config

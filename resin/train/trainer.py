@@ -34,7 +34,7 @@ from resin import _log
 from resin._optional import require
 from resin._version import __version__
 from resin.checkpoint import load_checkpoint, save_checkpoint
-from resin.config import TrainConfig
+from resin.config import TrainConfig, fit_patch, patch_grid
 from resin.data import (
     Normalization,
     PatchSampler,
@@ -431,6 +431,15 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
          resume_ckpt: dict[str, Any] | None, previews: bool, stop_after: int | None) -> Path:
     if len(reader.shape) != 3:
         raise VolumeError(f"{reader.path}: expected a 3D ZYX volume, got shape {reader.shape}")
+    grid = patch_grid(reader.shape, config.data.z_step)
+    if any(q > n for q, n in zip(config.data.patch_size, grid, strict=True)):
+        fits = fit_patch(config, grid).data.patch_size
+        fix = (f"train with --patch {' '.join(map(str, fits))}, which fits"
+               if min(fits) >= 8 else "it is too thin to train on (patch sides of at "
+               "least 8 voxels are needed)")
+        on = f" (z-step {config.data.z_step}: {grid})" if config.data.z_step > 1 else ""
+        raise VolumeError(f"{reader.path}: volume {tuple(reader.shape)}{on} is smaller than "
+                          f"the training patch {tuple(config.data.patch_size)}; {fix}")
     sample = volume_sample(reader, config.data.percentile_sample_voxels, seed=config.seed)
     norm = compute_normalization(sample, config.normalization, source=str(reader.path))
     level = foreground_level(sample, norm, config.data.foreground_percentile)

@@ -81,3 +81,26 @@ def test_snapshot_text():
     assert snap.fraction == 0.25 and snap.rate == 50 and snap.eta == 15
     assert snap.text() == "25%  50.0 voxels/s  ETA 15 s"
     assert Snapshot(0, 10, "steps", 1.0).text() == "0%"
+
+
+def test_train_layer_fits_the_preset_patch_to_a_thin_layer(tmp_path, tiny_volume):
+    """The Train widget trains as `resin train` without --patch: the quick preset's 32^3
+    patch on a 16-plane layer becomes a 12^3 cube (without the fit the run was refused)."""
+    pytest.importorskip("torch")
+    import json
+
+    from resin.napari._train import TrainSettings, train_layer
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({
+        "generator": {"features": [4, 8]}, "degrader": {"kernel_size": 5},
+        "discriminator": {"features": 2, "layers": 2}, "loss": {"ssim_window": 7},
+        "data": {"validation_patches": 1}, "threads": 1}))
+    model = tmp_path / "m.pt"
+    settings = TrainSettings(model=model, preset="quick", steps=2, config_file=config,
+                             device="cpu")
+    layer = np.concatenate([tiny_volume, tiny_volume], axis=2)  # 16x32x64
+    job = Job(lambda j: train_layer(settings, layer, None, j)).start()
+    assert job.wait(240)
+    assert job.error is None and job.result == model
+    assert json.loads((tmp_path / "m.json").read_text())["data"]["patch_size"] == [12, 12, 12]

@@ -80,3 +80,24 @@ def test_train_cli_leaves_files_it_did_not_write(cli, tmp_path, tiny_volume, con
     assert "sample.losses.csv" in line and "move it away" in line
     assert (tmp_path / "sample.losses.csv").read_text() == "cell,volume\n1,30.5\n"
     assert not (tmp_path / "sample.pt").exists()
+
+
+def test_train_cli_fits_the_preset_patch_to_a_thin_volume(cli, tmp_path, tiny_volume):
+    """Confocal stacks of 20-30 planes are common: without --patch the preset's 32^3 patch
+    shrinks to a 12^3 cube that moves along 16 planes (and says so); an explicit --patch
+    larger than the volume is refused with the one that would fit."""
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, np.concatenate([tiny_volume, tiny_volume], axis=2))  # 16x32x64
+    tiny = {k: v for k, v in TINY.items() if k != "data"} | {"data": {"validation_patches": 1}}
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny))
+    out = tmp_path / "m.pt"
+    proc = cli("resin", "train", str(raw), "-o", str(out), "--preset", "quick", "--steps", "2",
+               "--config", str(config), "--device", "cpu", "--no-previews")
+    assert proc.returncode == 0, proc.stderr
+    assert "training on patches of (12, 12, 12)" in proc.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["data"]["patch_size"] == [12, 12, 12]
+    refused = cli("resin", "train", str(raw), "-o", str(tmp_path / "n.pt"), "--preset",
+                  "quick", "--config", str(config), "--patch", "32", "32", "32")
+    assert "--patch 12 12 12" in assert_one_line_error(refused)
+    assert not (tmp_path / "n.pt").exists()

@@ -36,3 +36,50 @@ def test_the_cpu_presets_start_their_discriminators_at_zero():
     assert preset_config("long").discriminator.zero_last
     assert not preset_config("default").discriminator.zero_last
     assert not TrainConfig().discriminator.zero_last
+
+
+def test_fit_patch_shrinks_to_a_cube_shorter_than_the_volume():
+    from resin.config import fit_patch, patch_grid
+
+    quick = preset_config("quick")  # 32^3 patches, size multiple 4
+    assert fit_patch(quick, (64, 128, 128)) is quick
+    assert fit_patch(quick, (33, 33, 33)) is quick
+    # patches as deep as the stack could not move along z: a side below it
+    assert fit_patch(quick, (32, 128, 128)).data.patch_size == (28, 28, 28)
+    # a 20-plane confocal stack: a 16^3 cube, not 16x32x32 (flat patches' MIPs are maxima
+    # over fewer planes along z, which the MIP discriminators tell apart by that alone)
+    assert fit_patch(quick, (20, 256, 256)).data.patch_size == (16, 16, 16)
+    assert fit_patch(quick, (21, 256, 256)).data.patch_size == (20, 20, 20)
+    assert fit_patch(quick, (64, 27, 300)).data.patch_size == (24, 24, 24)
+    # z sampled 3x coarser: 9 raw planes are 25 planes of the training grid
+    assert patch_grid((9, 256, 256), 3) == (25, 256, 256)
+    assert fit_patch(quick, patch_grid((9, 256, 256), 3)).data.patch_size == (24, 24, 24)
+    # a patch the user made flat stays flat, each side fitted on its own
+    flat = preset_config("quick", {"data": {"patch_size": (16, 64, 64)}})
+    assert fit_patch(flat, (12, 40, 100)).data.patch_size == (8, 36, 64)
+    # the generator's size multiple: [8, 16, 32, 64] pools 3 times (multiple 8)
+    deep = preset_config("quick", {"generator": {"features": [8, 16, 32, 64]}})
+    assert fit_patch(deep, (20, 256, 256)).data.patch_size == (16, 16, 16)
+    assert fit_patch(deep, (15, 256, 256)).data.patch_size == (8, 8, 8)
+
+
+def test_fit_patch_to_volume_reads_the_shape_and_says_what_it_changed(tmp_path, caplog):
+    import logging
+
+    import numpy as np
+    import tifffile
+
+    from resin.train.config_io import fit_patch_to_volume
+
+    quick = preset_config("quick")
+    thin, deep = tmp_path / "thin.tif", tmp_path / "deep.tif"
+    tifffile.imwrite(thin, np.zeros((20, 64, 64), np.uint16))
+    tifffile.imwrite(deep, np.zeros((40, 64, 64), np.uint16))
+    caplog.set_level(logging.INFO, logger="resin")
+    assert fit_patch_to_volume(str(deep), quick) is quick
+    assert "training on patches" not in caplog.text
+    assert fit_patch_to_volume(str(thin), quick).data.patch_size == (16, 16, 16)
+    assert "training on patches of (16, 16, 16)" in caplog.text
+    # with --z-step 2 the 20 raw planes are 39 planes of the training grid: 32^3 fits
+    zstep = preset_config("quick", {"data": {"z_step": 2}})
+    assert fit_patch_to_volume(str(thin), zstep) is zstep
