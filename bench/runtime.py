@@ -478,7 +478,8 @@ REFERENCE_VOXELS = 20_000_000
 
 
 def _against_monai(work: Path, onnx: Path, src: Path) -> None:
-    """(f): resin at its defaults vs MONAI at roi 96x160x160, overlap 0.25 and 0.5."""
+    """(f): resin at its defaults (and with --memory / --faces zeros) vs MONAI at roi
+    96x160x160, overlap 0.25 and 0.5."""
     import math
 
     import numpy as np
@@ -515,6 +516,7 @@ def _against_monai(work: Path, onnx: Path, src: Path) -> None:
              for i, o in enumerate(MONAI_OVERLAPS, start=2)]
     runs += [("(f4) resin Enhancer.enhance, --memory 0.5", ENHANCER, ["0.5"])]
     runs += [("(f5) resin Enhancer.enhance, --faces zeros", ENHANCER, ["null", "zeros"])]
+    runs += [("(f6) resin, --faces zeros --memory 1", ENHANCER, ["1", "zeros"])]
     core = tuple(slice(h, n - h) for h, n in zip(halo, vol.shape, strict=True))
     results = []
     for name, code, extra in runs:
@@ -537,14 +539,16 @@ def _against_monai(work: Path, onnx: Path, src: Path) -> None:
         results.append(r)
     if not refs:
         print(f"(one-tile references skipped: {padded / 1e6:.0f} M padded voxels)")
-    resin_, quarter, half, small, zeros = results
+    resin_, quarter, half, small, zeros, zeros1 = results
     def kept(r: dict) -> float:  # kept voxels / voxels the network computes
         return r["voxels"] / (r["tiles"] * math.prod(r["tile"]))
 
     print(f"\nresin tile {'x'.join(map(str, resin_['tile']))} at the defaults (keeps "
           f"{100 * kept(resin_):.1f} % of the voxels it computes), "
           f"{'x'.join(map(str, small['tile']))} with --memory 0.5 ({100 * kept(small):.1f} %), "
-          f"{'x'.join(map(str, zeros['tile']))} with --faces zeros ({100 * kept(zeros):.1f} %)")
+          f"{'x'.join(map(str, zeros['tile']))} with --faces zeros ({100 * kept(zeros):.1f} %), "
+          f"{'x'.join(map(str, zeros1['tile']))} with --faces zeros --memory 1 "
+          f"({100 * kept(zeros1):.1f} %)")
     print("ratio                                           value   goal")
     for name, value, goal in (
         ("(f1)/(f2) speed: resin vs MONAI overlap 0.25", resin_["rate"] / quarter["rate"],
@@ -560,6 +564,9 @@ def _against_monai(work: Path, onnx: Path, src: Path) -> None:
         ("(f5)/(f3) speed: resin --faces zeros vs MONAI 0.5",
          zeros["rate"] / half["rate"], "(report)"),
         ("(f5)/(f2) peak memory", zeros["peak_rss_mb"] / quarter["peak_rss_mb"], "<= 0.5"),
+        ("(f6)/(f2) speed: zeros, --memory 1 vs MONAI 0.25",
+         zeros1["rate"] / quarter["rate"], "(report)"),
+        ("(f6)/(f2) peak memory", zeros1["peak_rss_mb"] / quarter["peak_rss_mb"], "<= 0.5"),
     ):
         print(f"{name:46s} {value:7.2f}   {goal}")
 
