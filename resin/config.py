@@ -103,6 +103,19 @@ class DiscriminatorConfig(_Strict):
     its highest learning rate, and on noisy data that decided whether a short run restored
     (docs/training.md, "The discriminators' start")."""
 
+    @property
+    def min_input(self) -> int:
+        """Smallest side these PatchGANs accept (at least one output score): each layer is a
+        kernel-4 convolution of stride 2 and padding 1, the last one of stride 1 scores."""
+        n = 1
+        while True:
+            s = n
+            for _ in range(self.layers):
+                s = (s + 2 - 4) // 2 + 1
+            if s - 2 >= 1:
+                return n
+            n += 1
+
 
 class LossConfig(_Strict):
     """Weights of the RESIN objective: L_G = cycle1 + cycle2 + lambda * (GAN terms)."""
@@ -366,15 +379,23 @@ def fit_patch(config: TrainConfig, grid: tuple[int, int, int]) -> TrainConfig:
     along that axis: patches spanning a thin stack's whole depth all share its first and last
     plane, and on three 20-24 plane simulations they restored less faithfully (least-squares
     RMSE up, the output sharpened past the truth's isotropy) than patches a few planes
-    shorter. The patch stays a cube when it was one: a flat patch's MIPs are maxima over
-    fewer planes along z than along x and y, which the MIP discriminators tell apart by that
-    alone. ``config`` itself when every side is shorter than the volume's.
+    shorter; a side that would then be too short for the discriminators takes the volume's
+    whole side instead where that is long enough (a 12-plane stack, PSF along z). The patch
+    stays a cube when it was one: a flat patch's MIPs are maxima over fewer planes along z
+    than along x and y, which the MIP discriminators tell apart by that alone. ``config``
+    itself when every side is shorter than the volume's.
     """
     p = config.data.patch_size
     if all(q < n for q, n in zip(p, grid, strict=True)):
         return config
     m = math.lcm(4, config.generator.size_multiple)
-    sides = [q if q < n else (n - 1) // m * m for q, n in zip(p, grid, strict=True)]
+    need = config.discriminator.min_input
+    sides = []
+    for q, n in zip(p, grid, strict=True):
+        side = q if q < n else (n - 1) // m * m
+        if side < need <= n // m * m and config.angle_deg == 0.0:
+            side = n // m * m  # a stack as deep as the smallest patch: every patch spans it
+        sides.append(side)
     if len(set(p)) == 1 or config.angle_deg != 0.0:
         sides = [min(sides)] * 3
     data = config.data.model_copy(update={"patch_size": tuple(sides)})

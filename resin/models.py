@@ -275,12 +275,5 @@ class PatchDiscriminator2D(nn.Module):
 
 def min_discriminator_input(config: DiscriminatorConfig) -> int:
     """Smallest side a PatchGAN with this config accepts (at least one output score)."""
-    n = 1
-    while True:
-        s = n
-        for _ in range(config.layers):
-            s = (s + 2 - 4) // 2 + 1
-        if s - 2 >= 1:
-            return n
-        n += 1
+    return config.min_input
 

@@ -54,13 +54,21 @@ def test_fit_patch_shrinks_to_a_cube_shorter_than_the_volume():
     # z sampled 3x coarser: 9 raw planes are 25 planes of the training grid
     assert patch_grid((9, 256, 256), 3) == (25, 256, 256)
     assert fit_patch(quick, patch_grid((9, 256, 256), 3)).data.patch_size == (24, 24, 24)
-    # a patch the user made flat stays flat, each side fitted on its own
+    # a patch the user made flat stays flat, each side fitted on its own (z: 8 would be
+    # too short for the discriminators, so the whole 12 planes)
     flat = preset_config("quick", {"data": {"patch_size": (16, 64, 64)}})
-    assert fit_patch(flat, (12, 40, 100)).data.patch_size == (8, 36, 64)
+    assert fit_patch(flat, (12, 40, 100)).data.patch_size == (12, 36, 64)
+    assert fit_patch(flat, (14, 40, 100)).data.patch_size == (12, 36, 64)
     # the generator's size multiple: [8, 16, 32, 64] pools 3 times (multiple 8)
     deep = preset_config("quick", {"generator": {"features": [8, 16, 32, 64]}})
     assert fit_patch(deep, (20, 256, 256)).data.patch_size == (16, 16, 16)
     assert fit_patch(deep, (15, 256, 256)).data.patch_size == (8, 8, 8)
+    # the quick discriminators take 12^3 at least: a 12-plane stack trains on its whole
+    # depth rather than on 8^3 patches they refuse; 11 planes are too thin either way
+    assert quick.discriminator.min_input == 12
+    assert fit_patch(quick, (13, 256, 256)).data.patch_size == (12, 12, 12)
+    assert fit_patch(quick, (12, 256, 256)).data.patch_size == (12, 12, 12)
+    assert fit_patch(quick, (11, 256, 256)).data.patch_size == (8, 8, 8)
 
 
 def test_fit_patch_to_volume_reads_the_shape_and_says_what_it_changed(tmp_path, caplog):
