@@ -451,6 +451,8 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     preview_region = sampler.preview_region(config.generator.size_multiple)
     preview_raw = sampler.read_region(preview_region)
     best: dict[str, Any] = {"score": None, "step": None}
+    # the run's configuration (a resume may add steps; check_outputs vetted the file as ours)
+    paths.config.write_text(config.model_dump_json(indent=2))
     if resume_ckpt is not None:
         trainer.load_payload(resume_ckpt)
         sampler.set_state(resume_ckpt["rng"]["sampler"])
@@ -458,7 +460,6 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         _truncate_csv(paths.losses, trainer.step)
         _log.log(f"resuming at step {trainer.step} of {config.steps}")
     else:
-        paths.config.write_text(config.model_dump_json(indent=2))
         _truncate_csv(paths.losses, 0)
         _start_degrader(trainer, sampler, config)
         _start_noise(trainer, sampler, config)

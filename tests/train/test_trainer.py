@@ -125,6 +125,16 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, raw_tif):
         assert torch.equal(sa["generator"][key], sb["generator"][key]), key
 
 
+def test_a_resume_that_adds_steps_records_them_in_the_config_file(tmp_path, raw_tif):
+    """MODEL.json is the run's configuration: a resume with more --steps rewrites it."""
+    out = tmp_path / "m.pt"
+    train(raw_tif, out, tiny_config(steps=2), device="cpu", previews=False)
+    assert json.loads((tmp_path / "m.json").read_text())["steps"] == 2
+    train(raw_tif, out, tiny_config(steps=3), device="cpu", resume=True, previews=False)
+    assert json.loads((tmp_path / "m.json").read_text())["steps"] == 3
+    assert load_checkpoint(out)["step"] == 3
+
+
 def test_checkpoint_contract_and_artifacts(tmp_path, raw_tif, monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)  # previews need no imaging library
     out = tmp_path / "m.pt"
