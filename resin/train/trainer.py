@@ -451,6 +451,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     preview_region = sampler.preview_region(config.generator.size_multiple)
     preview_raw = sampler.read_region(preview_region)
     best: dict[str, Any] = {"score": None, "step": None}
+    axial_sigma: float | None = None  # D's measured start (not re-measured on resume)
     # the run's configuration (a resume may add steps; check_outputs vetted the file as ours)
     paths.config.write_text(config.model_dump_json(indent=2))
     if resume_ckpt is not None:
@@ -461,9 +462,9 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         _log.log(f"resuming at step {trainer.step} of {config.steps}")
     else:
         _truncate_csv(paths.losses, 0)
-        _start_degrader(trainer, sampler, config)
+        axial_sigma = _start_degrader(trainer, sampler, config)
         _start_noise(trainer, sampler, config)
-    _log_anisotropy(preview_raw, hint=not config.angle_deg)
+    _log_anisotropy(preview_raw, hint=not config.angle_deg, axial_sigma=axial_sigma)
     _log_sampling(getattr(reader, "voxel_size", None), config.data.z_step)
     _log.log(f"training on {reader.path} {tuple(reader.shape)} {reader.dtype}, device {dev}, "
              f"patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
@@ -620,10 +621,13 @@ def fit_steps(steps: int, done: int, elapsed: float, limit_minutes: float,
     return max(done + 1, min(steps, fitted))
 
 
-def _log_anisotropy(block: np.ndarray, hint: bool = True) -> None:
+def _log_anisotropy(block: np.ndarray, hint: bool = True,
+                    axial_sigma: float | None = None) -> None:
     """Say how anisotropic the raw volume looks before training (spectral cut-offs); with
     ``hint``, suggest --angle / --z-step when z hardly looks blurred (an oblique run's
-    blur is not along z, so it gets no hint)."""
+    blur is not along z, so it gets no hint). ``axial_sigma``: the axial blur D starts with;
+    at 1 voxel or more the volume is blurred along z whatever the cut-offs say (on a stack of
+    20 planes they hardly can), so no hint."""
     try:
         from resin.metrics import cutoff_frequencies
 
@@ -631,7 +635,8 @@ def _log_anisotropy(block: np.ndarray, hint: bool = True) -> None:
     except Exception:  # noqa: BLE001 - information only
         return
     note = ""
-    if hint and min(cy, cx) / cz <= 1.15:
+    blurred = axial_sigma is not None and axial_sigma >= 1.0
+    if hint and not blurred and min(cy, cx) / cz <= 1.15:
         note = (" (hardly anisotropic along z: is the PSF tilted (--angle) or z sampled "
                 "coarser than x-y (--z-step)?")
         lateral = max(cy, cx) / min(cy, cx)
@@ -688,11 +693,13 @@ def _fourier_isotropy(volume: np.ndarray, angle_deg: float) -> float | None:
         return None
 
 
-def _start_degrader(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -> None:
-    """Start D as the axial blur measured from the raw volume (DegraderConfig.init)."""
+def _start_degrader(trainer: Trainer, sampler: PatchSampler,
+                    config: TrainConfig) -> float | None:
+    """Start D as the axial blur measured from the raw volume (DegraderConfig.init); that
+    blur's sigma, None when D does not start as a blur."""
     dc = config.degrader
     if dc.kind != "kernel" or (dc.init == "identity" and dc.init_sigma is None):
-        return
+        return None
     from resin.metadata import axial_vector_from_angle
     from resin.train.psf import estimate_axial_blur
 
@@ -711,6 +718,7 @@ def _start_degrader(trainer: Trainer, sampler: PatchSampler, config: TrainConfig
                  f"kernel; set degrader.kernel_size to at least {2 * math.ceil(2 * sigma) + 1}")
     trainer.nets.D.reset_to_gaussian(sigma, axial_vector_from_angle(config.angle_deg))
     _log.log(f"D starts as an axial Gaussian blur of sigma {sigma:.2f} voxels ({how})")
+    return sigma
 
 
 def _start_noise(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -> None:

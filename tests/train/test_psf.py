@@ -230,3 +230,17 @@ def test_the_anisotropy_line_says_why_z_may_look_unblurred(monkeypatch, volume, 
         assert hint in said[0]
     if volume is _isotropic:
         assert "lateral axis" not in said[0]
+
+
+def test_no_anisotropy_hint_when_d_found_an_axial_blur(monkeypatch):
+    """On a stack of ~20 planes the cut-offs hardly resolve z and read near 1 although D's
+    measurement finds the axial blur (2.2 voxels on a 20-plane nuclei simulation): the
+    line must not then ask whether the PSF is tilted."""
+    from resin.train import trainer
+
+    said: list[str] = []
+    monkeypatch.setattr(trainer._log, "log", said.append)
+    trainer._log_anisotropy(_isotropic(), axial_sigma=2.2)
+    trainer._log_anisotropy(_isotropic(), axial_sigma=0.3)
+    assert "hardly anisotropic" not in said[0]
+    assert "tilted (--angle)" in said[1]
