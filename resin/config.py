@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+#: the smallest training patch side (``data.patch_size``)
+MIN_PATCH_SIDE = 8
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -186,8 +189,9 @@ class DataConfig(_Strict):
     @field_validator("patch_size")
     @classmethod
     def _mult4(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
-        if any(s < 8 or s % 4 for s in v):
-            raise ValueError("every patch side must be a multiple of 4 and at least 8")
+        if any(s < MIN_PATCH_SIDE or s % 4 for s in v):
+            raise ValueError(f"every patch side must be a multiple of 4 and at least "
+                             f"{MIN_PATCH_SIDE}")
         return v
 
 

@@ -133,7 +133,7 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
     if whole is not None:
         step, lead, j_last = whole
     else:
-        lead, j_last = _ends(n, tile, halo, pad, step, last, overlap)
+        lead, j_last = _ends(tile, halo, pad, step, last, overlap)
     rel = [0] + [j * step - shift for j in range(lead, j_last)]
     if j_last * step < n:
         rel.append(last)
@@ -148,7 +148,7 @@ def min_tile(halo: int, pad: int, size_multiple: int) -> int:
     return _round_up(halo + pad + _round_up(halo - pad, m) + m, m)
 
 
-def _ends(n: int, tile: int, halo: int, pad: int, step: int, last: int,
+def _ends(tile: int, halo: int, pad: int, step: int, last: int,
           overlap: int = 0) -> tuple[int, int]:
     """``(lead, j_last)``: the first tile keeps ``[0, lead*step)``, as far as its own
     context reaches (a face on its start side); the last keeps from ``j_last*step``, the

@@ -31,7 +31,7 @@ def register(sub) -> argparse.ArgumentParser:
                    help="raw z spacing in lateral voxels; the model upsamples z by K")
     p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="training patch size (multiples of 4; default: the preset's, "
-                        "shrunk to a cube that fits a thinner volume)")
+                        "shrunk to a cube shorter than a thinner volume)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
@@ -56,11 +56,10 @@ def _run(args: argparse.Namespace) -> int:
     flags = {"steps": args.steps, "angle_deg": args.angle, "seed": args.seed,
              "z_step": args.z_step, "patch_size": tuple(args.patch) if args.patch else None}
     config = build_config(args.preset, overrides, flags)
-    if args.patch is None and "patch_size" not in overrides.get("data", {}):
-        config = fit_patch_to_volume(args.raw, config)
+    if args.patch is None:
+        config = fit_patch_to_volume(args.raw, config, overrides)
     from resin.train import train
 
     train(args.raw, args.output, config, device=args.device, resume=args.resume,
           overwrite=args.overwrite, previews=not args.no_previews)
     return 0
-

@@ -62,10 +62,13 @@ class TrainSettings:
             raise UsageError(f"{self.config_file}: not a readable JSON config ({exc})") from exc
         return overrides
 
-    def config(self) -> Any:
+    def config(self, overrides: dict[str, Any] | None = None) -> Any:
+        """The run's TrainConfig; ``overrides``: the config file's fields if already read."""
         from resin.train.config_io import build_config
 
-        return build_config(self.preset, self.overrides(), {"steps": self.steps})
+        if overrides is None:
+            overrides = self.overrides()
+        return build_config(self.preset, overrides, {"steps": self.steps})
 
     def command_line(self, raw: str) -> str:
         import shlex
@@ -106,11 +109,11 @@ def train_layer(settings: TrainSettings, volume: Any, source: str | None, job: J
     from resin.train import train
     from resin.train.config_io import fit_patch_to_volume
 
-    config = settings.config()  # a bad preset or config file fails before any file is written
+    overrides = settings.overrides()
+    config = settings.config(overrides)  # a bad preset or config fails before any file is written
     settings.model.parent.mkdir(parents=True, exist_ok=True)
     raw = raw_input_for(volume, source, settings.model)
-    if "patch_size" not in settings.overrides().get("data", {}):
-        config = fit_patch_to_volume(raw, config)  # as `resin train` without --patch
+    config = fit_patch_to_volume(raw, config, overrides)  # as `resin train` without --patch
     with _log.observe(job.follow):
         return train(raw, settings.model, config, device=settings.device)
 

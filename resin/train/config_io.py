@@ -7,7 +7,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from resin import _log
-from resin.config import PRESETS, TrainConfig, fit_patch, patch_grid, preset_config
+from resin.config import (
+    MIN_PATCH_SIDE,
+    PRESETS,
+    TrainConfig,
+    fit_patch,
+    patch_grid,
+    preset_config,
+)
 from resin.errors import UsageError
 
 
@@ -32,12 +39,16 @@ def build_config(preset: str, overrides: dict[str, Any] | None = None,
         raise UsageError(f"invalid training config: {where}: {first['msg']}") from exc
 
 
-def fit_patch_to_volume(raw: str, config: TrainConfig) -> TrainConfig:
+def fit_patch_to_volume(raw: str, config: TrainConfig,
+                        overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The preset's patch fitted to a volume not larger than it along some axis (confocal
     stacks of 20-30 planes are common; :func:`resin.config.fit_patch`), with a log line; the
-    config unchanged when the patch is smaller than the volume."""
+    config unchanged when the patch is smaller than the volume or ``overrides`` (the
+    ``--config`` file's fields) give one."""
     from resin.io import open_volume
 
+    if "patch_size" in (overrides or {}).get("data", {}):
+        return config
     reader = open_volume(raw)
     try:
         shape = tuple(reader.shape)
@@ -47,7 +58,7 @@ def fit_patch_to_volume(raw: str, config: TrainConfig) -> TrainConfig:
         return config  # training refuses it with its own message
     fitted = fit_patch(config, patch_grid(shape, config.data.z_step))
     sides = fitted.data.patch_size
-    if sides != config.data.patch_size and min(sides) >= 8:
+    if sides != config.data.patch_size and min(sides) >= MIN_PATCH_SIDE:
         _log.log(f"the training patch {tuple(config.data.patch_size)} does not fit inside the "
                  f"volume {shape} with room to move: training on patches of {tuple(sides)}")
         return fitted

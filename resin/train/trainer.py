@@ -34,7 +34,7 @@ from resin import _log
 from resin._optional import require
 from resin._version import __version__
 from resin.checkpoint import load_checkpoint, save_checkpoint
-from resin.config import TrainConfig, fit_patch, patch_grid
+from resin.config import MIN_PATCH_SIDE, TrainConfig, fit_patch, patch_grid
 from resin.data import (
     Normalization,
     PatchSampler,
@@ -435,8 +435,8 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     if any(q > n for q, n in zip(config.data.patch_size, grid, strict=True)):
         fits = fit_patch(config, grid).data.patch_size
         fix = (f"train with --patch {' '.join(map(str, fits))}, which fits"
-               if min(fits) >= 8 else "it is too thin to train on (patch sides of at "
-               "least 8 voxels are needed)")
+               if min(fits) >= MIN_PATCH_SIDE else "it is too thin to train on (patch sides "
+               f"of at least {MIN_PATCH_SIDE} voxels are needed)")
         on = f" (z-step {config.data.z_step}: {grid})" if config.data.z_step > 1 else ""
         raise VolumeError(f"{reader.path}: volume {tuple(reader.shape)}{on} is smaller than "
                           f"the training patch {tuple(config.data.patch_size)}; {fix}")
