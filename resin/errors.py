@@ -28,6 +28,16 @@ class VolumeError(InputError):
     """A volume file is missing, unreadable, truncated, or has an unsupported shape/dtype."""
 
 
+class ChannelsError(VolumeError):
+    """A multi-channel volume was opened without saying which channel to process."""
+
+    def __init__(self, path: str, channels: int) -> None:
+        self.path = path
+        self.channels = channels
+        super().__init__(f"{path}: has {channels} channels; resin processes one: choose it "
+                         f"with --channel N (0 to {channels - 1})")
+
+
 class OutputExistsError(InputError):
     """The output already exists and neither ``--overwrite`` nor ``--resume`` was given."""
 

@@ -61,6 +61,10 @@ FOURIER_FLOOR_FROM = 0.4  # cycles/voxel
 SLAB_VOXELS = 1 << 25
 
 
+#: the fewest voxels per axis the Fourier anisotropy (and so a report) can be measured on
+MIN_FOURIER_SIDE = 16
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -341,9 +345,10 @@ def fourier_spectra(volume: np.ndarray, block: int = FOURIER_BLOCK,
     vol = _as_volume(volume, "volume")
     shape = tuple(int(s) for s in vol.shape)
     b = tuple(min(block, n) for n in shape)
-    if min(b) < 16:
-        raise VolumeError(f"volume shape {shape} is too small for isotropy_fourier; "
-                          "it needs at least 16 voxels per axis (64 or more for accuracy)")
+    if min(b) < MIN_FOURIER_SIDE:
+        raise VolumeError(f"volume shape {shape} is too small for isotropy_fourier; it needs "
+                          f"at least {MIN_FOURIER_SIDE} voxels per axis (64 or more for "
+                          "accuracy)")
     starts = [(z, y, x) for z in _block_starts(shape[0], b[0])
               for y in _block_starts(shape[1], b[1]) for x in _block_starts(shape[2], b[2])]
     if len(starts) > max_blocks:

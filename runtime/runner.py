@@ -357,14 +357,17 @@ def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
     return out
 
 
-def default_output(input_path: str | os.PathLike) -> str:
-    """``<stem>_resin.ome.zarr`` beside the input (the input's own suffix removed)."""
+def default_output(input_path: str | os.PathLike, channel: int | None = None) -> str:
+    """``<stem>_resin.ome.zarr`` beside the input (the input's own suffix removed);
+    ``<stem>_c<N>_resin.ome.zarr`` for channel N of a multi-channel file."""
     p = Path(os.fspath(input_path).rstrip("/"))
     name = p.name
     for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
+    if channel is not None:
+        name += f"_c{channel}"
     return str(p.with_name(f"{name}_resin.ome.zarr"))
 
 
@@ -386,7 +389,8 @@ def _inside(a: Path, b: Path) -> bool:
 
 
 def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike | None,
-                 resume: bool = False, overwrite: bool = False) -> str:
+                 resume: bool = False, overwrite: bool = False,
+                 channel: int | None = None) -> str:
     """The output path (default beside the input); refuses to replace one without a flag,
     and any output that contains the input or lies inside it.
 
@@ -397,7 +401,8 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one")
     input_path = os.fspath(input_path)
-    output = os.fspath(output_path) if output_path is not None else default_output(input_path)
+    output = (os.fspath(output_path) if output_path is not None
+              else default_output(input_path, channel))
     volume_format(output)
     volume_format(input_path)
     src = Path(input_path).resolve()
@@ -446,14 +451,16 @@ def check_mip_dir(mip_dir: str | os.PathLike, output: str, replace: bool) -> Non
 
 def run_identity(engine: Backend, model_path: str, input_path: str, shape: Triple,
                  dtype: np.dtype, levels: Levels, bplan: BlockPlan, settings: TileSettings,
-                 out_dtype: np.dtype, shards: Triple | None) -> dict[str, Any]:
-    """Everything that determines the output bytes (the run record's plan)."""
+                 out_dtype: np.dtype, shards: Triple | None,
+                 channel: int | None = None) -> dict[str, Any]:
+    """Everything that determines the output bytes (the run record's plan); the channel
+    only for a multi-channel input (a one-channel run's record is as it always was)."""
     from resin.runtime.runstate import input_fingerprint
 
     from resin._cache import file_sha256
 
     plan = bplan.tiles
-    return {
+    identity = {
         "input": input_fingerprint(input_path),
         "input_shape": list(shape), "input_dtype": str(np.dtype(dtype)),
         "levels": [levels.low, levels.high],
@@ -467,6 +474,9 @@ def run_identity(engine: Backend, model_path: str, input_path: str, shape: Tripl
         "shards": None if shards is None else list(shards), "out_dtype": str(out_dtype),
         "pyramid": settings.pyramid, "faces": settings.faces,
     }
+    if channel is not None:
+        identity["channel"] = channel
+    return identity
 
 
 def halo_kind(meta: ModelMetadata, settings: TileSettings) -> str:
@@ -482,8 +492,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                  overwrite: bool = False, announce: str | None = None,
                  progress: Callable[[RunProgress], None] | None = None,
                  client: Any = None,
-                 engine_request: tuple[str, str, bool] = ("auto", "auto", False)
-                 ) -> RunReport:
+                 engine_request: tuple[str, str, bool] = ("auto", "auto", False),
+                 channel: int | None = None) -> RunReport:
     """Stream ``input_path`` through ``engine`` into ``output_path`` block by block.
 
     The output is built at ``OUTPUT.partial`` and renamed when complete (an old output is
@@ -493,7 +503,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     and after each finished block (raise from it to stop: finished blocks are kept for
     ``resume``). With a Dask
     ``client`` the blocks run as tasks on its workers (:mod:`resin.runtime.distributed`),
-    each loading the model as ``engine_request`` (backend, device) asks.
+    each loading the model as ``engine_request`` (backend, device) asks. ``channel``: the
+    channel of a multi-channel input to enhance (required for one; see ``open_volume``).
     """
     from resin.runtime.runstate import OutputLock, RunRecord
 
@@ -501,7 +512,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
 
     settings.check()
     input_path = os.fspath(input_path)
-    output = check_output(input_path, output_path, resume, overwrite)
+    output = check_output(input_path, output_path, resume, overwrite, channel)
     fmt = volume_format(output)
     if mip_dir is not None:
         check_mip_dir(mip_dir, output, overwrite or resume)
@@ -516,7 +527,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     lock.acquire()
     reader = None
     try:
-        reader = open_volume(input_path)
+        reader = open_volume(input_path, channel)
         shape = tuple(int(s) for s in reader.shape)
         if len(shape) != 3 or min(shape) < 1:
             raise VolumeError(f"{input_path}: expected a non-empty 3D ZYX volume, got {shape}")
@@ -529,7 +540,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         bplan = make_block_plan(plan, settings.block, shards=settings.shards)
         out_dtype = output_dtype(reader.dtype)
         identity = run_identity(engine, model_path, input_path, shape3, reader.dtype, levels,
-                                bplan, settings, out_dtype, settings.shards)
+                                bplan, settings, out_dtype, settings.shards, reader.channel)
         record = RunRecord(record_dir(output, fmt), identity)
         done: set[str] = set()
         if resume:
@@ -585,7 +596,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                 else:
                     _run_distributed(client, engine_request, model_path, input_path, output,
                                      settings, levels, bplan, out_dtype, record, todo, mips,
-                                     raw_mips, state, bar)
+                                     raw_mips, state, bar, reader.channel)
         except BaseException:
             _abandon(writer)
             _log.log(f"stopped: {state.blocks_done} of {state.blocks_total} blocks are "
@@ -615,7 +626,7 @@ def _run_distributed(client: Any, engine_request: tuple[str, str, bool], model_p
                      input_path: str, output: str, settings: TileSettings, levels: Levels,
                      bplan: BlockPlan, out_dtype: np.dtype, record: Any, todo: list[Block],
                      mips: Mips | None, raw_mips: Mips | None, state: RunProgress,
-                     bar: Any) -> None:
+                     bar: Any, channel: int | None) -> None:
     from resin.runtime.distributed import BlockJob, merge_mips, run_on_cluster
 
     # the workers tile as planned here, whatever memory they have
@@ -626,7 +637,8 @@ def _run_distributed(client: Any, engine_request: tuple[str, str, bool], model_p
                    output=str(Path(output).resolve()), settings=fixed, levels=levels,
                    out_shape=bplan.tiles.out_shape, out_dtype=str(out_dtype),
                    chunks=bplan.chunks, block=bplan.block, plan_sha256=record.sha256,
-                   record_dir=str(record.dir.resolve()), mips=mips is not None)
+                   record_dir=str(record.dir.resolve()), mips=mips is not None,
+                   channel=channel)
     scale = bplan.tiles.scale
 
     def on_block(block: Block, proj: tuple[np.ndarray, ...] | None) -> None:
@@ -647,7 +659,8 @@ def _create_writer(engine: Backend, model_path: str, reader: Any, output: str,
 
     plan = bplan.tiles
     attrs = output_attrs(engine, model_path, levels, plan, settings,
-                         Path(input_name(reader)).name, bplan.block)
+                         Path(input_name(reader)).name, bplan.block,
+                         getattr(reader, "channel", None))
     return create_volume(output, plan.out_shape, out_dtype,
                          voxel_size=output_voxel_size(reader.voxel_size, plan),
                          chunks=bplan.chunks, overwrite=overwrite, attrs=attrs,
@@ -656,12 +669,13 @@ def _create_writer(engine: Backend, model_path: str, reader: Any, output: str,
 
 def output_attrs(engine: Backend, model_path: str | None, levels: Levels, plan: TilePlan,
                  settings: TileSettings, source: str,
-                 block: Triple | None = None) -> dict[str, Any]:
-    """The provenance every output records (Zarr attributes ``resin``, TIFF tag): one place."""
+                 block: Triple | None = None, channel: int | None = None) -> dict[str, Any]:
+    """The provenance every output records (Zarr attributes ``resin``, TIFF tag): one place;
+    ``input_channel`` only when the input had several channels."""
     from resin import __version__
 
     meta = engine.metadata
-    return {
+    attrs: dict[str, Any] = {
         "model_sha256": meta.weights_sha256,
         "model": None if model_path is None else Path(model_path).name,
         "model_resin_version": meta.resin_version, "resin_version": __version__,
@@ -673,6 +687,9 @@ def output_attrs(engine: Backend, model_path: str | None, levels: Levels, plan: 
         "block": None if block is None else list(block),
         "input": source,
     }
+    if channel is not None:
+        attrs["input_channel"] = channel
+    return attrs
 
 
 def output_voxel_size(voxel_size: Any, plan: TilePlan) -> tuple[float, float, float] | None:

@@ -13,6 +13,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     p.add_argument("volume", metavar="VOLUME", help="a .tif/.tiff, .zarr or .ome.zarr volume")
     p.add_argument("--check", action="store_true",
                    help="also read every chunk once to find truncated or corrupt data")
+    p.add_argument("--channel", type=int, metavar="N",
+                   help="describe channel N (0-based) of a multi-channel file (default: "
+                        "channel 0, checked in every channel)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run)
     return p
@@ -21,6 +24,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
 def _run(args: argparse.Namespace) -> int:
     from resin.io._info import format_info, volume_info
 
-    info = volume_info(args.volume, check=args.check)
+    info = volume_info(args.volume, check=args.check, channel=args.channel)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

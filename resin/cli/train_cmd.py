@@ -32,6 +32,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="training patch size (multiples of 4; default: the preset's, "
                         "shrunk to a cube shorter than a thinner volume)")
+    p.add_argument("--channel", type=int, metavar="N",
+                   help="train on channel N (0-based) of a multi-channel raw file (required "
+                        "for one); recorded in MODEL.json")
     p.add_argument("--seed", type=int, metavar="N", help="random seed")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
@@ -54,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise UsageError(f"{path}: not a readable JSON config ({exc})") from exc
     flags = {"steps": args.steps, "angle_deg": args.angle, "seed": args.seed,
-             "z_step": args.z_step, "patch_size": tuple(args.patch) if args.patch else None}
+             "z_step": args.z_step, "patch_size": tuple(args.patch) if args.patch else None,
+             "channel": args.channel}
     config = build_config(args.preset, overrides, flags)
     if args.patch is None:
         config = fit_patch_to_volume(args.raw, config, overrides)

@@ -2,8 +2,10 @@
 
 Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) micrometres):
 
-- ``open_volume(path) -> VolumeReader``: ``path, shape, dtype, voxel_size, chunks, format,
-  attrs``, ``read(region)``, ``close()``; a context manager; never loads the whole volume.
+- ``open_volume(path, channel=None) -> VolumeReader``: ``path, shape, dtype, voxel_size,
+  chunks, format, attrs, channels, channel``, ``read(region)``, ``close()``; a context
+  manager; never loads the whole volume. A multi-channel file is read one channel at a
+  time: ``channel`` picks it (ChannelsError, a VolumeError, without it).
 - ``read_volume(path) -> ndarray`` (whole volume, for small data and tests).
 - ``create_volume(path, shape, dtype, voxel_size=None, chunks=None, overwrite=False,
   attrs=None, shards=None, resume=False, levels=1) -> VolumeWriter`` with
@@ -16,8 +18,8 @@ Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) microm
 
 Data types: uint8, uint16 and float32 are read and written as they are; int8, int16,
 int32, uint32, float16 and float64 are read as float32; anything else (bool, int64,
-complex, ...) is refused. 4D/5D data with one channel and one time point is squeezed to
-ZYX. Every bad input is a :class:`resin.errors.VolumeError` (exit 2) with one sentence.
+complex, ...) is refused. 4D/5D data with one time point is squeezed to ZYX (one channel
+of it when it has several). Every bad input is a :class:`resin.errors.VolumeError` (exit 2) with one sentence.
 
 Threads: ``read`` may be called concurrently from several threads (a read-ahead thread
 beside the main one); ``write`` may be called concurrently for regions that do not share
@@ -48,6 +50,8 @@ SUPPORTED_DTYPES = NATIVE_DTYPES
 class VolumeReader(Protocol):
     path: str
     shape: tuple[int, int, int]
+    channels: int
+    channel: int | None
     dtype: np.dtype
     voxel_size: VoxelSize | None
     chunks: tuple[int, int, int]
@@ -89,21 +93,29 @@ def volume_format(path: str | os.PathLike[str]) -> str:
     raise VolumeError(f"{path}: unknown volume format; use a .tif/.tiff or .zarr/.ome.zarr path")
 
 
-def open_volume(path: str | os.PathLike[str]) -> VolumeReader:
-    """Open a volume for region reads; raises VolumeError for anything resin cannot read."""
+def open_volume(path: str | os.PathLike[str], channel: int | None = None) -> VolumeReader:
+    """Open a volume for region reads; raises VolumeError for anything resin cannot read.
+
+    A file with several channels needs ``channel`` (0-based; ChannelsError without it); a
+    one-channel file accepts ``channel=0`` or None.
+    """
     path = os.fspath(path)
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int)):
+        from resin.errors import UsageError
+
+        raise UsageError(f"channel must be an int, got {channel!r}")
     if volume_format(path) == "tiff":
         from resin.io._tiff import TiffReader
 
-        return TiffReader(path)
+        return TiffReader(path, channel)
     from resin.io._zarr import ZarrReader
 
-    return ZarrReader(path)
+    return ZarrReader(path, channel)
 
 
-def read_volume(path: str | os.PathLike[str]) -> np.ndarray:
+def read_volume(path: str | os.PathLike[str], channel: int | None = None) -> np.ndarray:
     """The whole volume as a ZYX array (small volumes and tests; stream big ones)."""
-    with open_volume(path) as reader:
+    with open_volume(path, channel) as reader:
         return reader.read()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resin.errors import OutputExistsError, UsageError, VolumeError
+from resin.errors import ChannelsError, OutputExistsError, UsageError, VolumeError
 
 Region = tuple[slice, slice, slice]
 VoxelSize = tuple[float, float, float]
@@ -176,6 +176,18 @@ def size_on_disk(path: str) -> int:
             except OSError:
                 pass
     return total
+
+
+def check_channel(path: str, channels: int, channel: int | None) -> int | None:
+    """The channel to read from a file with ``channels`` of them: ``channel`` itself for a
+    multi-channel file (ChannelsError when None), None for a one-channel file (where only
+    channel 0 exists); VolumeError when it is out of range."""
+    if channel is not None and not 0 <= channel < channels:
+        has = "one channel (0)" if channels == 1 else f"{channels} channels (0 to {channels - 1})"
+        raise VolumeError(f"{path}: has no channel {channel}; it has {has}")
+    if channels > 1 and channel is None:
+        raise ChannelsError(path, channels)
+    return channel if channels > 1 else None
 
 
 def one_line(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -12,19 +13,31 @@ from resin.io._common import size_on_disk
 _QUIET_CHECK_VOXELS = 2**26
 
 
-def volume_info(path: str | os.PathLike[str], check: bool = False) -> dict[str, Any]:
+def volume_info(path: str | os.PathLike[str], check: bool = False,
+                channel: int | None = None) -> dict[str, Any]:
     """Shape, dtype, voxel size, chunks, format and size on disk of a volume.
 
     ``check=True`` also reads every chunk once (z slab by z slab), so a truncated or
-    corrupt file fails here with a VolumeError rather than hours into a run.
+    corrupt file fails here with a VolumeError rather than hours into a run. A file with
+    several channels is described by ``channel`` (by its channel 0, and checked in every
+    channel, when None): ``channels`` says how many there are.
     """
+    from resin.errors import ChannelsError
     from resin.io import open_volume
 
     path = os.fspath(path)
-    with open_volume(path) as reader:
+    every_channel = False
+    try:
+        reader = open_volume(path, channel)
+    except ChannelsError:
+        reader = open_volume(path, 0)
+        every_channel = True
+    with reader:
         info: dict[str, Any] = {
             "path": path,
             "format": reader.format,
+            "channels": reader.channels,
+            "channel": None if every_channel else reader.channel,
             "shape": list(reader.shape),
             "dtype": str(reader.dtype),
             "voxel_size_um": None if reader.voxel_size is None else list(reader.voxel_size),
@@ -39,20 +52,32 @@ def volume_info(path: str | os.PathLike[str], check: bool = False) -> dict[str, 
             blocks = progress_of(path)
             info["blocks_done"] = None if blocks is None else list(blocks)
         if check:
-            z, y, x = reader.shape
-            step = max(1, reader.chunks[0])
-            voxels = z * y * x
-            if voxels < _QUIET_CHECK_VOXELS:
-                for z0 in range(0, z, step):
-                    reader.read((slice(z0, min(z, z0 + step)), slice(0, y), slice(0, x)))
-            else:
-                with _log.progress(voxels, f"checking {path}") as bar:
-                    for z0 in range(0, z, step):
-                        z1 = min(z, z0 + step)
-                        reader.read((slice(z0, z1), slice(0, y), slice(0, x)))
-                        bar.advance((z1 - z0) * y * x)
-            info["check"] = "ok: every chunk was read"
+            readers = [reader]
+            try:
+                if every_channel:
+                    readers += [open_volume(path, c) for c in range(1, reader.channels)]
+                _check(path, readers)
+            finally:
+                for other in readers[1:]:
+                    other.close()
+            info["check"] = "ok: every chunk was read" + (
+                f" in all {reader.channels} channels" if every_channel else "")
     return info
+
+
+def _check(path: str, readers: list[Any]) -> None:
+    """Read every z slab of every reader once (a progress bar for big volumes)."""
+    z, y, x = readers[0].shape
+    step = max(1, readers[0].chunks[0])
+    voxels = z * y * x * len(readers)
+    bar = _log.progress(voxels, f"checking {path}") if voxels >= _QUIET_CHECK_VOXELS else None
+    with bar or contextlib.nullcontext() as handle:
+        for reader in readers:
+            for z0 in range(0, z, step):
+                z1 = min(z, z0 + step)
+                reader.read((slice(z0, z1), slice(0, y), slice(0, x)))
+                if handle is not None:
+                    handle.advance((z1 - z0) * y * x)
 
 
 def format_bytes(n: int) -> str:
@@ -76,12 +101,18 @@ def format_info(info: dict[str, Any]) -> str:
     rows = [
         ("path", info["path"]),
         ("format", info["format"]),
+    ]
+    channels = info.get("channels", 1)
+    if channels > 1 and info.get("channel") is None:
+        rows.append(("channels", f"{channels} (resin processes one: choose it with "
+                                 "--channel N; shown: channel 0)"))
+    rows += [
         ("shape", f"{triple(info['shape'])} (z, y, x)"),
         ("dtype", info["dtype"]),
         ("voxel size", "unknown" if vs is None else f"{triple(vs)} um (z, y, x)"),
         ("chunks", f"{triple(info['chunks'])} (z, y, x)"),
         ("size on disk", f"{format_bytes(info['size_on_disk'])} "
-                         f"(uncompressed {format_bytes(z * y * x * dtype_bytes)})"),
+                         f"(uncompressed {format_bytes(z * y * x * dtype_bytes * channels)})"),
     ]
     if not info.get("complete", True):
         blocks = info.get("blocks_done")

@@ -26,6 +26,7 @@ from resin.errors import OutputExistsError, ResumeError, UsageError, VolumeError
 from resin.io._common import (
     Region,
     VoxelSize,
+    check_channel,
     check_shape,
     check_voxel_size,
     check_write_dtype,
@@ -83,7 +84,7 @@ _DAMAGE = ("invalid page offset", "failed to reshape", "truncat", "corrupt", "be
 class TiffReader:
     """A 3D TIFF read by region (memory-mapped when uncompressed and contiguous)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, channel: int | None = None) -> None:
         import tifffile
 
         self.path = path
@@ -116,23 +117,40 @@ class TiffReader:
         except Exception as exc:
             raise VolumeError(f"{path}: not a readable TIFF ({one_line(exc)})") from exc
         try:
-            self._init(series, shape, axes, stored, keyframe_shape, pages)
+            self._init(series, shape, axes, stored, keyframe_shape, pages, channel)
         except BaseException:
             self._tif.close()
             raise
 
     def _init(self, series: Any, shape: tuple[int, ...], axes: str, stored: np.dtype,
-              keyframe_shape: tuple[int, ...], pages: list[Any]) -> None:
+              keyframe_shape: tuple[int, ...], pages: list[Any], channel: int | None) -> None:
         path = self.path
         record = self._resin_record()
         self.attrs = record.get("attrs", {}) if isinstance(record.get("attrs"), dict) else {}
-        kept = [(a, n) for a, n in zip(axes, shape, strict=True) if n != 1 or a in "YX"]
+        colour = [i for i, (a, n) in enumerate(zip(axes, shape, strict=True))
+                  if a in "CS" and n > 1]
+        if len(colour) > 1:
+            raise VolumeError(f"{path}: has channels along two axes ({axes}, shape {shape}); "
+                              "resin reads one channel axis")
+        #: channels in the file (1 without a channel axis) and the one read (None: the only)
+        self.channels = shape[colour[0]] if colour else 1
+        self.channel = check_channel(path, self.channels, channel)
+        # index of the series array that gives the ZYX volume: the channel picked, other
+        # singleton axes dropped
+        index: list[int | slice] = [slice(None)] * len(shape)
+        kept: list[tuple[str, int]] = []
+        positions: list[int | None] = []
+        for i, (a, n) in enumerate(zip(axes, shape, strict=True)):
+            if colour and i == colour[0]:
+                index[i] = self.channel if self.channel is not None else 0
+            elif n == 1 and a not in "YX":
+                index[i] = 0
+            else:
+                kept.append((a, n))
+                positions.append(i)
         if len(kept) == 2 and record.get("shape") == [1, *(n for _, n in kept)]:
             kept.insert(0, ("Z", 1))  # a one-plane volume resin wrote, not a 2D image
-        for a, n in kept:
-            if a in "CS":
-                raise VolumeError(f"{path}: has {n} channels; resin processes one channel: "
-                                  "extract it first")
+            positions.insert(0, None)
         if len(kept) > 3 and any(a == "T" for a, _ in kept):
             n = dict(kept)["T"]
             raise VolumeError(f"{path}: has {n} time points; resin processes one volume: "
@@ -145,16 +163,26 @@ class TiffReader:
                               "volume")
         z, y, x = (n for _, n in kept)
         self.shape: tuple[int, int, int] = (z, y, x)
+        self._index = tuple(index)
+        self._z_axis = positions[0]
+        self._series_shape = shape
         self.dtype: np.dtype = read_dtype(stored, path)
         self.voxel_size: VoxelSize | None = self._read_voxel_size()
         kind = "OME-TIFF" if self._tif.is_ome else "ImageJ TIFF" if self._tif.is_imagej else "TIFF"
+        if self.channel is not None:
+            kind += f", channel {self.channel} of {self.channels}"
         self._memmap: np.ndarray | None = None
         self._pages: list[Any] | None = None
+        n_page = len(keyframe_shape)
+        leading = shape[:len(shape) - n_page]
         if series.dataoffset is not None:
             self._memmap = self._map(series, stored)
             self.format = f"{kind} (uncompressed, memory-mapped)"
-        elif len(pages) == z and keyframe_shape in ((y, x), (y, x, 1)):
+        elif (tuple(shape[len(shape) - n_page:]) == tuple(keyframe_shape)
+              and len(pages) == int(np.prod(leading, dtype=np.int64))
+              and (self._z_axis is None or self._z_axis < len(leading))):
             self._pages = pages
+            self._leading = leading
             compression = getattr(series.keyframe.compression, "name", "?").lower()
             if compression == "none":
                 compression = "uncompressed"
@@ -162,6 +190,15 @@ class TiffReader:
         else:
             self.format = f"{kind} (read whole on first access)"
         self.chunks: tuple[int, int, int] = (1, y, x)
+
+    def _page_of(self, z: int) -> tuple[int, tuple[int | slice, ...]]:
+        """The series page holding plane ``z`` and the index of the plane within it."""
+        lead = len(self._leading)
+        where = [0 if isinstance(s, slice) else s for s in self._index[:lead]]
+        if self._z_axis is not None:
+            where[self._z_axis] = z
+        page = int(np.ravel_multi_index(where, self._leading)) if lead else 0
+        return page, self._index[lead:]
 
     def _resin_record(self) -> dict[str, Any]:
         """The JSON record resin's writer leaves in a private tag: shape and attrs."""
@@ -179,15 +216,16 @@ class TiffReader:
 
     def _map(self, series: Any, stored: np.dtype) -> np.ndarray:
         dtype = np.dtype(self._tif.byteorder + stored.char)
-        nbytes = int(np.prod(self.shape)) * dtype.itemsize
+        nbytes = int(np.prod(self._series_shape, dtype=np.int64)) * dtype.itemsize
         size = os.path.getsize(self.path)
         if int(series.dataoffset) + nbytes > size:
             raise VolumeError(
                 f"{self.path}: is truncated ({size} bytes, the image data needs "
                 f"{int(series.dataoffset) + nbytes}); the file was not written completely"
             )
-        return np.memmap(self.path, dtype=dtype, mode="r", offset=int(series.dataoffset),
-                         shape=self.shape)
+        whole = np.memmap(self.path, dtype=dtype, mode="r", offset=int(series.dataoffset),
+                          shape=self._series_shape)
+        return whole[self._index].reshape(self.shape)
 
     def _read_voxel_size(self) -> VoxelSize | None:
         tif = self._tif
@@ -218,12 +256,15 @@ class TiffReader:
                                 dtype=self.dtype)
                 with self._lock, _quiet_tifffile():
                     for i, z in enumerate(range(zs.start, zs.stop)):
-                        plane = self._pages[z].asarray()
-                        data[i] = plane.reshape(self.shape[1:])[ys, xs]
+                        page, within = self._page_of(z)
+                        plane = self._pages[page].asarray()
+                        data[i] = plane.reshape(self._series_shape[len(self._leading):])[
+                            within].reshape(self.shape[1:])[ys, xs]
             else:
                 with self._lock, _quiet_tifffile():
                     if self._whole is None:
-                        self._whole = np.asarray(self._tif.series[0].asarray()).reshape(
+                        whole = np.asarray(self._tif.series[0].asarray())
+                        self._whole = whole.reshape(self._series_shape)[self._index].reshape(
                             self.shape)
                 data = np.array(self._whole[region], dtype=self.dtype)
         except VolumeError:

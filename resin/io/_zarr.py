@@ -21,6 +21,7 @@ from resin.errors import OutputExistsError, ResumeError, UsageError, VolumeError
 from resin.io._common import (
     Region,
     VoxelSize,
+    check_channel,
     check_chunks,
     check_shape,
     check_voxel_size,
@@ -63,7 +64,7 @@ class _Axes:
     """Which dimensions of a stored array are z, y, x; the rest must be singletons."""
 
     def __init__(self, path: str, shape: tuple[int, ...], kinds: list[str],
-                 names: list[str]) -> None:
+                 names: list[str], channel: int | None = None) -> None:
         spatial = [i for i, k in enumerate(kinds) if k == "space"]
         if len(spatial) < 3:
             raise VolumeError(
@@ -71,12 +72,16 @@ class _Axes:
             )
         if len(spatial) > 3:
             raise VolumeError(f"{path}: has {len(spatial)} spatial axes; resin needs 3 (z, y, x)")
+        colour = [i for i, k in enumerate(kinds) if k == "channel" and shape[i] > 1]
+        if len(colour) > 1:
+            raise VolumeError(f"{path}: has {len(colour)} channel axes; resin reads one")
+        #: channels in the store (1 without a channel axis) and the one read (None: the only)
+        self.channels = int(shape[colour[0]]) if colour else 1
+        self.channel = check_channel(path, self.channels, channel)
+        self.channel_axis = colour[0] if colour else None
         for i, kind in enumerate(kinds):
-            if kind == "space" or shape[i] == 1:
+            if kind == "space" or shape[i] == 1 or i == self.channel_axis:
                 continue
-            if kind == "channel":
-                raise VolumeError(f"{path}: has {shape[i]} channels; resin processes one "
-                                  "channel: extract it first")
             if kind == "time":
                 raise VolumeError(f"{path}: has {shape[i]} time points; resin processes one "
                                   "volume: extract one time point first")
@@ -91,6 +96,8 @@ class _Axes:
         idx: list[int | slice] = [0] * self.ndim
         for axis, s in zip(self.spatial, region, strict=True):
             idx[axis] = s
+        if self.channel_axis is not None and self.channel is not None:
+            idx[self.channel_axis] = self.channel
         return tuple(idx)
 
     def pick(self, values: tuple[int, ...]) -> tuple[int, int, int]:
@@ -98,7 +105,8 @@ class _Axes:
         return z, y, x
 
 
-def _plain_axes(path: str, shape: tuple[int, ...], names: list[str] | None) -> _Axes:
+def _plain_axes(path: str, shape: tuple[int, ...], names: list[str] | None,
+                channel: int | None = None) -> _Axes:
     """Axes of an array without OME metadata: named if it has dimension names, else
     (t, c,) z, y, x with the leading axes read as time and channel."""
     ndim = len(shape)
@@ -110,9 +118,9 @@ def _plain_axes(path: str, shape: tuple[int, ...], names: list[str] | None) -> _
     if names and len(names) == ndim and all(names):
         kinds = [_axis_kind(n, None) for n in names]
         if kinds.count("space") == 3:
-            return _Axes(path, shape, kinds, list(names))
+            return _Axes(path, shape, kinds, list(names), channel)
     default = {3: ["z", "y", "x"], 4: ["c", "z", "y", "x"], 5: ["t", "c", "z", "y", "x"]}[ndim]
-    return _Axes(path, shape, [_axis_kind(n, None) for n in default], default)
+    return _Axes(path, shape, [_axis_kind(n, None) for n in default], default, channel)
 
 
 def _scale_of(transforms: Any) -> list[float] | None:
@@ -128,9 +136,10 @@ def _scale_of(transforms: Any) -> list[float] | None:
 class ZarrReader:
     """A Zarr array or the full-resolution level of an OME-Zarr image, read by region."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, channel: int | None = None) -> None:
         zarr = _zarr()
         self.path = path
+        self._channel = channel
         if not Path(path).exists():
             raise VolumeError(f"{path}: no such file or directory")
         try:
@@ -158,6 +167,10 @@ class ZarrReader:
         self.dtype: np.dtype = read_dtype(np.dtype(self._array.dtype), path)
         self.shape: tuple[int, int, int] = self._axes.shape
         self.chunks: tuple[int, int, int] = self._axes.pick(tuple(self._array.chunks))
+        self.channels: int = self._axes.channels
+        self.channel: int | None = self._axes.channel
+        if self.channel is not None:
+            self.format += f", channel {self.channel} of {self.channels}"
 
     def _open_plain(self, array: Any) -> None:
         self._array = array
@@ -168,7 +181,7 @@ class ZarrReader:
             names = [str(n) if n is not None else "" for n in array.metadata.dimension_names]
         elif isinstance(attrs.get("_ARRAY_DIMENSIONS"), list):
             names = [str(n) for n in attrs["_ARRAY_DIMENSIONS"]]
-        self._axes = _plain_axes(self.path, tuple(array.shape), names)
+        self._axes = _plain_axes(self.path, tuple(array.shape), names, self._channel)
         self.format = f"Zarr v{zfmt} array"
         vs = attrs.get("voxel_size")
         factor = um_per_unit(attrs.get("voxel_size_unit", "micrometer"))
@@ -215,7 +228,7 @@ class ZarrReader:
         if len(names) != len(shape):
             raise VolumeError(f"{self.path}: OME-Zarr axes {names} do not match the array's "
                               f"{len(shape)} dimensions")
-        self._axes = _Axes(self.path, shape, kinds, names)
+        self._axes = _Axes(self.path, shape, kinds, names, self._channel)
         self.format = f"OME-Zarr {version} (Zarr v{self._array.metadata.zarr_format})"
         scale = _scale_of(level.get("coordinateTransformations"))
         outer = _scale_of(ms.get("coordinateTransformations"))

@@ -55,9 +55,12 @@ def layer_volume(layer: Any, values: bool = True) -> Any:
 
 
 def source_file(layer: Any) -> str | None:
-    """The file the layer was opened from, if resin can read that format."""
+    """The file the layer was opened from, if resin can read that format and the layer is
+    all of it (not one channel of a multi-channel file: that layer is used as data)."""
     from resin.io import volume_format
 
+    if getattr(layer, "metadata", {}).get("channel") is not None:
+        return None
     path = getattr(getattr(layer, "source", None), "path", None)
     if not path or not Path(path).exists():
         return None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from resin.errors import VolumeError
+from resin.errors import ChannelsError, VolumeError
 
 #: volumes up to this size are loaded into memory when opened
 IN_MEMORY_BYTES = 512 * 2**20
@@ -33,6 +33,8 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
 
     try:
         open_volume(path).close()
+    except ChannelsError:
+        return read  # one layer per channel
     except VolumeError:
         return None
     return read
@@ -45,11 +47,16 @@ def read(path: str | list[str]) -> list[LayerData]:
 
 
 def volume_layers(path: str | os.PathLike[str]) -> list[LayerData]:
-    """One image layer: the volume (every level of a multiscale OME-Zarr), its voxel size."""
+    """One image layer: the volume (every level of a multiscale OME-Zarr), its voxel size;
+    a multi-channel file gives one layer per channel, named ``<name>_c<N>``, with
+    ``metadata["channel"]`` (so the widgets treat it as data, not as the whole file)."""
     from resin.io import open_volume
 
     path = os.fspath(path)
-    reader = open_volume(path)
+    try:
+        reader = open_volume(path)
+    except ChannelsError as exc:
+        return [_channel_layer(path, c) for c in range(exc.channels)]
     levels: list[Any] = [_level(reader)]
     for sub in _lower_levels(path):
         try:
@@ -66,6 +73,19 @@ def volume_layers(path: str | os.PathLike[str]) -> list[LayerData]:
         kwargs["multiscale"] = True
         return [(levels, kwargs, "image")]
     return [(levels[0], kwargs, "image")]
+
+
+def _channel_layer(path: str, channel: int) -> LayerData:
+    from resin.io import open_volume
+
+    reader = open_volume(path, channel)
+    voxel_size = reader.voxel_size
+    name = Path(path.rstrip("/")).name.split(".")[0]
+    kwargs: dict[str, Any] = {"name": f"{name}_c{channel}", "blending": "additive",
+                              "metadata": {"channel": channel, "channels": reader.channels}}
+    if voxel_size is not None:
+        kwargs["scale"] = tuple(float(v) for v in voxel_size)
+    return (_level(reader), kwargs, "image")
 
 
 def _level(reader: Any) -> Any:

@@ -24,6 +24,32 @@ def test_reader_opens_tiff_with_voxel_size_and_record(tmp_path, tiny_volume):
     assert kwargs["name"] == "out"
 
 
+def test_reader_opens_each_channel_as_a_layer_used_as_data(tmp_path, tiny_volume):
+    import tifffile
+
+    from resin.napari._layers import source_file
+
+    path = tmp_path / "two.tif"
+    data = np.stack([tiny_volume, tiny_volume // 2], axis=1)  # (Z, C, Y, X)
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZCYX", "spacing": 2.0,
+                                                        "unit": "um"}, resolution=(2.0, 2.0))
+    assert get_reader(str(path)) is not None
+    layers = volume_layers(path)
+    assert [kw["name"] for _, kw, _ in layers] == ["two_c0", "two_c1"]
+    for c, (layer, kwargs, kind) in enumerate(layers):
+        assert kind == "image" and kwargs["metadata"]["channel"] == c
+        assert kwargs["scale"] == pytest.approx((2.0, 0.5, 0.5))
+        np.testing.assert_array_equal(layer, data[:, c])
+
+    class Layer:  # a channel layer is data: the widgets must not run the whole file
+        metadata = layers[1][1]["metadata"]
+        source = type("Source", (), {"path": str(path)})()
+
+    assert source_file(Layer()) is None
+    Layer.metadata = {}
+    assert source_file(Layer()) == str(path)
+
+
 def test_reader_declines_what_resin_cannot_read(tmp_path):
     flat = tmp_path / "flat.tif"
     import tifffile

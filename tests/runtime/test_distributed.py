@@ -130,3 +130,17 @@ def test_the_documented_slurm_recipe_makes_a_gpu_job_script():
     assert "#SBATCH -t 04:00:00" in script
     assert re.search(r"distributed\.cli\.dask_worker|dask worker|dask-worker", script)
     assert "--nthreads 8" in script and "--resources GPU=1" in script
+
+
+def test_workers_read_the_chosen_channel(fast_model, tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(6)
+    data = rng.integers(0, 4000, size=(12, 2, 40, 40)).astype(np.uint16)
+    src = tmp_path / "two.tif"
+    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "ZCYX"})
+    with Enhancer(fast_model, device="cpu", tile=TILE, block=BLOCK) as enh:
+        ref = enh.enhance(np.ascontiguousarray(data[:, 1]))
+        with _cluster(2) as cluster, distributed.Client(cluster) as client:
+            enh.run(src, tmp_path / "out.ome.zarr", client=client, channel=1)
+    np.testing.assert_array_equal(read_volume(tmp_path / "out.ome.zarr"), ref)

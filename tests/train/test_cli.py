@@ -101,3 +101,26 @@ def test_train_cli_fits_the_preset_patch_to_a_thin_volume(cli, tmp_path, tiny_vo
                   "quick", "--config", str(config), "--patch", "32", "32", "32")
     assert "--patch 12 12 12" in assert_one_line_error(refused)
     assert not (tmp_path / "n.pt").exists()
+
+
+def test_train_cli_trains_on_the_chosen_channel(cli, tmp_path, tiny_volume):
+    """A two-channel hyperstack trains on --channel N (recorded in MODEL.json); without it,
+    one line naming the flag, before anything is written."""
+    raw = tmp_path / "two.tif"
+    data = np.stack([tiny_volume, tiny_volume[:, ::-1]], axis=1)  # (Z, C, Y, X)
+    tifffile.imwrite(raw, data, imagej=True, metadata={"axes": "ZCYX"})
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "m.pt"
+    refused = cli("resin", "train", str(raw), "-o", str(out), "--config", str(config),
+                  "--steps", "2", "--device", "cpu", "--no-previews")
+    assert "has 2 channels" in assert_one_line_error(refused)
+    assert not list(tmp_path.glob("m.*"))
+    proc = cli("resin", "train", str(raw), "-o", str(out), "--config", str(config), "--steps",
+               "2", "--device", "cpu", "--no-previews", "--channel", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["data"]["channel"] == 1
+    resumed = cli("resin", "train", str(raw), "-o", str(out), "--config", str(config),
+                  "--steps", "3", "--device", "cpu", "--no-previews", "--channel", "0",
+                  "--resume")
+    assert "different configuration" in assert_one_line_error(resumed)
