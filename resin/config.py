@@ -181,6 +181,8 @@ class DataConfig(_Strict):
     (docs/training.md); the discriminators' real patches stay inside the volume."""
     channel: int | None = Field(None, ge=0)
     """Channel of a multi-channel raw file to train on (0-based; required for one)."""
+    time: int | None = Field(None, ge=0)
+    """Time point of a time-series raw file to train on (0-based; required for one)."""
     z_step: int = Field(1, ge=1, le=16)
     """Axial sampling step K: raw z is interpolated by K to isotropic sampling first."""
     validation_patches: int = Field(4, ge=0, le=64)

@@ -124,12 +124,12 @@ def consistency_on_files(input: str | os.PathLike, output: str | os.PathLike,
                          degrader: LoadedDegrader, low: float, high: float,
                          region_in: tuple[slice, slice, slice],
                          region_out: tuple[slice, slice, slice],
-                         channel: int | None = None) -> Consistency:
-    """:func:`consistency_on_readers` on the two files (``channel`` of a multi-channel
-    input)."""
+                         channel: int | None = None, time: int | None = None) -> Consistency:
+    """:func:`consistency_on_readers` on the two files (``channel`` / ``time`` of an input
+    with several)."""
     from resin.io import open_volume
 
-    with open_volume(input, channel) as src, open_volume(output) as dst:
+    with open_volume(input, channel, time) as src, open_volume(output) as dst:
         return consistency_on_readers(src, dst, degrader, low, high, region_in, region_out)
 
 

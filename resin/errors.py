@@ -38,6 +38,16 @@ class ChannelsError(VolumeError):
                          f"with --channel N (0 to {channels - 1})")
 
 
+class TimePointsError(VolumeError):
+    """A time series was opened without saying which time point to process."""
+
+    def __init__(self, path: str, time_points: int) -> None:
+        self.path = path
+        self.time_points = time_points
+        super().__init__(f"{path}: has {time_points} time points; resin processes one volume: "
+                         f"choose it with --time T (0 to {time_points - 1})")
+
+
 class OutputExistsError(InputError):
     """The output already exists and neither ``--overwrite`` nor ``--resume`` was given."""
 

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="enhance channel N (0-based) of a multi-channel input (a "
                              "multi-channel file is refused without it); the default output "
                              "is then INPUT_cN_resin.ome.zarr")
+    parser.add_argument("--time", type=int, metavar="T", default=None,
+                        help="enhance time point T (0-based) of a time series (refused "
+                             "without it); the default output is then INPUT_tT_resin.ome.zarr")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run (same bytes as an uninterrupted one)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -100,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         for rpath in (report_path(args.output), report_path(args.output).with_suffix(".png")):
             if (rpath.exists() or rpath.is_symlink()) and not (args.overwrite or args.resume):
                 raise OutputExistsError(f"{rpath} exists; pass --overwrite to replace it")
-        _check_report_size(args.input, args.channel)
+        _check_report_size(args.input, args.channel, args.time)
     if args.workers is not None and args.scheduler is not None:
         raise UsageError("--workers starts a local cluster, --scheduler uses an existing one; "
                          "pass one")
@@ -124,7 +127,8 @@ def _run(args: argparse.Namespace) -> int:
                       exact_halo=args.exact_halo, memory=args.memory,
                       device_blend=not args.host_blend, faces=args.faces) as enh:
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
-                             overwrite=args.overwrite, client=client, channel=args.channel)
+                             overwrite=args.overwrite, client=client, channel=args.channel,
+                             time=args.time)
             model = (enh.model_path, enh.metadata.weights_sha256)
     finally:
         if client is not None:
@@ -140,18 +144,18 @@ def _run(args: argparse.Namespace) -> int:
         _log.log(f"wrote {path}")
     if args.report:
         _write_report(args.input, report.output, model, (report.levels.low, report.levels.high),
-                      args.channel)
+                      args.channel, args.time)
     return 0
 
 
-def _check_report_size(input: str, channel: int | None) -> None:
+def _check_report_size(input: str, channel: int | None, time: int | None) -> None:
     """Refuse ``--report`` before the run when the input is too thin to measure, rather
     than fail after the output is written."""
     from resin.errors import UsageError
     from resin.io import open_volume
     from resin.metrics import MIN_FOURIER_SIDE
 
-    with open_volume(input, channel) as src:
+    with open_volume(input, channel, time) as src:
         shape = tuple(src.shape)
     if min(shape) < MIN_FOURIER_SIDE:
         raise UsageError(f"--report measures anisotropy on at least {MIN_FOURIER_SIDE} voxels "
@@ -159,7 +163,8 @@ def _check_report_size(input: str, channel: int | None) -> None:
 
 
 def _write_report(input: str, output: str, model: tuple[Path, str],
-                  levels: tuple[float, float], channel: int | None = None) -> None:
+                  levels: tuple[float, float], channel: int | None = None,
+                  time: int | None = None) -> None:
     """The spectral report, and the consistency residual with its map when the model has
     D (:mod:`resin.consistency`); a problem with D is a warning, never a failed run."""
     from resin import _log
@@ -173,7 +178,7 @@ def _write_report(input: str, output: str, model: tuple[Path, str],
         write_report,
     )
 
-    with open_volume(input, channel) as src, open_volume(output) as dst:  # once for both parts
+    with open_volume(input, channel, time) as src, open_volume(output) as dst:  # once for both
         rep = report_on_readers(src, dst)
         found, cons = None, None
         try:

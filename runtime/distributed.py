@@ -48,6 +48,7 @@ class BlockJob:
     record_dir: str
     mips: bool
     channel: int | None = None
+    time: int | None = None
 
 
 class _WorkerState:
@@ -67,7 +68,7 @@ class _WorkerState:
         self.engine = LockedEngine(choose_backend(
             job.model_path, job.backend, job.device,
             allow_plan_host_code=job.allow_plan_host_code)[0])
-        self.reader = open_volume(job.input_path, job.channel)
+        self.reader = open_volume(job.input_path, job.channel, job.time)
         shape = tuple(int(s) for s in self.reader.shape)
         plan = make_plan(self.engine, shape, job.settings)  # type: ignore[arg-type]
         self.bplan = BlockPlan(tiles=plan, block=job.block, chunks=job.chunks)

@@ -152,18 +152,20 @@ class Enhancer:
             mip: str | os.PathLike | None = None, resume: bool = False,
             overwrite: bool = False,
             progress: Callable[[RunProgress], None] | None = None,
-            client: Any = None, channel: int | None = None) -> RunReport:
+            client: Any = None, channel: int | None = None,
+            time: int | None = None) -> RunReport:
         """Stream a volume file to an output file (TIFF, Zarr, OME-Zarr), out of core, block
         by block. ``progress(RunProgress)`` is called after every tile (every block on a
         cluster); an exception raised from it stops the run, keeping the finished blocks for
         ``resume=True``. ``client``: a ``distributed.Client`` whose workers run the blocks
         (each loads the model once; Zarr outputs only; same bytes as a local run).
-        ``channel``: which channel of a multi-channel input to enhance (0-based; a
-        multi-channel input is refused without it)."""
+        ``channel`` / ``time``: which channel / time point of an input with several to
+        enhance (0-based; such an input is refused without it)."""
         return enhance_file(self.engine, str(self.model_path), input, output, self.settings,
                             mip_dir=mip, resume=resume, overwrite=overwrite,
                             announce=self.backend_reason, progress=progress, client=client,
-                            engine_request=self._request, channel=channel)
+                            engine_request=self._request, channel=channel,
+                            time_point=time)
 
     def stream(self, shape: tuple[int, int, int], dtype: npt.DTypeLike,
                out: str | os.PathLike | None = None, levels: Levels | None = None,

@@ -357,15 +357,18 @@ def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
     return out
 
 
-def default_output(input_path: str | os.PathLike, channel: int | None = None) -> str:
+def default_output(input_path: str | os.PathLike, channel: int | None = None,
+                   time_point: int | None = None) -> str:
     """``<stem>_resin.ome.zarr`` beside the input (the input's own suffix removed);
-    ``<stem>_c<N>_resin.ome.zarr`` for channel N of a multi-channel file."""
+    ``<stem>_t<T>_c<N>_resin.ome.zarr`` for time point T, channel N of a file with several."""
     p = Path(os.fspath(input_path).rstrip("/"))
     name = p.name
     for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
+    if time_point is not None:
+        name += f"_t{time_point}"
     if channel is not None:
         name += f"_c{channel}"
     return str(p.with_name(f"{name}_resin.ome.zarr"))
@@ -390,7 +393,7 @@ def _inside(a: Path, b: Path) -> bool:
 
 def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike | None,
                  resume: bool = False, overwrite: bool = False,
-                 channel: int | None = None) -> str:
+                 channel: int | None = None, time_point: int | None = None) -> str:
     """The output path (default beside the input); refuses to replace one without a flag,
     and any output that contains the input or lies inside it.
 
@@ -402,7 +405,7 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
         raise UsageError("--resume and --overwrite contradict each other; pass one")
     input_path = os.fspath(input_path)
     output = (os.fspath(output_path) if output_path is not None
-              else default_output(input_path, channel))
+              else default_output(input_path, channel, time_point))
     volume_format(output)
     volume_format(input_path)
     src = Path(input_path).resolve()
@@ -452,9 +455,10 @@ def check_mip_dir(mip_dir: str | os.PathLike, output: str, replace: bool) -> Non
 def run_identity(engine: Backend, model_path: str, input_path: str, shape: Triple,
                  dtype: np.dtype, levels: Levels, bplan: BlockPlan, settings: TileSettings,
                  out_dtype: np.dtype, shards: Triple | None,
-                 channel: int | None = None) -> dict[str, Any]:
+                 channel: int | None = None, time_point: int | None = None
+                 ) -> dict[str, Any]:
     """Everything that determines the output bytes (the run record's plan); the channel
-    only for a multi-channel input (a one-channel run's record is as it always was)."""
+    and time point only for an input with several (a plain volume's record is as it was)."""
     from resin.runtime.runstate import input_fingerprint
 
     from resin._cache import file_sha256
@@ -476,6 +480,8 @@ def run_identity(engine: Backend, model_path: str, input_path: str, shape: Tripl
     }
     if channel is not None:
         identity["channel"] = channel
+    if time_point is not None:
+        identity["time"] = time_point
     return identity
 
 
@@ -493,7 +499,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                  progress: Callable[[RunProgress], None] | None = None,
                  client: Any = None,
                  engine_request: tuple[str, str, bool] = ("auto", "auto", False),
-                 channel: int | None = None) -> RunReport:
+                 channel: int | None = None, time_point: int | None = None) -> RunReport:
     """Stream ``input_path`` through ``engine`` into ``output_path`` block by block.
 
     The output is built at ``OUTPUT.partial`` and renamed when complete (an old output is
@@ -503,8 +509,9 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     and after each finished block (raise from it to stop: finished blocks are kept for
     ``resume``). With a Dask
     ``client`` the blocks run as tasks on its workers (:mod:`resin.runtime.distributed`),
-    each loading the model as ``engine_request`` (backend, device) asks. ``channel``: the
-    channel of a multi-channel input to enhance (required for one; see ``open_volume``).
+    each loading the model as ``engine_request`` (backend, device) asks. ``channel``,
+    ``time_point``: the channel / time point of an input with several to enhance (required for
+    one; see ``open_volume``).
     """
     from resin.runtime.runstate import OutputLock, RunRecord
 
@@ -512,7 +519,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
 
     settings.check()
     input_path = os.fspath(input_path)
-    output = check_output(input_path, output_path, resume, overwrite, channel)
+    output = check_output(input_path, output_path, resume, overwrite, channel, time_point)
     fmt = volume_format(output)
     if mip_dir is not None:
         check_mip_dir(mip_dir, output, overwrite or resume)
@@ -527,7 +534,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     lock.acquire()
     reader = None
     try:
-        reader = open_volume(input_path, channel)
+        reader = open_volume(input_path, channel, time_point)
         shape = tuple(int(s) for s in reader.shape)
         if len(shape) != 3 or min(shape) < 1:
             raise VolumeError(f"{input_path}: expected a non-empty 3D ZYX volume, got {shape}")
@@ -540,7 +547,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         bplan = make_block_plan(plan, settings.block, shards=settings.shards)
         out_dtype = output_dtype(reader.dtype)
         identity = run_identity(engine, model_path, input_path, shape3, reader.dtype, levels,
-                                bplan, settings, out_dtype, settings.shards, reader.channel)
+                                bplan, settings, out_dtype, settings.shards, reader.channel,
+                                reader.time)
         record = RunRecord(record_dir(output, fmt), identity)
         done: set[str] = set()
         if resume:
@@ -596,7 +604,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                 else:
                     _run_distributed(client, engine_request, model_path, input_path, output,
                                      settings, levels, bplan, out_dtype, record, todo, mips,
-                                     raw_mips, state, bar, reader.channel)
+                                     raw_mips, state, bar, (reader.channel, reader.time))
         except BaseException:
             _abandon(writer)
             _log.log(f"stopped: {state.blocks_done} of {state.blocks_total} blocks are "
@@ -626,7 +634,7 @@ def _run_distributed(client: Any, engine_request: tuple[str, str, bool], model_p
                      input_path: str, output: str, settings: TileSettings, levels: Levels,
                      bplan: BlockPlan, out_dtype: np.dtype, record: Any, todo: list[Block],
                      mips: Mips | None, raw_mips: Mips | None, state: RunProgress,
-                     bar: Any, channel: int | None) -> None:
+                     bar: Any, select: tuple[int | None, int | None]) -> None:
     from resin.runtime.distributed import BlockJob, merge_mips, run_on_cluster
 
     # the workers tile as planned here, whatever memory they have
@@ -638,7 +646,7 @@ def _run_distributed(client: Any, engine_request: tuple[str, str, bool], model_p
                    out_shape=bplan.tiles.out_shape, out_dtype=str(out_dtype),
                    chunks=bplan.chunks, block=bplan.block, plan_sha256=record.sha256,
                    record_dir=str(record.dir.resolve()), mips=mips is not None,
-                   channel=channel)
+                   channel=select[0], time=select[1])
     scale = bplan.tiles.scale
 
     def on_block(block: Block, proj: tuple[np.ndarray, ...] | None) -> None:
@@ -660,7 +668,7 @@ def _create_writer(engine: Backend, model_path: str, reader: Any, output: str,
     plan = bplan.tiles
     attrs = output_attrs(engine, model_path, levels, plan, settings,
                          Path(input_name(reader)).name, bplan.block,
-                         getattr(reader, "channel", None))
+                         getattr(reader, "channel", None), getattr(reader, "time", None))
     return create_volume(output, plan.out_shape, out_dtype,
                          voxel_size=output_voxel_size(reader.voxel_size, plan),
                          chunks=bplan.chunks, overwrite=overwrite, attrs=attrs,
@@ -669,9 +677,10 @@ def _create_writer(engine: Backend, model_path: str, reader: Any, output: str,
 
 def output_attrs(engine: Backend, model_path: str | None, levels: Levels, plan: TilePlan,
                  settings: TileSettings, source: str,
-                 block: Triple | None = None, channel: int | None = None) -> dict[str, Any]:
+                 block: Triple | None = None, channel: int | None = None,
+                 time_point: int | None = None) -> dict[str, Any]:
     """The provenance every output records (Zarr attributes ``resin``, TIFF tag): one place;
-    ``input_channel`` only when the input had several channels."""
+    ``input_channel`` / ``input_time`` only when the input had several."""
     from resin import __version__
 
     meta = engine.metadata
@@ -689,6 +698,8 @@ def output_attrs(engine: Backend, model_path: str | None, levels: Levels, plan: 
     }
     if channel is not None:
         attrs["input_channel"] = channel
+    if time_point is not None:
+        attrs["input_time"] = time_point
     return attrs
 
 

@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     p.add_argument("--channel", type=int, metavar="N",
                    help="describe channel N (0-based) of a multi-channel file (default: "
                         "channel 0, checked in every channel)")
+    p.add_argument("--time", type=int, metavar="T",
+                   help="describe time point T (0-based) of a time series (default: time "
+                        "point 0, checked at every time point)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run)
     return p
@@ -24,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
 def _run(args: argparse.Namespace) -> int:
     from resin.io._info import format_info, volume_info
 
-    info = volume_info(args.volume, check=args.check, channel=args.channel)
+    info = volume_info(args.volume, check=args.check, channel=args.channel,
+                       time=args.time)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

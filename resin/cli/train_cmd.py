@@ -35,6 +35,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, metavar="N",
                    help="train on channel N (0-based) of a multi-channel raw file (required "
                         "for one); recorded in MODEL.json")
+    p.add_argument("--time", type=int, metavar="T",
+                   help="train on time point T (0-based) of a time-series raw file (required "
+                        "for one); recorded in MODEL.json")
     p.add_argument("--seed", type=int, metavar="N", help="random seed")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
@@ -58,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: not a readable JSON config ({exc})") from exc
     flags = {"steps": args.steps, "angle_deg": args.angle, "seed": args.seed,
              "z_step": args.z_step, "patch_size": tuple(args.patch) if args.patch else None,
-             "channel": args.channel}
+             "channel": args.channel, "time": args.time}
     config = build_config(args.preset, overrides, flags)
     if args.patch is None:
         config = fit_patch_to_volume(args.raw, config, overrides)

@@ -52,6 +52,8 @@ class VolumeReader(Protocol):
     shape: tuple[int, int, int]
     channels: int
     channel: int | None
+    time_points: int
+    time: int | None
     dtype: np.dtype
     voxel_size: VoxelSize | None
     chunks: tuple[int, int, int]
@@ -93,29 +95,32 @@ def volume_format(path: str | os.PathLike[str]) -> str:
     raise VolumeError(f"{path}: unknown volume format; use a .tif/.tiff or .zarr/.ome.zarr path")
 
 
-def open_volume(path: str | os.PathLike[str], channel: int | None = None) -> VolumeReader:
+def open_volume(path: str | os.PathLike[str], channel: int | None = None,
+                time: int | None = None) -> VolumeReader:
     """Open a volume for region reads; raises VolumeError for anything resin cannot read.
 
-    A file with several channels needs ``channel`` (0-based; ChannelsError without it); a
-    one-channel file accepts ``channel=0`` or None.
+    A file with several channels needs ``channel`` (0-based; ChannelsError without it), a
+    time series ``time`` (TimePointsError without it); a file with one accepts 0 or None.
     """
     path = os.fspath(path)
-    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int)):
-        from resin.errors import UsageError
+    for name, value in (("channel", channel), ("time", time)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            from resin.errors import UsageError
 
-        raise UsageError(f"channel must be an int, got {channel!r}")
+            raise UsageError(f"{name} must be an int, got {value!r}")
     if volume_format(path) == "tiff":
         from resin.io._tiff import TiffReader
 
-        return TiffReader(path, channel)
+        return TiffReader(path, channel, time)
     from resin.io._zarr import ZarrReader
 
-    return ZarrReader(path, channel)
+    return ZarrReader(path, channel, time)
 
 
-def read_volume(path: str | os.PathLike[str], channel: int | None = None) -> np.ndarray:
+def read_volume(path: str | os.PathLike[str], channel: int | None = None,
+                time: int | None = None) -> np.ndarray:
     """The whole volume as a ZYX array (small volumes and tests; stream big ones)."""
-    with open_volume(path, channel) as reader:
+    with open_volume(path, channel, time) as reader:
         return reader.read()
 
 

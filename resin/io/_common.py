@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from resin.errors import ChannelsError, OutputExistsError, UsageError, VolumeError
+from resin.errors import (
+    ChannelsError,
+    OutputExistsError,
+    TimePointsError,
+    UsageError,
+    VolumeError,
+)
 
 Region = tuple[slice, slice, slice]
 VoxelSize = tuple[float, float, float]
@@ -188,6 +194,17 @@ def check_channel(path: str, channels: int, channel: int | None) -> int | None:
     if channels > 1 and channel is None:
         raise ChannelsError(path, channels)
     return channel if channels > 1 else None
+
+
+def check_time(path: str, time_points: int, time: int | None) -> int | None:
+    """:func:`check_channel` for the time axis of a time series (TimePointsError)."""
+    if time is not None and not 0 <= time < time_points:
+        has = ("one time point (0)" if time_points == 1
+               else f"{time_points} time points (0 to {time_points - 1})")
+        raise VolumeError(f"{path}: has no time point {time}; it has {has}")
+    if time_points > 1 and time is None:
+        raise TimePointsError(path, time_points)
+    return time if time_points > 1 else None
 
 
 def one_line(exc: BaseException) -> str:

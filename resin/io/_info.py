@@ -14,30 +14,36 @@ _QUIET_CHECK_VOXELS = 2**26
 
 
 def volume_info(path: str | os.PathLike[str], check: bool = False,
-                channel: int | None = None) -> dict[str, Any]:
+                channel: int | None = None, time: int | None = None) -> dict[str, Any]:
     """Shape, dtype, voxel size, chunks, format and size on disk of a volume.
 
     ``check=True`` also reads every chunk once (z slab by z slab), so a truncated or
     corrupt file fails here with a VolumeError rather than hours into a run. A file with
-    several channels is described by ``channel`` (by its channel 0, and checked in every
-    channel, when None): ``channels`` says how many there are.
+    several channels (time points) is described by ``channel`` (``time``), or by its first
+    when None, and then checked in every one: ``channels`` (``time_points``) says how many
+    there are.
     """
-    from resin.errors import ChannelsError
+    from resin.errors import ChannelsError, TimePointsError
     from resin.io import open_volume
 
     path = os.fspath(path)
-    every_channel = False
-    try:
-        reader = open_volume(path, channel)
-    except ChannelsError:
-        reader = open_volume(path, 0)
-        every_channel = True
+    every_channel = every_time = False
+    while True:
+        try:
+            reader = open_volume(path, channel, time)
+            break
+        except ChannelsError:
+            channel, every_channel = 0, True
+        except TimePointsError:
+            time, every_time = 0, True
     with reader:
         info: dict[str, Any] = {
             "path": path,
             "format": reader.format,
             "channels": reader.channels,
             "channel": None if every_channel else reader.channel,
+            "time_points": reader.time_points,
+            "time": None if every_time else reader.time,
             "shape": list(reader.shape),
             "dtype": str(reader.dtype),
             "voxel_size_um": None if reader.voxel_size is None else list(reader.voxel_size),
@@ -52,16 +58,21 @@ def volume_info(path: str | os.PathLike[str], check: bool = False,
             blocks = progress_of(path)
             info["blocks_done"] = None if blocks is None else list(blocks)
         if check:
+            channels = range(reader.channels) if every_channel else [channel]
+            times = range(reader.time_points) if every_time else [time]
             readers = [reader]
             try:
-                if every_channel:
-                    readers += [open_volume(path, c) for c in range(1, reader.channels)]
+                readers += [open_volume(path, c, t) for t in times for c in channels
+                            if (c, t) != (channel, time)]
                 _check(path, readers)
             finally:
                 for other in readers[1:]:
                     other.close()
+            every = [f"{n} {what}" for n, what, on in (
+                (reader.channels, "channels", every_channel),
+                (reader.time_points, "time points", every_time)) if on]
             info["check"] = "ok: every chunk was read" + (
-                f" in all {reader.channels} channels" if every_channel else "")
+                f" in all {' x '.join(every)}" if every else "")
     return info
 
 
@@ -106,13 +117,17 @@ def format_info(info: dict[str, Any]) -> str:
     if channels > 1 and info.get("channel") is None:
         rows.append(("channels", f"{channels} (resin processes one: choose it with "
                                  "--channel N; shown: channel 0)"))
+    time_points = info.get("time_points", 1)
+    if time_points > 1 and info.get("time") is None:
+        rows.append(("time points", f"{time_points} (resin processes one: choose it with "
+                                    "--time T; shown: time point 0)"))
     rows += [
         ("shape", f"{triple(info['shape'])} (z, y, x)"),
         ("dtype", info["dtype"]),
         ("voxel size", "unknown" if vs is None else f"{triple(vs)} um (z, y, x)"),
         ("chunks", f"{triple(info['chunks'])} (z, y, x)"),
         ("size on disk", f"{format_bytes(info['size_on_disk'])} "
-                         f"(uncompressed {format_bytes(z * y * x * dtype_bytes * channels)})"),
+                         f"(uncompressed {format_bytes(z * y * x * dtype_bytes * channels * time_points)})"),
     ]
     if not info.get("complete", True):
         blocks = info.get("blocks_done")

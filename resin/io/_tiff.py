@@ -28,6 +28,7 @@ from resin.io._common import (
     VoxelSize,
     check_channel,
     check_shape,
+    check_time,
     check_voxel_size,
     check_write_dtype,
     check_write_region,
@@ -84,7 +85,7 @@ _DAMAGE = ("invalid page offset", "failed to reshape", "truncat", "corrupt", "be
 class TiffReader:
     """A 3D TIFF read by region (memory-mapped when uncompressed and contiguous)."""
 
-    def __init__(self, path: str, channel: int | None = None) -> None:
+    def __init__(self, path: str, channel: int | None = None, time: int | None = None) -> None:
         import tifffile
 
         self.path = path
@@ -117,13 +118,14 @@ class TiffReader:
         except Exception as exc:
             raise VolumeError(f"{path}: not a readable TIFF ({one_line(exc)})") from exc
         try:
-            self._init(series, shape, axes, stored, keyframe_shape, pages, channel)
+            self._init(series, shape, axes, stored, keyframe_shape, pages, channel, time)
         except BaseException:
             self._tif.close()
             raise
 
     def _init(self, series: Any, shape: tuple[int, ...], axes: str, stored: np.dtype,
-              keyframe_shape: tuple[int, ...], pages: list[Any], channel: int | None) -> None:
+              keyframe_shape: tuple[int, ...], pages: list[Any], channel: int | None,
+              time: int | None) -> None:
         path = self.path
         record = self._resin_record()
         self.attrs = record.get("attrs", {}) if isinstance(record.get("attrs"), dict) else {}
@@ -135,14 +137,23 @@ class TiffReader:
         #: channels in the file (1 without a channel axis) and the one read (None: the only)
         self.channels = shape[colour[0]] if colour else 1
         self.channel = check_channel(path, self.channels, channel)
-        # index of the series array that gives the ZYX volume: the channel picked, other
-        # singleton axes dropped
+        # a T axis is time beside three others (a TYX stack is read as a volume, as before)
+        others = [i for i, (a, n) in enumerate(zip(axes, shape, strict=True))
+                  if i not in colour and (n > 1 or a in "YX")]
+        series_t = [i for i in others if axes[i] == "T"] if len(others) > 3 else []
+        #: time points in the file (1 unless it is a time series) and the one read
+        self.time_points = shape[series_t[0]] if series_t else 1
+        self.time = check_time(path, self.time_points, time)
+        # index of the series array that gives the ZYX volume: the channel and time point
+        # picked, other singleton axes dropped
         index: list[int | slice] = [slice(None)] * len(shape)
         kept: list[tuple[str, int]] = []
         positions: list[int | None] = []
         for i, (a, n) in enumerate(zip(axes, shape, strict=True)):
             if colour and i == colour[0]:
                 index[i] = self.channel if self.channel is not None else 0
+            elif series_t and i == series_t[0]:
+                index[i] = self.time if self.time is not None else 0
             elif n == 1 and a not in "YX":
                 index[i] = 0
             else:
@@ -151,10 +162,6 @@ class TiffReader:
         if len(kept) == 2 and record.get("shape") == [1, *(n for _, n in kept)]:
             kept.insert(0, ("Z", 1))  # a one-plane volume resin wrote, not a 2D image
             positions.insert(0, None)
-        if len(kept) > 3 and any(a == "T" for a, _ in kept):
-            n = dict(kept)["T"]
-            raise VolumeError(f"{path}: has {n} time points; resin processes one volume: "
-                              "extract one time point first")
         if len(kept) < 3:
             raise VolumeError(f"{path}: is {len(kept)}D (shape {shape}); resin needs a 3D ZYX "
                               "volume")
@@ -169,6 +176,8 @@ class TiffReader:
         self.dtype: np.dtype = read_dtype(stored, path)
         self.voxel_size: VoxelSize | None = self._read_voxel_size()
         kind = "OME-TIFF" if self._tif.is_ome else "ImageJ TIFF" if self._tif.is_imagej else "TIFF"
+        if self.time is not None:
+            kind += f", time point {self.time} of {self.time_points}"
         if self.channel is not None:
             kind += f", channel {self.channel} of {self.channels}"
         self._memmap: np.ndarray | None = None

@@ -24,6 +24,7 @@ from resin.io._common import (
     check_channel,
     check_chunks,
     check_shape,
+    check_time,
     check_voxel_size,
     check_write_dtype,
     check_write_region,
@@ -64,7 +65,8 @@ class _Axes:
     """Which dimensions of a stored array are z, y, x; the rest must be singletons."""
 
     def __init__(self, path: str, shape: tuple[int, ...], kinds: list[str],
-                 names: list[str], channel: int | None = None) -> None:
+                 names: list[str], channel: int | None = None,
+                 time: int | None = None) -> None:
         spatial = [i for i, k in enumerate(kinds) if k == "space"]
         if len(spatial) < 3:
             raise VolumeError(
@@ -79,12 +81,17 @@ class _Axes:
         self.channels = int(shape[colour[0]]) if colour else 1
         self.channel = check_channel(path, self.channels, channel)
         self.channel_axis = colour[0] if colour else None
+        times = [i for i, k in enumerate(kinds) if k == "time" and shape[i] > 1]
+        if len(times) > 1:
+            raise VolumeError(f"{path}: has {len(times)} time axes; resin reads one")
+        #: time points in the store (1 unless it is a time series) and the one read
+        self.time_points = int(shape[times[0]]) if times else 1
+        self.time = check_time(path, self.time_points, time)
+        self.time_axis = times[0] if times else None
         for i, kind in enumerate(kinds):
-            if kind == "space" or shape[i] == 1 or i == self.channel_axis:
+            if (kind == "space" or shape[i] == 1 or i == self.channel_axis
+                    or i == self.time_axis):
                 continue
-            if kind == "time":
-                raise VolumeError(f"{path}: has {shape[i]} time points; resin processes one "
-                                  "volume: extract one time point first")
             raise VolumeError(f"{path}: has {shape[i]} entries along axis '{names[i]}'; "
                               "resin processes one 3D volume: extract it first")
         self.spatial = spatial
@@ -98,6 +105,8 @@ class _Axes:
             idx[axis] = s
         if self.channel_axis is not None and self.channel is not None:
             idx[self.channel_axis] = self.channel
+        if self.time_axis is not None and self.time is not None:
+            idx[self.time_axis] = self.time
         return tuple(idx)
 
     def pick(self, values: tuple[int, ...]) -> tuple[int, int, int]:
@@ -106,7 +115,7 @@ class _Axes:
 
 
 def _plain_axes(path: str, shape: tuple[int, ...], names: list[str] | None,
-                channel: int | None = None) -> _Axes:
+                channel: int | None = None, time: int | None = None) -> _Axes:
     """Axes of an array without OME metadata: named if it has dimension names, else
     (t, c,) z, y, x with the leading axes read as time and channel."""
     ndim = len(shape)
@@ -118,9 +127,9 @@ def _plain_axes(path: str, shape: tuple[int, ...], names: list[str] | None,
     if names and len(names) == ndim and all(names):
         kinds = [_axis_kind(n, None) for n in names]
         if kinds.count("space") == 3:
-            return _Axes(path, shape, kinds, list(names), channel)
+            return _Axes(path, shape, kinds, list(names), channel, time)
     default = {3: ["z", "y", "x"], 4: ["c", "z", "y", "x"], 5: ["t", "c", "z", "y", "x"]}[ndim]
-    return _Axes(path, shape, [_axis_kind(n, None) for n in default], default, channel)
+    return _Axes(path, shape, [_axis_kind(n, None) for n in default], default, channel, time)
 
 
 def _scale_of(transforms: Any) -> list[float] | None:
@@ -136,10 +145,11 @@ def _scale_of(transforms: Any) -> list[float] | None:
 class ZarrReader:
     """A Zarr array or the full-resolution level of an OME-Zarr image, read by region."""
 
-    def __init__(self, path: str, channel: int | None = None) -> None:
+    def __init__(self, path: str, channel: int | None = None, time: int | None = None) -> None:
         zarr = _zarr()
         self.path = path
         self._channel = channel
+        self._time = time
         if not Path(path).exists():
             raise VolumeError(f"{path}: no such file or directory")
         try:
@@ -169,6 +179,10 @@ class ZarrReader:
         self.chunks: tuple[int, int, int] = self._axes.pick(tuple(self._array.chunks))
         self.channels: int = self._axes.channels
         self.channel: int | None = self._axes.channel
+        self.time_points: int = self._axes.time_points
+        self.time: int | None = self._axes.time
+        if self.time is not None:
+            self.format += f", time point {self.time} of {self.time_points}"
         if self.channel is not None:
             self.format += f", channel {self.channel} of {self.channels}"
 
@@ -181,7 +195,8 @@ class ZarrReader:
             names = [str(n) if n is not None else "" for n in array.metadata.dimension_names]
         elif isinstance(attrs.get("_ARRAY_DIMENSIONS"), list):
             names = [str(n) for n in attrs["_ARRAY_DIMENSIONS"]]
-        self._axes = _plain_axes(self.path, tuple(array.shape), names, self._channel)
+        self._axes = _plain_axes(self.path, tuple(array.shape), names, self._channel,
+                                 self._time)
         self.format = f"Zarr v{zfmt} array"
         vs = attrs.get("voxel_size")
         factor = um_per_unit(attrs.get("voxel_size_unit", "micrometer"))
@@ -228,7 +243,7 @@ class ZarrReader:
         if len(names) != len(shape):
             raise VolumeError(f"{self.path}: OME-Zarr axes {names} do not match the array's "
                               f"{len(shape)} dimensions")
-        self._axes = _Axes(self.path, shape, kinds, names, self._channel)
+        self._axes = _Axes(self.path, shape, kinds, names, self._channel, self._time)
         self.format = f"OME-Zarr {version} (Zarr v{self._array.metadata.zarr_format})"
         scale = _scale_of(level.get("coordinateTransformations"))
         outer = _scale_of(ms.get("coordinateTransformations"))

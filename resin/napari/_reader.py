@@ -34,7 +34,10 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
     try:
         open_volume(path).close()
     except ChannelsError:
-        return read  # one layer per channel
+        try:
+            open_volume(path, 0).close()  # one layer per channel, if one channel opens
+        except VolumeError:
+            return None
     except VolumeError:
         return None
     return read

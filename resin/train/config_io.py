@@ -27,7 +27,7 @@ def build_config(preset: str, overrides: dict[str, Any] | None = None,
         raise UsageError("the config file must hold a JSON object of TrainConfig fields")
     top: dict[str, Any] = dict(overrides or {})
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    data_flags = {k: flags.pop(k) for k in ("z_step", "patch_size", "channel") if k in flags}
+    data_flags = {k: flags.pop(k) for k in ("z_step", "patch_size", "channel", "time") if k in flags}
     if data_flags:
         top["data"] = {**top.get("data", {}), **data_flags}
     top.update(flags)
@@ -49,7 +49,7 @@ def fit_patch_to_volume(raw: str, config: TrainConfig,
 
     if "patch_size" in (overrides or {}).get("data", {}):
         return config
-    reader = open_volume(raw, config.data.channel)
+    reader = open_volume(raw, config.data.channel, config.data.time)
     try:
         shape = tuple(reader.shape)
     finally:

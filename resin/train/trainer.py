@@ -420,7 +420,7 @@ def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | 
             raise ResumeError(f"{paths.state} was made with a different configuration; resume "
                               "with the same options (only --steps may change)")
 
-    reader = open_volume(raw, config.data.channel)
+    reader = open_volume(raw, config.data.channel, config.data.time)
     try:
         return _run(reader, paths, config, dev, resume_ckpt, previews, stop_after)
     finally:

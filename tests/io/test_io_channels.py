@@ -1,4 +1,5 @@
-"""Multi-channel files: one channel read at a time, by region, in every layout resin reads."""
+"""Multi-channel files and time series: one channel / time point read at a time, by region,
+in every layout resin reads."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import tifffile
 import zarr
 
-from resin.errors import ChannelsError, UsageError, VolumeError
+from resin.errors import ChannelsError, TimePointsError, UsageError, VolumeError
 from resin.io import open_volume, read_volume, volume_info, write_volume
 
 REGION = (slice(1, 4), slice(2, 9), slice(3, 17))
@@ -128,3 +129,64 @@ def test_info_cli_names_the_channels(cli, tmp_path, rng):
     assert json.loads(proc.stdout)["channel"] == 2
     proc = cli("resin", "info", "--channel", "7", str(path))
     assert proc.returncode == 2 and "has no channel 7" in proc.stderr
+
+
+def _series(rng) -> np.ndarray:
+    """(T, Z, C, Y, X) = (3, 5, 2, 16, 20)."""
+    return rng.integers(0, 4000, (3, 5, 2, 16, 20)).astype(np.uint16)
+
+
+SERIES = {"imagej": "t.tif", "imagej_zlib": "t.tif", "zarr_tczyx": "t.zarr",
+          "ome_zarr": "t.ome.zarr"}
+
+
+def _write_series(path, layout: str, data: np.ndarray) -> None:
+    if layout.startswith("imagej"):
+        kw = {"compression": "zlib"} if layout.endswith("zlib") else {}
+        tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TZCYX"}, **kw)
+    elif layout == "zarr_tczyx":  # five unnamed dimensions are read as TCZYX
+        zarr.create_array(path, data=np.ascontiguousarray(data.transpose(0, 2, 1, 3, 4)),
+                          chunks=(1, 1, 2, 8, 8))
+    else:
+        g = zarr.open_group(path, mode="w", zarr_format=3)
+        g.attrs["ome"] = {"version": "0.5", "multiscales": [{
+            "axes": [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + [
+                {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+            "datasets": [{"path": "0", "coordinateTransformations": [
+                {"type": "scale", "scale": [1.0, 1.0, 2.0, 0.5, 0.5]}]}]}]}
+        g.create_array("0", data=np.ascontiguousarray(data.transpose(0, 2, 1, 3, 4)),
+                       chunks=(1, 1, 2, 8, 8))
+
+
+@pytest.mark.parametrize("layout", list(SERIES))
+def test_each_time_point_and_channel_reads_as_its_own_volume(tmp_path, rng, layout):
+    data = _series(rng)
+    path = tmp_path / SERIES[layout]
+    _write_series(path, layout, data)
+    for t in range(3):
+        for c in range(2):
+            with open_volume(path, channel=c, time=t) as r:
+                assert (r.shape, r.time_points, r.time) == ((5, 16, 20), 3, t)
+                assert f"time point {t} of 3" in r.format
+                np.testing.assert_array_equal(r.read(REGION), data[t, :, c][REGION])
+    with pytest.raises(TimePointsError, match=r"has 3 time points; .*--time T \(0 to 2\)"):
+        open_volume(path, channel=0)
+    with pytest.raises(VolumeError, match=r"has no time point 3; it has 3 time points"):
+        open_volume(path, channel=0, time=3)
+
+
+def test_a_tyx_stack_is_still_one_volume(tmp_path, rng):
+    data = rng.integers(0, 4000, (4, 16, 20)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "tyx.tif", data, imagej=True, metadata={"axes": "TYX"})
+    with open_volume(tmp_path / "tyx.tif") as r:
+        assert (r.shape, r.time_points, r.time) == ((4, 16, 20), 1, None)
+        np.testing.assert_array_equal(r.read(), data)
+
+
+def test_info_checks_every_time_point(tmp_path, rng):
+    path = tmp_path / "t.tif"
+    _write_series(path, "imagej_zlib", _series(rng))
+    info = volume_info(path, check=True)
+    assert (info["time_points"], info["time"], info["channels"]) == (3, None, 2)
+    assert info["check"] == "ok: every chunk was read in all 2 channels x 3 time points"
+    assert volume_info(path, channel=1, time=2)["time"] == 2

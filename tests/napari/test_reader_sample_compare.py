@@ -56,6 +56,10 @@ def test_reader_declines_what_resin_cannot_read(tmp_path):
 
     tifffile.imwrite(flat, np.zeros((16, 16), np.uint16))
     assert get_reader(str(flat)) is None
+    series = tmp_path / "series.tif"  # a time series: left to napari's own 4-D readers
+    tifffile.imwrite(series, np.zeros((2, 4, 2, 8, 8), np.uint16), imagej=True,
+                     metadata={"axes": "TZCYX"})
+    assert get_reader(str(series)) is None
     assert get_reader(str(tmp_path / "notes.txt")) is None
     assert get_reader([str(flat), str(flat)]) is None
 

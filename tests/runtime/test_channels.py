@@ -1,6 +1,7 @@
-"""`resin-run --channel` / ``Enhancer.run(channel=)``: one channel of a multi-channel file
-gives the bytes of that channel on its own, with the channel in the name, attributes, run
-record and report; a multi-channel file without a channel is one line, exit 2."""
+"""`resin-run --channel` / `--time` (``Enhancer.run(channel=, time=)``): one channel or time
+point of a file with several gives the bytes of that volume on its own, with the choice in
+the name, attributes, run record and report; without a choice such a file is one line,
+exit 2."""
 
 from __future__ import annotations
 
@@ -108,3 +109,20 @@ def test_report_on_a_volume_too_thin_to_measure_is_refused_before_the_run(cli, f
                                      str(out), "--device", "cpu", *TILE, "--report"))
     assert "at least 16 voxels per axis" in line and "(12, 20, 24)" in line
     assert not out.exists() and not list(tmp_path.glob("thin.ome.zarr*"))
+
+
+def test_time_point_run_gives_the_bytes_of_that_time_point_alone(cli, fast_model, tmp_path,
+                                                                  rng):
+    data = rng.integers(0, 4000, size=(3, 16, 20, 24)).astype(np.uint16)  # (T, Z, Y, X)
+    src = tmp_path / "series.tif"
+    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "TZYX"})
+    line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(src),
+                                     "--device", "cpu"))
+    assert "has 3 time points" in line and "--time T (0 to 2)" in line
+    proc = cli("resin-run", "--engine", str(fast_model), str(src), "--time", "2", "--device",
+               "cpu", *TILE)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "series_t2_resin.ome.zarr"
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+        np.testing.assert_array_equal(read_volume(out), enh.enhance(data[2]))
+    assert dict(zarr.open_group(out, mode="r").attrs["resin"])["input_time"] == 2

@@ -103,24 +103,24 @@ def test_train_cli_fits_the_preset_patch_to_a_thin_volume(cli, tmp_path, tiny_vo
     assert not (tmp_path / "n.pt").exists()
 
 
-def test_train_cli_trains_on_the_chosen_channel(cli, tmp_path, tiny_volume):
-    """A two-channel hyperstack trains on --channel N (recorded in MODEL.json); without it,
-    one line naming the flag, before anything is written."""
+def test_train_cli_trains_on_the_chosen_channel_and_time_point(cli, tmp_path, tiny_volume):
+    """A two-channel time series trains on --channel N --time T (recorded in MODEL.json);
+    without them, one line naming the flag, before anything is written."""
     raw = tmp_path / "two.tif"
-    data = np.stack([tiny_volume, tiny_volume[:, ::-1]], axis=1)  # (Z, C, Y, X)
-    tifffile.imwrite(raw, data, imagej=True, metadata={"axes": "ZCYX"})
+    volume = np.stack([tiny_volume, tiny_volume[:, ::-1]], axis=1)  # (Z, C, Y, X)
+    tifffile.imwrite(raw, np.stack([volume, volume[..., ::-1]]), imagej=True,
+                     metadata={"axes": "TZCYX"})
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY))
     out = tmp_path / "m.pt"
-    refused = cli("resin", "train", str(raw), "-o", str(out), "--config", str(config),
-                  "--steps", "2", "--device", "cpu", "--no-previews")
-    assert "has 2 channels" in assert_one_line_error(refused)
+    base = ["resin", "train", str(raw), "-o", str(out), "--config", str(config), "--steps",
+            "2", "--device", "cpu", "--no-previews"]
+    assert "has 2 channels" in assert_one_line_error(cli(*base))
+    assert "has 2 time points" in assert_one_line_error(cli(*base, "--channel", "1"))
     assert not list(tmp_path.glob("m.*"))
-    proc = cli("resin", "train", str(raw), "-o", str(out), "--config", str(config), "--steps",
-               "2", "--device", "cpu", "--no-previews", "--channel", "1")
+    proc = cli(*base, "--channel", "1", "--time", "0")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "m.json").read_text())["data"]["channel"] == 1
-    resumed = cli("resin", "train", str(raw), "-o", str(out), "--config", str(config),
-                  "--steps", "3", "--device", "cpu", "--no-previews", "--channel", "0",
-                  "--resume")
+    data = json.loads((tmp_path / "m.json").read_text())["data"]
+    assert (data["channel"], data["time"]) == (1, 0)
+    resumed = cli(*base, "--channel", "0", "--time", "0", "--resume")
     assert "different configuration" in assert_one_line_error(resumed)
