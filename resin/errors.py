@@ -28,24 +28,31 @@ class VolumeError(InputError):
     """A volume file is missing, unreadable, truncated, or has an unsupported shape/dtype."""
 
 
-class ChannelsError(VolumeError):
+class ChooseOneError(VolumeError):
+    """A file with several channels or time points was opened without choosing one."""
+
+    noun = "entries"
+    flag = "--index I"
+
+    def __init__(self, path: str, count: int) -> None:
+        self.path = path
+        self.count = count
+        super().__init__(f"{path}: has {count} {self.noun}; resin processes one: choose it "
+                         f"with {self.flag} (0 to {count - 1})")
+
+
+class ChannelsError(ChooseOneError):
     """A multi-channel volume was opened without saying which channel to process."""
 
-    def __init__(self, path: str, channels: int) -> None:
-        self.path = path
-        self.channels = channels
-        super().__init__(f"{path}: has {channels} channels; resin processes one: choose it "
-                         f"with --channel N (0 to {channels - 1})")
+    noun = "channels"
+    flag = "--channel N"
 
 
-class TimePointsError(VolumeError):
+class TimePointsError(ChooseOneError):
     """A time series was opened without saying which time point to process."""
 
-    def __init__(self, path: str, time_points: int) -> None:
-        self.path = path
-        self.time_points = time_points
-        super().__init__(f"{path}: has {time_points} time points; resin processes one volume: "
-                         f"choose it with --time T (0 to {time_points - 1})")
+    noun = "time points"
+    flag = "--time T"
 
 
 class OutputExistsError(InputError):

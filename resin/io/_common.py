@@ -10,6 +10,7 @@ import numpy as np
 
 from resin.errors import (
     ChannelsError,
+    ChooseOneError,
     OutputExistsError,
     TimePointsError,
     UsageError,
@@ -184,27 +185,26 @@ def size_on_disk(path: str) -> int:
     return total
 
 
+def check_choice(path: str, count: int, value: int | None,
+                 error: type[ChooseOneError]) -> int | None:
+    """The channel (time point) to read from a file with ``count`` of them: ``value`` itself
+    when there are several (``error`` when None), None when there is one (only 0 exists);
+    VolumeError when it is out of range."""
+    if value is not None and not 0 <= value < count:
+        noun = error.noun.removesuffix("s")
+        has = f"one {noun} (0)" if count == 1 else f"{count} {error.noun} (0 to {count - 1})"
+        raise VolumeError(f"{path}: has no {noun} {value}; it has {has}")
+    if count > 1 and value is None:
+        raise error(path, count)
+    return value if count > 1 else None
+
+
 def check_channel(path: str, channels: int, channel: int | None) -> int | None:
-    """The channel to read from a file with ``channels`` of them: ``channel`` itself for a
-    multi-channel file (ChannelsError when None), None for a one-channel file (where only
-    channel 0 exists); VolumeError when it is out of range."""
-    if channel is not None and not 0 <= channel < channels:
-        has = "one channel (0)" if channels == 1 else f"{channels} channels (0 to {channels - 1})"
-        raise VolumeError(f"{path}: has no channel {channel}; it has {has}")
-    if channels > 1 and channel is None:
-        raise ChannelsError(path, channels)
-    return channel if channels > 1 else None
+    return check_choice(path, channels, channel, ChannelsError)
 
 
 def check_time(path: str, time_points: int, time: int | None) -> int | None:
-    """:func:`check_channel` for the time axis of a time series (TimePointsError)."""
-    if time is not None and not 0 <= time < time_points:
-        has = ("one time point (0)" if time_points == 1
-               else f"{time_points} time points (0 to {time_points - 1})")
-        raise VolumeError(f"{path}: has no time point {time}; it has {has}")
-    if time_points > 1 and time is None:
-        raise TimePointsError(path, time_points)
-    return time if time_points > 1 else None
+    return check_choice(path, time_points, time, TimePointsError)
 
 
 def one_line(exc: BaseException) -> str:

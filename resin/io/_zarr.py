@@ -74,20 +74,12 @@ class _Axes:
             )
         if len(spatial) > 3:
             raise VolumeError(f"{path}: has {len(spatial)} spatial axes; resin needs 3 (z, y, x)")
-        colour = [i for i, k in enumerate(kinds) if k == "channel" and shape[i] > 1]
-        if len(colour) > 1:
-            raise VolumeError(f"{path}: has {len(colour)} channel axes; resin reads one")
-        #: channels in the store (1 without a channel axis) and the one read (None: the only)
-        self.channels = int(shape[colour[0]]) if colour else 1
+        #: channels (time points) in the store, 1 without such an axis; the one read (None
+        #: when there is one) and its axis
+        self.channel_axis, self.channels = _choice_axis(path, shape, kinds, "channel")
         self.channel = check_channel(path, self.channels, channel)
-        self.channel_axis = colour[0] if colour else None
-        times = [i for i, k in enumerate(kinds) if k == "time" and shape[i] > 1]
-        if len(times) > 1:
-            raise VolumeError(f"{path}: has {len(times)} time axes; resin reads one")
-        #: time points in the store (1 unless it is a time series) and the one read
-        self.time_points = int(shape[times[0]]) if times else 1
+        self.time_axis, self.time_points = _choice_axis(path, shape, kinds, "time")
         self.time = check_time(path, self.time_points, time)
-        self.time_axis = times[0] if times else None
         for i, kind in enumerate(kinds):
             if (kind == "space" or shape[i] == 1 or i == self.channel_axis
                     or i == self.time_axis):
@@ -112,6 +104,15 @@ class _Axes:
     def pick(self, values: tuple[int, ...]) -> tuple[int, int, int]:
         z, y, x = (int(values[i]) for i in self.spatial)
         return z, y, x
+
+
+def _choice_axis(path: str, shape: tuple[int, ...], kinds: list[str],
+                 kind: str) -> tuple[int | None, int]:
+    """The one axis of ``kind`` longer than 1 (None if there is none) and its length."""
+    found = [i for i, k in enumerate(kinds) if k == kind and shape[i] > 1]
+    if len(found) > 1:
+        raise VolumeError(f"{path}: has {len(found)} {kind} axes; resin reads one")
+    return (found[0], int(shape[found[0]])) if found else (None, 1)
 
 
 def _plain_axes(path: str, shape: tuple[int, ...], names: list[str] | None,

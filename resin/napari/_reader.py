@@ -59,7 +59,7 @@ def volume_layers(path: str | os.PathLike[str]) -> list[LayerData]:
     try:
         reader = open_volume(path)
     except ChannelsError as exc:
-        return [_channel_layer(path, c) for c in range(exc.channels)]
+        return [_channel_layer(path, c) for c in range(exc.count)]
     levels: list[Any] = [_level(reader)]
     for sub in _lower_levels(path):
         try:

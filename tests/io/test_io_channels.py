@@ -43,15 +43,21 @@ def _write(path, layout: str, data: np.ndarray) -> None:
         zarr.create_array(path, data=np.ascontiguousarray(data.transpose(1, 2, 3, 0)),
                           chunks=(2, 8, 8, 3), dimension_names=("z", "y", "x", "c"))
     elif layout == "ome_zarr":
-        g = zarr.open_group(path, mode="w", zarr_format=3)
-        g.attrs["ome"] = {"version": "0.5", "multiscales": [{
-            "axes": [{"name": "c", "type": "channel"}] + [
-                {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
-            "datasets": [{"path": "0", "coordinateTransformations": [
-                {"type": "scale", "scale": [1.0, 2.0, 0.5, 0.5]}]}]}]}
-        g.create_array("0", data=data, chunks=(1, 2, 8, 8))
+        _ome_zarr(path, data, "c")
     else:
         raise AssertionError(layout)
+
+
+def _ome_zarr(path, data: np.ndarray, leading: str) -> None:
+    """An OME-Zarr 0.5 image of ``data``, axes ``leading`` (t, c) then z, y, x."""
+    kinds = {"t": "time", "c": "channel"}
+    g = zarr.open_group(path, mode="w", zarr_format=3)
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": a, "type": kinds[a]} for a in leading] + [
+            {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0] * len(leading) + [2.0, 0.5, 0.5]}]}]}]}
+    g.create_array("0", data=data, chunks=(1,) * len(leading) + (2, 8, 8))
 
 
 LAYOUTS = {
@@ -148,14 +154,7 @@ def _write_series(path, layout: str, data: np.ndarray) -> None:
         zarr.create_array(path, data=np.ascontiguousarray(data.transpose(0, 2, 1, 3, 4)),
                           chunks=(1, 1, 2, 8, 8))
     else:
-        g = zarr.open_group(path, mode="w", zarr_format=3)
-        g.attrs["ome"] = {"version": "0.5", "multiscales": [{
-            "axes": [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + [
-                {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"],
-            "datasets": [{"path": "0", "coordinateTransformations": [
-                {"type": "scale", "scale": [1.0, 1.0, 2.0, 0.5, 0.5]}]}]}]}
-        g.create_array("0", data=np.ascontiguousarray(data.transpose(0, 2, 1, 3, 4)),
-                       chunks=(1, 1, 2, 8, 8))
+        _ome_zarr(path, np.ascontiguousarray(data.transpose(0, 2, 1, 3, 4)), "tc")
 
 
 @pytest.mark.parametrize("layout", list(SERIES))
