@@ -41,6 +41,15 @@ def add_common_flags(parser: argparse.ArgumentParser, top: bool = False) -> None
                         help="no progress bars or log lines")
 
 
+def add_choice_flags(parser: argparse.ArgumentParser, verb: str, note: str) -> None:
+    """``--channel N`` and ``--time T``: which channel and time point of a file with several
+    the command reads (``note`` ends both help texts)."""
+    parser.add_argument("--channel", type=int, metavar="N", default=None,
+                        help=f"{verb} channel N (0-based) of a multi-channel file {note}")
+    parser.add_argument("--time", type=int, metavar="T", default=None,
+                        help=f"{verb} time point T (0-based) of a time series {note}")
+
+
 def subparser_class() -> type[argparse.ArgumentParser]:
     return _Parser
 

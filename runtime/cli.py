@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from resin._cli import int3, main_with, make_parser
+from resin._cli import add_choice_flags, int3, main_with, make_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,13 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "lies beside the model (MODEL.degrader.onnx) or in the .pt, the "
                              "consistency |D(F(y)) - y|; write OUTPUT.report.json (and "
                              "OUTPUT.report.png, the residual's map)")
-    parser.add_argument("--channel", type=int, metavar="N", default=None,
-                        help="enhance channel N (0-based) of a multi-channel input (a "
-                             "multi-channel file is refused without it); the default output "
-                             "is then INPUT_cN_resin.ome.zarr")
-    parser.add_argument("--time", type=int, metavar="T", default=None,
-                        help="enhance time point T (0-based) of a time series (refused "
-                             "without it); the default output is then INPUT_tT_resin.ome.zarr")
+    add_choice_flags(parser, "enhance", "(required for one; the default output becomes "
+                                        "INPUT_tT_cN_resin.ome.zarr)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run (same bytes as an uninterrupted one)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from resin._cli import add_choice_flags
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     p = sub.add_parser(
@@ -13,12 +15,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     p.add_argument("volume", metavar="VOLUME", help="a .tif/.tiff, .zarr or .ome.zarr volume")
     p.add_argument("--check", action="store_true",
                    help="also read every chunk once to find truncated or corrupt data")
-    p.add_argument("--channel", type=int, metavar="N",
-                   help="describe channel N (0-based) of a multi-channel file (default: "
-                        "channel 0, checked in every channel)")
-    p.add_argument("--time", type=int, metavar="T",
-                   help="describe time point T (0-based) of a time series (default: time "
-                        "point 0, checked at every time point)")
+    add_choice_flags(p, "describe", "(default: the first, and --check reads every one)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run)
     return p

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from resin._cli import add_choice_flags
 from resin.config import PRESETS
 from resin.errors import UsageError
 
@@ -32,12 +33,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="training patch size (multiples of 4; default: the preset's, "
                         "shrunk to a cube shorter than a thinner volume)")
-    p.add_argument("--channel", type=int, metavar="N",
-                   help="train on channel N (0-based) of a multi-channel raw file (required "
-                        "for one); recorded in MODEL.json")
-    p.add_argument("--time", type=int, metavar="T",
-                   help="train on time point T (0-based) of a time-series raw file (required "
-                        "for one); recorded in MODEL.json")
+    add_choice_flags(p, "train on", "(required for one; recorded in MODEL.json)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
