@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,11 +132,17 @@ def export_graph(net: Any, example: Any, path: Path, opset: int, exporter: str =
     failures = []
     for name in order:
         try:
-            if name == "legacy":
-                _export_legacy(net, example, path, opset, dynamic=dynamic)
-            else:
-                _export_dynamo(net, example, path, opset, dynamic=dynamic,
-                               size_multiple=size_multiple)
+            # torch's exporters warn about their own internals ("Constant folding - Only
+            # steps=1 ...", deprecations): debug lines, not the user's business
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if name == "legacy":
+                    _export_legacy(net, example, path, opset, dynamic=dynamic)
+                else:
+                    _export_dynamo(net, example, path, opset, dynamic=dynamic,
+                                   size_multiple=size_multiple)
+            for note in dict.fromkeys(str(w.message).split("\n")[0] for w in caught):
+                _log.debug(f"{name} exporter: {note}")
             return name
         except Exception as exc:  # noqa: BLE001 - collect and try the next exporter
             failures.append(f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")

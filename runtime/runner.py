@@ -515,7 +515,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     """
     from resin.runtime.runstate import OutputLock, RunRecord
 
-    from resin.io import open_volume, volume_format
+    from resin.io import open_volume, volume_format, volume_label
 
     settings.check()
     input_path = os.fspath(input_path)
@@ -586,7 +586,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
             state.add(blocks=1)
 
         try:
-            with _log.progress(float(tiles_total), f"enhancing {Path(input_path).name}",
+            with _log.progress(float(tiles_total), f"enhancing {volume_label(reader)}",
                                "tiles") as bar:
                 def on_tile() -> None:
                     bar.advance(1)

@@ -117,6 +117,16 @@ def open_volume(path: str | os.PathLike[str], channel: int | None = None,
     return ZarrReader(path, channel, time)
 
 
+def volume_label(reader: VolumeReader) -> str:
+    """The reader's file name and, for a file with several, its time point and channel:
+    ``stack.tif (time point 2, channel 1)``; for log lines."""
+    chosen = [f"{what} {value}" for what, value in (
+        ("time point", getattr(reader, "time", None)),
+        ("channel", getattr(reader, "channel", None))) if value is not None]
+    name = Path(str(reader.path).rstrip("/")).name
+    return f"{name} ({', '.join(chosen)})" if chosen else name
+
+
 def read_volume(path: str | os.PathLike[str], channel: int | None = None,
                 time: int | None = None) -> np.ndarray:
     """The whole volume as a ZYX array (small volumes and tests; stream big ones)."""
@@ -188,6 +198,7 @@ __all__ = [
     "read_volume",
     "size_on_disk",
     "volume_format",
+    "volume_label",
     "volume_info",
     "write_volume",
 ]

@@ -49,7 +49,7 @@ from resin.errors import (
     UsageError,
     VolumeError,
 )
-from resin.io import open_volume
+from resin.io import open_volume, volume_label
 from resin.losses import cosine_factor, cycle_loss, lsgan
 from resin.models import (
     Degrader,
@@ -466,8 +466,8 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         _start_noise(trainer, sampler, config)
     _log_anisotropy(preview_raw, hint=not config.angle_deg, axial_sigma=axial_sigma)
     _log_sampling(getattr(reader, "voxel_size", None), config.data.z_step)
-    _log.log(f"training on {reader.path} {tuple(reader.shape)} {reader.dtype}, device {dev}, "
-             f"patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
+    _log.log(f"training on {volume_label(reader)} {tuple(reader.shape)} {reader.dtype}, "
+             f"device {dev}, patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
              f"p{config.normalization.low_percentile}={norm.low:.4g} "
              f"p{config.normalization.high_percentile}={norm.high:.4g}"
              + (" (validation strip held out)" if sampler.holdout else ""))

@@ -224,6 +224,7 @@ def test_cli_exports_beside_the_checkpoint(cli, tiny_checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "model.onnx").is_file()
     assert "parity ONNX Runtime CPU vs torch" in proc.stderr + proc.stdout
+    assert "Warning" not in proc.stderr  # torch's exporter notes are not the user's business
     again = cli("resin", "export", str(ckpt))
     assert "already exists" in assert_one_line_error(again)
 
@@ -287,3 +288,27 @@ def test_slim_checkpoint_keeps_inference_and_guards_its_source(tiny_checkpoint, 
         save_generator_only(src, slim)
     with pytest.raises(UsageError, match="must not replace its source"):
         save_generator_only(src, src, overwrite=True)
+
+
+def test_the_exporters_own_warnings_do_not_reach_the_user(tmp_path):
+    """A constant sliced with a step (D's kernel) made torch's legacy exporter print
+    'Constant folding - Only steps=1 ...' UserWarnings on every `resin export`."""
+    import warnings
+
+    import torch
+    from resin.export._onnx import export_graph
+
+    class Strided(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.arange(5.0))
+
+        def forward(self, x):
+            return x * self.w[::2].sum()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        used = export_graph(Strided().eval(), torch.rand(1, 1, 4, 4, 4), tmp_path / "s.onnx",
+                            17, exporter="legacy")
+    assert used == "legacy" and (tmp_path / "s.onnx").is_file()
+    assert [str(w.message) for w in caught] == []

@@ -41,6 +41,7 @@ def test_channel_run_gives_the_bytes_of_that_channel_alone(cli, fast_model, two_
     proc = cli("resin-run", "--engine", str(fast_model), str(path), "--channel", "1",
                "--device", "cpu", *TILE, "--mip", str(path.parent / "mips"))
     assert proc.returncode == 0, proc.stderr
+    assert "enhancing stack.tif (channel 1)" in proc.stderr
     out = path.parent / "stack_c1_resin.ome.zarr"  # the default name says the channel
     with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
         alone = enh.run(singles[1], path.parent / "alone.ome.zarr")

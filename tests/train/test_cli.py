@@ -120,6 +120,7 @@ def test_train_cli_trains_on_the_chosen_channel_and_time_point(cli, tmp_path, ti
     assert not list(tmp_path.glob("m.*"))
     proc = cli(*base, "--channel", "1", "--time", "0")
     assert proc.returncode == 0, proc.stderr
+    assert "training on two.tif (time point 0, channel 1)" in proc.stderr
     data = json.loads((tmp_path / "m.json").read_text())["data"]
     assert (data["channel"], data["time"]) == (1, 0)
     resumed = cli(*base, "--channel", "0", "--time", "0", "--resume")
