@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                          "volume)")
     ap.add_argument("--border", type=int, default=4)
     ap.add_argument("--pad", type=int, default=16, help="mirror padding of the middle run")
+    ap.add_argument("--face-pads", type=int, nargs="*", default=[], metavar="N",
+                    help="also run the runtime with --faces N (each face repeated N voxels, "
+                         "at most the halo; the network's zero padding beyond)")
     args = ap.parse_args(argv)
     if (args.model is None) == (args.workdir is None):
         ap.error("give --workdir (its SETTING_PRESET.pt checkpoints) or --model, not both")
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             "runtime (faces repeated)": quality.enhance(model, sim.raw, k)[0][:n],
             "runtime, faces zero-padded": quality.enhance(model, sim.raw, k, "zeros")[0][:n],
         }
+        for pad in args.face_pads:
+            runs[f"runtime, faces padded by {pad}"] = quality.enhance(model, sim.raw, k,
+                                                                     str(pad))[0][:n]
         if args.model is None and k == 1:  # one_call: the training levels, no z step
             runs[f"one call, faces mirrored by {args.pad}"] = one_call(model, sim.raw, args.pad)
         for run, pred in runs.items():

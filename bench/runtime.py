@@ -25,8 +25,9 @@ One run, one simulated uint16 volume, the same weights, tile and overlap everywh
        float32 out; speed, peak RSS, and every output's largest deviation from one-tile
        inference, inside the volume and in the band of one exact halo at its faces
        (`--only monai`; the references, faces repeated and zero-padded, are skipped above
-       20 M padded voxels); resin within `--memory 0.5`; and resin with `--faces zeros`
-       (nothing computed outside the volume, as MONAI)
+       20 M padded voxels); resin within `--memory 0.5`; resin with `--faces zeros`
+       (nothing computed outside the volume, as MONAI); and (f7), (f8) with each face
+       repeated 4 and 8 voxels, the network's zero padding beyond (`--faces 4`, `--faces 8`)
 
 MONAI's roi is resin's tile and its overlap fraction is resin's halo share of the tile, so
 both step by the same stride. They do not make the same number of network calls: resin's
@@ -473,6 +474,8 @@ def _halos(onnx: Path, src: Path) -> None:
 #: MONAI's window as the comparison's new user sets it, and its two overlaps
 MONAI_ROI = [96, 160, 160]
 MONAI_OVERLAPS = (0.25, 0.5)
+#: (f7), (f8): faces repeated this many voxels (less than the halo), zero padding beyond
+FACE_PADS = (4, 8)
 #: above this many padded voxels the one-tile reference does not fit a 24 GiB host
 REFERENCE_VOXELS = 20_000_000
 
@@ -517,6 +520,8 @@ def _against_monai(work: Path, onnx: Path, src: Path) -> None:
     runs += [("(f4) resin Enhancer.enhance, --memory 0.5", ENHANCER, ["0.5"])]
     runs += [("(f5) resin Enhancer.enhance, --faces zeros", ENHANCER, ["null", "zeros"])]
     runs += [("(f6) resin, --faces zeros --memory 1", ENHANCER, ["1", "zeros"])]
+    runs += [(f"(f{i}) resin Enhancer.enhance, --faces {n}", ENHANCER, ["null", str(n)])
+             for i, n in enumerate(FACE_PADS, start=7)]
     core = tuple(slice(h, n - h) for h, n in zip(halo, vol.shape, strict=True))
     results = []
     for name, code, extra in runs:
@@ -539,7 +544,7 @@ def _against_monai(work: Path, onnx: Path, src: Path) -> None:
         results.append(r)
     if not refs:
         print(f"(one-tile references skipped: {padded / 1e6:.0f} M padded voxels)")
-    resin_, quarter, half, small, zeros, zeros1 = results
+    resin_, quarter, half, small, zeros, zeros1 = results[:6]
     def kept(r: dict) -> float:  # kept voxels / voxels the network computes
         return r["voxels"] / (r["tiles"] * math.prod(r["tile"]))
 
@@ -567,6 +572,9 @@ def _against_monai(work: Path, onnx: Path, src: Path) -> None:
         ("(f6)/(f2) speed: zeros, --memory 1 vs MONAI 0.25",
          zeros1["rate"] / quarter["rate"], "(report)"),
         ("(f6)/(f2) peak memory", zeros1["peak_rss_mb"] / quarter["peak_rss_mb"], "<= 0.5"),
+        *((f"(f{i})/(f2) speed: --faces {n} vs MONAI 0.25", r["rate"] / quarter["rate"],
+           "(report)") for i, (n, r) in enumerate(zip(FACE_PADS, results[6:], strict=True),
+                                                  start=7)),
     ):
         print(f"{name:46s} {value:7.2f}   {goal}")
 

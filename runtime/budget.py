@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from resin.runtime.blocks import make_block_plan, working_bytes
+from resin.runtime.planner import face_pad
 
 from resin.errors import UsageError
 from resin.metadata import ModelMetadata
@@ -202,7 +203,7 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
                              None if block is None else int(block[a]),
                              None if shards is None else int(shards[a]),
                              None if bounds is None else (bounds[0][a], bounds[1][a]),
-                             None if faces == "repeat" else 0)
+                             face_pad(faces, int(halo[a])))
             for a in range(3)]
     z, y, x = (ax.tile.astype(np.float64) for ax in axes)
     scale_voxels = math.prod(int(s) for s in scale)

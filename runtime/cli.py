@@ -31,11 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="give tiles the model's exact receptive field as halo instead "
                              "of its tolerant halo (the smallest whose cut changes the output "
                              "by at most the tolerance recorded at export)")
-    parser.add_argument("--faces", choices=("repeat", "zeros"), default="repeat",
+    parser.add_argument("--faces", default="repeat", metavar="repeat|zeros|N",
                         help="the volume's faces: 'repeat' pads each face by the halo, "
                              "repeating the face plane (default); 'zeros' lets them meet the "
                              "network's own zero padding, as a training patch's edges do, and "
-                             "computes nothing outside the volume (faster on small volumes)")
+                             "computes nothing outside the volume (faster on small volumes); "
+                             "N repeats the face plane N voxels (at most the halo), zero "
+                             "padding beyond")
     parser.add_argument("--overlap", type=int, default=None, metavar="N",
                         help="extra overlap (voxels) blended between tiles, on top of the "
                              "model's halo (default 0)")

@@ -41,13 +41,34 @@ from resin.errors import UsageError
 from resin.metadata import DEFAULT_CORE, default_tile
 
 __all__ = ["DEFAULT_CORE", "FACES", "OVERLAP_NEEDS_REPEAT", "AxisPlan", "Tile", "TilePlan",
-           "default_tile", "min_tile", "plan_tiles", "face_indices", "read_padded"]
+           "check_faces", "default_tile", "face_pad", "min_tile", "plan_tiles", "face_indices",
+           "read_padded"]
 
 Triple = tuple[int, int, int]
 
 #: how the volume's faces are treated: "repeat" pads each face by the halo, repeating the
-#: face plane; "zeros" pads nothing and lets the faces meet the network's zero padding
+#: face plane; "zeros" pads nothing and lets the faces meet the network's zero padding; a
+#: number N (as text, "8") repeats the face plane N voxels (at most the halo), the network's
+#: zero padding beyond (see :func:`face_pad`)
 FACES = ("repeat", "zeros")
+
+
+def check_faces(faces: str) -> str:
+    """``faces`` if it is a face mode (:data:`FACES` or a number of voxels), else a
+    UsageError naming them."""
+    if faces in FACES or (isinstance(faces, str) and faces.isdigit()):
+        return faces
+    raise UsageError(f"--faces must be repeat, zeros or a number of voxels N (each face "
+                     f"padded by N, at most the halo), got {faces!r}")
+
+
+def face_pad(faces: str, halo: int) -> int | None:
+    """The face padding of an axis with this halo: None (the halo) for "repeat", 0 for
+    "zeros", ``min(N, halo)`` for a number N."""
+    check_faces(faces)
+    if faces == "repeat":
+        return None
+    return 0 if faces == "zeros" else min(int(faces), int(halo))
 #: why ``--overlap`` is refused with zero-padded faces (the planner and the settings check)
 OVERLAP_NEEDS_REPEAT = ("--overlap blends whole tile cores, which needs the faces padded by "
                         "the halo; use --faces repeat with --overlap")
@@ -213,8 +234,13 @@ class TilePlan:
 
     @property
     def faces(self) -> str:
-        """How the volume's faces are treated (:data:`FACES`)."""
-        return "repeat" if all(a.pad == a.halo for a in self.axes) else "zeros"
+        """How the volume's faces are treated: "repeat" (padded by the halo), "zeros" (not
+        padded) or "padded by N" (less than the halo along some axis)."""
+        if all(a.pad == a.halo for a in self.axes):
+            return "repeat"
+        if all(a.pad == 0 for a in self.axes):
+            return "zeros"
+        return f"padded by {max(a.pad for a in self.axes)}"
 
     @property
     def pad(self) -> Triple:
@@ -280,11 +306,10 @@ def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: 
 
     ``tile=None`` picks a default whose core is about :data:`DEFAULT_CORE`. ``overlap`` is
     the extra blending overlap (voxels) between neighbouring cores, on top of the halo.
-    ``faces`` (:data:`FACES`): pad each face by the halo, repeating it, or let the faces
-    meet the network's zero padding.
+    ``faces`` (:func:`face_pad`): pad each face by the halo, repeating it, by N voxels, or
+    let the faces meet the network's zero padding.
     """
-    if faces not in FACES:
-        raise UsageError(f"unknown face mode {faces!r}; use {' or '.join(FACES)}")
+    check_faces(faces)
     if len(shape) != 3 or any(int(s) <= 0 for s in shape):
         raise UsageError(f"cannot tile a volume of shape {tuple(shape)}")
     if overlap < 0:
@@ -294,7 +319,7 @@ def plan_tiles(shape: Triple, tile: Triple | None, halo: Triple, size_multiple: 
     if any(int(t) <= 0 for t in tile):
         raise UsageError(f"tile sides must be positive, got {tuple(tile)}")
     axes = tuple(plan_axis(int(shape[i]), int(tile[i]), int(halo[i]), size_multiple, overlap,
-                           None if faces == "repeat" else 0)
+                           face_pad(faces, int(halo[i])))
                  for i in range(3))
     return TilePlan(shape=(int(shape[0]), int(shape[1]), int(shape[2])),
                     tile=(axes[0].tile, axes[1].tile, axes[2].tile),

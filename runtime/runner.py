@@ -46,7 +46,7 @@ from resin.runtime.pipeline import (
     describe,
     shrink_tile,
 )
-from resin.runtime.planner import FACES, OVERLAP_NEEDS_REPEAT, TilePlan, plan_tiles
+from resin.runtime.planner import OVERLAP_NEEDS_REPEAT, TilePlan, check_faces, plan_tiles
 from resin.runtime.runstate import record_dir, recorded_tile, staging_path
 
 from resin import _log
@@ -97,8 +97,7 @@ class TileSettings:
             raise UsageError(f"--levels must be from 1 to 10, got {self.pyramid}")
         if self.memory is not None and not self.memory > 0:
             raise UsageError(f"--memory must be a positive number of GiB, got {self.memory}")
-        if self.faces not in FACES:
-            raise UsageError(f"--faces must be {' or '.join(FACES)}, got {self.faces!r}")
+        check_faces(self.faces)
         if self.faces != "repeat" and self.overlap:
             raise UsageError(OVERLAP_NEEDS_REPEAT)
 
@@ -259,7 +258,7 @@ def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
     meta = engine.metadata
     halo = "exact" if halo_kind(meta, settings) == "exact" else (
         f"tolerant, {meta.halo_tolerance:g} of the range")
-    faces = ", faces zero-padded" if plan.faces == "zeros" else ""
+    faces = {"repeat": "", "zeros": ", faces zero-padded"}.get(plan.faces, f", faces {plan.faces}")
     line = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}{faces}"
             f"{', chosen ' + plan.budget if plan.budget else ''}): keeps "
             f"{100 * kept:.1f} % of the voxels it computes; {plan.n_tiles} network calls")

@@ -323,3 +323,18 @@ def test_zero_faces_run_end_to_end_and_refuse_overlap(cli, fast_model, tmp_path,
               str(tmp_path / "o2.tif"), "--device", "cpu", "--faces", "zeros", "--overlap", "2")
     assert "--faces repeat" in assert_one_line_error(bad)
     assert not (tmp_path / "o2.tif").exists()
+
+
+def test_faces_padded_by_n_run_end_to_end(cli, onnx_model, tmp_path, awkward_volume):
+    src = tmp_path / "in.tif"
+    write_volume(src, awkward_volume, voxel_size=VS)
+    out = tmp_path / "out.tif"
+    proc = cli("resin-run", "--engine", str(onnx_model), str(src), "-o", str(out),
+               "--device", "cpu", "--tile", "32", "32", "32", "--faces", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "faces padded by 4" in proc.stderr
+    with Enhancer(onnx_model, device="cpu", tile=(32, 32, 32), faces="4") as enh:
+        np.testing.assert_array_equal(read_volume(out), enh.enhance(awkward_volume))
+    bad = cli("resin-run", "--engine", str(onnx_model), str(src), "-o",
+              str(tmp_path / "o2.tif"), "--device", "cpu", "--faces", "mirror")
+    assert "--faces must be repeat, zeros or a number" in assert_one_line_error(bad)

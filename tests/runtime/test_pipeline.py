@@ -73,6 +73,38 @@ def test_zero_faces_equal_one_call_for_any_shape_and_tile(onnx_model, shape, til
     assert float(np.abs(out - ref).max()) <= 1e-5 * span + 1e-4
 
 
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.tuples(st.integers(1, 40), st.integers(1, 48), st.integers(1, 48)),
+       tile=st.tuples(st.integers(28, 44), st.integers(28, 44), st.integers(28, 44)),
+       pad=st.integers(0, 16))  # 28: the smallest tile for every padding of a halo of 12
+def test_faces_padded_by_n_equal_one_call_on_the_volume_padded_by_n(onnx_model, shape, tile,
+                                                                     pad):
+    """faces="N": the tiles reproduce one call over the volume with each face plane
+    repeated min(N, halo) voxels, its faces meeting the network's zero padding beyond."""
+    vol = np.random.default_rng(sum(shape) + pad).gamma(2.0, 200.0, size=shape).astype(
+        np.float32)
+    with Enhancer(onnx_model, device="cpu", tile=tile, faces=str(pad), exact_halo=True) as enh:
+        levels = enh.levels(vol)
+        out = enh.enhance(vol)
+        meta = enh.metadata
+        plan = make_plan(enh.engine, shape, enh.settings)
+    padding = tuple(min(pad, h) for h in meta.halo)
+    assert plan.pad == padding
+    ref = one_tile_reference(onnx_model, vol, meta.halo, meta.size_multiple, levels.low,
+                             levels.high, pad=padding)
+    span = max(float(ref.max() - ref.min()), 1e-3)
+    assert float(np.abs(out - ref).max()) <= 1e-5 * span + 1e-4
+
+
+def test_a_face_mode_that_is_not_one_is_refused(onnx_model):
+    from resin.errors import UsageError
+
+    for faces in ("mirror", "-2", "8.5", ""):
+        with pytest.raises(UsageError, match="repeat, zeros or a number of voxels"):
+            Enhancer(onnx_model, device="cpu", faces=faces)
+
+
 def test_integer_output_is_rounded_and_clipped(onnx_model, awkward_volume):
     with Enhancer(onnx_model, device="cpu", tile=(32, 32, 32)) as enh:
         out = enh.enhance(awkward_volume)

@@ -80,8 +80,12 @@ def test_zero_faces_compute_nothing_outside_a_volume_on_the_size_multiple():
 def test_zero_faces_refuse_overlap_and_unknown_modes():
     with pytest.raises(UsageError, match="--faces repeat"):
         plan_tiles((64, 64, 64), (32, 32, 32), (4, 4, 4), 4, overlap=4, faces="zeros")
-    with pytest.raises(UsageError, match="unknown face mode"):
+    with pytest.raises(UsageError, match="repeat, zeros or a number of voxels"):
         plan_tiles((64, 64, 64), (32, 32, 32), (4, 4, 4), 4, faces="mirror")
+    with pytest.raises(UsageError, match="--faces repeat"):  # less padding than the halo
+        plan_tiles((64, 64, 64), (32, 32, 32), (4, 4, 4), 4, overlap=4, faces="2")
+    plan = plan_tiles((64, 64, 64), (32, 32, 32), (4, 4, 4), 4, overlap=4, faces="9")
+    assert plan.pad == (4, 4, 4) and plan.faces == "repeat"  # N past the halo: the halo
 
 
 @settings(max_examples=100, deadline=None)
