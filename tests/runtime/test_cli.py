@@ -309,32 +309,28 @@ def test_allow_plan_host_code_reaches_the_backend(monkeypatch, tmp_path):
         assert code != 0 and seen["allow"] is expect
 
 
-def test_zero_faces_run_end_to_end_and_refuse_overlap(cli, fast_model, tmp_path, awkward_volume):
+@pytest.mark.parametrize("faces,said", [("zeros", "faces zero-padded"),
+                                         ("2", "faces padded by 2")])
+def test_faces_below_the_halo_run_end_to_end_and_refuse_overlap(cli, fast_model, tmp_path,
+                                                                 awkward_volume, faces, said):
     src = tmp_path / "in.tif"
     write_volume(src, awkward_volume, voxel_size=VS)
     out = tmp_path / "out.tif"
     proc = cli("resin-run", "--engine", str(fast_model), str(src), "-o", str(out),
-               "--device", "cpu", "--tile", "8", "16", "16", "--faces", "zeros")
+               "--device", "cpu", "--tile", "8", "16", "16", "--faces", faces)
     assert proc.returncode == 0, proc.stderr
-    assert "faces zero-padded" in proc.stderr + proc.stdout
-    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), faces="zeros") as enh:
+    assert said in proc.stderr + proc.stdout
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), faces=faces) as enh:
         np.testing.assert_array_equal(read_volume(out), enh.enhance(awkward_volume))
     bad = cli("resin-run", "--engine", str(fast_model), str(src), "-o",
-              str(tmp_path / "o2.tif"), "--device", "cpu", "--faces", "zeros", "--overlap", "2")
+              str(tmp_path / "o2.tif"), "--device", "cpu", "--faces", faces, "--overlap", "2")
     assert "--faces repeat" in assert_one_line_error(bad)
     assert not (tmp_path / "o2.tif").exists()
 
 
-def test_faces_padded_by_n_run_end_to_end(cli, onnx_model, tmp_path, awkward_volume):
+def test_an_unknown_face_mode_is_one_line(cli, fast_model, tmp_path, awkward_volume):
     src = tmp_path / "in.tif"
-    write_volume(src, awkward_volume, voxel_size=VS)
-    out = tmp_path / "out.tif"
-    proc = cli("resin-run", "--engine", str(onnx_model), str(src), "-o", str(out),
-               "--device", "cpu", "--tile", "32", "32", "32", "--faces", "4")
-    assert proc.returncode == 0, proc.stderr
-    assert "faces padded by 4" in proc.stderr
-    with Enhancer(onnx_model, device="cpu", tile=(32, 32, 32), faces="4") as enh:
-        np.testing.assert_array_equal(read_volume(out), enh.enhance(awkward_volume))
-    bad = cli("resin-run", "--engine", str(onnx_model), str(src), "-o",
-              str(tmp_path / "o2.tif"), "--device", "cpu", "--faces", "mirror")
+    write_volume(src, awkward_volume)
+    bad = cli("resin-run", "--engine", str(fast_model), str(src), "-o",
+              str(tmp_path / "o.tif"), "--device", "cpu", "--faces", "mirror")
     assert "--faces must be repeat, zeros or a number" in assert_one_line_error(bad)
