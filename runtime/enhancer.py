@@ -120,6 +120,10 @@ class Enhancer:
         self.settings.check()
         engine_, self.backend_reason = choose_backend(
             self.model_path, backend, device, allow_plan_host_code=allow_plan_host_code)
+        if engine is None:  # said once a run's inputs are checked (the run's announcement)
+            self.backend_reason += ("; model: the bundled one, trained on simulated tubes "
+                                    "(fails on unlike data, e.g. dense nuclei): for your own "
+                                    "data train one (resin train) and check runs with --report")
         self._engine: LockedEngine | None = LockedEngine(engine_)
         _log.debug(self.backend_reason)
 

@@ -334,3 +334,15 @@ def test_an_unknown_face_mode_is_one_line(cli, fast_model, tmp_path, awkward_vol
     bad = cli("resin-run", "--engine", str(fast_model), str(src), "-o",
               str(tmp_path / "o.tif"), "--device", "cpu", "--faces", "mirror")
     assert "--faces must be repeat, zeros or a number" in assert_one_line_error(bad)
+
+
+def test_a_run_with_the_bundled_model_says_what_it_was_trained_on(cli, fast_model, tmp_path,
+                                                                  tiny_volume):
+    src = tmp_path / "in.tif"
+    write_volume(src, tiny_volume)
+    proc = cli("resin-run", str(src), "-o", str(tmp_path / "out.tif"), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "model: the bundled one, trained on simulated tubes" in proc.stderr
+    own = cli("resin-run", "--engine", str(fast_model), str(src), "-o",
+              str(tmp_path / "own.tif"), "--device", "cpu")
+    assert own.returncode == 0 and "trained on simulated tubes" not in own.stderr
