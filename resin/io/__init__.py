@@ -2,11 +2,13 @@
 
 Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) micrometres):
 
-- ``open_volume(path, channel=None) -> VolumeReader``: ``path, shape, dtype, voxel_size,
-  chunks, format, attrs, channels, channel``, ``read(region)``, ``close()``; a context
-  manager; never loads the whole volume. A multi-channel file is read one channel at a
-  time: ``channel`` picks it (ChannelsError, a VolumeError, without it).
-- ``read_volume(path) -> ndarray`` (whole volume, for small data and tests).
+- ``open_volume(path, channel=None, time=None) -> VolumeReader``: ``path, shape, dtype,
+  voxel_size, chunks, format, attrs, channels, channel, time_points, time``,
+  ``read(region)``, ``close()``; a context manager; never loads the whole volume. A
+  multi-channel file or a time series is read one channel / time point at a time:
+  ``channel`` / ``time`` picks it (ChannelsError / TimePointsError, VolumeErrors, without).
+- ``read_volume(path, channel=None, time=None) -> ndarray`` (whole volume, for small data
+  and tests).
 - ``create_volume(path, shape, dtype, voxel_size=None, chunks=None, overwrite=False,
   attrs=None, shards=None, resume=False, levels=1) -> VolumeWriter`` with
   ``write(region, array)``, ``flush(region)``, ``close()``, ``abandon()`` (stop, keep the
@@ -18,8 +20,9 @@ Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) microm
 
 Data types: uint8, uint16 and float32 are read and written as they are; int8, int16,
 int32, uint32, float16 and float64 are read as float32; anything else (bool, int64,
-complex, ...) is refused. 4D/5D data with one time point is squeezed to ZYX (one channel
-of it when it has several). Every bad input is a :class:`resin.errors.VolumeError` (exit 2) with one sentence.
+complex, ...) is refused. 4D/5D data is read as ZYX: singleton axes squeezed, one channel
+and time point of a file with several. Every bad input is a
+:class:`resin.errors.VolumeError` (exit 2) with one sentence.
 
 Threads: ``read`` may be called concurrently from several threads (a read-ahead thread
 beside the main one); ``write`` may be called concurrently for regions that do not share

@@ -126,8 +126,8 @@ def format_info(info: dict[str, Any]) -> str:
         ("dtype", info["dtype"]),
         ("voxel size", "unknown" if vs is None else f"{triple(vs)} um (z, y, x)"),
         ("chunks", f"{triple(info['chunks'])} (z, y, x)"),
-        ("size on disk", f"{format_bytes(info['size_on_disk'])} "
-                         f"(uncompressed {format_bytes(z * y * x * dtype_bytes * channels * time_points)})"),
+        ("size on disk", f"{format_bytes(info['size_on_disk'])} (uncompressed "
+                         f"{format_bytes(z * y * x * dtype_bytes * channels * time_points)})"),
     ]
     if not info.get("complete", True):
         blocks = info.get("blocks_done")
