@@ -54,6 +54,20 @@ CASES: dict[str, tuple[str, dict]] = {
                                   "sigma": (1.2, 3.0), "z_step": 1}),
     "thin-tubes-24": ("tubes, PSF sigma 1/4, noise, 24x192x192, seed 3",
                       {"shape": (24, 192, 192), "seed": 3, "sigma": (1.0, 4.0)}),
+    # acquisitions harder than the ones above in one respect each: few photons, a mild PSF
+    # over tubes with cell bodies and a dimming depth, a bright autofluorescent background
+    "dim-nuclei": ("nuclei, PSF sigma 1.2/3, 150 photons at the brightest voxel (20x fewer), "
+                   "z sampled 2x coarser, 64x128x128, seed 21",
+                   {"shape": (64, 128, 128), "seed": 21, "kind": "nuclei",
+                    "photons": 150.0}),
+    "tubes-somata": ("tubes with 8 round cell bodies, PSF sigma 1/3, noise, 30 % dimmer at "
+                     "the last plane, 64x192x192, seed 17",
+                     {"shape": (64, 192, 192), "seed": 17, "sigma": (1.0, 3.0),
+                      "n_blobs": 8, "depth_falloff": 0.3}),
+    "nuclei-background": ("nuclei, PSF sigma 1.2/3, noise, a background of 60 photons per "
+                          "voxel (the default 2), z sampled 2x coarser, 64x128x128, seed 23",
+                          {"shape": (64, 128, 128), "seed": 23, "kind": "nuclei",
+                           "background": 60.0}),
 }
 METRICS = ("rmse", "rmse_lsq", "ssim", "isotropy_ratio", "isotropy_fourier", "mip_ssim")
 
