@@ -198,6 +198,9 @@ class OutputLock:
         self.held = False
 
     def acquire(self) -> None:
+        from resin.io._common import make_parent
+
+        make_parent(self.path)  # a new output folder is created, as a volume writer does
         me = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):

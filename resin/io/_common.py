@@ -153,10 +153,23 @@ def check_write_region(region: Region, array: np.ndarray, shape: tuple[int, int,
     return region, array
 
 
+def make_parent(path: str | os.PathLike[str]) -> None:
+    """Create the folder an output goes into (and its parents), as ``resin export`` and
+    ``--mip DIR`` do; one that cannot be made is a usage error, not a traceback."""
+    parent = Path(os.fspath(path).rstrip("/")).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{parent}: cannot create the output folder "
+                         f"({exc.strerror or exc})") from None
+
+
 def prepare_output(path: str, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``; then remove it (only volumes)."""
+    """Refuse an existing output unless ``overwrite``; then remove it (only volumes).
+    A missing output folder is created."""
     p = Path(path)
     if not (p.exists() or p.is_symlink()):
+        make_parent(p)
         return
     if not overwrite:
         raise OutputExistsError(f"{path} already exists; use --overwrite to replace it")

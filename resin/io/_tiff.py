@@ -32,6 +32,7 @@ from resin.io._common import (
     check_voxel_size,
     check_write_dtype,
     check_write_region,
+    make_parent,
     normalize_region,
     one_line,
     read_dtype,
@@ -366,6 +367,7 @@ class TiffWriter:
                     f"an interrupted run left {partial}; use --resume to continue it or "
                     "--overwrite to start over")
             partial.unlink()
+        make_parent(path)
         self._mm = self._create(attrs_json)
 
     def _create(self, attrs_json: str) -> np.ndarray:

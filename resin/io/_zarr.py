@@ -28,6 +28,7 @@ from resin.io._common import (
     check_voxel_size,
     check_write_dtype,
     check_write_region,
+    make_parent,
     normalize_region,
     one_line,
     prepare_output,
@@ -390,6 +391,7 @@ class ZarrWriter:
                         f"an interrupted run left {partial}; use --resume to continue it or "
                         "--overwrite to start over")
                 prepare_output(self.partial_path, True)
+            make_parent(path)
             self._array = self._create(inner, outer)
         self.chunks: tuple[int, int, int] = outer or inner
         self.inner_chunks: tuple[int, int, int] = inner

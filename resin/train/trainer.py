@@ -50,6 +50,7 @@ from resin.errors import (
     VolumeError,
 )
 from resin.io import open_volume, volume_label
+from resin.io._common import make_parent
 from resin.losses import cosine_factor, cycle_loss, lsgan
 from resin.models import (
     Degrader,
@@ -397,9 +398,8 @@ def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | 
     paths = Paths(Path(out))
     if paths.model.suffix != ".pt":
         raise UsageError(f"{out}: the model file must end in .pt")
-    if not paths.model.parent.is_dir():
-        raise UsageError(f"{paths.model.parent}: output folder does not exist")
     check_outputs(paths, (*G_TERMS, *D_TERMS), overwrite=overwrite, resume=resume)
+    make_parent(paths.model)  # a new output folder is created, as resin export does
     dev = resolve_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)

@@ -11,7 +11,7 @@ import pytest
 import zarr
 from conftest import assert_one_line_error
 
-from resin.io import write_volume
+from resin.io import read_volume, write_volume
 
 _spec = importlib.util.spec_from_file_location("_io_tiff_cases",
                                                Path(__file__).with_name("test_io_tiff.py"))
@@ -95,3 +95,19 @@ def test_unknown_suffix_is_one_line_exit_2(cli, tmp_path):
     (tmp_path / "v.png").write_bytes(b"\x89PNG")
     assert "unknown volume format" in assert_one_line_error(
         cli("resin", "info", str(tmp_path / "v.png")))
+
+
+@pytest.mark.parametrize("name", ["raw.tif", "raw.zarr"])
+def test_simulate_into_a_new_folder_makes_it(cli, tmp_path, name):
+    out = tmp_path / "a" / "b" / name
+    proc = cli("resin", "simulate", str(out), "--shape", "8", "16", "16", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert read_volume(out).shape == (8, 16, 16)
+
+
+def test_an_output_folder_that_is_a_file_is_one_line(cli, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    line = assert_one_line_error(cli("resin", "simulate", str(tmp_path / "taken" / "raw.tif"),
+                                     "--shape", "8", "16", "16"))
+    assert "cannot create the output folder" in line
+    assert (tmp_path / "taken").read_text() == "not a folder"

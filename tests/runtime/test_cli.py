@@ -51,6 +51,23 @@ def test_tiff_in_ome_zarr_out_default_name(cli, fast_model, tmp_path, awkward_vo
     assert not list(tmp_path.glob("*journal*")), "journal left behind after a finished run"
 
 
+@pytest.mark.parametrize("name", ["out.ome.zarr", "out.tif"])
+def test_an_output_in_a_new_folder_makes_the_folder(cli, fast_model, tmp_path,
+                                                    awkward_volume, name):
+    src = tmp_path / "stack.tif"
+    write_volume(src, awkward_volume)
+    out = tmp_path / "new" / "sub" / name
+    proc = cli("resin-run", "--engine", str(fast_model), str(src), "-o", str(out), "--device",
+               "cpu", "--tile", "8", "16", "16")
+    assert proc.returncode == 0, proc.stderr
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+        np.testing.assert_array_equal(read_volume(out), enh.enhance(awkward_volume))
+    (tmp_path / "file").write_text("x")
+    line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(src), "-o",
+                                     str(tmp_path / "file" / name), "--device", "cpu"))
+    assert "cannot create the output folder" in line
+
+
 def test_ome_zarr_py_in_and_out(cli, fast_model, tmp_path, rng):
     from ome_zarr.format import FormatV05
     from ome_zarr.io import parse_url

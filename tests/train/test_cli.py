@@ -24,7 +24,7 @@ def config_file(tmp_path):
 def test_train_cli_runs_and_refuses_to_overwrite(cli, tmp_path, tiny_volume, config_file):
     raw = tmp_path / "raw.tif"
     tifffile.imwrite(raw, tiny_volume)
-    out = tmp_path / "m.pt"
+    out = tmp_path / "models" / "m.pt"  # a new folder is made, as resin export makes one
     proc = cli("resin", "train", str(raw), "-o", str(out), "--preset", "quick", "--steps", "2",
                "--config", str(config_file), "--device", "cpu", "-q")
     assert proc.returncode == 0, proc.stderr
