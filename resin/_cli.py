@@ -41,13 +41,31 @@ def add_common_flags(parser: argparse.ArgumentParser, top: bool = False) -> None
                         help="no progress bars or log lines")
 
 
-def add_choice_flags(parser: argparse.ArgumentParser, verb: str, note: str) -> None:
+def add_choice_flags(parser: argparse.ArgumentParser, verb: str, note: str,
+                     every_time: str | None = None) -> None:
     """``--channel N`` and ``--time T``: which channel and time point of a file with several
-    the command reads (``note`` ends both help texts)."""
+    the command reads (``note`` ends both help texts); ``every_time``: ``--time all`` is
+    accepted too, and this text says what it does."""
     parser.add_argument("--channel", type=int, metavar="N", default=None,
                         help=f"{verb} channel N (0-based) of a multi-channel file {note}")
-    parser.add_argument("--time", type=int, metavar="T", default=None,
-                        help=f"{verb} time point T (0-based) of a time series {note}")
+    if every_time is None:
+        parser.add_argument("--time", type=int, metavar="T", default=None,
+                            help=f"{verb} time point T (0-based) of a time series {note}")
+    else:
+        parser.add_argument("--time", type=time_choice, metavar="T|all", default=None,
+                            help=f"{verb} time point T (0-based) of a time series {note}; "
+                                 f"all: {every_time}")
+
+
+def time_choice(text: str) -> int | str:
+    """argparse ``type=`` for ``--time``: a time point, or ``all``."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a time point (0, 1, ...) or all, got "
+                                         f"{text!r}") from None
 
 
 def subparser_class() -> type[argparse.ArgumentParser]:

@@ -6,8 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from resin._cli import add_choice_flags, int3, main_with, make_parser
+
+if TYPE_CHECKING:
+    from resin.runtime import Enhancer
+    from resin.runtime.runner import RunReport
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "consistency |D(F(y)) - y|; write OUTPUT.report.json (and "
                              "OUTPUT.report.png, the residual's map)")
     add_choice_flags(parser, "enhance", "(required for one; the default output becomes "
-                                        "INPUT_tT_cN_resin.ome.zarr)")
+                                        "INPUT_tT_cN_resin.ome.zarr)",
+                     every_time="every time point, each into its own output, the model "
+                                "loaded once (-o must hold {t} where the time point goes; "
+                                "--resume keeps the outputs finished before a stop)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run (same bytes as an uninterrupted one)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -90,17 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from resin.runtime import Enhancer
 
-    from resin import _log
     from resin.errors import OutputExistsError, UsageError
     from resin.report import report_path
 
+    series = args.time == "all"
     if args.report:
         if args.output is None:
             raise UsageError("--report needs -o OUTPUT (the report is written beside it)")
-        for rpath in (report_path(args.output), report_path(args.output).with_suffix(".png")):
-            if (rpath.exists() or rpath.is_symlink()) and not (args.overwrite or args.resume):
-                raise OutputExistsError(f"{rpath} exists; pass --overwrite to replace it")
-        _check_report_size(args.input, args.channel, args.time)
+        if not series:
+            for rpath in (report_path(args.output),
+                          report_path(args.output).with_suffix(".png")):
+                if (rpath.exists() or rpath.is_symlink()) and not (args.overwrite
+                                                                   or args.resume):
+                    raise OutputExistsError(f"{rpath} exists; pass --overwrite to replace it")
+        _check_report_size(args.input, args.channel, 0 if series else args.time)
     if args.workers is not None and args.scheduler is not None:
         raise UsageError("--workers starts a local cluster, --scheduler uses an existing one; "
                          "pass one")
@@ -123,25 +134,69 @@ def _run(args: argparse.Namespace) -> int:
                       allow_plan_host_code=args.allow_plan_host_code,
                       exact_halo=args.exact_halo, memory=args.memory,
                       device_blend=not args.host_blend, faces=args.faces) as enh:
+            model = (enh.model_path, enh.metadata.weights_sha256)
+            if series:
+                return _run_series(args, enh, client, model)
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                              overwrite=args.overwrite, client=client, channel=args.channel,
                              time=args.time)
-            model = (enh.model_path, enh.metadata.weights_sha256)
     finally:
         if client is not None:
             cluster = getattr(client, "cluster", None)
             client.close()
             if cluster is not None and args.scheduler is None:
                 cluster.close()
+    _log_written(report)
+    if args.report:
+        _write_report(args.input, report.output, model, (report.levels.low, report.levels.high),
+                      args.channel, args.time)
+    return 0
+
+
+def _log_written(report: RunReport) -> None:
+    from resin import _log
+
     _log.log(f"wrote {report.output} {'x'.join(map(str, report.out_shape))} in "
              f"{report.seconds:.1f} s ({report.voxels_per_second / 1e6:.2f} Mvoxel/s, "
              f"{report.tiles} tiles of {'x'.join(map(str, report.tile))}, {report.blocks} "
              f"blocks of {'x'.join(map(str, report.block))})")
     for path in report.mips:
         _log.log(f"wrote {path}")
-    if args.report:
-        _write_report(args.input, report.output, model, (report.levels.low, report.levels.high),
-                      args.channel, args.time)
+
+
+def _run_series(args: argparse.Namespace, enh: Enhancer, client: Any,
+                model: tuple[Path, str]) -> int:
+    """``--time all``: every time point into its own output (:mod:`resin.runtime.series`),
+    each with its report when ``--report`` asks; all checked before the first is written."""
+    from resin.runtime.series import SeriesItem, plan_series, run_series
+
+    from resin import _log
+    from resin.errors import OutputExistsError
+    from resin.report import report_path
+
+    if args.report:  # every report's files, before any time point runs
+        for item in plan_series(enh, args.input, args.output, resume=args.resume,
+                                overwrite=args.overwrite, mip=args.mip, channel=args.channel):
+            rpath = report_path(item.output)
+            for path in (rpath, rpath.with_suffix(".png")):
+                if (path.exists() or path.is_symlink()) and item.action == "run" \
+                        and not args.overwrite:
+                    raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+    def done(item: SeriesItem, report: RunReport | None) -> None:
+        if report is None:
+            return
+        _log_written(report)
+        if args.report:
+            _write_report(args.input, report.output, model,
+                          (report.levels.low, report.levels.high), args.channel, item.time)
+
+    reports = run_series(enh, args.input, args.output, mip=args.mip, resume=args.resume,
+                         overwrite=args.overwrite, client=client, channel=args.channel,
+                         on_output=done)
+    if reports:
+        seconds = sum(r.seconds for r in reports)
+        _log.log(f"enhanced {len(reports)} time points in {seconds:.1f} s")
     return 0
 
 

@@ -171,6 +171,21 @@ class Enhancer:
                             engine_request=self._request, channel=channel,
                             time_point=time)
 
+    def run_series(self, input: str | os.PathLike, output: str | os.PathLike | None = None,
+                   *, mip: str | os.PathLike | None = None, resume: bool = False,
+                   overwrite: bool = False,
+                   progress: Callable[[RunProgress], None] | None = None,
+                   client: Any = None, channel: int | None = None) -> list[RunReport]:
+        """Every time point of a time series, each into its own output, the model loaded
+        once (``resin-run --time all``). ``output`` holds ``{t}`` where the time point goes
+        (default ``INPUT_tT_resin.ome.zarr``). All outputs are checked before the first is
+        written; with ``resume`` complete outputs this model wrote are kept and the
+        unfinished one continues. Returns the reports of the time points run now."""
+        from resin.runtime.series import run_series
+
+        return run_series(self, input, output, mip=mip, resume=resume, overwrite=overwrite,
+                          progress=progress, client=client, channel=channel)
+
     def stream(self, shape: tuple[int, int, int], dtype: npt.DTypeLike,
                out: str | os.PathLike | None = None, levels: Levels | None = None,
                overwrite: bool = False, voxel_size: tuple[float, float, float] | None = None
