@@ -73,7 +73,7 @@ METRICS = ("rmse", "rmse_lsq", "ssim", "isotropy_ratio", "isotropy_fourier", "mi
 
 
 def run_case(name: str, workdir: Path, full_depth: bool = False,
-             steps: int | None = None) -> dict:
+             steps: int | None = None, d_noise: bool = False) -> dict:
     from resin.io import write_volume
     from resin.simulate import simulate
 
@@ -90,7 +90,7 @@ def run_case(name: str, workdir: Path, full_depth: bool = False,
         side = min(32, truth.shape[0] // 4 * 4)
         patch = (side,) * 3
     seconds = Q.train_preset("quick", raw_path, model, sim.angle_deg, k, truth.shape, steps,
-                             patch=patch)
+                             patch=patch, d_noise=d_noise)
     pred, _ = Q.enhance(model, sim.raw, k)
     return {"case": name, "train_seconds": seconds,
             "raw": Q.score(Q.on_grid(sim.raw, k)[:n], truth),
@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None,
                     help="train this many steps instead of the quick preset's (still capped "
                          "at its 9 minutes)")
+    ap.add_argument("--d-noise", action="store_true",
+                    help="D adds the raw volume's measured noise (degrader.noise "
+                         "'measured', experimental; docs/benchmarks.md)")
     args = ap.parse_args(argv)
     from resin import _log
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"{'case':12s} {'method':6s} " + " ".join(f"{m:>16s}" for m in METRICS), flush=True)
     for name in args.cases:
-        row = run_case(name, workdir, args.full_depth, args.steps)
+        row = run_case(name, workdir, args.full_depth, args.steps, args.d_noise)
         rows.append(row)
         for method in ("raw", "resin", "truth"):
             print(f"{name:12s} {method:6s} "
