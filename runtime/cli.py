@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from resin.errors import TimePointsError, VolumeError
+
+    try:
+        return _enhance(args)
+    except TimePointsError as exc:  # resin-run can also take them all
+        raise VolumeError(f"{exc}, or every one with --time all (one output each)") from None
+
+
+def _enhance(args: argparse.Namespace) -> int:
     from resin.runtime import Enhancer
 
     from resin.errors import OutputExistsError, UsageError

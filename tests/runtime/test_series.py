@@ -67,6 +67,9 @@ def test_output_pattern_and_reports(cli, fast_model, series):
 def test_an_output_without_the_time_field_is_one_line(cli, fast_model, series):
     path, _ = series
     line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(path),
+                                     "--device", "cpu"))
+    assert "--time T (0 to 2), or every one with --time all" in line
+    line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(path),
                                      "--time", "all", "-o", str(path.parent / "o.zarr"),
                                      "--device", "cpu"))
     assert "{t}" in line
