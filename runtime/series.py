@@ -166,4 +166,17 @@ def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
         reports.append(report)
         if on_output is not None:
             on_output(item, report)
+        left = sum(1 for later in items[i + 1:] if later.action != "done")
+        if left:
+            per = sum(r.seconds for r in reports) / len(reports)
+            _log.log(f"{len(reports)} time points enhanced, {left} to go: about "
+                     f"{_duration(per * left)} more at {per:.1f} s each")
     return reports
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -39,6 +39,7 @@ def test_every_time_point_gives_the_bytes_of_its_own_run(cli, fast_model, series
                "--device", "cpu", *TILE, "--mip", str(path.parent / "mips"))
     assert proc.returncode == 0, proc.stderr
     assert "time point 2 (3 of 3)" in proc.stderr and "enhanced 3 time points" in proc.stderr
+    assert "2 time points enhanced, 1 to go: about" in proc.stderr
     for t, want in enumerate(_singles(fast_model, data)):
         out = path.parent / f"series_t{t}_resin.ome.zarr"
         np.testing.assert_array_equal(read_volume(out), want)
