@@ -187,6 +187,15 @@ def progress(total: float, description: str, unit: str = "voxels") -> Iterator[P
     log(f"{description}: done in {time.perf_counter() - handle._start:.1f} s ({_si(handle.rate)} {unit}/s)")
 
 
+def duration(seconds: float) -> str:
+    """``'12 s'``, ``'7 min'``, ``'1.5 h'``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _si(x: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= scale:

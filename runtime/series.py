@@ -170,13 +170,5 @@ def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
         if left:
             per = sum(r.seconds for r in reports) / len(reports)
             _log.log(f"{len(reports)} time points enhanced, {left} to go: about "
-                     f"{_duration(per * left)} more at {per:.1f} s each")
+                     f"{_log.duration(per * left)} more at {per:.1f} s each")
     return reports
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from resin import _log
 from resin.errors import ResinError, UsageError
 from resin.napari._enhance import (
     BACKENDS,
@@ -36,7 +37,7 @@ from resin.napari._enhance import (
     run_record,
     volume_levels,
 )
-from resin.napari._jobs import Job, Snapshot, duration
+from resin.napari._jobs import Job, Snapshot
 from resin.napari._layers import layer_volume, result_layer_kwargs, source_file
 from resin.napari._qt import CommandRow, JobPanel, LayerPicker, column, form, row
 from resin.napari._train import trained
@@ -231,7 +232,7 @@ class EnhanceWidget(QWidget):
         if snap.seconds > 0 and snap.done > 0 and self._out_voxels:
             text += f"  {snap.fraction * self._out_voxels / snap.seconds / 1e6:.2f} Mvoxel/s"
         if snap.eta is not None and snap.done < snap.total:
-            text += f"  ETA {duration(snap.eta)}"
+            text += f"  ETA {_log.duration(snap.eta)}"
         return text
 
     def run(self) -> None:

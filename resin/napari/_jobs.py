@@ -52,17 +52,8 @@ class Snapshot:
             parts.append(f"{_log._si(self.rate)} {self.unit}/s")
         eta = self.eta
         if eta is not None and self.done < self.total:
-            parts.append(f"ETA {duration(eta)}")
+            parts.append(f"ETA {_log.duration(eta)}")
         return "  ".join(parts)
-
-
-def duration(seconds: float) -> str:
-    """``'12 s'``, ``'7 min'``, ``'1.5 h'``."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class Job:
