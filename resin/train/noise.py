@@ -56,6 +56,12 @@ class NoiseModel:
     def record(self) -> dict[str, float]:
         return {"gain": self.gain, "floor": self.floor, "scale": self.scale}
 
+    def bright_snr(self) -> float | None:
+        """Signal-to-noise of a raw plane at the bright level (normalized 1 over 0): the
+        range over the noise sigma there; None when no noise was measured."""
+        var = self.gain + self.floor
+        return None if var <= 0.0 else 1.0 / math.sqrt(var)
+
     def describe(self) -> str:
         """One line for the training log: the noise sigma at 0 and at 1 (normalized)."""
         lo = math.sqrt(float(self.variance(0.0)))

@@ -452,6 +452,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     preview_raw = sampler.read_region(preview_region)
     best: dict[str, Any] = {"score": None, "step": None}
     axial_sigma: float | None = None  # D's measured start (not re-measured on resume)
+    noise: NoiseModel | None = None  # the raw volume's noise (likewise)
     # the run's configuration (a resume may add steps; check_outputs vetted the file as ours)
     paths.config.write_text(config.model_dump_json(indent=2))
     if resume_ckpt is not None:
@@ -463,8 +464,10 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     else:
         _truncate_csv(paths.losses, 0)
         axial_sigma = _start_degrader(trainer, sampler, config)
-        _start_noise(trainer, sampler, config)
+        noise = _start_noise(trainer, sampler, config)
     _log_anisotropy(preview_raw, hint=not config.angle_deg, axial_sigma=axial_sigma)
+    if noise is not None:
+        _log_noise(noise)
     _log_sampling(getattr(reader, "voxel_size", None), config.data.z_step)
     _log.log(f"training on {volume_label(reader)} {tuple(reader.shape)} {reader.dtype}, "
              f"device {dev}, patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
@@ -721,17 +724,41 @@ def _start_degrader(trainer: Trainer, sampler: PatchSampler,
     return sigma
 
 
-def _start_noise(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -> None:
-    """Measure the raw volume's noise for D's outputs (DegraderConfig.noise)."""
-    if config.degrader.noise == "none":
-        return
+def _start_noise(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -> NoiseModel:
+    """Measure the raw volume's noise: for the log (:func:`_log_noise`) and, when
+    DegraderConfig.noise asks, for D's outputs; the measured model."""
     from resin.train.noise import estimate_noise
 
-    trainer.noise = estimate_noise(_raw_blocks(sampler, config), config.data.z_step)
-    if trainer.noise.silent:
+    noise = estimate_noise(_raw_blocks(sampler, config), config.data.z_step)
+    if config.degrader.noise == "none":
+        return noise
+    trainer.noise = noise
+    if noise.silent:
         _log.log("D adds no noise: the raw volume measures as noise-free")
     else:
-        _log.log(f"D adds back the noise its blur removes: {trainer.noise.describe()}")
+        _log.log(f"D adds back the noise its blur removes: {noise.describe()}")
+    return noise
+
+
+#: signal-to-noise at the raw volume's bright level under which training warns that the
+#: noise, not the blur, limits what comes back (docs/benchmarks.md, "Harder acquisitions":
+#: 7.7 measured where a quick model gained no SSIM, 26-32 on every volume it restored)
+NOISY_SNR = 10.0
+
+
+def _log_noise(noise: NoiseModel) -> None:
+    """What the raw volume's noise is, and a warning when it is what limits the result."""
+    snr = noise.bright_snr()
+    if snr is None:
+        _log.log("raw volume: no noise measured (noise-free, or too little data to measure)")
+        return
+    _log.log(f"raw volume: noise sigma {100 / snr:.1f} % of the range at its bright level "
+             f"(signal-to-noise about {snr:.0f})")
+    if snr < NOISY_SNR:
+        _log.warn(f"warning: the raw volume is noise-limited (signal-to-noise about {snr:.0f} "
+                  "at its brightest structures): RESIN restores axial resolution, it does not "
+                  "remove noise, and on data this noisy expect little more than sharper z "
+                  "(compare with --report); a longer exposure or a denoiser first may help")
 
 
 def _raw_blocks(sampler: PatchSampler, config: TrainConfig) -> list[np.ndarray]:

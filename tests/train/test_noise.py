@@ -101,3 +101,28 @@ def test_training_records_the_measured_noise(tmp_path, tiny_volume):
     off.mkdir()
     train(raw, off / "m.pt", tiny_config(), device="cpu", previews=False, stop_after=1)
     assert NoiseModel(**load_checkpoint(off / "m.last.pt")["noise"]).silent  # the default
+
+
+def test_training_says_how_noisy_the_raw_volume_is_and_warns_when_noise_limits_it(
+        tmp_path, caplog):
+    """The start of a run gives the raw volume's signal-to-noise, and a warning only where
+    it is low (150 photons at the brightest voxel: ~8; 3000: ~30)."""
+    pytest.importorskip("torch")
+    import logging
+
+    from resin.io import write_volume
+    from resin.train import train
+
+    caplog.set_level(logging.INFO, logger="resin")
+    said = {}
+    for photons in (150.0, 3000.0):
+        raw = tmp_path / f"raw{photons:.0f}.tif"
+        write_volume(raw, simulate(shape=(32, 64, 64), seed=1, photons=photons).raw)
+        caplog.clear()
+        train(raw, tmp_path / f"m{photons:.0f}.pt", tiny_config(), device="cpu",
+              previews=False, stop_after=1)
+        said[photons] = caplog.text
+    snr = {p: float(text.split("signal-to-noise about ")[1].split(")")[0])
+           for p, text in said.items()}
+    assert snr[150.0] < 10 < snr[3000.0]
+    assert "noise-limited" in said[150.0] and "noise-limited" not in said[3000.0]
