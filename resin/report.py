@@ -67,6 +67,10 @@ class Report:
     consistency: dict | None = None
     """Where the residual was measured (``resin-run --report``: D's file, the output region,
     D's halo, the units); None without D or for the end of training."""
+    input_snr: float | None = None
+    """Signal-to-noise of the input at its bright level (normalized 1 over the noise sigma
+    there, :meth:`resin.train.noise.NoiseModel.bright_snr`); None when not measured (the
+    end of training, whose start logs it) or noise-free."""
 
     def with_consistency(self, residual: float | None, residual_p99: float | None,
                          record: dict | None = None) -> Report:
@@ -98,7 +102,22 @@ class Report:
         if self.residual is not None:
             out.append(f"consistency |D(F(y)) - y|: mean {self.residual:.4f}, 99th percentile "
                        f"{self.residual_p99:.4f} of the input's range (0 = fully consistent)")
+        if self.input_snr is not None:
+            out.append(f"input signal-to-noise about {self.input_snr:.0f} at its bright level")
         return out + [f"warning: {n}" for n in self.notes]
+
+    def with_input_noise(self, raw: np.ndarray) -> Report:
+        """This report with the normalized input block's signal-to-noise, and a warning
+        when it is under :data:`resin.train.noise.NOISY_SNR`."""
+        from resin.train.noise import NOISY_SNR, estimate_noise
+
+        snr = estimate_noise([raw]).bright_snr()
+        notes = list(self.notes)
+        if snr is not None and snr < NOISY_SNR:
+            notes.append(f"the input is noise-limited (signal-to-noise about {snr:.0f} at its "
+                         "bright level): RESIN restores axial resolution, it does not remove "
+                         "noise, so expect little more than sharper z")
+        return replace(self, input_snr=snr, notes=notes)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_json` to ``path`` atomically (:func:`resin._atomic.atomic_write`)."""
@@ -215,8 +234,9 @@ def report_on_readers(src: VolumeReader, dst: VolumeReader, side: int = 128) -> 
     span = max(float(hi - lo), 1e-12)
     y = (raw - lo) / span
     x = (np.asarray(out, dtype=np.float64) - lo) / span
+    recorded = y  # the noise is measured on the planes as recorded, not interpolated ones
     if x.shape != y.shape:  # an upsampling model: compare like with like on the output grid
         from scipy.ndimage import zoom
 
         y = zoom(y, [a / b for a, b in zip(x.shape, y.shape, strict=True)], order=1)
-    return make_report(y, x)
+    return make_report(y, x).with_input_noise(recorded)

@@ -27,6 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: signal-to-noise at the raw volume's bright level under which training and
+#: ``resin-run --report`` warn that the noise, not the blur, limits what comes back
+#: (docs/benchmarks.md, "Harder acquisitions": 7.7 where a quick model gained no SSIM,
+#: 26-32 on every simulated volume it restored)
+NOISY_SNR = 10.0
 #: bins of the local mean the variance is measured in
 _BINS = 16
 #: fewest samples a bin needs

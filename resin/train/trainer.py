@@ -60,7 +60,7 @@ from resin.models import (
     min_discriminator_input,
 )
 from resin.train.geometry import AXES, Geometry
-from resin.train.noise import NoiseModel
+from resin.train.noise import NOISY_SNR, NoiseModel
 from resin.train.outputs import Paths, check_outputs
 
 require("torch", "RESIN training", extra="train")
@@ -738,12 +738,6 @@ def _start_noise(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -
     else:
         _log.log(f"D adds back the noise its blur removes: {noise.describe()}")
     return noise
-
-
-#: signal-to-noise at the raw volume's bright level under which training warns that the
-#: noise, not the blur, limits what comes back (docs/benchmarks.md, "Harder acquisitions":
-#: 7.7 measured where a quick model gained no SSIM, 26-32 on every volume it restored)
-NOISY_SNR = 10.0
 
 
 def _log_noise(noise: NoiseModel) -> None:

@@ -144,6 +144,25 @@ def test_report_measures_anisotropy_of_input_and_output(cli, fast_model, tmp_pat
     assert not (tmp_path / "out2.tif").exists()
 
 
+def test_report_gives_the_inputs_noise_and_warns_when_it_limits_the_result(cli, fast_model,
+                                                                            tmp_path):
+    from resin.simulate import simulate
+
+    said = {}
+    for photons in (150.0, 3000.0):
+        src = tmp_path / f"in{photons:.0f}.tif"
+        write_volume(src, simulate(shape=(32, 64, 64), seed=1, photons=photons).raw)
+        out = tmp_path / f"out{photons:.0f}.ome.zarr"
+        proc = cli("resin-run", "--engine", str(fast_model), str(src), "-o", str(out),
+                   "--device", "cpu", "--tile", "8", "16", "16", "--report")
+        assert proc.returncode == 0, proc.stderr
+        said[photons] = (proc.stderr, json.loads(Path(f"{out}.report.json").read_text()))
+    assert said[150.0][1]["input_snr"] < 10 < said[3000.0][1]["input_snr"]
+    assert "warning: the input is noise-limited" in said[150.0][0]
+    assert "noise-limited" not in said[3000.0][0]
+    assert "input signal-to-noise about" in said[3000.0][0]
+
+
 def _run_bg(fast_model, src, out, *extra):
     code = "import sys; from resin.runtime.cli import main; sys.exit(main())"
     return subprocess.Popen([sys.executable, "-c", code, "--engine", str(fast_model), str(src),
