@@ -116,7 +116,8 @@ class Report:
         if snr is not None and snr < NOISY_SNR:
             notes.append(f"the input is noise-limited (signal-to-noise about {snr:.0f} at its "
                          "bright level): RESIN restores axial resolution, it does not remove "
-                         "noise, so expect little more than sharper z")
+                         "noise; on data this noisy expect a small gain, or z sharper than it "
+                         "should be (compare x-z views with the input)")
         return replace(self, input_snr=snr, notes=notes)
 
     def save(self, path: str | os.PathLike) -> Path:

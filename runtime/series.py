@@ -84,12 +84,11 @@ def plan_series(enhancer: Enhancer, input_path: str | os.PathLike,
                    if Path(staging_path(o)).exists()]
         if stopped:
             t, o = stopped[0]
-            raise OutputExistsError(f"{staging_path(o)}: an earlier run over every time point "
-                                    f"stopped at time point {t}; pass --resume to continue it "
-                                    "or --overwrite to start over")
+            raise OutputExistsError(f"{staging_path(o)}: an earlier run stopped at time point "
+                                    f"{t}; pass --resume to continue the series there or "
+                                    "--overwrite to start over")
     items = []
-    for t in times:
-        out = series_output(input_path, output, t, channel)
+    for t, out in zip(times, outputs, strict=True):
         action = "run"
         if resume:
             if Path(staging_path(out)).exists():

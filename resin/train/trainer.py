@@ -751,8 +751,9 @@ def _log_noise(noise: NoiseModel) -> None:
     if snr < NOISY_SNR:
         _log.warn(f"warning: the raw volume is noise-limited (signal-to-noise about {snr:.0f} "
                   "at its brightest structures): RESIN restores axial resolution, it does not "
-                  "remove noise, and on data this noisy expect little more than sharper z "
-                  "(compare with --report); a longer exposure or a denoiser first may help")
+                  "remove noise; on data this noisy expect a small gain, or z sharper than "
+                  "it should be (compare x-z views with the input); a longer exposure or a "
+                  "denoiser first may help")
 
 
 def _raw_blocks(sampler: PatchSampler, config: TrainConfig) -> list[np.ndarray]:
