@@ -45,6 +45,11 @@ INCONSISTENT_RESIDUAL = 0.05
 #: of its y/z and x/z cut-off ratios) has hardly restored anything, however much it changed
 #: the volume (two quick runs on the noisy tubes that did restore closed 45 % and 77 %)
 LEAST_CLOSED = 0.25
+#: below this mean lateral / axial cut-off ratio the output is much sharper along z than
+#: across: every recorded model that ended there was worse than its input or over-sharpened
+#: (0.44-0.63: a model splitting tubes along z, nuclei at signal-to-noise 8 and 13), every
+#: one that restored read 0.71 or more (docs/benchmarks.md, "Harder acquisitions")
+OVERSHARP = 0.65
 AXES = ("z", "y", "x")
 
 
@@ -164,6 +169,13 @@ def make_report(raw: np.ndarray, enhanced: np.ndarray,
                                                 after["x"] / after["z"]), strict=True)}
     gap_b = sum(abs(math.log(v)) for v in rb.values())
     gap_a = sum(abs(math.log(v)) for v in ra.values())
+    lateral_axial = (0.5 * (rb["y/z"] + rb["x/z"]), 0.5 * (ra["y/z"] + ra["x/z"]))
+    if change >= IDENTITY_CHANGE and lateral_axial[1] < min(OVERSHARP, lateral_axial[0]):
+        notes.append(f"the output is much sharper along z than across (lateral / axial cut-off "
+                     f"{lateral_axial[1]:.2f}; 1 = isotropic): the model may be adding axial "
+                     "detail the sample does not have. Compare x-z views with the input; "
+                     "models that ended like this on simulations were worse than their input "
+                     "or over-sharpened")
     if change >= IDENTITY_CHANGE and gap_a >= gap_b:
         notes.append("the output is not more isotropic than the input by its spectra")
     elif change >= IDENTITY_CHANGE and gap_b > 0.1 and gap_a > (1.0 - LEAST_CLOSED) * gap_b:
