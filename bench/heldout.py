@@ -81,7 +81,8 @@ METRICS = ("rmse", "rmse_lsq", "ssim", "isotropy_ratio", "isotropy_fourier", "mi
 
 
 def run_case(name: str, workdir: Path, full_depth: bool = False,
-             steps: int | None = None, d_noise: bool = False) -> dict:
+             steps: int | None = None, d_noise: bool = False,
+             selfnet_minutes: float | None = None) -> dict:
     from resin.io import write_volume
     from resin.simulate import simulate
 
@@ -100,10 +101,15 @@ def run_case(name: str, workdir: Path, full_depth: bool = False,
     seconds = Q.train_preset("quick", raw_path, model, sim.angle_deg, k, truth.shape, steps,
                              patch=patch, d_noise=d_noise)
     pred, _ = Q.enhance(model, sim.raw, k)
-    return {"case": name, "train_seconds": seconds,
-            "raw": Q.score(Q.on_grid(sim.raw, k)[:n], truth),
-            "resin": Q.score(pred[:n], truth),
-            "truth": Q.score(truth.astype("float32"), truth)}  # its own isotropy
+    row = {"case": name, "train_seconds": seconds,
+           "raw": Q.score(Q.on_grid(sim.raw, k)[:n], truth),
+           "resin": Q.score(pred[:n], truth),
+           "truth": Q.score(truth.astype("float32"), truth)}  # its own isotropy
+    if selfnet_minutes:  # the paper's comparison, as bench/quality.py trains it
+        out = Q._selfnet().selfnet_enhance(sim.raw, z_step=k, angle_deg=sim.angle_deg, seed=0,
+                                           minutes=selfnet_minutes, log=lambda line: None)
+        row["selfnet"] = Q.score(out[:n], truth)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None,
                     help="train this many steps instead of the quick preset's (still capped "
                          "at its 9 minutes)")
+    ap.add_argument("--selfnet", type=float, default=None, metavar="MIN",
+                    help="also train and score the Self-Net baseline for MIN minutes per "
+                         "case (bench/quality.py gives it 4)")
     ap.add_argument("--d-noise", action="store_true",
                     help="D adds the raw volume's measured noise (degrader.noise "
                          "'measured', experimental; docs/benchmarks.md)")
@@ -129,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"{'case':12s} {'method':6s} " + " ".join(f"{m:>16s}" for m in METRICS), flush=True)
     for name in args.cases:
-        row = run_case(name, workdir, args.full_depth, args.steps, args.d_noise)
+        row = run_case(name, workdir, args.full_depth, args.steps, args.d_noise, args.selfnet)
         rows.append(row)
-        for method in ("raw", "resin", "truth"):
+        for method in [m for m in ("raw", "resin", "selfnet", "truth") if m in row]:
             print(f"{name:12s} {method:6s} "
                   + " ".join(f"{row[method][m]:16.3f}" for m in METRICS), flush=True)
         print(f"{name:12s} quick model trained in {row['train_seconds']:.0f} s; "
