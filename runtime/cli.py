@@ -107,19 +107,14 @@ def _run(args: argparse.Namespace) -> int:
 def _enhance(args: argparse.Namespace) -> int:
     from resin.runtime import Enhancer
 
-    from resin.errors import OutputExistsError, UsageError
-    from resin.report import report_path
+    from resin.errors import UsageError
 
     series = args.time == "all"
     if args.report:
         if args.output is None:
             raise UsageError("--report needs -o OUTPUT (the report is written beside it)")
         if not series:
-            for rpath in (report_path(args.output),
-                          report_path(args.output).with_suffix(".png")):
-                if (rpath.exists() or rpath.is_symlink()) and not (args.overwrite
-                                                                   or args.resume):
-                    raise OutputExistsError(f"{rpath} exists; pass --overwrite to replace it")
+            _check_report_files(args.output, args.overwrite or args.resume)
         _check_report_size(args.input, args.channel, 0 if series else args.time)
     if args.workers is not None and args.scheduler is not None:
         raise UsageError("--workers starts a local cluster, --scheduler uses an existing one; "
@@ -180,17 +175,12 @@ def _run_series(args: argparse.Namespace, enh: Enhancer, client: Any,
     from resin.runtime.series import SeriesItem, plan_series, run_series
 
     from resin import _log
-    from resin.errors import OutputExistsError
-    from resin.report import report_path
 
+    items = plan_series(enh, args.input, args.output, resume=args.resume,
+                        overwrite=args.overwrite, mip=args.mip, channel=args.channel)
     if args.report:  # every report's files, before any time point runs
-        for item in plan_series(enh, args.input, args.output, resume=args.resume,
-                                overwrite=args.overwrite, mip=args.mip, channel=args.channel):
-            rpath = report_path(item.output)
-            for path in (rpath, rpath.with_suffix(".png")):
-                if (path.exists() or path.is_symlink()) and item.action == "run" \
-                        and not args.overwrite:
-                    raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+        for item in items:
+            _check_report_files(item.output, args.overwrite or item.action != "run")
 
     def done(item: SeriesItem, report: RunReport | None) -> None:
         if report is None:
@@ -202,11 +192,23 @@ def _run_series(args: argparse.Namespace, enh: Enhancer, client: Any,
 
     reports = run_series(enh, args.input, args.output, mip=args.mip, resume=args.resume,
                          overwrite=args.overwrite, client=client, channel=args.channel,
-                         on_output=done)
+                         on_output=done, items=items)
     if reports:
         seconds = sum(r.seconds for r in reports)
         _log.log(f"enhanced {len(reports)} time points in {seconds:.1f} s")
     return 0
+
+
+def _check_report_files(output: str, replace: bool) -> None:
+    """``OUTPUT.report.json`` / ``.png`` of a run that is to write them: refused when one
+    exists, unless ``replace`` (--overwrite, or a resumed run's own)."""
+    from resin.errors import OutputExistsError
+    from resin.report import report_path
+
+    rpath = report_path(output)
+    for path in (rpath, rpath.with_suffix(".png")):
+        if (path.exists() or path.is_symlink()) and not replace:
+            raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
 def _check_report_size(input: str, channel: int | None, time: int | None) -> None:

@@ -12,7 +12,7 @@ resumes block by block, the rest run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,13 +140,16 @@ def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
                overwrite: bool = False,
                progress: Callable[[RunProgress], None] | None = None,
                client: Any = None, channel: int | None = None,
-               on_output: Callable[[SeriesItem, RunReport | None], None] | None = None
-               ) -> list[RunReport]:
+               on_output: Callable[[SeriesItem, RunReport | None], None] | None = None,
+               items: Sequence[SeriesItem] | None = None) -> list[RunReport]:
     """Enhance every time point of ``input_path`` into its own output; returns the reports
     of the time points run now (those kept by ``resume`` have none). ``on_output(item,
-    report)`` is called after each time point (``report`` None for a kept one)."""
-    items = plan_series(enhancer, input_path, output, resume=resume, overwrite=overwrite,
-                        mip=mip, channel=channel)
+    report)`` is called after each time point (``report`` None for a kept one). ``items``:
+    :func:`plan_series`' plan for these same arguments, when the caller has made it to
+    check more before the run (planned here otherwise)."""
+    if items is None:
+        items = plan_series(enhancer, input_path, output, resume=resume, overwrite=overwrite,
+                            mip=mip, channel=channel)
     n = len(items)
     reports = []
     for i, item in enumerate(items):

@@ -165,11 +165,9 @@ def make_parent(path: str | os.PathLike[str]) -> None:
 
 
 def prepare_output(path: str, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``; then remove it (only volumes).
-    A missing output folder is created."""
+    """Refuse an existing output unless ``overwrite``; then remove it (only volumes)."""
     p = Path(path)
     if not (p.exists() or p.is_symlink()):
-        make_parent(p)
         return
     if not overwrite:
         raise OutputExistsError(f"{path} already exists; use --overwrite to replace it")
