@@ -4,11 +4,12 @@ The output is cut into blocks aligned to a grid of *chunks* (the output store's 
 chosen as whole multiples of the tile grid's step so that tile cores and blocks share
 boundaries). A block runs every tile of the one global tile grid whose kept core reaches
 it, in the global tile order, and blends them into an accumulator of the block's size
-only. Each output voxel therefore receives the same contributions in the same order
-whatever the block size, the order blocks run in, or the process that runs them: the
-output is byte-identical to a single-block run. Memory is one block accumulator plus a few
-tiles, flat in every axis. This holds on either path, host or GPU-resident
-(:mod:`resin.runtime.device`); between the two paths the contributions and their order are
+only (tiles that partition the output, the default, are written straight into the
+block's output: :meth:`BlockRunner.run`). Each output voxel therefore receives the same
+contributions in the same order whatever the block size, the order blocks run in, or the
+process that runs them: the output is byte-identical to a single-block run. Memory is one
+block (its output, or with blended cores two float32 accumulators) plus a few tiles, flat
+in every axis. This holds on either path, host or GPU-resident (:mod:`resin.runtime.device`); between the two paths the contributions and their order are
 the same, and the outputs are bit-identical in Numba's CUDA simulator, while a GPU that
 fuses ``acc + tile * w`` into one FMA may differ in the last float32 bit (and an integer
 output by one at a rounding boundary).
@@ -52,7 +53,8 @@ from resin.errors import UsageError
 Triple = tuple[int, int, int]
 Region = tuple[slice, slice, slice]
 
-#: approximate default block, output voxels (two float32 accumulators of ~220 MB each)
+#: approximate default block, output voxels (~110 MB of uint16 output; blended cores
+#: (``--overlap``) add two float32 accumulators of ~220 MB each)
 DEFAULT_BLOCK = (96, 768, 768)
 #: approximate output chunk of a Zarr output (the alignment grid of blocks)
 DEFAULT_CHUNK = (32, 256, 256)
@@ -96,12 +98,15 @@ def choose_block(plan: TilePlan, chunks: Triple, block: Sequence[int] | None = N
 
 
 def working_bytes(block_voxels: Any, tile_voxels: Any, scale_voxels: int,
-                  out_itemsize: int) -> Any:
+                  out_itemsize: int, partition: bool = True) -> Any:
     """Host memory a run holds besides the network's own, for blocks and tiles of these
-    sizes (numbers or arrays of them): two float32 accumulators of one block, finalized
-    blocks queued for the writer, and the tiles read ahead or in flight (network input
-    and output)."""
+    sizes (numbers or arrays of them): the block being filled, finalized blocks queued for
+    the writer, and the tiles read ahead or in flight (network input and output). Tiles
+    that ``partition`` the output fill the block's output directly; blended cores
+    (``--overlap``) need two float32 accumulators of the block instead."""
     tiles = (QUEUE_DEPTH + 2) * tile_voxels * 4 * (1 + scale_voxels)
+    if partition:
+        return (QUEUE_DEPTH + 2) * block_voxels * out_itemsize + tiles
     return 2 * 4 * block_voxels + (QUEUE_DEPTH + 1) * block_voxels * out_itemsize + tiles
 
 
@@ -206,7 +211,8 @@ class BlockPlan:
         """Host memory a run of this plan holds besides the network's own
         (:func:`working_bytes`)."""
         return int(working_bytes(math.prod(self.block), math.prod(self.tiles.tile),
-                                 math.prod(self.tiles.scale), np.dtype(out_dtype).itemsize))
+                                 math.prod(self.tiles.scale), np.dtype(out_dtype).itemsize,
+                                 self.tiles.partition))
 
     @property
     def tile_runs(self) -> int:
@@ -303,7 +309,13 @@ class BlockRunner:
         writer = Writer(self.sink, None if gpu is not None else self.mips)
         items = ((b, t) for b in blocks for t in (*b.tiles, None))
         source = _ReadAhead(self, read, items) if read_ahead else None
-        acc = wsum = None
+        # Tiles that partition the output give each voxel one core at weight 1, so the
+        # blend ``acc / wsum`` is the core itself: each core is finalized straight into the
+        # block's output (the same kernel on the same values, so the same bytes) and no
+        # float32 accumulators are held (8 bytes per block voxel).
+        direct = self.keeper.window is None
+        acc: np.ndarray | None = None
+        wsum: np.ndarray | None = None
         try:
             for block, tile, x in (source if source is not None else
                                    _inline(self, read, items)):
@@ -316,18 +328,27 @@ class BlockRunner:
                         gpu.finish(block, writer, lambda b=block: self._written(b))
                     continue
                 if acc is None:
-                    acc = np.zeros(block.shape, np.float32)
-                    wsum = np.zeros(block.shape, np.float32)
+                    if direct:  # the block's output itself, filled core by core
+                        acc = np.zeros(block.shape, self.out_dtype)
+                    else:
+                        acc = np.zeros(block.shape, np.float32)
+                        wsum = np.zeros(block.shape, np.float32)
                 if tile is not None:
                     core, window, where = self.keeper.infer(self.engine, tile, x)
-                    accumulate(acc, wsum, core, window,
-                               tuple(where[i] - block.start[i] for i in range(3)))
+                    offset = tuple(where[i] - block.start[i] for i in range(3))
+                    if direct:
+                        self._finalize_into(acc, core, window, offset)
+                    else:
+                        accumulate(acc, wsum, core, window, offset)
                     if self.on_tile is not None:
                         self.on_tile()
                     continue
-                assert wsum is not None
-                out = finalize(acc, wsum, self.out_dtype, low=self.levels.low,
-                               high=self.levels.high)
+                if direct:
+                    out = acc
+                else:
+                    assert wsum is not None
+                    out = finalize(acc, wsum, self.out_dtype, low=self.levels.low,
+                                   high=self.levels.high)
                 writer.put(block.region, out, lambda b=block: self._written(b))
                 acc = wsum = None
             if gpu is not None:
@@ -350,6 +371,19 @@ class BlockRunner:
             except BaseException as exc:  # noqa: BLE001 - the first error is the one reported
                 _log.debug(f"writer error after a failed block: {exc}")
             raise
+
+    def _finalize_into(self, out: np.ndarray, core: np.ndarray, ones: np.ndarray,
+                       offset: tuple[int, ...]) -> None:
+        """Finalize a kept core (weights ``ones``) into the block's output ``out`` at
+        ``offset``, clipped to the block."""
+        from resin.kernels import _common, finalize
+
+        region = _common.clip_region(out.shape, core.shape, (offset[0], offset[1], offset[2]))
+        if region is None:
+            return
+        (az, ay, ax), (tz, ty, tx), (nz, ny, nx) = region
+        done = finalize(core, ones, self.out_dtype, low=self.levels.low, high=self.levels.high)
+        out[az:az + nz, ay:ay + ny, ax:ax + nx] = done[tz:tz + nz, ty:ty + ny, tx:tx + nx]
 
     def _written(self, block: Block) -> None:
         self.done.add(block.key)

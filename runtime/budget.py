@@ -14,9 +14,11 @@ The memory estimate of a tile (bytes):
   ``i`` at ``1/8**i`` of the voxels; ONNX Runtime on the CPU measures about 0.8 of this),
   or 1 KiB per voxel when the model does not record its features;
 - the pipeline's buffers, by the run's own rule
-  (:func:`resin.runtime.blocks.working_bytes`): the block's two float32 accumulators,
-  finished blocks queued for the writer, and the tiles read ahead or in flight, for the
-  block the run will use with that tile (``--block`` or the default, in whole chunks).
+  (:func:`resin.runtime.blocks.working_bytes`): the block's output being filled (the
+  budget chooses tiles only when they partition the output, which needs no float32
+  accumulators), finished blocks queued for the writer, and the tiles read ahead or in
+  flight, for the block the run will use with that tile (``--block`` or the default, in
+  whole chunks).
 
 On a CPU engine both share one budget (``--memory``, default :data:`DEFAULT_SHARE` of the
 available RAM). On a GPU engine the activations live in GPU memory and are held to a
@@ -189,7 +191,7 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
     """The tile keeping the largest share of what is computed within ``budget`` bytes.
 
     ``bounds``: (smallest, largest) tile the engine accepts (a TensorRT profile).
-    ``block`` and ``shards``: the run's settings (None: defaults), whose block accumulators
+    ``block`` and ``shards``: the run's settings (None: defaults), whose block buffers
     count. ``device_budget``: a GPU engine's budget (module docstring): the activations
     (and with ``device_blend`` the GPU-resident blend's buffers) must fit it and the host
     buffers ``budget``. If nothing fits, the tile needing the least memory (its estimate

@@ -146,7 +146,7 @@ def plan_for(enh: Enhancer, shape: tuple[int, int, int]) -> TilePlan:
 def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:
     """The planner's tiles and the run's working memory, in two lines.
 
-    Memory: :meth:`BlockPlan.working_bytes` (block accumulators, queued blocks, tiles in
+    Memory: :meth:`BlockPlan.working_bytes` (the block being filled, queued blocks, tiles in
     flight), plus the result for an in-memory run.
     """
     rows = len(plan.axes[0].starts)

@@ -125,3 +125,66 @@ def test_a_record_of_the_earlier_tiling_is_refused_on_resume(tmp_path):
     record.path.write_text(json.dumps(body))
     with pytest.raises(ResumeError, match="another resin version"):
         record.check()
+
+
+class _Pointwise:
+    """A host engine whose network is a fixed nonlinear map of each voxel (no reach)."""
+
+    name = "pointwise"
+    device = "cpu"
+
+    def __init__(self) -> None:
+        from resin.metadata import ModelMetadata, NormalizationRecord
+
+        self.metadata = ModelMetadata(scale=(1, 1, 1), halo=(1, 1, 1), size_multiple=1,
+                                      weights_sha256="pointwise",
+                                      normalization=NormalizationRecord(low_percentile=1,
+                                                                        high_percentile=99))
+
+    @staticmethod
+    def net(x: np.ndarray) -> np.ndarray:
+        return (np.float32(1.5) * x - np.float32(0.3) * x * x).astype(np.float32)
+
+    def infer(self, tile: np.ndarray) -> np.ndarray:
+        return self.net(tile)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_tiles_that_partition_the_output_hold_no_float32_accumulators(rng, dtype):
+    """Without --overlap each output voxel gets one core at weight 1, so a block needs no
+    float32 sum and weight (8 bytes per voxel, 4x a uint16 output): the cores are
+    finalized into the block's output, to the bytes of finalizing the whole volume at once."""
+    import tracemalloc
+    from dataclasses import replace
+
+    from resin.kernels import finalize
+    from resin.runtime.blocks import BlockRunner
+    from resin.runtime.normalize import Levels, normalize_tile
+    from resin.runtime.pipeline import ArraySink
+    from resin.runtime.runner import TileSettings, make_plan
+
+    levels = Levels(low_percentile=1.0, high_percentile=99.0, low=100.0, high=3100.0,
+                    samples=1)
+    engine = _Pointwise()
+    vol = rng.integers(0, 4000, size=(32, 128, 128)).astype(np.uint16)
+    settings = TileSettings(tile=(12, 40, 40), block=vol.shape)
+    bplan = make_block_plan(make_plan(engine, vol.shape, settings), settings.block)
+    assert bplan.n_blocks == 1 and bplan.tiles.n_tiles > 8
+    out = np.empty(vol.shape, dtype)
+    runner = BlockRunner(engine, bplan, levels, np.dtype(dtype), ArraySink(out))
+    runner.run(lambda r: vol[r], list(bplan.blocks()))  # kernels loaded before measuring
+    tracemalloc.start()
+    try:
+        runner.run(lambda r: vol[r], list(bplan.blocks()))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    accumulators = 2 * 4 * vol.size
+    assert peak < out.nbytes + accumulators / 2, (peak, out.nbytes, accumulators)
+    y = engine.net(normalize_tile(vol, levels))
+    want = finalize(y, np.ones_like(y), dtype, levels.low, levels.high)
+    np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8))
+    # the memory the tile budget plans for counts the same saving
+    blended = replace(bplan, tiles=replace(bplan.tiles, partition=False))
+    saved = blended.working_bytes(dtype) - bplan.working_bytes(dtype)
+    assert saved == (2 * 4 - np.dtype(dtype).itemsize) * np.prod(bplan.block)
