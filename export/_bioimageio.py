@@ -24,6 +24,7 @@ import numpy as np
 from resin import _log
 from resin._atomic import replace_dir
 from resin.errors import ModelError, OutputExistsError, UsageError
+from resin.io._common import make_parent
 from resin.metadata import ModelMetadata
 
 #: the RESIN paper; a search link until the package can cite a DOI
@@ -482,7 +483,7 @@ def write_bioimageio(
     plan_path = Path(plan) if plan is not None else None
     inputs = [checkpoint, onnx_path] + ([plan_path] if plan_path is not None else [])
     _check_out_dir(out_dir, inputs, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.partial")
     old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
     shutil.rmtree(staging, ignore_errors=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from resin import _log
 from resin.errors import OutputExistsError, UsageError
+from resin.io._common import check_folder
 from resin.metadata import ModelMetadata, default_tile, degrader_path
 
 
@@ -130,6 +131,9 @@ def export_model(
     if static and bio_path is not None:
         raise UsageError("--bioimageio packages a dynamic-shape model; export it without --static")
     _refuse_existing([onnx_path, plan_path, _sidecar(plan_path), bio_path], overwrite)
+    for out in (onnx_path, plan_path, bio_path):
+        if out is not None:
+            check_folder(Path(os.path.abspath(out)).parent)
     require("onnxruntime", "the parity check of every export", extra="cpu")
     from resin.checkpoint import load_checkpoint
 

@@ -120,7 +120,9 @@ def _export_dynamo(net: Any, example: Any, path: Path, opset: int, dynamic: bool
 
 def partial_path(out: Path) -> Path:
     """The hidden file an export writes before its checks pass (its folder is created)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from resin.io._common import make_parent
+
+    make_parent(out)
     return out.with_name(f".{out.name}.{os.getpid()}.partial")
 
 

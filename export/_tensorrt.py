@@ -28,6 +28,7 @@ from resin._cache import file_sha256
 from resin._optional import require
 from resin._tensorrt_log import tensorrt_logger
 from resin.errors import BackendError, ModelError, OutputExistsError, UsageError
+from resin.io._common import make_parent
 from resin.tensorrt_plan import AMPERE as _AMPERE
 from resin.tensorrt_plan import current_gpu as _current_gpu
 from resin.tensorrt_plan import parse_version as _parse_version
@@ -264,7 +265,7 @@ def build_engine(
             "plan_sha256": hashlib.sha256(memoryview(serialized)).hexdigest(),
         },
     }
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(plan_path)
     # the sidecar lands first: a plan never appears without the record that describes it
     atomic_write(sidecar_path, json.dumps(sidecar, indent=2))
     atomic_write(plan_path, _buffer_writer(serialized))

@@ -48,9 +48,10 @@ def run_demo(out_dir: str | os.PathLike = "demo-out",
 
     from resin._png import write_png
     from resin.io import write_volume
+    from resin.io._common import make_folder
     from resin.metrics import evaluate
 
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     t0 = time.perf_counter()
     _log.log(f"demo: simulating a {'x'.join(map(str, shape))} volume of tubes "
              "(Gaussian PSF sigma 1 lateral / 5 axial, camera noise)")

@@ -67,8 +67,10 @@ def write_mips(directory: str | Path, stem: str, raw: Mips | None, enhanced: Mip
     """``<stem>_mip_{z,y,x}.tif`` of the output and ``<stem>_mip.png`` (raw vs enhanced)."""
     import tifffile
 
+    from resin.io._common import make_folder
+
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     written = []
     for axis, arr in (("z", enhanced.along_z), ("y", enhanced.along_y), ("x", enhanced.along_x)):
         p = out / f"{stem}_mip_{axis}.tif"

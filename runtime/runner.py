@@ -51,6 +51,7 @@ from resin.runtime.runstate import record_dir, recorded_tile, staging_path
 
 from resin import _log
 from resin.errors import OutputExistsError, ResumeError, UsageError, VolumeError
+from resin.io._common import check_folder
 from resin.metadata import ModelMetadata
 
 BLEND_MODES = ("gaussian", "cosine", "constant")
@@ -446,6 +447,7 @@ def check_mip_dir(mip_dir: str | os.PathLike, output: str, replace: bool) -> Non
     d = Path(mip_dir)
     if d.exists() and not d.is_dir():
         raise UsageError(f"--mip {mip_dir}: exists and is not a directory")
+    check_folder(d)
     existing = [p for p in mip_paths(mip_dir, output) if p.exists() or p.is_symlink()]
     if existing and not replace:
         raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace the MIPs")

@@ -153,15 +153,29 @@ def check_write_region(region: Region, array: np.ndarray, shape: tuple[int, int,
     return region, array
 
 
-def make_parent(path: str | os.PathLike[str]) -> None:
-    """Create the folder an output goes into (and its parents), as ``resin export`` and
-    ``--mip DIR`` do; one that cannot be made is a usage error, not a traceback."""
-    parent = Path(os.fspath(path).rstrip("/")).parent
+def make_folder(folder: str | os.PathLike[str]) -> None:
+    """Create an output folder (and its parents); one that cannot be made (a path through
+    a file, no permission) is a usage error, not a traceback."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"{parent}: cannot create the output folder "
+        raise UsageError(f"{folder}: cannot create the output folder "
                          f"({exc.strerror or exc})") from None
+
+
+def check_folder(folder: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, an output folder that cannot be made because a file stands
+    where it or a folder above it would be (:func:`make_folder` says the rest when it
+    makes it)."""
+    p = Path(folder)
+    above = next((q for q in (p, *p.parents) if q.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UsageError(f"{folder}: cannot create the output folder ({above} is a file)")
+
+
+def make_parent(path: str | os.PathLike[str]) -> None:
+    """Create the folder an output goes into (:func:`make_folder`)."""
+    make_folder(Path(os.fspath(path).rstrip("/")).parent)
 
 
 def prepare_output(path: str, overwrite: bool) -> None:

@@ -251,6 +251,14 @@ def test_cli_bad_flags_exit_2_one_line(cli, tiny_checkpoint, tmp_path, args, mes
     assert not list(tmp_path.glob("*.onnx"))
 
 
+def test_cli_output_folder_through_a_file_is_one_line(cli, tiny_checkpoint, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    for args in (["-o", "taken/m.onnx"], ["--bioimageio", "taken/pkg"]):
+        proc = cli("resin", "export", str(tiny_checkpoint), *args, cwd=tmp_path)
+        assert "cannot create the output folder" in assert_one_line_error(proc), args
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
 def test_cli_bad_checkpoint_exits_2(cli, tmp_path):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"\x80\x02not a checkpoint")

@@ -68,6 +68,19 @@ def test_an_output_in_a_new_folder_makes_the_folder(cli, fast_model, tmp_path,
     assert "cannot create the output folder" in line
 
 
+def test_mips_into_a_folder_through_a_file_are_refused_before_the_run(cli, fast_model,
+                                                                      tmp_path, awkward_volume):
+    src = tmp_path / "stack.tif"
+    write_volume(src, awkward_volume)
+    (tmp_path / "taken").write_text("not a folder")
+    out = tmp_path / "o.zarr"
+    line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(src), "-o",
+                                     str(out), "--device", "cpu", "--mip",
+                                     str(tmp_path / "taken" / "mips")))
+    assert "cannot create the output folder" in line
+    assert not out.exists() and not (tmp_path / "o.zarr.partial").exists()
+
+
 def test_ome_zarr_py_in_and_out(cli, fast_model, tmp_path, rng):
     from ome_zarr.format import FormatV05
     from ome_zarr.io import parse_url

@@ -40,6 +40,14 @@ def test_demo_refuses_a_folder_holding_a_file_it_would_write_before_any_work(cli
     assert (out / "mip.png").read_bytes() == b"my figure"
 
 
+def test_demo_into_a_folder_through_a_file_is_one_line(cli, fast_model, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    proc = cli("resin", "demo", "--out", str(tmp_path / "taken" / "demo"), "--engine",
+               str(fast_model), "--device", "cpu", "--shape", "12", "40", "40")
+    assert "cannot create the output folder" in assert_one_line_error(proc)
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
 @pytest.mark.slow
 def test_torch_backend_matches_onnxruntime(tmp_path, model_factory, awkward_volume):
     torch = pytest.importorskip("torch")
