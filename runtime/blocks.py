@@ -98,16 +98,19 @@ def choose_block(plan: TilePlan, chunks: Triple, block: Sequence[int] | None = N
 
 
 def working_bytes(block_voxels: Any, tile_voxels: Any, scale_voxels: int,
-                  out_itemsize: int, partition: bool = True) -> Any:
+                  out_itemsize: int, partition: bool = True, blocks: Any = None) -> Any:
     """Host memory a run holds besides the network's own, for blocks and tiles of these
     sizes (numbers or arrays of them): the block being filled, finalized blocks queued for
     the writer, and the tiles read ahead or in flight (network input and output). Tiles
     that ``partition`` the output fill the block's output directly; blended cores
-    (``--overlap``) need two float32 accumulators of the block instead."""
+    (``--overlap``) need two float32 accumulators of the block instead. ``blocks``: how
+    many blocks the run has (None: many), since a run of fewer never holds more."""
     tiles = (QUEUE_DEPTH + 2) * tile_voxels * 4 * (1 + scale_voxels)
     if partition:
-        return (QUEUE_DEPTH + 2) * block_voxels * out_itemsize + tiles
-    return 2 * 4 * block_voxels + (QUEUE_DEPTH + 1) * block_voxels * out_itemsize + tiles
+        held = QUEUE_DEPTH + 2 if blocks is None else np.minimum(QUEUE_DEPTH + 2, blocks)
+        return held * block_voxels * out_itemsize + tiles
+    held = QUEUE_DEPTH + 1 if blocks is None else np.minimum(QUEUE_DEPTH + 1, blocks)
+    return 2 * 4 * block_voxels + held * block_voxels * out_itemsize + tiles
 
 
 @dataclass(frozen=True)
@@ -210,9 +213,11 @@ class BlockPlan:
     def working_bytes(self, out_dtype: Any) -> int:
         """Host memory a run of this plan holds besides the network's own
         (:func:`working_bytes`)."""
-        return int(working_bytes(math.prod(self.block), math.prod(self.tiles.tile),
+        extent = math.prod(min(b, o) for b, o in zip(self.block, self.tiles.out_shape,
+                                                     strict=True))
+        return int(working_bytes(extent, math.prod(self.tiles.tile),
                                  math.prod(self.tiles.scale), np.dtype(out_dtype).itemsize,
-                                 self.tiles.partition))
+                                 self.tiles.partition, self.n_blocks))
 
     @property
     def tile_runs(self) -> int:
@@ -329,7 +334,7 @@ class BlockRunner:
                     continue
                 if acc is None:
                     if direct:  # the block's output itself, filled core by core
-                        acc = np.zeros(block.shape, self.out_dtype)
+                        acc = self._block_buffer(block)
                     else:
                         acc = np.zeros(block.shape, np.float32)
                         wsum = np.zeros(block.shape, np.float32)
@@ -371,6 +376,16 @@ class BlockRunner:
             except BaseException as exc:  # noqa: BLE001 - the first error is the one reported
                 _log.debug(f"writer error after a failed block: {exc}")
             raise
+
+    def _block_buffer(self, block: Block) -> np.ndarray:
+        """Zeros of the block's shape in the output dtype: the sink's own voxels where it
+        offers them (an in-memory result), else a new array."""
+        buffer = getattr(self.sink, "buffer", None)
+        out = None if buffer is None else buffer(block.region)
+        if out is None or out.dtype != self.out_dtype:
+            return np.zeros(block.shape, self.out_dtype)
+        out[...] = 0
+        return out
 
     def _finalize_into(self, out: np.ndarray, core: np.ndarray, ones: np.ndarray,
                        offset: tuple[int, ...]) -> None:

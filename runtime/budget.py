@@ -139,15 +139,17 @@ class TileChoice:
 class _Axis:
     tile: np.ndarray
     calls: np.ndarray
+    #: the output block's extent along the axis (clipped to the output) and their count
     block: np.ndarray
+    blocks: np.ndarray
 
 
 def _axis_candidates(n: int, halo: int, m: int, scale: int, block: int | None,
                      shard: int | None, bounds: tuple[int, int] | None,
-                     pad: int | None = None) -> _Axis:
-    """Per tile size: tiles along the axis and the output block's extent (as the run will
-    choose it); for each tile count only the smallest tile (a bigger one with as many
-    tiles computes more for nothing)."""
+                     pad: int | None = None, index: int = 0) -> _Axis:
+    """Per tile size: tiles along the axis (``index``: 0 z, 1 y, 2 x) and the output
+    block's extent (as the run will choose it); for each tile count only the smallest
+    tile (a bigger one with as many tiles computes more for nothing)."""
     from resin.runtime.planner import TilePlan, plan_axis
 
     pad = halo if pad is None else pad
@@ -171,15 +173,19 @@ def _axis_candidates(n: int, halo: int, m: int, scale: int, block: int | None,
         keep = np.unique(np.linspace(0, len(plans) - 1, _MAX_CANDIDATES).round().astype(int))
         plans = [plans[i] for i in keep]
     blocks = []
-    for axis in plans:
-        # the block rules are per axis: plan this axis thrice and read one extent
-        cube = TilePlan(shape=(n, n, n), tile=(axis.tile,) * 3, halo=(halo,) * 3,
-                        scale=(scale,) * 3, axes=(axis, axis, axis))
+    out = n * scale
+    for plan in plans:
+        # the block rules are per axis (each with its own default chunk and block): plan
+        # this axis thrice and read its own extent
+        cube = TilePlan(shape=(n, n, n), tile=(plan.tile,) * 3, halo=(halo,) * 3,
+                        scale=(scale,) * 3, axes=(plan, plan, plan))
         blocks.append(make_block_plan(cube, None if block is None else (block,) * 3,
-                                      shards=None if shard is None else (shard,) * 3).block[0])
+                                      shards=None if shard is None else (shard,) * 3
+                                      ).block[index])
+    extent = np.array(blocks, dtype=np.int64)
     return _Axis(tile=np.array([a.tile for a in plans], dtype=np.int64),
                  calls=np.array([len(a.starts) for a in plans], dtype=np.int64),
-                 block=np.array(blocks, dtype=np.int64))
+                 block=np.minimum(extent, out), blocks=-(-out // extent))
 
 
 def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
@@ -205,19 +211,21 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
                              None if block is None else int(block[a]),
                              None if shards is None else int(shards[a]),
                              None if bounds is None else (bounds[0][a], bounds[1][a]),
-                             face_pad(faces, int(halo[a])))
+                             face_pad(faces, int(halo[a])), a)
             for a in range(3)]
     z, y, x = (ax.tile.astype(np.float64) for ax in axes)
     scale_voxels = math.prod(int(s) for s in scale)
     tile_voxels = z[:, None, None] * y[None, :, None] * x[None, None, :]
     blocks = (axes[0].block[:, None, None] * axes[1].block[None, :, None]
               * axes[2].block[None, None, :]).astype(np.float64)
+    n_blocks = (axes[0].blocks[:, None, None] * axes[1].blocks[None, :, None]
+                * axes[2].blocks[None, None, :])
     if device_budget is not None and device_budget <= 0:
         raise UsageError(f"the GPU memory budget must be positive, got {device_budget} bytes")
     # the engine's activations, plus the pipeline's buffers by the run's own rule (a
     # float32 output: the widest there is)
     activations = tile_voxels * scale_voxels * bytes_per_voxel
-    host = working_bytes(blocks, tile_voxels, scale_voxels, 4)
+    host = working_bytes(blocks, tile_voxels, scale_voxels, 4, blocks=n_blocks)
     if device_budget is None:
         memory, device = activations + host, np.zeros_like(activations)
         fits = memory <= budget

@@ -46,8 +46,17 @@ class ArraySink:
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
 
+    def buffer(self, region: Region) -> np.ndarray:
+        """The array's own voxels of ``region``, for a block to be finalized into in place
+        (a sink without this method gets a separate block buffer)."""
+        return self.array[region]
+
     def write(self, region: Region, array: np.ndarray) -> None:
-        self.array[region] = array
+        target = self.array[region]
+        if (array.__array_interface__["data"] == target.__array_interface__["data"]
+                and array.strides == target.strides and array.shape == target.shape):
+            return  # finalized in place (``buffer``)
+        target[...] = array
 
 
 @dataclass

@@ -187,4 +187,34 @@ def test_tiles_that_partition_the_output_hold_no_float32_accumulators(rng, dtype
     # the memory the tile budget plans for counts the same saving
     blended = replace(bplan, tiles=replace(bplan.tiles, partition=False))
     saved = blended.working_bytes(dtype) - bplan.working_bytes(dtype)
-    assert saved == (2 * 4 - np.dtype(dtype).itemsize) * np.prod(bplan.block)
+    assert saved == accumulators  # one block: its output is held either way
+
+
+def test_an_in_memory_run_finalizes_into_its_result(rng, monkeypatch):
+    """Enhancing an array fills the result itself block by block: no second copy of the
+    output (nor float32 accumulators) is held beside it, and the bytes are those of a
+    separate block buffer (a file run, whose blocks are written out)."""
+    import tracemalloc
+
+    from resin.runtime.normalize import Levels
+    from resin.runtime.runner import TileSettings, enhance_array
+
+    levels = Levels(low_percentile=1.0, high_percentile=99.0, low=100.0, high=3100.0,
+                    samples=1)
+    vol = rng.gamma(2.0, 600.0, size=(32, 128, 128)).astype(np.float32)
+    settings = TileSettings(tile=(12, 40, 40))
+    enhance_array(_Pointwise(), vol, settings, levels)  # kernels loaded before measuring
+    tracemalloc.start()
+    try:
+        got = enhance_array(_Pointwise(), vol, settings, levels)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * got.nbytes, (peak, got.nbytes)
+    from resin.runtime.pipeline import ArraySink
+
+    monkeypatch.delattr(ArraySink, "buffer")  # a sink that only takes finished blocks
+    for block in (None, (8, 64, 64)):
+        apart = enhance_array(_Pointwise(), vol, TileSettings(tile=(12, 40, 40), block=block),
+                              levels)
+        np.testing.assert_array_equal(got.view(np.uint32), apart.view(np.uint32))

@@ -274,3 +274,25 @@ def test_the_time_estimate_probes_the_engine_only_when_its_line_is_shown(monkeyp
         runner._log.logger.setLevel(before)
     assert Counting.calls == probes
     assert ("s per call)" in lines[0]) == bool(probes)
+
+
+@pytest.mark.parametrize("shape", [(64, 256, 256), (128, 512, 512), (300, 2000, 1500)])
+def test_the_budget_counts_the_blocks_a_run_holds(shape):
+    """A run holds its blocks' buffers (the block being filled and those queued for the
+    writer) clipped to the output, and never more blocks than it has: a volume that is one
+    block holds one. The budget's estimate is the run's own (activations + its
+    BlockPlan.working_bytes), so a small volume is not planned as if it held four blocks
+    larger than itself."""
+    from resin.runtime.blocks import QUEUE_DEPTH, make_block_plan
+
+    halo, m = (29, 21, 21), 8
+    choice = choose_tile(shape, halo, m, (1, 1, 1), GiB, BYTES)
+    bplan = make_block_plan(plan_tiles(shape, choice.tile, halo, m))
+    tile = math.prod(choice.tile)
+    assert choice.memory == pytest.approx(tile * BYTES + bplan.working_bytes(np.float32))
+    tiles = (QUEUE_DEPTH + 2) * tile * 4 * 2
+    held = min(bplan.n_blocks, QUEUE_DEPTH + 2)
+    block = math.prod(min(b, n) for b, n in zip(bplan.block, shape, strict=True))
+    assert bplan.working_bytes(np.uint16) == held * block * 2 + tiles
+    if bplan.n_blocks == 1:
+        assert bplan.working_bytes(np.uint16) == math.prod(shape) * 2 + tiles
