@@ -279,7 +279,8 @@ def main() -> None:
     del sim
 
     engine = load_backend(onnx, "onnxruntime", "cpu")
-    plan = make_plan(engine, shape, TileSettings(tile=tuple(args.tile) if args.tile else None))
+    plan = make_plan(engine, shape, TileSettings(tile=tuple(args.tile) if args.tile else None),
+                     out_dtype=np.uint16)  # what resin-run picks for this uint16 volume
     meta = engine.metadata
     tile = list(plan.tile)
     overlap = [2 * h / t for h, t in zip(plan.halo, plan.tile, strict=True)]

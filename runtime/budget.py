@@ -193,7 +193,7 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
                 block: Sequence[int] | None = None, shards: Sequence[int] | None = None,
                 bounds: tuple[Triple, Triple] | None = None,
                 device_budget: int | None = None, device_blend: bool = False,
-                faces: str = "repeat") -> TileChoice:
+                faces: str = "repeat", out_itemsize: int = 4) -> TileChoice:
     """The tile keeping the largest share of what is computed within ``budget`` bytes.
 
     ``bounds``: (smallest, largest) tile the engine accepts (a TensorRT profile).
@@ -202,7 +202,8 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
     (and with ``device_blend`` the GPU-resident blend's buffers) must fit it and the host
     buffers ``budget``. If nothing fits, the tile needing the least memory (its estimate
     is then over the budget). ``faces``: the run's face mode
-    (:data:`resin.runtime.planner.FACES`).
+    (:data:`resin.runtime.planner.FACES`). ``out_itemsize``: bytes per output voxel of the
+    blocks (default 4, float32, the widest).
     """
     if budget <= 0:
         raise UsageError(f"the memory budget must be positive, got {budget} bytes")
@@ -222,10 +223,9 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
                 * axes[2].blocks[None, None, :])
     if device_budget is not None and device_budget <= 0:
         raise UsageError(f"the GPU memory budget must be positive, got {device_budget} bytes")
-    # the engine's activations, plus the pipeline's buffers by the run's own rule (a
-    # float32 output: the widest there is)
+    # the engine's activations, plus the pipeline's buffers by the run's own rule
     activations = tile_voxels * scale_voxels * bytes_per_voxel
-    host = working_bytes(blocks, tile_voxels, scale_voxels, 4, blocks=n_blocks)
+    host = working_bytes(blocks, tile_voxels, scale_voxels, int(out_itemsize), blocks=n_blocks)
     if device_budget is None:
         memory, device = activations + host, np.zeros_like(activations)
         fits = memory <= budget

@@ -233,9 +233,9 @@ class EnhanceStream:
             raise VolumeError(f"unsupported stream dtype {self.dtype}")
         self._engine = engine
         self._settings = settings
-        self.plan: TilePlan = make_plan(engine, self.shape, settings)
-        self._levels = levels
         self._out_dtype = output_dtype(self.dtype)
+        self.plan: TilePlan = make_plan(engine, self.shape, settings, out_dtype=self._out_dtype)
+        self._levels = levels
         self.result: np.ndarray | None = None
         self._writer: Any = None
         self._out = None if out is None else os.fspath(out)

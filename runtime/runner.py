@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from resin.runtime.backends._base import Backend, device_resident
 from resin.runtime.blocks import (
     DEFAULT_CHUNK,
@@ -159,7 +160,11 @@ class RunProgress:
 
 
 def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettings,
-              tile: tuple[int, int, int] | None = None) -> TilePlan:
+              tile: tuple[int, int, int] | None = None,
+              out_dtype: npt.DTypeLike | None = None) -> TilePlan:
+    """The tiles of a run: ``tile``, ``settings.tile``, an engine's tuned tile, or the one
+    the memory budget picks, counting blocks of ``out_dtype`` (None: float32, the
+    widest)."""
     meta = engine.metadata
     scale = tuple(int(round(s)) for s in meta.scale)
     if any(abs(s - round(s)) > 1e-6 or s < 1 for s in meta.scale):
@@ -177,7 +182,8 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
         free, available = free_device_memory(engine), available_memory() or 0
         budgets = run_budgets(settings, free, available)
         requested = budget_tile(meta, shape, halo, scale, settings, budgets,  # type: ignore[arg-type]
-                                bounds, settings.device_blend and device_resident(engine)).tile
+                                bounds, settings.device_blend and device_resident(engine),
+                                4 if out_dtype is None else np.dtype(out_dtype).itemsize).tile
         note = budget_note(settings, budgets, free, available)
     plan = replace(plan_tiles(shape, requested, halo, meta.size_multiple,  # type: ignore[arg-type]
                               overlap, scale, settings.faces), budget=note)
@@ -200,15 +206,16 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
 def budget_tile(meta: ModelMetadata, shape: Triple, halo: Triple, scale: Triple,
                 settings: TileSettings, budgets: tuple[int, int | None],
                 bounds: tuple[Triple, Triple, Triple] | None = None,
-                device_blend: bool = False) -> TileChoice:
+                device_blend: bool = False, out_itemsize: int = 4) -> TileChoice:
     """The tile :func:`resin.runtime.budget.choose_tile` picks within ``budgets``, the
-    (RAM, GPU) bytes of :func:`run_budgets` (GPU None: a CPU engine)."""
+    (RAM, GPU) bytes of :func:`run_budgets` (GPU None: a CPU engine), for blocks of
+    ``out_itemsize`` bytes per voxel."""
     budget, device_budget = budgets
     return choose_tile(shape, halo, meta.size_multiple, scale, budget,
                        engine_bytes_per_voxel(meta), settings.block, settings.shards,
                        None if bounds is None else (bounds[0], bounds[2]),
                        device_budget=device_budget, device_blend=device_blend,
-                       faces=settings.faces)
+                       faces=settings.faces, out_itemsize=out_itemsize)
 
 
 def budget_chooses(meta: ModelMetadata, settings: TileSettings) -> bool:
@@ -301,7 +308,8 @@ def levels_for(engine: Backend, read, shape: tuple[int, int, int], source: str) 
 
 
 def _run_blocks(engine: Backend, bplan: BlockPlan, settings: TileSettings, make_runner,
-                read, blocks: list[Block], read_ahead: bool = True) -> BlockPlan:
+                read, blocks: list[Block], read_ahead: bool = True,
+                out_dtype: npt.DTypeLike | None = None) -> BlockPlan:
     """Run ``blocks``; on out-of-memory, retry the blocks not yet written with smaller tiles
     (same blocks and chunks)."""
     while True:
@@ -317,7 +325,7 @@ def _run_blocks(engine: Backend, bplan: BlockPlan, settings: TileSettings, make_
             blocks = [b for b in blocks if b.key not in runner.done]
             _log.log(f"out of memory with tile {describe(bplan.tiles.tile)}; retrying the "
                      f"{len(blocks)} unwritten blocks with tile {describe(smaller)}")
-            plan = make_plan(engine, bplan.tiles.shape, settings, smaller)
+            plan = make_plan(engine, bplan.tiles.shape, settings, smaller, out_dtype)
             bplan = BlockPlan(tiles=plan, block=bplan.block, chunks=bplan.chunks)
             blocks = [bplan.block_at(b.index) for b in blocks]
 
@@ -338,7 +346,7 @@ def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
 
     if levels is None:
         levels = levels_for(engine, read, shape, "volume")
-    plan = make_plan(engine, shape, settings)
+    plan = make_plan(engine, shape, settings, out_dtype=output_dtype(vol.dtype))
     bplan = make_block_plan(plan, settings.block)
     out = np.empty(plan.out_shape, output_dtype(vol.dtype))
     sink = ArraySink(out)
@@ -353,7 +361,7 @@ def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
                            on_tile=lambda: state.add(tiles=1),
                            device_blend=settings.device_blend)
 
-    _run_blocks(engine, bplan, settings, make_runner, read, blocks)
+    _run_blocks(engine, bplan, settings, make_runner, read, blocks, out_dtype=out.dtype)
     return out
 
 
@@ -544,9 +552,9 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         if resume and settings.tile is None:
             # the tile the interrupted run chose from its memory budget, not today's
             settings = replace(settings, tile=recorded_tile(record_dir(output, fmt)))
-        plan = make_plan(engine, shape3, settings)
-        bplan = make_block_plan(plan, settings.block, shards=settings.shards)
         out_dtype = output_dtype(reader.dtype)
+        plan = make_plan(engine, shape3, settings, out_dtype=out_dtype)
+        bplan = make_block_plan(plan, settings.block, shards=settings.shards)
         identity = run_identity(engine, model_path, input_path, shape3, reader.dtype, levels,
                                 bplan, settings, out_dtype, settings.shards, reader.channel,
                                 reader.time)
@@ -601,7 +609,7 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
 
                 if client is None:
                     bplan = _run_blocks(engine, bplan, settings, make_runner, reader.read,
-                                        todo)
+                                        todo, out_dtype=out_dtype)
                 else:
                     _run_distributed(client, engine_request, model_path, input_path, output,
                                      settings, levels, bplan, out_dtype, record, todo, mips,

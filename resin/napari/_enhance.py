@@ -138,9 +138,10 @@ def enhance_region(enh: Enhancer, volume: Any, region: Region, levels: Levels) -
     return out[keep]
 
 
-def plan_for(enh: Enhancer, shape: tuple[int, int, int]) -> TilePlan:
-    """The planner's tiles for this volume and model (what a run will use)."""
-    return make_plan(enh.engine, shape, enh.settings)
+def plan_for(enh: Enhancer, shape: tuple[int, int, int], dtype: Any) -> TilePlan:
+    """The planner's tiles for this volume (shape and dtype) and model (what a run will
+    use)."""
+    return make_plan(enh.engine, shape, enh.settings, out_dtype=output_dtype(np.dtype(dtype)))
 
 
 def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:

@@ -185,7 +185,8 @@ class EnhanceWidget(QWidget):
             self._load(settings)
             return
         try:
-            plan = plan_for(enh, tuple(int(s) for s in volume.shape))  # type: ignore[arg-type]
+            plan = plan_for(enh, tuple(int(s) for s in volume.shape),  # type: ignore[arg-type]
+                            volume.dtype)
             self.plan_label.setText(plan_text(enh, plan, volume.dtype, output is not None))
             self._out_voxels = int(np.prod(plan.out_shape))
         except ResinError as exc:
@@ -263,7 +264,8 @@ class EnhanceWidget(QWidget):
                                          overwrite=overwrite)
                 return {"report": report}
             levels = volume_levels(enh, volume)
-            plan = plan_for(enh, tuple(int(s) for s in volume.shape))  # type: ignore[arg-type]
+            plan = plan_for(enh, tuple(int(s) for s in volume.shape),  # type: ignore[arg-type]
+                            volume.dtype)
             t0 = time.perf_counter()
             result = enhance_in_memory(enh, volume, levels, job)
             return {"data": result, "record": run_record(enh, levels, plan, layer.name),
@@ -320,7 +322,8 @@ class EnhanceWidget(QWidget):
             t0 = time.perf_counter()
             levels = volume_levels(enh, volume)
             job.check()
-            plan = plan_for(enh, tuple(int(s) for s in volume.shape))  # type: ignore[arg-type]
+            plan = plan_for(enh, tuple(int(s) for s in volume.shape),  # type: ignore[arg-type]
+                            volume.dtype)
             data = enhance_region(enh, volume, region, levels)
             return {"data": data, "record": {**run_record(enh, levels, plan, layer.name),
                                              "region": [[r.start, r.stop] for r in region]},

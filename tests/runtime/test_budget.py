@@ -276,8 +276,9 @@ def test_the_time_estimate_probes_the_engine_only_when_its_line_is_shown(monkeyp
     assert ("s per call)" in lines[0]) == bool(probes)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
 @pytest.mark.parametrize("shape", [(64, 256, 256), (128, 512, 512), (300, 2000, 1500)])
-def test_the_budget_counts_the_blocks_a_run_holds(shape):
+def test_the_budget_counts_the_blocks_a_run_holds(shape, dtype):
     """A run holds its blocks' buffers (the block being filled and those queued for the
     writer) clipped to the output, and never more blocks than it has: a volume that is one
     block holds one. The budget's estimate is the run's own (activations + its
@@ -286,13 +287,25 @@ def test_the_budget_counts_the_blocks_a_run_holds(shape):
     from resin.runtime.blocks import QUEUE_DEPTH, make_block_plan
 
     halo, m = (29, 21, 21), 8
-    choice = choose_tile(shape, halo, m, (1, 1, 1), GiB, BYTES)
+    itemsize = np.dtype(dtype).itemsize
+    choice = choose_tile(shape, halo, m, (1, 1, 1), GiB, BYTES, out_itemsize=itemsize)
     bplan = make_block_plan(plan_tiles(shape, choice.tile, halo, m))
     tile = math.prod(choice.tile)
-    assert choice.memory == pytest.approx(tile * BYTES + bplan.working_bytes(np.float32))
+    assert choice.memory == pytest.approx(tile * BYTES + bplan.working_bytes(dtype))
     tiles = (QUEUE_DEPTH + 2) * tile * 4 * 2
     held = min(bplan.n_blocks, QUEUE_DEPTH + 2)
     block = math.prod(min(b, n) for b, n in zip(bplan.block, shape, strict=True))
     assert bplan.working_bytes(np.uint16) == held * block * 2 + tiles
     if bplan.n_blocks == 1:
         assert bplan.working_bytes(np.uint16) == math.prod(shape) * 2 + tiles
+
+
+def test_a_uint16_output_leaves_more_of_the_budget_to_the_tiles():
+    """Blocks of a uint16 output take half the bytes of float32 ones: on a large volume
+    with a small budget the run plans for the blocks it will hold, not float32 ones."""
+    engine = _Bounded()
+    shape, settings = (512, 2048, 2048), TileSettings(memory=1.0)
+    wide = make_plan(engine, shape, settings)
+    assert make_plan(engine, shape, settings, out_dtype=np.float32).tile == wide.tile
+    narrow = make_plan(engine, shape, settings, out_dtype=np.uint16)
+    assert math.prod(narrow.tile) > 1.5 * math.prod(wide.tile)
