@@ -9,7 +9,8 @@ block's output: :meth:`BlockRunner.run`). Each output voxel therefore receives t
 contributions in the same order whatever the block size, the order blocks run in, or the
 process that runs them: the output is byte-identical to a single-block run. Memory is one
 block (its output, or with blended cores two float32 accumulators) plus a few tiles, flat
-in every axis. This holds on either path, host or GPU-resident (:mod:`resin.runtime.device`); between the two paths the contributions and their order are
+in every axis. This holds on either path, host or GPU-resident
+(:mod:`resin.runtime.device`); between the two paths the contributions and their order are
 the same, and the outputs are bit-identical in Numba's CUDA simulator, while a GPU that
 fuses ``acc + tile * w`` into one FMA may differ in the last float32 bit (and an integer
 output by one at a rounding boundary).

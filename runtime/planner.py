@@ -69,6 +69,8 @@ def face_pad(faces: str, halo: int) -> int | None:
     if faces == "repeat":
         return None
     return 0 if faces == "zeros" else min(int(faces), int(halo))
+
+
 #: why ``--overlap`` is refused with zero-padded faces (the planner and the settings check)
 OVERLAP_NEEDS_REPEAT = ("--overlap blends whole tile cores, which needs the faces padded by "
                         "the halo; use --faces repeat with --overlap")
