@@ -170,7 +170,7 @@ def check_folder(folder: str | os.PathLike[str]) -> None:
     p = Path(folder)
     above = next((q for q in (p, *p.parents) if q.exists()), None)
     if above is not None and not above.is_dir():
-        raise UsageError(f"{folder}: cannot create the output folder ({above} is a file)")
+        raise UsageError(f"{folder}: cannot create the output folder ({above} is not a folder)")
 
 
 def make_parent(path: str | os.PathLike[str]) -> None:

@@ -218,3 +218,53 @@ def test_an_in_memory_run_finalizes_into_its_result(rng, monkeypatch):
         apart = enhance_array(_Pointwise(), vol, TileSettings(tile=(12, 40, 40), block=block),
                               levels)
         np.testing.assert_array_equal(got.view(np.uint32), apart.view(np.uint32))
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_out_of_memory_retries_the_unwritten_blocks_with_smaller_tiles(rng, tmp_path, caplog,
+                                                                       in_memory):
+    """An engine that runs out of memory on large tiles after some blocks are written: the
+    written blocks stay, the rest (a half-filled one included) run again with a smaller
+    tile, and the output is the one-call result (the network has no reach, so any tiling
+    gives the same bytes)."""
+    import logging
+
+    from resin.kernels import finalize
+    from resin.runtime.normalize import normalize_tile
+    from resin.runtime.runner import TileSettings, enhance_array, levels_for
+
+    class Fragile(_Pointwise):
+        calls = 0
+
+        def infer(self, tile: np.ndarray) -> np.ndarray:
+            Fragile.calls += 1
+            if Fragile.calls > 5 and tile.size > 12 * 24 * 24:
+                raise RuntimeError("[ONNXRuntimeError] : 6 : Failed to allocate memory")
+            return super().infer(tile)
+
+    vol = rng.integers(0, 4000, size=(20, 64, 64)).astype(np.uint16)
+    levels = levels_for(_Pointwise(), lambda r: vol[r], vol.shape, "volume")  # a file run's
+    settings = TileSettings(tile=(12, 34, 34), block=(10, 32, 32))
+    with caplog.at_level(logging.INFO, logger="resin"):
+        if in_memory:
+            got = enhance_array(Fragile(), vol, settings, levels)
+        else:
+            from resin.runtime.runner import enhance_file
+
+            from resin.io import read_volume, write_volume
+
+            write_volume(tmp_path / "in.tif", vol)
+            (tmp_path / "fragile.onnx").write_bytes(b"stand-in")  # hashed into the record
+            enhance_file(Fragile(), str(tmp_path / "fragile.onnx"), str(tmp_path / "in.tif"),
+                         str(tmp_path / "out.zarr"), settings)
+            got = read_volume(tmp_path / "out.zarr")
+    # blocks were written before the failure; the smaller tile still failed once
+    import re
+
+    first = re.search(r"out of memory with tile 12x34x34; retrying the (\d+) unwritten "
+                      r"blocks with tile 12x18x34", caplog.text)
+    assert first is not None and 1 <= int(first.group(1)) < 8, caplog.text
+    assert "out of memory with tile 12x18x34; retrying the" in caplog.text
+    y = Fragile.net(normalize_tile(vol, levels))
+    np.testing.assert_array_equal(got, finalize(y, np.ones_like(y), np.uint16, levels.low,
+                                                levels.high))
