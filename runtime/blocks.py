@@ -242,6 +242,16 @@ class BlockPlan:
 def make_block_plan(plan: TilePlan, block: Sequence[int] | None = None,
                     chunks: Triple | None = None,
                     shards: Sequence[int] | None = None) -> BlockPlan:
+    """The blocks of a run: ``block`` (``--block``), else the one the memory budget chose
+    (``plan.block``, never below one chunk), else :data:`DEFAULT_BLOCK`."""
+    if block is None and plan.block is not None:
+        if chunks is None:
+            chunks = align_chunks(plan)
+            if shards is not None:
+                chunks = tuple(math.gcd(c, int(s)) for c, s in zip(chunks, shards,  # type: ignore[assignment]
+                                                                      strict=True))
+        return BlockPlan(tiles=plan, block=choose_block(plan, chunks, plan.block, shards),
+                         chunks=chunks)
     if chunks is None:
         chunks = align_chunks(plan)
         if shards is not None:  # chunks must tile a shard

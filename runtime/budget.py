@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +57,10 @@ DEFAULT_DEVICE_SHARE = 0.5
 FALLBACK_BYTES_PER_VOXEL = 1024
 #: candidate tiles per axis in the search (thinned evenly beyond this)
 _MAX_CANDIDATES = 160
+#: smaller output blocks (voxels, rounded up to whole chunks) the budget tries, in this
+#: order, when no --block is given: taken only where the default block's buffers leave
+#: the tiles too little of a small budget (a large volume within --memory 1)
+BUDGET_BLOCKS: tuple[Triple, ...] = ((96, 512, 512), (96, 256, 256), (32, 256, 256))
 GiB = 1024**3
 
 
@@ -133,6 +137,9 @@ class TileChoice:
     calls: int
     #: bytes planned for on the GPU (0 on a CPU engine)
     device_memory: int = 0
+    #: the output block the budget chose (a target of :data:`BUDGET_BLOCKS`) when the
+    #: default one would crowd out the tiles; None: the default block
+    block: Triple | None = None
 
 
 @dataclass(frozen=True)
@@ -144,13 +151,11 @@ class _Axis:
     blocks: np.ndarray
 
 
-def _axis_candidates(n: int, halo: int, m: int, scale: int, block: int | None,
-                     shard: int | None, bounds: tuple[int, int] | None,
-                     pad: int | None = None, index: int = 0) -> _Axis:
-    """Per tile size: tiles along the axis (``index``: 0 z, 1 y, 2 x) and the output
-    block's extent (as the run will choose it); for each tile count only the smallest
+def _axis_plans(n: int, halo: int, m: int, bounds: tuple[int, int] | None,
+                pad: int | None = None) -> list[AxisPlan]:
+    """The tile sizes worth trying along an axis: for each tile count only the smallest
     tile (a bigger one with as many tiles computes more for nothing)."""
-    from resin.runtime.planner import TilePlan, plan_axis
+    from resin.runtime.planner import plan_axis
 
     pad = halo if pad is None else pad
     padded = -(-(n + 2 * pad) // m) * m
@@ -172,13 +177,25 @@ def _axis_candidates(n: int, halo: int, m: int, scale: int, block: int | None,
     if len(plans) > _MAX_CANDIDATES:
         keep = np.unique(np.linspace(0, len(plans) - 1, _MAX_CANDIDATES).round().astype(int))
         plans = [plans[i] for i in keep]
+    return plans
+
+
+def _axis_candidates(plans: list[AxisPlan], n: int, halo: int, scale: int,
+                     block: int | None, shard: int | None, index: int,
+                     chosen: int | None = None) -> _Axis:
+    """Per tile size in ``plans``: tiles along the axis (``index``: 0 z, 1 y, 2 x) and the
+    output block's extent as the run will choose it (``--block``, else the budget's
+    ``chosen`` block, else the default one)."""
+    from resin.runtime.planner import TilePlan
+
     blocks = []
     out = n * scale
     for plan in plans:
         # the block rules are per axis (each with its own default chunk and block): plan
         # this axis thrice and read its own extent
         cube = TilePlan(shape=(n, n, n), tile=(plan.tile,) * 3, halo=(halo,) * 3,
-                        scale=(scale,) * 3, axes=(plan, plan, plan))
+                        scale=(scale,) * 3, axes=(plan, plan, plan),
+                        block=None if chosen is None else (chosen,) * 3)
         blocks.append(make_block_plan(cube, None if block is None else (block,) * 3,
                                       shards=None if shard is None else (shard,) * 3
                                       ).block[index])
@@ -207,13 +224,38 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
     """
     if budget <= 0:
         raise UsageError(f"the memory budget must be positive, got {budget} bytes")
+    if device_budget is not None and device_budget <= 0:
+        raise UsageError(f"the GPU memory budget must be positive, got {device_budget} bytes")
     m = int(size_multiple)
-    axes = [_axis_candidates(int(shape[a]), int(halo[a]), m, int(scale[a]),
-                             None if block is None else int(block[a]),
-                             None if shards is None else int(shards[a]),
-                             None if bounds is None else (bounds[0][a], bounds[1][a]),
-                             face_pad(faces, int(halo[a])), a)
-            for a in range(3)]
+    plans = [_axis_plans(int(shape[a]), int(halo[a]), m,
+                         None if bounds is None else (bounds[0][a], bounds[1][a]),
+                         face_pad(faces, int(halo[a])))
+             for a in range(3)]
+    best: tuple[bool, TileChoice] | None = None
+    # the default block first; smaller ones only where they leave the tiles more room
+    for target in (None, *(() if block is not None else BUDGET_BLOCKS)):
+        axes = [_axis_candidates(plans[a], int(shape[a]), int(halo[a]), int(scale[a]),
+                                 None if block is None else int(block[a]),
+                                 None if shards is None else int(shards[a]), a,
+                                 None if target is None else int(target[a]))
+                for a in range(3)]
+        fits, choice = _best_tile(axes, shape, scale, budget, bytes_per_voxel, device_budget,
+                                  device_blend, out_itemsize)
+        choice = replace(choice, block=target)
+        # a smaller block costs more blocks (writes, flushes, resume markers): taken for a
+        # real gain only
+        if (best is None or (fits and not best[0])
+                or (fits == best[0] and choice.kept_share > best[1].kept_share * 1.02)):
+            best = (fits, choice)
+    assert best is not None
+    return best[1]
+
+
+def _best_tile(axes: list[_Axis], shape: Sequence[int], scale: Sequence[int], budget: int,
+               bytes_per_voxel: float, device_budget: int | None, device_blend: bool,
+               out_itemsize: int) -> tuple[bool, TileChoice]:
+    """The best tile over the candidates ``axes`` (:func:`choose_tile`), and whether any
+    candidate fits the budget at all."""
     z, y, x = (ax.tile.astype(np.float64) for ax in axes)
     scale_voxels = math.prod(int(s) for s in scale)
     tile_voxels = z[:, None, None] * y[None, :, None] * x[None, None, :]
@@ -221,8 +263,6 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
               * axes[2].block[None, None, :]).astype(np.float64)
     n_blocks = (axes[0].blocks[:, None, None] * axes[1].blocks[None, :, None]
                 * axes[2].blocks[None, None, :])
-    if device_budget is not None and device_budget <= 0:
-        raise UsageError(f"the GPU memory budget must be positive, got {device_budget} bytes")
     # the engine's activations, plus the pipeline's buffers by the run's own rule
     activations = tile_voxels * scale_voxels * bytes_per_voxel
     host = working_bytes(blocks, tile_voxels, scale_voxels, int(out_itemsize), blocks=n_blocks)
@@ -239,11 +279,13 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
     calls = (axes[0].calls[:, None, None] * axes[1].calls[None, :, None]
              * axes[2].calls[None, None, :])
     share = math.prod(int(s) for s in shape) / (calls * tile_voxels)
-    if not fits.any():
+    any_fits = bool(fits.any())
+    if not any_fits:
         fits = need == need.min()
     score = np.where(fits, np.round(share, 9), -1.0)
     order = np.lexsort(((memory + device).ravel(), calls.ravel(), -score.ravel()))
     i, j, k = np.unravel_index(order[0], memory.shape)
-    return TileChoice(tile=(int(z[i]), int(y[j]), int(x[k])), memory=int(memory[i, j, k]),
-                      kept_share=float(share[i, j, k]), calls=int(calls[i, j, k]),
-                      device_memory=int(device[i, j, k]))
+    return any_fits, TileChoice(tile=(int(z[i]), int(y[j]), int(x[k])),
+                                memory=int(memory[i, j, k]),
+                                kept_share=float(share[i, j, k]), calls=int(calls[i, j, k]),
+                                device_memory=int(device[i, j, k]))

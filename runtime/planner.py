@@ -233,6 +233,10 @@ class TilePlan:
     partition: bool = True
     #: which memory budget chose the tile, for the run's log ('' when none did)
     budget: str = ""
+    #: the output block the memory budget chose (about this many voxels, rounded up to
+    #: whole chunks) when no block was asked for and the default one would crowd out the
+    #: tiles; None: the default block
+    block: Triple | None = None
 
     @property
     def faces(self) -> str:

@@ -48,7 +48,7 @@ from resin.runtime.pipeline import (
     shrink_tile,
 )
 from resin.runtime.planner import OVERLAP_NEEDS_REPEAT, TilePlan, check_faces, plan_tiles
-from resin.runtime.runstate import record_dir, recorded_tile, staging_path
+from resin.runtime.runstate import record_dir, recorded_block, recorded_tile, staging_path
 
 from resin import _log
 from resin.errors import OutputExistsError, ResumeError, UsageError, VolumeError
@@ -175,18 +175,20 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
     overlap = settings.overlap or 0
     requested = tile or settings.tile
     note = ""
+    block: Triple | None = None  # the budget's block, when it chose one
     if requested is None and bounds is not None and settings.memory is None:
         requested = bounds[1]  # the tile the engine was built and tuned for
     elif requested is None and budget_chooses(meta, settings):
         # each figure read once: the log names the ones the tile was chosen with
         free, available = free_device_memory(engine), available_memory() or 0
         budgets = run_budgets(settings, free, available)
-        requested = budget_tile(meta, shape, halo, scale, settings, budgets,  # type: ignore[arg-type]
-                                bounds, settings.device_blend and device_resident(engine),
-                                4 if out_dtype is None else np.dtype(out_dtype).itemsize).tile
+        choice = budget_tile(meta, shape, halo, scale, settings, budgets,  # type: ignore[arg-type]
+                             bounds, settings.device_blend and device_resident(engine),
+                             4 if out_dtype is None else np.dtype(out_dtype).itemsize)
+        requested, block = choice.tile, choice.block
         note = budget_note(settings, budgets, free, available)
     plan = replace(plan_tiles(shape, requested, halo, meta.size_multiple,  # type: ignore[arg-type]
-                              overlap, scale, settings.faces), budget=note)
+                              overlap, scale, settings.faces), budget=note, block=block)
     for i, axis in enumerate(plan.axes):
         if overlap > axis.core // 2 and len(axis.starts) > 1:
             raise UsageError(f"--overlap {overlap} is more than half of the tile's core "
@@ -550,8 +552,11 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         shape3 = (shape[0], shape[1], shape[2])
         levels = levels_for(engine, reader.read, shape3, input_path)
         if resume and settings.tile is None:
-            # the tile the interrupted run chose from its memory budget, not today's
-            settings = replace(settings, tile=recorded_tile(record_dir(output, fmt)))
+            # the tile (and block) the interrupted run chose from its memory budget, not
+            # today's
+            recorded = record_dir(output, fmt)
+            settings = replace(settings, tile=recorded_tile(recorded),
+                               block=settings.block or recorded_block(recorded))
         out_dtype = output_dtype(reader.dtype)
         plan = make_plan(engine, shape3, settings, out_dtype=out_dtype)
         bplan = make_block_plan(plan, settings.block, shards=settings.shards)

@@ -54,9 +54,19 @@ def record_dir(output: str, fmt: str) -> Path:
 
 def recorded_tile(directory: Path) -> tuple[int, int, int] | None:
     """The tile an interrupted run's record names (None if there is no readable one)."""
+    return _recorded_triple(directory, "tile")
+
+
+def recorded_block(directory: Path) -> tuple[int, int, int] | None:
+    """The output block an interrupted run's record names (None if none is readable): the
+    memory budget may have chosen it, as it chose the tile."""
+    return _recorded_triple(directory, "block")
+
+
+def _recorded_triple(directory: Path, key: str) -> tuple[int, int, int] | None:
     try:
-        tile = json.loads((directory / "plan.json").read_text())["plan"]["tile"]
-        z, y, x = (int(v) for v in tile)
+        value = json.loads((directory / "plan.json").read_text())["plan"][key]
+        z, y, x = (int(v) for v in value)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return z, y, x

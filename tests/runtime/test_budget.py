@@ -284,12 +284,15 @@ def test_the_budget_counts_the_blocks_a_run_holds(shape, dtype):
     block holds one. The budget's estimate is the run's own (activations + its
     BlockPlan.working_bytes), so a small volume is not planned as if it held four blocks
     larger than itself."""
+    from dataclasses import replace
+
     from resin.runtime.blocks import QUEUE_DEPTH, make_block_plan
 
     halo, m = (29, 21, 21), 8
     itemsize = np.dtype(dtype).itemsize
     choice = choose_tile(shape, halo, m, (1, 1, 1), GiB, BYTES, out_itemsize=itemsize)
-    bplan = make_block_plan(plan_tiles(shape, choice.tile, halo, m))
+    bplan = make_block_plan(replace(plan_tiles(shape, choice.tile, halo, m),
+                                    block=choice.block))
     tile = math.prod(choice.tile)
     assert choice.memory == pytest.approx(tile * BYTES + bplan.working_bytes(dtype))
     tiles = (QUEUE_DEPTH + 2) * tile * 4 * 2
@@ -304,8 +307,72 @@ def test_a_uint16_output_leaves_more_of_the_budget_to_the_tiles():
     """Blocks of a uint16 output take half the bytes of float32 ones: on a large volume
     with a small budget the run plans for the blocks it will hold, not float32 ones."""
     engine = _Bounded()
-    shape, settings = (512, 2048, 2048), TileSettings(memory=1.0)
+    shape, settings = (512, 2048, 2048), TileSettings(memory=1.0, block=(96, 768, 768))
     wide = make_plan(engine, shape, settings)
     assert make_plan(engine, shape, settings, out_dtype=np.float32).tile == wide.tile
     narrow = make_plan(engine, shape, settings, out_dtype=np.uint16)
     assert math.prod(narrow.tile) > 1.5 * math.prod(wide.tile)
+
+
+class _Light:
+    """A host engine of 32 bytes per voxel whose network maps each voxel on its own."""
+
+    name, device = "light", "cpu"
+    metadata = ModelMetadata(halo=(1, 1, 1), size_multiple=1, weights_sha256="light",
+                             normalization=NormalizationRecord(low_percentile=1,
+                                                               high_percentile=99),
+                             generator={"features": [1]})
+
+    def infer(self, tile: np.ndarray) -> np.ndarray:
+        return (np.float32(1.5) * tile - np.float32(0.3) * tile * tile).astype(np.float32)
+
+
+def test_a_small_budget_takes_smaller_blocks_and_resume_keeps_them(tmp_path, rng):
+    """Where the default block's buffers would take most of a small budget, the budget
+    takes a smaller block (never below a chunk) so that the tiles get the memory, and
+    --resume reuses the interrupted run's block as it reuses its tile (the run record
+    would refuse anything else), whatever today's budget."""
+    from dataclasses import replace
+
+    from resin.runtime.blocks import make_block_plan
+    from resin.runtime.budget import BUDGET_BLOCKS
+    from resin.runtime.runner import enhance_file
+
+    from resin.io import read_volume, write_volume
+
+    shape = (16, 1024, 1024)
+    big = choose_tile(shape, (1, 1, 1), 1, (1, 1, 1), int(0.05 * GiB), 32.0, out_itemsize=2)
+    fixed = choose_tile(shape, (1, 1, 1), 1, (1, 1, 1), int(0.05 * GiB), 32.0,
+                        block=(96, 768, 768), out_itemsize=2)
+    assert big.block in BUDGET_BLOCKS and big.memory <= 0.05 * GiB
+    assert big.kept_share > 1.2 * fixed.kept_share
+    roomy = choose_tile(shape, (1, 1, 1), 1, (1, 1, 1), 8 * GiB, 32.0, out_itemsize=2)
+    assert roomy.block is None  # plenty of memory: the default block
+
+    vol = rng.integers(0, 4000, size=shape).astype(np.uint16)
+    src = tmp_path / "in.tif"
+    write_volume(src, vol)
+    model = tmp_path / "light.onnx"
+    model.write_bytes(b"stand-in")  # hashed into the run record
+    plan = make_plan(_Light(), shape, TileSettings(memory=0.05), out_dtype=np.uint16)
+    bplan = make_block_plan(plan)
+    assert plan.block is not None and bplan.block[1] < 768 and bplan.n_blocks >= 4
+    default = make_block_plan(replace(plan, block=None))
+    assert bplan.working_bytes(np.uint16) < default.working_bytes(np.uint16) - 0.02 * GiB
+
+    ref = enhance_file(_Light(), str(model), src, tmp_path / "ref.zarr",
+                       TileSettings(memory=0.05))
+    assert ref.block == bplan.block
+
+    def stop(progress) -> None:
+        if progress.blocks_done >= 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        enhance_file(_Light(), str(model), src, out, TileSettings(memory=0.05),
+                     progress=stop)
+    resumed = enhance_file(_Light(), str(model), src, out, TileSettings(memory=2.0),
+                           resume=True)
+    assert resumed.resumed_blocks >= 2 and resumed.block == bplan.block
+    np.testing.assert_array_equal(read_volume(out), read_volume(tmp_path / "ref.zarr"))
