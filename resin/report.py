@@ -114,16 +114,12 @@ class Report:
     def with_input_noise(self, raw: np.ndarray) -> Report:
         """This report with the normalized input block's signal-to-noise, and a warning
         when it is under :data:`resin.train.noise.NOISY_SNR`."""
-        from resin.train.noise import NOISY_SNR, estimate_noise
+        from resin.train.noise import estimate_noise
 
-        snr = estimate_noise([raw]).bright_snr()
-        notes = list(self.notes)
-        if snr is not None and snr < NOISY_SNR:
-            notes.append(f"the input is noise-limited (signal-to-noise about {snr:.0f} at its "
-                         "bright level): RESIN restores axial resolution, it does not remove "
-                         "noise; on data this noisy expect a small gain, or z sharper than it "
-                         "should be (compare x-z views with the input)")
-        return replace(self, input_snr=snr, notes=notes)
+        noise = estimate_noise([raw])
+        limited = noise.limited("the input", "bright level")
+        notes = list(self.notes) + ([] if limited is None else [limited])
+        return replace(self, input_snr=noise.bright_snr(), notes=notes)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_json` to ``path`` atomically (:func:`resin._atomic.atomic_write`)."""

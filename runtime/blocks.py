@@ -244,14 +244,6 @@ def make_block_plan(plan: TilePlan, block: Sequence[int] | None = None,
                     shards: Sequence[int] | None = None) -> BlockPlan:
     """The blocks of a run: ``block`` (``--block``), else the one the memory budget chose
     (``plan.block``, never below one chunk), else :data:`DEFAULT_BLOCK`."""
-    if block is None and plan.block is not None:
-        if chunks is None:
-            chunks = align_chunks(plan)
-            if shards is not None:
-                chunks = tuple(math.gcd(c, int(s)) for c, s in zip(chunks, shards,  # type: ignore[assignment]
-                                                                      strict=True))
-        return BlockPlan(tiles=plan, block=choose_block(plan, chunks, plan.block, shards),
-                         chunks=chunks)
     if chunks is None:
         chunks = align_chunks(plan)
         if shards is not None:  # chunks must tile a shard
@@ -260,6 +252,8 @@ def make_block_plan(plan: TilePlan, block: Sequence[int] | None = None,
         elif block is not None:  # a block smaller than a chunk: smaller chunks
             chunks = (min(chunks[0], int(block[0])), min(chunks[1], int(block[1])),
                       min(chunks[2], int(block[2])))
+    if block is None:  # the budget's block: whole chunks, which it never shrinks
+        block = plan.block
     return BlockPlan(tiles=plan, block=choose_block(plan, chunks, block, shards), chunks=chunks)
 
 

@@ -68,6 +68,18 @@ class NoiseModel:
         var = self.gain + self.floor
         return None if var <= 0.0 else 1.0 / math.sqrt(var)
 
+    def limited(self, what: str, where: str) -> str | None:
+        """The warning that ``what`` (the raw volume, the input) is noise-limited, when its
+        :meth:`bright_snr` is under :data:`NOISY_SNR` (``where``: how its bright level is
+        named); None otherwise."""
+        snr = self.bright_snr()
+        if snr is None or snr >= NOISY_SNR:
+            return None
+        return (f"{what} is noise-limited (signal-to-noise about {snr:.0f} at its {where}): "
+                "RESIN restores axial resolution, it does not remove noise; on data this "
+                "noisy expect a small gain, or z sharper than it should be (compare x-z "
+                "views with the input)")
+
     def describe(self) -> str:
         """One line for the training log: the noise sigma at 0 and at 1 (normalized)."""
         lo = math.sqrt(float(self.variance(0.0)))

@@ -60,7 +60,7 @@ from resin.models import (
     min_discriminator_input,
 )
 from resin.train.geometry import AXES, Geometry
-from resin.train.noise import NOISY_SNR, NoiseModel
+from resin.train.noise import NoiseModel
 from resin.train.outputs import Paths, check_outputs
 
 require("torch", "RESIN training", extra="train")
@@ -748,12 +748,9 @@ def _log_noise(noise: NoiseModel) -> None:
         return
     _log.log(f"raw volume: noise sigma {100 / snr:.1f} % of the range at its bright level "
              f"(signal-to-noise about {snr:.0f})")
-    if snr < NOISY_SNR:
-        _log.warn(f"warning: the raw volume is noise-limited (signal-to-noise about {snr:.0f} "
-                  "at its brightest structures): RESIN restores axial resolution, it does not "
-                  "remove noise; on data this noisy expect a small gain, or z sharper than "
-                  "it should be (compare x-z views with the input); a longer exposure or a "
-                  "denoiser first may help")
+    limited = noise.limited("the raw volume", "brightest structures")
+    if limited is not None:
+        _log.warn(f"warning: {limited}; a longer exposure or a denoiser first may help")
 
 
 def _raw_blocks(sampler: PatchSampler, config: TrainConfig) -> list[np.ndarray]:
