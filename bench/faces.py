@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                          "volume)")
     ap.add_argument("--border", type=int, default=4)
     ap.add_argument("--pad", type=int, default=16, help="mirror padding of the middle run")
+    ap.add_argument("--crop", type=int, default=0, metavar="M",
+                    help="score the centre of a volume M voxels larger at every face (raw "
+                         "planes along z): the faces are then cuts through a continuing "
+                         "sample, as a microscope's field of view is, and the run on the "
+                         "whole larger volume, cropped, is the context the faces lack")
     ap.add_argument("--face-pads", type=int, nargs="*", default=[], metavar="N",
                     help="also run the runtime with --faces N (each face repeated N voxels, "
                          "at most the halo; the network's zero padding beyond)")
@@ -80,22 +85,28 @@ def main(argv: list[str] | None = None) -> int:
           "| output max (truth's) |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.settings:
-        sim = quality.SETTINGS[name].simulate(quality.SHAPE)
+        m = args.crop
+        setting = quality.SETTINGS[name]
         # a z-step setting is scored on the truth's grid, as bench/quality.py scores it
-        k = sim.z_step
-        n = (sim.raw.shape[0] - 1) * k + 1
-        truth = sim.truth[:n]
+        k = setting.simulate((8, 8, 8)).z_step
+        z, y, x = quality.SHAPE
+        sim = setting.simulate((z + 2 * m * k, y + 2 * m, x + 2 * m))
         model = args.model or args.workdir / f"{name}_{args.preset}.pt"
-        runs = {
-            "raw input": quality.on_grid(sim.raw, k)[:n].astype(np.float32),
-            "runtime (faces repeated)": quality.enhance(model, sim.raw, k)[0][:n],
-            "runtime, faces zero-padded": quality.enhance(model, sim.raw, k, "zeros")[0][:n],
-        }
+        raw = sim.raw[m:sim.raw.shape[0] - m, m:-m or None, m:-m or None]
+        n = (raw.shape[0] - 1) * k + 1
+        truth = sim.truth[m * k:m * k + n, m:-m or None, m:-m or None]
+        runs = {"raw input": quality.on_grid(raw, k)[:n].astype(np.float32)}
+        if m:
+            whole = quality.enhance(model, sim.raw, k)[0]
+            runs["whole larger volume, cropped (the faces' true context)"] = (
+                whole[m * k:m * k + n, m:-m, m:-m])
+        runs["runtime (faces repeated)"] = quality.enhance(model, raw, k)[0][:n]
+        runs["runtime, faces zero-padded"] = quality.enhance(model, raw, k, "zeros")[0][:n]
         for pad in args.face_pads:
-            runs[f"runtime, faces padded by {pad}"] = quality.enhance(model, sim.raw, k,
+            runs[f"runtime, faces padded by {pad}"] = quality.enhance(model, raw, k,
                                                                      str(pad))[0][:n]
-        if args.model is None and k == 1:  # one_call: the training levels, no z step
-            runs[f"one call, faces mirrored by {args.pad}"] = one_call(model, sim.raw, args.pad)
+        if args.model is None and k == 1 and not m:  # one_call: the training levels
+            runs[f"one call, faces mirrored by {args.pad}"] = one_call(model, raw, args.pad)
         for run, pred in runs.items():
             if pred.shape[0] < n:  # a model without the setting's z step (the bundled
                 pred = quality.on_grid(pred, k)[:n]  # one): interpolated as the raw is
