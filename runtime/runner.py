@@ -454,10 +454,7 @@ def mip_paths(mip_dir: str | os.PathLike, output: str) -> list[Path]:
 
 def check_mip_dir(mip_dir: str | os.PathLike, output: str, replace: bool) -> None:
     """``--mip DIR`` is checked before the run, not after it."""
-    d = Path(mip_dir)
-    if d.exists() and not d.is_dir():
-        raise UsageError(f"--mip {mip_dir}: exists and is not a directory")
-    check_folder(d)
+    check_folder(mip_dir)
     existing = [p for p in mip_paths(mip_dir, output) if p.exists() or p.is_symlink()]
     if existing and not replace:
         raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace the MIPs")

@@ -288,7 +288,7 @@ def test_mip_dir_is_checked_before_the_run(cli, fast_model, src, tmp_path):
     not_a_dir.write_text("x")
     line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "o.zarr", "--mip",
                                       str(not_a_dir)))
-    assert "not a directory" in line and not list(tmp_path.glob("o.zarr*"))
+    assert "is not a folder" in line and not list(tmp_path.glob("o.zarr*"))
     mips = tmp_path / "m"
     mips.mkdir()
     (mips / "o_mip_z.tif").write_bytes(b"mine")
