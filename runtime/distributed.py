@@ -146,9 +146,10 @@ def make_client(workers: int | None = None, scheduler: str | None = None,
     if scheduler is not None:
         try:
             return distributed.Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise UsageError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from exc
-    n = int(workers or 1)
+        except (OSError, ValueError, TypeError) as exc:  # unreachable, or not an address
+            raise UsageError(f"cannot reach the Dask scheduler at {scheduler} "
+                             f"({' '.join(str(exc).split())})") from None
+    n = int(workers if workers is not None else 1)
     if n < 1:
         raise UsageError(f"--workers must be at least 1, got {n}")
     if device.startswith("cuda"):

@@ -183,6 +183,20 @@ def nonfinite_error(bad: int, tile: Tile) -> Exception:
         "broken (try --backend onnxruntime --device cpu, or re-export the model)")
 
 
+def overflow_error(data: np.ndarray, region: Region) -> Exception:
+    """The error for finished output holding infinities: the network's finite, normalized
+    output scaled back to the input's levels passed the float32 limit (the input's values
+    are that close to it)."""
+    from resin.errors import VolumeError
+
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    return VolumeError(
+        f"the enhanced volume overflows float32 ({bad} voxels of the block at z,y,x "
+        f"{tuple(int(s.start or 0) for s in region)} are infinite): the input's values are "
+        f"too close to float32's limit ({float(np.finfo(np.float32).max):.2e}); scale the "
+        "volume down and run again")
+
+
 class Writer:
     """The write-behind thread: writes finished regions, updates the MIPs from them, then
     calls the item's ``then`` (progress records, done markers)."""
@@ -206,6 +220,8 @@ class Writer:
                     continue  # drain so the producer never blocks
                 region, data, then = item
                 try:
+                    if data.dtype.kind == "f" and not np.isfinite(data).all():
+                        raise overflow_error(data, region)
                     self.sink.write(region, data)
                     if self.mips is not None:
                         self.mips.update(data, tuple(s.start for s in region))

@@ -97,7 +97,7 @@ class TileSettings:
                 raise UsageError(f"{name} needs three positive integers Z Y X, got {value}")
         if not 1 <= self.pyramid <= 10:
             raise UsageError(f"--levels must be from 1 to 10, got {self.pyramid}")
-        if self.memory is not None and not self.memory > 0:
+        if self.memory is not None and not 0 < self.memory < math.inf:
             raise UsageError(f"--memory must be a positive number of GiB, got {self.memory}")
         check_faces(self.faces)
         if self.faces != "repeat" and self.overlap:
@@ -416,8 +416,19 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
     input_path = os.fspath(input_path)
     output = (os.fspath(output_path) if output_path is not None
               else default_output(input_path, channel, time_point))
-    volume_format(output)
+    fmt = volume_format(output)
     volume_format(input_path)
+    if input_path.rstrip("/").endswith(".partial"):
+        raise VolumeError(f"{input_path} is the unfinished output of an interrupted resin-run; "
+                          "finish that run with --resume before enhancing its output")
+    if output.rstrip("/").endswith(".partial"):
+        raise UsageError(f"{output}: names ending in .partial are resin-run's unfinished "
+                         "outputs; choose another output name")
+    check_folder(Path(output.rstrip("/")).parent)
+    record = record_dir(output, fmt)
+    if fmt == "tiff" and record.exists() and not record.is_dir():
+        raise UsageError(f"{record} is a file where resin-run keeps its run record; move it "
+                         "away and run again")
     src = Path(input_path).resolve()
     for candidate in (output, staging_path(output)):
         dst = Path(candidate).resolve()
@@ -533,6 +544,9 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         check_mip_dir(mip_dir, output, overwrite or resume)
     if settings.shards is not None and fmt != "zarr":
         raise UsageError(f"{output}: --shard needs a .zarr/.ome.zarr output")
+    if settings.pyramid > 1 and fmt != "zarr":
+        raise UsageError(f"{output}: --levels needs a .zarr/.ome.zarr output (a TIFF holds "
+                         "the full resolution only)")
     if client is not None and fmt != "zarr":
         raise UsageError(f"{output}: a distributed run writes .zarr/.ome.zarr; a TIFF is one "
                          "file that processes on several machines cannot safely write into")
@@ -543,6 +557,9 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     reader = None
     try:
         reader = open_volume(input_path, channel, time_point)
+        if not getattr(reader, "complete", True):
+            raise VolumeError(f"{input_path} is the unfinished output of an interrupted "
+                              "resin-run; finish that run with --resume before enhancing it")
         shape = tuple(int(s) for s in reader.shape)
         if len(shape) != 3 or min(shape) < 1:
             raise VolumeError(f"{input_path}: expected a non-empty 3D ZYX volume, got {shape}")
@@ -557,6 +574,10 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         out_dtype = output_dtype(reader.dtype)
         plan = make_plan(engine, shape3, settings, out_dtype=out_dtype)
         bplan = make_block_plan(plan, settings.block, shards=settings.shards)
+        if settings.block is not None and bplan.redundant_share > 9.0:
+            raise UsageError(f"--block {describe(settings.block)}: blocks this small compute "
+                             f"every tile {1 + bplan.redundant_share:.0f} times over; use "
+                             f"blocks of at least the tile's core, {describe(plan.core)}")
         identity = run_identity(engine, model_path, input_path, shape3, reader.dtype, levels,
                                 bplan, settings, out_dtype, settings.shards, reader.channel,
                                 reader.time)

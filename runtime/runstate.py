@@ -145,12 +145,17 @@ class RunRecord:
         if record.get("plan_sha256") == self.sha256:
             return
         old = record.get("plan", {})
-        for key in sorted(set(old) | set(self.identity)):
-            if old.get(key) != self.identity.get(key):
-                raise ResumeError(
-                    f"cannot resume: the interrupted run used a different {key} "
-                    f"({_short(old.get(key))}, now {_short(self.identity.get(key))}); rerun "
-                    "with the same input, model and settings, or use --overwrite to start over")
+        # what the user set first: a changed --faces also changes the block and chunks
+        # that follow from it, and naming only those would point at the wrong option
+        changed = sorted((k for k in set(old) | set(self.identity)
+                          if old.get(k) != self.identity.get(k)),
+                         key=lambda k: (k in _DERIVED, k))
+        if changed:
+            said = ", ".join(f"{k} ({_short(old.get(k))}, now {_short(self.identity.get(k))})"
+                             for k in changed[:3])
+            raise ResumeError(
+                f"cannot resume: the interrupted run used a different {said}; rerun with the "
+                "same input, model and settings, or use --overwrite to start over")
         raise ResumeError(f"cannot resume: {self.path} does not match this run; use --overwrite")
 
     def done(self) -> set[str]:
@@ -200,6 +205,12 @@ def progress_of(output_or_staging: str | os.PathLike[str]) -> tuple[int, int] | 
     return None
 
 
+#: run-record fields that follow from others (the tile and block from the budget, --block,
+#: --faces and --overlap; the chunks from the block; the levels from the input), named after
+#: the settings that differ
+_DERIVED = frozenset({"tile", "halo", "block", "chunks", "levels"})
+
+
 class OutputLock:
     """``OUT.resin-lock``: one live run per output (see the module docstring)."""
 
@@ -220,6 +231,11 @@ class OutputLock:
             except FileExistsError:
                 self._take_over_if_stale()
                 continue
+            except OSError as exc:  # a read-only disk, no permission
+                from resin.errors import UsageError
+
+                raise UsageError(f"{self.path.parent}: cannot write the output there "
+                                 f"({exc.strerror or exc})") from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self.held = True

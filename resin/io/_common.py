@@ -164,13 +164,18 @@ def make_folder(folder: str | os.PathLike[str]) -> None:
 
 
 def check_folder(folder: str | os.PathLike[str]) -> None:
-    """Refuse, before any work, an output folder that cannot be made because a file stands
-    where it or a folder above it would be (:func:`make_folder` says the rest when it
-    makes it)."""
+    """Refuse, before any work, an output folder that cannot be made or written into: a
+    file stands where it or a folder above it would be, or the nearest existing folder is
+    not writable (a read-only disk; :func:`make_folder` says the rest when it makes it)."""
     p = Path(folder)
     above = next((q for q in (p, *p.parents) if q.exists()), None)
-    if above is not None and not above.is_dir():
+    if above is None:
+        return
+    if not above.is_dir():
         raise UsageError(f"{folder}: cannot create the output folder ({above} is not a folder)")
+    if not os.access(above, os.W_OK | os.X_OK):
+        what = "cannot write into" if above == p else "cannot create"
+        raise UsageError(f"{folder}: {what} the output folder ({above} is not writable)")
 
 
 def make_parent(path: str | os.PathLike[str]) -> None:

@@ -128,6 +128,8 @@ class TiffReader:
               keyframe_shape: tuple[int, ...], pages: list[Any], channel: int | None,
               time: int | None) -> None:
         path = self.path
+        if 0 in shape:
+            raise VolumeError(f"{path}: is empty (shape {shape})")
         record = self._resin_record()
         self.attrs = record.get("attrs", {}) if isinstance(record.get("attrs"), dict) else {}
         colour = [i for i, (a, n) in enumerate(zip(axes, shape, strict=True))
@@ -407,8 +409,11 @@ class TiffWriter:
 
         free = shutil.disk_usage(Path(self.partial_path).resolve().parent).free
         if needed + (64 << 20) > free:
-            raise VolumeError(f"{self.path}: needs {needed / 2**30:.2f} GiB on its disk, "
-                              f"{free / 2**30:.2f} GiB is free; free space or write elsewhere")
+            from resin.io._info import format_bytes
+
+            raise VolumeError(f"{self.path}: needs {format_bytes(needed + (64 << 20))} on its "
+                              f"disk, {format_bytes(free)} is free; free space or write "
+                              "elsewhere")
 
     def _reopen(self) -> np.ndarray:
         try:

@@ -221,9 +221,11 @@ def test_tiff_output_without_free_space_is_refused_up_front(cli, fast_model, src
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
     out = tmp_path / "out.tif"
     with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
-        with pytest.raises(VolumeError, match="free"):
+        with pytest.raises(VolumeError, match="free") as caught:
             enh.run(src, out)
     assert not list(tmp_path.glob("out.tif*"))
+    # sizes people can read: 1000 bytes free is not "0.00 GiB"
+    assert "1000 B is free" in str(caught.value) and "0.00 GiB" not in str(caught.value)
 
 
 # 8 ------------------------------------------------------------------------------------------
@@ -322,3 +324,125 @@ def _save_report(path):
 
     vol = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
     make_report(vol, vol).save(path)
+
+
+# QA sweep of 2026-12-06 ----------------------------------------------------------------------
+def test_an_unfinished_output_is_not_taken_as_input(cli, fast_model, src, tmp_path):
+    for name in ("out.tif", "out.zarr"):
+        out = tmp_path / name
+        _interrupt(fast_model, src, out)
+        partial = Path(f"{out}.partial")
+        assert partial.exists()
+        line = assert_one_line_error(_run(cli, fast_model, partial, tmp_path / f"x_{name}"))
+        assert "unfinished" in line and "--resume" in line
+        assert not list(tmp_path.glob("x_*"))
+
+
+def test_an_output_named_like_an_unfinished_one_is_refused(cli, fast_model, src, tmp_path):
+    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "y.tif.partial"))
+    assert ".partial" in line and not list(tmp_path.glob("y.tif*"))
+
+
+def test_a_file_where_the_run_record_goes_is_kept_and_refused(cli, fast_model, src, tmp_path):
+    mine = tmp_path / "col.tif.resin-run"
+    mine.write_text("mine")
+    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "col.tif"))
+    assert "run record" in line and mine.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.glob("col.tif*")) == ["col.tif.resin-run"]
+
+
+def test_an_output_that_overflows_float32_is_an_error_not_infinities(cli, fast_model, tmp_path,
+                                                                      rng):
+    from resin.errors import VolumeError
+
+    src = tmp_path / "huge.tif"
+    write_volume(src, (rng.random((24, 20, 20)) * 3e38).astype(np.float32))
+    out = tmp_path / "o.tif"
+    proc = _run(cli, fast_model, src, out, "-q")  # found as blocks finish: after progress
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "overflows float32" in proc.stderr.splitlines()[-1] and not out.exists()
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+        with pytest.raises(VolumeError, match="overflows float32"):
+            enh.enhance(read_volume(src))
+
+
+def test_flags_the_output_cannot_honour_are_refused(cli, fast_model, src, tmp_path):
+    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "o.tif", "--levels", "3"))
+    assert "--levels" in line
+    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "o.tif", "--memory",
+                                      "inf"))
+    assert "--memory" in line
+    assert not list(tmp_path.glob("o.tif*"))
+
+
+def test_a_scheduler_that_is_not_an_address_is_one_line(cli, fast_model, src, tmp_path):
+    pytest.importorskip("distributed")
+    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "o.zarr", "--scheduler",
+                                      "garbage"))
+    assert "garbage" in line
+
+
+def test_an_empty_volume_is_called_empty(cli, fast_model, tmp_path):
+    import tifffile
+
+    src = tmp_path / "zero.tif"
+    tifffile.imwrite(src, np.zeros((0, 32, 32), np.uint16))
+    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "o.tif"))
+    assert "is empty (shape" in line
+
+
+def test_output_folders_that_cannot_be_written_are_refused_up_front(tmp_path, monkeypatch):
+    from resin.runtime.runstate import OutputLock
+
+    from resin.errors import UsageError
+    from resin.io._common import check_folder
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path
+                        else real_access(p, mode))
+    with pytest.raises(UsageError, match="not writable"):
+        check_folder(tmp_path / "mips")  # --mip, export -o, demo --out: before any work
+    with pytest.raises(UsageError, match="not writable"):
+        check_folder(tmp_path)
+    monkeypatch.undo()
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(UsageError, match="Read-only file system"):
+        OutputLock(str(tmp_path / "o.tif")).acquire()
+
+
+def test_blocks_far_smaller_than_the_tile_are_refused(cli, fast_model, src, tmp_path):
+    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "o.tif", "--block", "1",
+                                      "1", "1"))
+    assert "--block 1x1x1" in line and "times over" in line
+    assert not list(tmp_path.glob("o.tif*"))
+
+
+def test_resume_names_the_setting_that_changed_not_the_block_it_moved(tmp_path):
+    from resin.runtime.runstate import RunRecord
+
+    from resin.errors import ResumeError
+
+    before = {"block": [32, 256, 256], "chunks": [32, 128, 128], "faces": "repeat",
+              "input": "a"}
+    RunRecord(tmp_path / "rec", before).create(4)
+    after = {**before, "block": [32, 464, 464], "chunks": [32, 232, 232], "faces": "zeros"}
+    with pytest.raises(ResumeError) as caught:
+        RunRecord(tmp_path / "rec", after).check()
+    said = str(caught.value).split("used a different ")[1]
+    assert said.startswith('faces ("repeat", now "zeros"), block')
+
+
+def test_contradictory_run_options_are_refused(cli, fast_model, src, tmp_path):
+    line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(src), "-o",
+                                     str(tmp_path / "o.tif"), "--tile", "8", "16", "16",
+                                     "--memory", "1"))
+    assert "--tile" in line and "--memory" in line
+    pytest.importorskip("distributed")
+    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "o.zarr", "--workers",
+                                      "0"))
+    assert "--workers" in line
+    assert not list(tmp_path.glob("o.*"))
