@@ -137,7 +137,7 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
     if pad < halo and overlap > 0:
         raise UsageError(OVERLAP_NEEDS_REPEAT)
     padded = _round_up(n + 2 * pad, m)
-    tile = min(_round_up(tile, m), padded)
+    asked, tile = tile, min(_round_up(tile, m), padded)
     shift = _round_up(halo - pad, m)  # inner tiles start this far before k*step - pad
     room = tile - halo - pad - shift  # the largest step an inner tile keeps with context
     extra = padded - n - 2 * pad
@@ -148,7 +148,8 @@ def plan_axis(n: int, tile: int, halo: int, size_multiple: int, overlap: int = 0
                         step=tile - 2 * pad, lead=1)
     if room < min(m, padded - 2 * halo):
         raise UsageError(
-            f"tile {tile} leaves too small a core after a halo of {halo} voxels per side; "
+            f"tile {asked}{f' (rounded to {tile})' if tile != asked else ''} leaves too "
+            f"small a core after a halo of {halo} voxels per side; "
             f"use a tile of at least {min_tile(halo, pad, m)}"
         )
     step = max(m, ((room - overlap) // m) * m)

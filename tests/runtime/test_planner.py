@@ -173,3 +173,12 @@ def test_out_of_memory_shrinking_stays_plannable(faces, halo, m):
         plan = plan_tiles(shape, smaller, halo, m, faces=faces)  # raises if not
         steps += 1
     assert steps >= 6
+
+
+def test_a_refused_tile_is_quoted_as_given():
+    from resin.runtime.planner import plan_axis
+
+    from resin.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"tile 1 \(rounded to 4\) leaves too small a core"):
+        plan_axis(64, 1, 3, 4)
