@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from resin._cli import add_choice_flags
@@ -37,7 +38,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, metavar="N", help="random seed")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from MODEL.last.pt (same options; --steps may grow)")
+                   help="continue from MODEL.last.pt (same options; --steps may grow; not with "
+                        "--overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run's MODEL.* files (never files it did not write)")
     p.add_argument("--no-previews", action="store_true", help="do not write PNG previews")
@@ -61,8 +63,12 @@ def _run(args: argparse.Namespace) -> int:
     config = build_config(args.preset, overrides, flags)
     if args.patch is None:
         config = fit_patch_to_volume(args.raw, config, overrides)
-    from resin.train import train
+    from resin.train import Interrupted, train
 
-    train(args.raw, args.output, config, device=args.device, resume=args.resume,
-          overwrite=args.overwrite, previews=not args.no_previews)
+    try:
+        train(args.raw, args.output, config, device=args.device, resume=args.resume,
+              overwrite=args.overwrite, previews=not args.no_previews)
+    except Interrupted as exc:  # says what training saved (not resin-run's resume hint)
+        print(f"{args._prog}: interrupted: {exc}", file=sys.stderr)
+        return 130
     return 0

@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (SIGINT); its text says what was saved and how to go on."""
+
+
 def train(raw: str | os.PathLike, out: str | os.PathLike, config: Any = None,
           **kwargs: Any) -> Path:
     """Train RESIN on the raw volume ``raw``; write the chosen generator to ``out``.
@@ -24,4 +28,4 @@ def train(raw: str | os.PathLike, out: str | os.PathLike, config: Any = None,
     return _train(raw, out, config, **kwargs)
 
 
-__all__ = ["train"]
+__all__ = ["Interrupted", "train"]

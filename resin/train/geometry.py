@@ -18,39 +18,25 @@ aligned frame is the point ``Q u`` of the patch, ``Q = [a | e_y | b]``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from resin.errors import MissingDependencyError
+from resin.train.frame import (  # noqa: F401 - re-exported: the frame is part of the geometry
+    _P,
+    AXES,
+    aligned_basis,
+    aligned_extent,
+    rotation_matrix,
+    valid_crop,
+)
 
 try:
     import torch
     import torch.nn.functional as F  # noqa: N812
 except ImportError as exc:  # pragma: no cover
     raise MissingDependencyError("torch", "train", "RESIN training") from exc
-
-#: 90-degree rotations in the aligned frame: (z', y) -> axial onto y; (z', x') -> onto x'
-_P = {
-    "y": np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
-    "x": np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]),
-}
-AXES = ("y", "x")
-
-
-def aligned_basis(angle_deg: float) -> np.ndarray:
-    """Q: columns are the aligned frame's axes (axial a, y, x') in patch (z, y, x) terms."""
-    t = math.radians(angle_deg)
-    c, s = math.cos(t), math.sin(t)
-    return np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])
-
-
-def aligned_extent(side: int, angle_deg: float) -> int:
-    """Samples along z' and x' of the aligned box that fits inside a cube of ``side``."""
-    t = math.radians(angle_deg)
-    half = (side - 1) / 2 / (abs(math.cos(t)) + abs(math.sin(t)))
-    return int(math.floor(2 * half + 1e-6)) + 1
 
 
 def _grid(matrix: np.ndarray, out_shape: tuple[int, int, int], in_side: int,
@@ -83,16 +69,11 @@ class Geometry:
         if len(set(self.patch_size)) != 1:
             raise ValueError("an oblique PSF angle needs cubic patches")
         q = aligned_basis(self.angle_deg)
-        c = (side - 1) / 2
-        worst = 1.0
         for axis in AXES:
             b = self.rotation_matrix(axis)
             self._grids[f"R{axis}"] = _grid(b, (side,) * 3, side, dev)
             self._grids[f"Rinv{axis}"] = _grid(b.T, (side,) * 3, side, dev)
-            worst = max(worst, np.abs(b).sum(axis=1).max(), np.abs(b).sum(axis=0).max())
-        half = c / worst + 1e-6
-        lo, hi = math.ceil(c - half), math.floor(c + half) + 1
-        self.valid = (slice(lo, hi),) * 3
+        self.valid = (valid_crop(side, self.angle_deg),) * 3
         n = aligned_extent(side, self.angle_deg)
         # a cube, y cut to n too: every MIP is then a max over n samples and n x n, so the
         # discriminators cannot tell the axial MIP from the lateral ones by depth or shape
@@ -101,8 +82,7 @@ class Geometry:
 
     def rotation_matrix(self, axis: str) -> np.ndarray:
         """B of R for ``axis``: ``R(v)(q) = v(B q)``, q in voxel offsets from the centre."""
-        q = aligned_basis(self.angle_deg)
-        return q @ _P[axis] @ q.T
+        return rotation_matrix(self.angle_deg, axis)
 
     def _sample(self, v: torch.Tensor, key: str, padding: str) -> torch.Tensor:
         grid = self._grids[key].to(device=v.device, dtype=v.dtype)

@@ -8,7 +8,8 @@ from ``-o``, so they can belong to something else the user keeps beside the mode
 run wrote:
 
 - no flag: any of them existing is refused;
-- ``overwrite``: files of an earlier run are replaced, anything else is refused;
+- ``overwrite``: files of an earlier run are replaced, anything else is refused (``MODEL.pt``
+  and ``MODEL.last.pt`` too: they must be resin checkpoints, :func:`is_resin_checkpoint`);
 - ``resume``: the training state must exist, and the others, where present, must be an
   earlier run's (they are appended to or kept).
 
@@ -19,12 +20,15 @@ from __future__ import annotations
 
 import csv
 import json
+import pickletools
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resin.checkpoint import FORMAT
 from resin.config import TrainConfig
 from resin.errors import OutputExistsError, ResumeError
 
@@ -89,8 +93,10 @@ def _exists(path: Path) -> bool:
 
 
 def _foreign(paths: Paths, terms: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
-    """``(path, why)`` for each existing derived output that no training run wrote."""
-    checks = ((paths.config, _config_problem(paths.config)),
+    """``(path, why)`` for each existing output that no training run wrote."""
+    checks = ((paths.model, _checkpoint_problem(paths.model)),
+              (paths.state, _checkpoint_problem(paths.state)),
+              (paths.config, _config_problem(paths.config)),
               (paths.losses, _losses_problem(paths.losses, terms)),
               (paths.previews, _previews_problem(paths.previews)),
               (paths.report_json, _report_problem(paths.report_json)),
@@ -112,6 +118,33 @@ def _existing_file(check: Callable[..., str | None]) -> Callable[..., str | None
         return check(path, *args)
 
     return wrapped
+
+
+def is_resin_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a file :func:`resin.checkpoint.save_checkpoint` wrote: a torch zip
+    archive whose pickled dict starts with ``"format": "resin-checkpoint"``. Only the
+    pickle's first opcodes are read, never run, so a large or hostile file costs nothing."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            if name is None:
+                return False
+            with archive.open(name) as fh:
+                strings = []
+                for count, (_, arg, _) in enumerate(pickletools.genops(fh)):
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                    if len(strings) == 2 or count > 16:
+                        break
+    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile):
+        return False
+    return strings == ["format", FORMAT]
+
+
+@_existing_file
+def _checkpoint_problem(path: Path) -> str | None:
+    return None if is_resin_checkpoint(path) else "is not a resin checkpoint"
 
 
 @_existing_file

@@ -25,6 +25,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from resin import _log
 from resin._optional import require
 from resin._version import __version__
 from resin.checkpoint import load_checkpoint, save_checkpoint
-from resin.config import MIN_PATCH_SIDE, TrainConfig, fit_patch, patch_grid
+from resin.config import TrainConfig, fit_patch, patch_grid
 from resin.data import (
     Normalization,
     PatchSampler,
@@ -57,8 +58,9 @@ from resin.models import (
     Generator,
     PatchDiscriminator2D,
     PatchDiscriminator3D,
-    min_discriminator_input,
 )
+from resin.train import Interrupted
+from resin.train.config_io import patch_refusal, too_small
 from resin.train.geometry import AXES, Geometry
 from resin.train.noise import NoiseModel
 from resin.train.outputs import Paths, check_outputs
@@ -132,12 +134,9 @@ class Trainer:
         #: the raw volume's noise, added to D's outputs (set by training's start)
         self.noise = NoiseModel()
         self.amp = config.amp and self.device.type == "cuda"
-        smallest = min(min(config.data.patch_size), _valid_side(self.geometry, config))
-        need = min_discriminator_input(config.discriminator)
-        if smallest < need:
-            raise UsageError(f"patches of {tuple(config.data.patch_size)} are too small for "
-                             f"discriminators with {config.discriminator.layers} layers "
-                             f"(need sides of at least {need} after cropping)")
+        refusal = patch_refusal(config)
+        if refusal is not None:
+            raise UsageError(f"patches of {tuple(config.data.patch_size)} are {refusal}")
 
     # -- losses -----------------------------------------------------------------------
     def _cyc(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -373,15 +372,6 @@ class Trainer:
         torch.set_rng_state(ckpt["rng"]["torch"])
 
 
-def _valid_side(geometry: Geometry, config: TrainConfig) -> int:
-    if not geometry.oblique:
-        return min(config.data.patch_size)
-    crop = geometry.valid[0]
-    side = config.data.patch_size[0]
-    aligned = geometry.aligned_shape[0]
-    return min(len(range(side)[crop]), aligned)
-
-
 # ---------------------------------------------------------------------------------------
 def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None,
           device: str = "auto", resume: bool = False, overwrite: bool = False,
@@ -394,10 +384,15 @@ def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | 
     ``stop_after``: stop (after saving the state) once this many steps are done, as an
     interruption would; a later ``resume=True`` call continues exactly.
     """
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other; pass one")
     config = config or TrainConfig()
     paths = Paths(Path(out))
     if paths.model.suffix != ".pt":
         raise UsageError(f"{out}: the model file must end in .pt")
+    refusal = patch_refusal(config)
+    if refusal is not None:
+        raise UsageError(f"patches of {tuple(config.data.patch_size)} are {refusal}")
     check_outputs(paths, (*G_TERMS, *D_TERMS), overwrite=overwrite, resume=resume)
     make_parent(paths.model)  # a new output folder is created, as resin export does
     dev = resolve_device(device)
@@ -420,26 +415,47 @@ def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | 
             raise ResumeError(f"{paths.state} was made with a different configuration; resume "
                               "with the same options (only --steps may change)")
 
+    checkpointed = _Saved(None if resume_ckpt is None else int(resume_ckpt["step"]))
     reader = open_volume(raw, config.data.channel, config.data.time)
     try:
-        return _run(reader, paths, config, dev, resume_ckpt, previews, stop_after)
+        return _run(reader, paths, config, dev, resume_ckpt, previews, stop_after, checkpointed)
+    except KeyboardInterrupt:
+        raise Interrupted(checkpointed.describe(paths, config)) from None
     finally:
         reader.close()
 
 
+@dataclass
+class _Saved:
+    """The step of the training state last saved in ``MODEL.last.pt`` by this run (or the
+    one it resumed), for what an interruption says."""
+
+    step: int | None
+
+    def describe(self, paths: Paths, config: TrainConfig) -> str:
+        if self.step is None:
+            first = min(config.checkpoint_every, config.steps)
+            return (f"nothing was saved yet (the first checkpoint is at step {first}); rerun "
+                    "with --overwrite to start over")
+        return (f"the training state of step {self.step} is in {paths.state}; --resume "
+                f"continues from step {self.step}")
+
+
 def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
-         resume_ckpt: dict[str, Any] | None, previews: bool, stop_after: int | None) -> Path:
+         resume_ckpt: dict[str, Any] | None, previews: bool, stop_after: int | None,
+         checkpointed: _Saved) -> Path:
     if len(reader.shape) != 3:
         raise VolumeError(f"{reader.path}: expected a 3D ZYX volume, got shape {reader.shape}")
     grid = patch_grid(reader.shape, config.data.z_step)
     if any(q > n for q, n in zip(config.data.patch_size, grid, strict=True)):
-        fits = fit_patch(config, grid).data.patch_size
-        fix = (f"train with --patch {' '.join(map(str, fits))}, which fits"
-               if min(fits) >= MIN_PATCH_SIDE else "it is too thin to train on (patch sides "
-               f"of at least {MIN_PATCH_SIDE} voxels are needed)")
+        fitting = fit_patch(config, grid)
+        if patch_refusal(fitting) is not None:
+            raise too_small(reader.path, tuple(reader.shape), config)
+        fits = " ".join(map(str, fitting.data.patch_size))
         on = f" (z-step {config.data.z_step}: {grid})" if config.data.z_step > 1 else ""
         raise VolumeError(f"{reader.path}: volume {tuple(reader.shape)}{on} is smaller than "
-                          f"the training patch {tuple(config.data.patch_size)}; {fix}")
+                          f"the training patch {tuple(config.data.patch_size)}; train with "
+                          f"--patch {fits}, which fits")
     sample = volume_sample(reader, config.data.percentile_sample_voxels, seed=config.seed)
     norm = compute_normalization(sample, config.normalization, source=str(reader.path))
     level = foreground_level(sample, norm, config.data.foreground_percentile)
@@ -483,9 +499,14 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         p.update(_metadata(config, norm, reader))
         p["best"] = best
         p["fitted_steps"] = fitted[0]
+        p["loss_window"] = list(window)
         return p
 
+    # the steps since the last CSV row (each row averages them): saved with the state, so
+    # that a resumed run writes the rows an uninterrupted one does
     window: list[dict[str, float]] = []
+    if resume_ckpt is not None:
+        window.extend(resume_ckpt.get("loss_window", []))
     t_start = time.perf_counter()
     limit = config.time_limit_minutes
 
@@ -554,6 +575,7 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
                               trainer.enhance(preview_raw))
             if step % config.checkpoint_every == 0 or last or out_of_time or step == stop_after:
                 save_checkpoint(paths.state, payload())
+                checkpointed.step = step
             if step == stop_after:
                 _log.log(f"stopped at step {step} as asked; continue with --resume")
                 return paths.model

@@ -125,3 +125,62 @@ def test_train_cli_trains_on_the_chosen_channel_and_time_point(cli, tmp_path, ti
     assert (data["channel"], data["time"]) == (1, 0)
     resumed = cli(*base, "--channel", "0", "--time", "0", "--resume")
     assert "different configuration" in assert_one_line_error(resumed)
+
+
+def test_train_cli_advises_no_patch_it_would_refuse(cli, tmp_path, tiny_volume):
+    """On a 16x32x32 volume no patch the default preset's discriminators accept fits: one
+    line says the volume is too small and which volume is large enough, with or without
+    --patch, instead of advising a --patch that is then refused."""
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, tiny_volume)
+    base = ["resin", "train", str(raw), "-o", str(tmp_path / "m.pt"), "--steps", "1"]
+    for patch in (["--patch", "24", "24", "24"], []):
+        line = assert_one_line_error(cli(*base, *patch))
+        assert "too small to train on" in line and "--patch" not in line, line
+        assert "the smallest volume it trains on is (24, 24, 24)" in line
+    line = assert_one_line_error(cli(*base, "--patch", "12", "12", "12"))
+    assert "too small for discriminators with 3 layers" in line
+    assert not list(tmp_path.glob("m.*"))
+
+
+def test_train_cli_refuses_resume_with_overwrite(cli, tmp_path, tiny_volume, config_file):
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, tiny_volume)
+    proc = cli("resin", "train", str(raw), "-o", str(tmp_path / "m.pt"), "--config",
+               str(config_file), "--resume", "--overwrite")
+    assert "--resume and --overwrite contradict each other" in assert_one_line_error(proc)
+
+
+def test_train_cli_refuses_to_overwrite_a_model_file_it_did_not_write(cli, tmp_path,
+                                                                       tiny_volume, config_file):
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, tiny_volume)
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my notes\n")
+    proc = cli("resin", "train", str(raw), "-o", str(notes), "--config", str(config_file),
+               "--steps", "1", "--overwrite", "--no-previews")
+    line = assert_one_line_error(proc)
+    assert "notes.pt exists and is not a resin checkpoint; move it away" in line
+    assert notes.read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.pt", "raw.tif", "tiny.json"]
+
+
+def test_train_cli_says_what_an_interruption_saved(tmp_path, tiny_volume, config_file,
+                                                   monkeypatch, capsys):
+    """Ctrl-C before the first checkpoint: training's own line (nothing saved, so a rerun
+    starts over), exit code 130, not resin-run's hint that --resume continues."""
+    from resin.cli import main
+    from resin.train.trainer import Trainer
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, tiny_volume)
+    code = main(["train", str(raw), "-o", str(tmp_path / "m.pt"), "--config", str(config_file),
+                 "--steps", "4", "--device", "cpu", "--no-previews", "-q"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert err.strip() == ("resin train: interrupted: nothing was saved yet (the first "
+                           "checkpoint is at step 4); rerun with --overwrite to start over")

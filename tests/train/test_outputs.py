@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
+from pathlib import Path
+
 import pytest
 
 from resin.config import TrainConfig
@@ -12,10 +16,22 @@ TERMS = ("cycle1", "cycle2", "G_yy", "D_yy")
 RUN_CSV = "step,D_yy,G_yy,L_D,L_G,cycle1,cycle2,lr_factor,seconds\n1,0.5,0.5,1,2,3,4,1,0.2\n"
 
 
+def _torch_file(path: Path, data: object) -> None:
+    """A file laid out as ``torch.save`` writes one (a zip holding ``archive/data.pkl``)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(data, protocol=2))
+        archive.writestr("archive/data/0", b"\0" * 16)
+
+
+def _checkpoint(path: Path) -> None:
+    """A checkpoint as resin.checkpoint.save_checkpoint lays it out (format key first)."""
+    _torch_file(path, {"format": "resin-checkpoint", "format_version": 1, "step": 2})
+
+
 def _earlier_run(paths: Paths) -> None:
     """The five outputs as a run leaves them."""
-    paths.model.write_bytes(b"model")
-    paths.state.write_bytes(b"state")
+    _checkpoint(paths.model)
+    _checkpoint(paths.state)
     paths.config.write_text(TrainConfig().model_dump_json(indent=2))
     paths.losses.write_text(RUN_CSV)
     paths.previews.mkdir()
@@ -101,7 +117,7 @@ def test_files_resin_did_not_write_are_never_replaced(paths, which, kind, conten
 def test_resume_needs_the_training_state(paths):
     with pytest.raises(ResumeError, match="nothing to resume"):
         check_outputs(paths, TERMS, resume=True)
-    paths.state.write_bytes(b"state")
+    _checkpoint(paths.state)
     check_outputs(paths, TERMS, resume=True)
 
 
@@ -116,3 +132,40 @@ def test_a_report_file_resin_did_not_write_is_never_replaced(paths, which, conte
     with pytest.raises(OutputExistsError, match="move it away"):
         check_outputs(paths, TERMS, overwrite=True)
     assert getattr(paths, which).read_text() == content
+
+
+@pytest.mark.parametrize("which", ["model", "state"])
+@pytest.mark.parametrize("content", [
+    "my notes",  # a text file named like a model
+    {"w": [1.0, 2.0]},  # someone else's torch file
+    {"format": "other-checkpoint", "step": 2},
+    {"step": 2, "format": "resin-checkpoint"},  # not laid out as save_checkpoint writes
+    b"PK\x03\x04 a torn zip",
+])
+def test_a_model_or_state_resin_did_not_write_is_never_replaced(paths, which, content):
+    """--overwrite replaces MODEL.pt and MODEL.last.pt only when they are resin checkpoints."""
+    _earlier_run(paths)
+    target = getattr(paths, which)
+    if isinstance(content, str):
+        target.write_text(content)
+    elif isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        _torch_file(target, content)
+    before = target.read_bytes()
+    with pytest.raises(OutputExistsError) as err:
+        check_outputs(paths, TERMS, overwrite=True)
+    message = str(err.value)
+    assert str(target) in message and "not a resin checkpoint" in message
+    assert "move it away" in message and "\n" not in message
+    with pytest.raises(OutputExistsError, match="move it away"):
+        check_outputs(paths, TERMS)
+    with pytest.raises(ResumeError, match="move it away to resume"):
+        check_outputs(paths, TERMS, resume=True)
+    assert target.read_bytes() == before
+
+
+def test_a_folder_in_the_models_place_is_never_replaced(paths):
+    paths.model.mkdir()
+    with pytest.raises(OutputExistsError, match="is not a file"):
+        check_outputs(paths, TERMS, overwrite=True)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from resin.cli import train_cmd
 from resin.config import PRESETS, TrainConfig, preset_config
 
@@ -91,3 +93,23 @@ def test_fit_patch_to_volume_reads_the_shape_and_says_what_it_changed(tmp_path, 
     # with --z-step 2 the 20 raw planes are 39 planes of the training grid: 32^3 fits
     zstep = preset_config("quick", {"data": {"z_step": 2}})
     assert fit_patch_to_volume(str(thin), zstep) is zstep
+
+
+@pytest.mark.parametrize("preset", ["quick", "default"])
+@pytest.mark.parametrize("angle", [0.0, 30.0, 45.0])
+@pytest.mark.parametrize("z_step", [1, 3])
+def test_the_smallest_volume_said_to_train_is_the_smallest_that_does(preset, angle, z_step):
+    """The volume a too-small error names gets a patch training accepts; a plane or pixel
+    less along any axis does not (so no message advises a patch that is then refused)."""
+    from resin.config import fit_patch, patch_grid
+    from resin.train.config_io import patch_refusal, smallest_volume
+
+    config = preset_config(preset, {"angle_deg": angle, "data": {"z_step": z_step}})
+    least = smallest_volume(config)
+    assert least is not None
+    assert patch_refusal(fit_patch(config, patch_grid(least, z_step))) is None
+    for axis in range(3):
+        less = list(least)
+        less[axis] -= 1
+        refusal = patch_refusal(fit_patch(config, patch_grid(tuple(less), z_step)))
+        assert refusal is not None and refusal.startswith("too small"), (axis, less)

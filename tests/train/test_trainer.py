@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _tiny import tiny_config  # noqa: E402
 
 from resin.checkpoint import build_generator, load_checkpoint  # noqa: E402
-from resin.errors import OutputExistsError, ResumeError  # noqa: E402
-from resin.train import train  # noqa: E402
+from resin.errors import OutputExistsError, ResumeError, UsageError  # noqa: E402
+from resin.train import Interrupted, train  # noqa: E402
 from resin.train.trainer import D_TERMS, G_TERMS, Trainer  # noqa: E402
 
 
@@ -172,6 +172,83 @@ def test_overwrite_replaces_a_runs_files_and_nothing_else(tmp_path, raw_tif):
     with pytest.raises(ResumeError, match="m.losses.csv"):
         train(raw_tif, out, cfg, device="cpu", resume=True)
     assert losses.read_text() == mine
+
+
+@pytest.mark.parametrize("which", ["m.pt", "m.last.pt"])
+@pytest.mark.parametrize("kind", ["text", "torch"])
+def test_overwrite_never_replaces_a_model_file_it_did_not_write(tmp_path, raw_tif, which, kind):
+    """MODEL.pt and MODEL.last.pt that are not resin checkpoints (notes, someone else's torch
+    file) are refused before any work; an earlier run's checkpoints are replaced."""
+    cfg = tiny_config(steps=1)
+    mine = tmp_path / which
+    if kind == "text":
+        mine.write_text("my notes")
+    else:
+        torch.save({"w": torch.ones(3, 3)}, mine)
+    before = mine.read_bytes()
+    with pytest.raises(OutputExistsError, match=f"{which} exists and is not a resin checkpoint"):
+        train(raw_tif, tmp_path / "m.pt", cfg, device="cpu", overwrite=True, previews=False)
+    assert mine.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["raw.tif", which])
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, raw_tif):
+    with pytest.raises(UsageError, match="contradict"):
+        train(raw_tif, tmp_path / "m.pt", tiny_config(steps=1), device="cpu", resume=True,
+              overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.tif"]
+
+
+_TRAIN_STEP = Trainer.train_step
+
+
+def _interrupt_at(monkeypatch, step: int) -> None:
+    """Ctrl-C during training step ``step`` (1-based)."""
+    real = _TRAIN_STEP
+
+    def train_step(self, *args, **kwargs):
+        if self.step + 1 == step:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+def test_an_interruption_says_what_training_saved(tmp_path, raw_tif, monkeypatch):
+    """Before the first checkpoint nothing can be resumed: it says so; after one, --resume
+    continues from the step saved."""
+    out = tmp_path / "m.pt"
+    cfg = tiny_config(steps=6, checkpoint_every=3)
+    _interrupt_at(monkeypatch, 2)
+    with pytest.raises(Interrupted) as err:
+        train(raw_tif, out, cfg, device="cpu", previews=False)
+    assert isinstance(err.value, KeyboardInterrupt)
+    assert "nothing was saved yet (the first checkpoint is at step 3)" in str(err.value)
+    assert "--overwrite" in str(err.value) and not (tmp_path / "m.last.pt").exists()
+    _interrupt_at(monkeypatch, 5)
+    with pytest.raises(Interrupted, match=r"step 3 is in .*m\.last\.pt; --resume continues "
+                                          "from step 3"):
+        train(raw_tif, out, cfg, device="cpu", overwrite=True, previews=False)
+    assert load_checkpoint(tmp_path / "m.last.pt")["step"] == 3
+    # a resumed run interrupted before its next checkpoint still has the one it resumed
+    with pytest.raises(Interrupted, match="continues from step 3"):
+        train(raw_tif, out, cfg, device="cpu", resume=True, previews=False)
+
+
+def test_resume_writes_the_losses_an_uninterrupted_run_writes(tmp_path, raw_tif):
+    """A CSV row averages the steps since the previous row; the state saved between rows
+    keeps those steps, so a resumed run writes the same rows."""
+    cfg = tiny_config(steps=6, log_every=4, checkpoint_every=4)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    train(raw_tif, a / "m.pt", cfg, device="cpu", previews=False)
+    train(raw_tif, b / "m.pt", cfg, device="cpu", previews=False, stop_after=3)
+    train(raw_tif, b / "m.pt", cfg, device="cpu", resume=True, previews=False, stop_after=5)
+    train(raw_tif, b / "m.pt", cfg, device="cpu", resume=True, previews=False)
+    rows = _rows(a / "m.losses.csv")
+    assert [r[0] for r in rows] == ["step", "4", "6"]
+    assert _rows(b / "m.losses.csv") == rows
 
 
 def test_oblique_training_runs(tmp_path, rng):
