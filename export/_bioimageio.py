@@ -282,13 +282,14 @@ def _check_plan(plan: Path, meta: ModelMetadata) -> Path:
 
 def _onnx_opset(path: Path) -> int:
     import onnx
+    from resin.export._onnx import graph_opset
 
     model = onnx.load(str(path), load_external_data=False)
     for tensor in model.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             raise ModelError(f"{path}: keeps its weights in an external data file; export a "
                              "single-file ONNX for a bioimage.io package")
-    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return graph_opset(model)
 
 
 def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:

@@ -62,8 +62,8 @@ def build_degrader_onnx(ckpt: dict[str, Any], path: Path, generator_sha256: str,
     ``generator_sha256``."""
     import torch
     from resin.export._onnx import (
-        DEFAULT_OPSET,
         _attach_metadata,
+        check_opset,
         export_graph,
         parity,
         realistic_patch,
@@ -72,12 +72,12 @@ def build_degrader_onnx(ckpt: dict[str, Any], path: Path, generator_sha256: str,
 
     from resin.checkpoint import build_degrader, z_step_of
 
+    check_opset(opset, exporter)
     degrader = build_degrader(ckpt)
     norm = NormalizationRecord.model_validate(ckpt["normalization"])
     halo = degrader_halo(ckpt["config"].get("degrader"))
-    opset = int(opset or DEFAULT_OPSET)
-    used = export_graph(_onnx_module(degrader), torch.rand((1, 1, 12, 14, 16)), path, opset,
-                        exporter)
+    used, written = export_graph(_onnx_module(degrader), torch.rand((1, 1, 12, 14, 16)), path,
+                                 opset, exporter)
     errors: list[float] = []
     if check:
         rng = np.random.default_rng(0)
@@ -99,7 +99,7 @@ def build_degrader_onnx(ckpt: dict[str, Any], path: Path, generator_sha256: str,
         "halo": halo,
         "z_step": z_step_of(ckpt),
         "normalization": norm,
-        "export": {"exporter": used, "opset": opset,
+        "export": {"exporter": used, "opset": written,
                    "parity_max_rel_error": {"random": errors[0], "patch": errors[1]}
                    if errors else None},
     })

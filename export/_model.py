@@ -84,14 +84,15 @@ def export_model(
 ) -> ExportResult:
     """Export ``checkpoint``'s generator to ONNX, then optionally to TensorRT and bioimage.io.
 
-    Every output path is checked before any work starts; TensorRT's presence too (when
-    ``trt``), so a machine without it fails in a second with exit 2, not after the export.
+    Every output path and ``opset`` are checked before any work starts; TensorRT's presence
+    too (when ``trt``), so a machine without it fails in a second with exit 2, not after
+    the export.
     ``tile`` is the TensorRT profile's opt shape (default: the runtime's default tile for
     this model's tolerant halo, measured at ``halo_tolerance`` of the output range) and, with ``static``, the ONNX model's fixed input shape.
     ``version_compatible`` needs ``allow_plan_host_code``: such a plan carries TensorRT's
     lean runtime, host code that runs in every process that loads the plan.
     """
-    from resin.export._onnx import export_onnx, partial_path
+    from resin.export._onnx import check_opset, export_onnx, partial_path
 
     from resin._optional import require
 
@@ -130,6 +131,7 @@ def export_model(
         raise UsageError("--static takes exactly --tile; --min-tile and --max-tile do not apply")
     if static and bio_path is not None:
         raise UsageError("--bioimageio packages a dynamic-shape model; export it without --static")
+    check_opset(opset, exporter)
     _refuse_existing([onnx_path, plan_path, _sidecar(plan_path), bio_path], overwrite)
     for out in (onnx_path, plan_path, bio_path):
         if out is not None:

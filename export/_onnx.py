@@ -9,6 +9,7 @@ is tried first and the dynamo exporter is the fallback.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 #: tried in this order by ``exporter="auto"``
 EXPORTER_ORDER = ("legacy", "dynamo")
 DEFAULT_OPSET = 17
+#: the lowest opset each exporter really writes for resin's networks: the legacy one has
+#: no 3-D trilinear upsampling below 9; the dynamo one builds opset-18 graphs and reaches
+#: older opsets only through a version converter that fails on Pad and then keeps 18
+OPSET_FLOOR = {"legacy": 9, "dynamo": 18}
 #: max |onnx - torch| / (torch output range) allowed
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
 
@@ -56,6 +61,40 @@ def check_tile(tile: Sequence[int], size_multiple: int, what: str = "--tile") ->
                 f"size multiple {size_multiple}"
             )
     return (z, y, x)
+
+
+def opset_range(exporter: str) -> tuple[int, int]:
+    """The opsets ``exporter`` (``legacy``, ``dynamo`` or ``auto``: either) can write, as
+    (lowest, highest) with the installed torch and onnx."""
+    from resin._optional import require
+
+    onnx = require("onnx", "ONNX export", extra="export")
+    torch = require("torch", "ONNX export", extra="export")
+    newest = int(onnx.defs.onnx_opset_version())
+    # the legacy exporter's own limit; 20 (what torch 2.x all write) if torch hides it
+    legacy = getattr(getattr(torch.onnx, "_constants", None), "ONNX_MAX_OPSET", 20)
+    top = {"legacy": min(int(legacy), newest), "dynamo": newest}
+    names = EXPORTER_ORDER if exporter == "auto" else (exporter,)
+    return min(OPSET_FLOOR[n] for n in names), max(top[n] for n in names)
+
+
+def check_opset(opset: int | None, exporter: str = "auto") -> None:
+    """Refuse, before any work, an opset the chosen exporter cannot write."""
+    if exporter not in ("auto", *EXPORTER_ORDER):
+        raise UsageError(f"unknown exporter {exporter!r}; use auto, legacy or dynamo")
+    if opset is None:
+        return
+    low, high = opset_range(exporter)
+    if not low <= opset <= high:
+        who = "torch's ONNX exporters write" if exporter == "auto" else \
+            f"the {exporter} exporter writes"
+        raise UsageError(f"--opset {opset}: {who} opset {low} to {high} only; choose one "
+                         "of those")
+
+
+def graph_opset(model: Any) -> int:
+    """The default-domain opset an ONNX model (a ``ModelProto``) is stamped with."""
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def realistic_patch(shape: Sequence[int], low_percentile: float, high_percentile: float,
@@ -111,11 +150,20 @@ def _export_dynamo(net: Any, example: Any, path: Path, opset: int, dynamic: bool
         spatial = {a: Dim(n, min=1, max=1 << 16) for a, n in ((2, "z"), (3, "y"), (4, "x"))}
         shapes = {"x": {0: Dim("n", min=1, max=1024),
                         **{a: (m * d if m > 1 else d) for a, d in spatial.items()}}}
-    torch.onnx.export(
-        net, (example,), str(path), dynamo=True, opset_version=opset,
-        input_names=["input"], output_names=["output"], dynamic_shapes=shapes,
-        optimize=True, verbose=False,
-    )
+    # its registry warns on stderr about every torchvision op it skips (no torchvision
+    # here): noise, not the user's business unless --debug
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    if not _log.is_debug():
+        registry.setLevel(logging.ERROR)
+    try:
+        torch.onnx.export(
+            net, (example,), str(path), dynamo=True, opset_version=opset,
+            input_names=["input"], output_names=["output"], dynamic_shapes=shapes,
+            optimize=True, verbose=False,
+        )
+    finally:
+        registry.setLevel(level)
 
 
 def partial_path(out: Path) -> Path:
@@ -126,26 +174,41 @@ def partial_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.{os.getpid()}.partial")
 
 
-def export_graph(net: Any, example: Any, path: Path, opset: int, exporter: str = "auto",
-                 dynamic: bool = True, size_multiple: int = 1) -> str:
+def export_graph(net: Any, example: Any, path: Path, opset: int | None = None,
+                 exporter: str = "auto", dynamic: bool = True,
+                 size_multiple: int = 1) -> tuple[str, int]:
     """Export ``net`` to ``path`` with the first exporter that works (``exporter="auto"``:
-    :data:`EXPORTER_ORDER`); returns its name. Input ``"input"``, output ``"output"``."""
+    :data:`EXPORTER_ORDER`, skipping one that cannot write ``opset``); returns its name and
+    the opset written. Input ``"input"``, output ``"output"``. ``opset=None``: each
+    exporter's own default (:data:`DEFAULT_OPSET`, or its lowest opset if higher); a file
+    stamped with another opset than the one asked for counts as a failed export."""
+    import onnx
+
+    check_opset(opset, exporter)
     order = EXPORTER_ORDER if exporter == "auto" else (exporter,)
     failures = []
     for name in order:
+        low, high = opset_range(name)
+        want = opset if opset is not None else max(DEFAULT_OPSET, low)
+        if not low <= want <= high:
+            failures.append(f"{name}: writes opset {low} to {high} only")
+            continue
         try:
             # torch's exporters warn about their own internals ("Constant folding - Only
             # steps=1 ...", deprecations): debug lines, not the user's business
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 if name == "legacy":
-                    _export_legacy(net, example, path, opset, dynamic=dynamic)
+                    _export_legacy(net, example, path, want, dynamic=dynamic)
                 else:
-                    _export_dynamo(net, example, path, opset, dynamic=dynamic,
+                    _export_dynamo(net, example, path, want, dynamic=dynamic,
                                    size_multiple=size_multiple)
             for note in dict.fromkeys(str(w.message).split("\n")[0] for w in caught):
                 _log.debug(f"{name} exporter: {note}")
-            return name
+            written = graph_opset(onnx.load(str(path), load_external_data=False))
+            if written != want:
+                raise ModelError(f"wrote opset {written}, not the requested {want}")
+            return name, want
         except Exception as exc:  # noqa: BLE001 - collect and try the next exporter
             failures.append(f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
             _log.debug(f"{name} exporter failed: {exc}")
@@ -213,6 +276,7 @@ def export_onnx(
     Input ``"input"`` and output ``"output"`` are ``[N, 1, Z, Y, X]`` (float32, or float16
     with ``fp16``); Z/Y/X are dynamic (multiples of the size multiple) unless
     ``static_tile`` fixes them. The file appears only after the parity check passed.
+    ``opset`` (default :data:`DEFAULT_OPSET`) is checked before any work (:func:`check_opset`).
     """
     import torch
     from resin.export.metadata import metadata_from_checkpoint
@@ -222,13 +286,11 @@ def export_onnx(
         from resin.errors import OutputExistsError
 
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
-    if exporter not in ("auto", *EXPORTER_ORDER):
-        raise UsageError(f"unknown exporter {exporter!r}; use auto, legacy or dynamo")
+    check_opset(opset, exporter)
     ckpt, generator = load_generator(checkpoint)
     m = int(generator.size_multiple)
     tile = check_tile(static_tile, m) if static_tile is not None else None
     dtype = "float16" if fp16 else "float32"
-    opset = int(opset or DEFAULT_OPSET)
     _log.log("measuring the receptive field by impulse response ...")
     meta = metadata_from_checkpoint(ckpt, generator, dtype=dtype, halo=halo,
                                     halo_tolerance=halo_tolerance)
@@ -246,8 +308,8 @@ def export_onnx(
 
     tmp = partial_path(out)
     try:
-        used = export_graph(net, example, tmp, opset, exporter, dynamic=tile is None,
-                            size_multiple=m)
+        used, written = export_graph(net, example, tmp, opset, exporter,
+                                     dynamic=tile is None, size_multiple=m)
         errors: list[float] = []
         if check:
             shapes = [tile, tile] if tile else [
@@ -274,7 +336,7 @@ def export_onnx(
             **meta.model_dump(),
             "export": {
                 "exporter": used,
-                "opset": opset,
+                "opset": written,
                 "static_tile": list(tile) if tile else None,
                 "parity_max_rel_error": {"random": errors[0], "patch": errors[1]} if errors
                 else None,

@@ -93,12 +93,16 @@ def run(handler: Callable[[argparse.Namespace], int | None], args: argparse.Name
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted (a streaming run continues with --resume)", file=sys.stderr)
+        # only resin-run's interruptions are resumed by rerunning with --resume (training
+        # says what it saved itself, through its own Interrupted error)
+        hint = " (the same command with --resume continues it)" if prog == "resin-run" else ""
+        print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
     except MemoryError:
         if debug:
             traceback.print_exc()
-        print(f"{prog}: error: out of memory; try a smaller --tile", file=sys.stderr)
+        hint = "; try a smaller --tile or --memory" if prog == "resin-run" else ""
+        print(f"{prog}: error: out of memory{hint}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the catch-all that makes exit code 1
         if debug:

@@ -469,9 +469,12 @@ def evaluate_files(pred_path: str | os.PathLike, truth_path: str | os.PathLike,
                    overwrite: bool = False) -> dict[str, float]:
     """Read two volumes, :func:`evaluate` them, optionally write the numbers as JSON."""
     from resin.io import open_volume
+    from resin.io._common import check_folder, make_parent
 
-    if json_out is not None and Path(json_out).exists() and not overwrite:
-        raise OutputExistsError(f"{json_out} exists; pass --overwrite to replace it")
+    if json_out is not None:
+        if Path(json_out).exists() and not overwrite:
+            raise OutputExistsError(f"{json_out} exists; pass --overwrite to replace it")
+        check_folder(Path(os.path.abspath(json_out)).parent)  # before the minutes of scoring
     volumes = []
     for path in (pred_path, truth_path):
         with open_volume(path) as reader:
@@ -486,6 +489,7 @@ def evaluate_files(pred_path: str | os.PathLike, truth_path: str | os.PathLike,
                           "evaluate volumes on the same grid")
     result = evaluate(pred, truth, axial_axis=axial_axis)
     if json_out is not None:
+        make_parent(json_out)
         write_json(result, json_out)
     return result
 

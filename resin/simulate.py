@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from resin import _log
 from resin._optional import require
-from resin.errors import UsageError
+from resin.errors import ResinError, UsageError
 
 Shape3 = tuple[int, int, int]
 
@@ -46,6 +47,10 @@ DEFAULT_BACKGROUND = 2.0
 KINDS = ("tubes", "nuclei")
 NOISE_SLAB = 16  # planes per noise-drawing slab
 BIG_VOLUME = 1 << 25  # voxels; bigger volumes show progress while objects are drawn
+#: peak bytes per truth voxel while simulating (float32 object and blur, uint16 outputs,
+#: scipy's temporaries), measured on 96x256x256: tubes, nuclei, and a tilted PSF (blurred
+#: by FFT, complex spectra of the padded volume)
+BYTES_PER_VOXEL = {"tubes": 18, "nuclei": 26, "tilted": 38}
 
 #: Nuclei: a confocal-like PSF (2.5x longer along z) and z sampled every 2nd plane.
 NUCLEI_SIGMA: tuple[float, float] = (1.2, 3.0)
@@ -482,6 +487,31 @@ def _to_uint16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 65535).astype(np.uint16)
 
 
+def memory_needed(shape: Shape3, kind: str = "tubes", angle_deg: float = 0.0) -> int:
+    """About the most bytes :func:`simulate` holds at once for a truth of ``shape``."""
+    per_voxel = BYTES_PER_VOXEL["tilted" if float(angle_deg) % 180.0 else kind]
+    return per_voxel * math.prod(int(s) for s in shape)
+
+
+def check_simulation_shape(shape: Sequence[int], kind: str = "tubes",
+                           angle_deg: float = 0.0) -> Shape3:
+    """The truth shape as three ints, refused before any work when a side is below 8
+    voxels or the volume cannot fit in the available memory (:func:`memory_needed`)."""
+    from resin.io import format_bytes
+    from resin.runtime.budget import available_memory
+
+    if len(shape) != 3 or any(int(s) < 8 for s in shape):
+        raise UsageError(f"shape must be three sizes of at least 8 voxels (Z Y X), got "
+                         f"{tuple(shape)}")
+    shape3: Shape3 = (int(shape[0]), int(shape[1]), int(shape[2]))
+    needed, available = memory_needed(shape3, kind, angle_deg), available_memory()
+    if available is not None and needed > available:
+        raise UsageError(f"--shape {' '.join(map(str, shape3))} needs about "
+                         f"{format_bytes(needed)} of memory to simulate, "
+                         f"{format_bytes(available)} is available; choose a smaller --shape")
+    return shape3
+
+
 def simulate(shape: Shape3 = DEFAULT_SHAPE, sigma: tuple[float, float] | None = None,
              angle_deg: float = 0.0, photons: float = DEFAULT_PHOTONS,
              read_noise: float | None = None, offset: float | None = None,
@@ -527,8 +557,8 @@ def simulate(shape: Shape3 = DEFAULT_SHAPE, sigma: tuple[float, float] | None = 
         offset = DEFAULT_OFFSET if noise else 0.0
     if background is None:
         background = DEFAULT_BACKGROUND if noise else 0.0
-    if len(shape) != 3 or any(int(s) < 8 for s in shape):
-        raise UsageError(f"shape must be three sizes of at least 8 voxels (Z Y X), got {tuple(shape)}")
+    if not -90.0 <= float(angle_deg) <= 90.0:  # as training's angle_deg
+        raise UsageError(f"--angle must be between -90 and 90 degrees, got {angle_deg:g}")
     if len(sigma) != 2 or any(not (float(s) > 0) for s in sigma):
         raise UsageError(f"sigma must be two positive numbers (lateral axial), got {tuple(sigma)}")
     if not (photons > 0) or not math.isfinite(photons):
@@ -546,7 +576,7 @@ def simulate(shape: Shape3 = DEFAULT_SHAPE, sigma: tuple[float, float] | None = 
         raise UsageError("tubes and blobs are for kind tubes; use n_nuclei with kind nuclei")
     if kind == "tubes" and n_nuclei is not None:
         raise UsageError("the number of nuclei is for kind nuclei; use n_tubes with kind tubes")
-    shape3: Shape3 = (int(shape[0]), int(shape[1]), int(shape[2]))
+    shape3 = check_simulation_shape(shape, kind, angle_deg)
     lateral, axial = float(sigma[0]), float(sigma[1])
     sigma_zyx = (axial, lateral, lateral)
 
@@ -602,7 +632,12 @@ def simulate_to_files(out: str | os.PathLike, truth: str | os.PathLike | None = 
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it")
     if truth is not None and os.path.abspath(str(truth)) == os.path.abspath(str(out)):
         raise UsageError("the raw and truth outputs must be different paths")
-    sim = simulate(**kwargs)  # type: ignore[arg-type]
+    try:
+        sim = simulate(**kwargs)  # type: ignore[arg-type]
+    except MemoryError:
+        raise ResinError(f"out of memory simulating a volume of shape "
+                         f"{kwargs.get('shape', DEFAULT_SHAPE)}; choose a smaller --shape"
+                         ) from None
     lat = float(voxel_size)
     write_volume(out, sim.raw, voxel_size=(lat * sim.z_step, lat, lat), overwrite=overwrite,
                  attrs={"resin_simulate": _record(sim)})
@@ -626,5 +661,5 @@ def _record(sim: Simulation) -> dict[str, object]:
     return record
 
 
-__all__ = ["KIND_DEFAULTS", "KINDS", "KindDefaults", "Simulation", "blur", "gaussian_psf",
-           "render_nuclei", "render_object", "simulate", "simulate_to_files"]
+__all__ = ["KIND_DEFAULTS", "KINDS", "KindDefaults", "Simulation", "blur",
+           "check_simulation_shape", "gaussian_psf", "memory_needed", "render_nuclei", "render_object", "simulate", "simulate_to_files"]

@@ -10,6 +10,7 @@ metrics (scipy, scikit-image); torch is not needed.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,11 @@ def run_demo(out_dir: str | os.PathLike = "demo-out",
              shape: tuple[int, int, int] = DEMO_SHAPE, seed: int = 0,
              engine: str | os.PathLike | None = None, backend: str = "auto",
              device: str = "auto", overwrite: bool = False) -> dict[str, Any]:
-    """Run the demo; returns ``{"raw": metrics, "enhanced": metrics, "files": [...], ...}``."""
+    """Run the demo; returns ``{"raw": metrics, "enhanced": metrics, "files": [...], ...}``.
+
+    The output folder, the shape and the model are checked before anything is made; a
+    demo that fails later removes the folder it created (never one that was there).
+    """
     out = Path(out_dir)
     check_demo_output(out, overwrite)
     from resin.kernels import mip
@@ -48,36 +53,57 @@ def run_demo(out_dir: str | os.PathLike = "demo-out",
 
     from resin._png import write_png
     from resin.io import write_volume
-    from resin.io._common import make_folder
+    from resin.io._common import check_folder, make_folder
     from resin.metrics import evaluate
+    from resin.simulate import check_simulation_shape
 
-    make_folder(out)
+    shape = check_simulation_shape(shape)
+    check_folder(out)
     t0 = time.perf_counter()
-    _log.log(f"demo: simulating a {'x'.join(map(str, shape))} volume of tubes "
-             "(Gaussian PSF sigma 1 lateral / 5 axial, camera noise)")
-    sim = demo_simulation(shape, seed)
-    t_sim = time.perf_counter() - t0
     with Enhancer(engine, backend=backend, device=device) as enh:
-        _log.log(f"demo: {enh.backend_reason}")
-        t1 = time.perf_counter()
-        enhanced = enh.enhance(sim.raw)
-        t_enh = time.perf_counter() - t1
-    files = []
-    for name, vol in (("raw.tif", sim.raw), ("truth.tif", sim.truth),
-                      ("enhanced.tif", enhanced)):
-        write_volume(out / name, vol, voxel_size=(1.0, 1.0, 1.0), overwrite=True)
-        files.append(str(out / name))
-    raw_m, enh_m, truth_m = (Mips(*mip(v)) for v in (sim.raw, enhanced, sim.truth))
-    write_png(out / "mip.png", comparison_image(raw_m, enh_m, None, extra=[truth_m]))
-    files.append(str(out / "mip.png"))
-    _log.log("demo: scoring against the truth (the paper's metrics)")
-    metrics_raw = evaluate(sim.raw, sim.truth)
-    metrics_enh = evaluate(enhanced, sim.truth)
+        created = _first_missing(out)
+        make_folder(out)
+        try:
+            _log.log(f"demo: simulating a {'x'.join(map(str, shape))} volume of tubes "
+                     "(Gaussian PSF sigma 1 lateral / 5 axial, camera noise)")
+            t_sim = time.perf_counter()
+            sim = demo_simulation(shape, seed)
+            t_sim = time.perf_counter() - t_sim
+            _log.log(f"demo: {enh.backend_reason}")
+            t1 = time.perf_counter()
+            enhanced = enh.enhance(sim.raw)
+            t_enh = time.perf_counter() - t1
+            files = []
+            for name, vol in (("raw.tif", sim.raw), ("truth.tif", sim.truth),
+                              ("enhanced.tif", enhanced)):
+                write_volume(out / name, vol, voxel_size=(1.0, 1.0, 1.0), overwrite=True)
+                files.append(str(out / name))
+            raw_m, enh_m, truth_m = (Mips(*mip(v)) for v in (sim.raw, enhanced, sim.truth))
+            write_png(out / "mip.png", comparison_image(raw_m, enh_m, None, extra=[truth_m]))
+            files.append(str(out / "mip.png"))
+            _log.log("demo: scoring against the truth (the paper's metrics)")
+            metrics_raw = evaluate(sim.raw, sim.truth)
+            metrics_enh = evaluate(enhanced, sim.truth)
+        except BaseException:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
     n = int(np.prod(shape))
     return {"raw": metrics_raw, "enhanced": metrics_enh, "files": files,
             "seconds_simulate": t_sim, "seconds_enhance": t_enh,
             "voxels_per_second": n / t_enh if t_enh > 0 else float("inf"),
             "seconds_total": time.perf_counter() - t0}
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (what making
+    ``folder`` creates), or None when ``folder`` exists."""
+    missing = None
+    for p in (folder, *folder.parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing = p
+    return missing
 
 
 def check_demo_output(out: Path, overwrite: bool) -> None:

@@ -17,7 +17,9 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="MODEL.pt", help="checkpoint written by `resin train`")
     p.add_argument("-o", "--output", metavar="MODEL.onnx",
                    help="ONNX file to write (default: MODEL.onnx beside the checkpoint)")
-    p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, metavar="N",
+                   help="ONNX opset (default 17, or 18 with --exporter dynamo); one the "
+                        "exporter cannot write exactly is refused before any work")
     p.add_argument("--fp16", action="store_true",
                    help="float16 weights and I/O (parity limit 1e-2 of the range instead of 1e-4)")
     p.add_argument("--tile", type=int3, nargs=3, metavar=("Z", "Y", "X"),

@@ -60,7 +60,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="PSF Gaussian sigma in voxels, lateral and axial (default "
                         f"{_pair(tubes.sigma)} for tubes, {_pair(nuclei.sigma)} for nuclei)")
     p.add_argument("--angle", type=float, default=0.0, metavar="DEG",
-                   help="tilt of the PSF's long axis from z towards x (default 0)")
+                   help="tilt of the PSF's long axis from z towards x, -90 to 90 degrees "
+                        "(default 0)")
     p.add_argument("--photons", type=_positive_float, default=sim.DEFAULT_PHOTONS, metavar="N",
                    help="expected photons at the brightest object voxel (default %(default)s)")
     p.add_argument("--background", type=_non_negative_float, default=None, metavar="N",

@@ -73,22 +73,53 @@ def volume_info(path: str | os.PathLike[str], check: bool = False,
                 (reader.time_points, "time points", every_time)) if on]
             info["check"] = "ok: every chunk was read" + (
                 f" in all {' x '.join(every)}" if every else "")
+            stored_chunks = getattr(reader, "stored_chunks", None)
+            if stored_chunks is not None:
+                stored, total = stored_chunks()
+                info["chunks_absent"] = total - stored
+                info["chunks_total"] = total
     return info
 
 
 def _check(path: str, readers: list[Any]) -> None:
-    """Read every z slab of every reader once (a progress bar for big volumes)."""
+    """Read every z slab of every reader once (a progress bar for big volumes); a float
+    volume holding NaN or infinity fails, as resin-run and resin train refuse it."""
+    import numpy as np
+
+    from resin.errors import VolumeError
+
     z, y, x = readers[0].shape
     step = max(1, readers[0].chunks[0])
     voxels = z * y * x * len(readers)
     bar = _log.progress(voxels, f"checking {path}") if voxels >= _QUIET_CHECK_VOXELS else None
+    bad, first = 0, ""
     with bar or contextlib.nullcontext() as handle:
         for reader in readers:
             for z0 in range(0, z, step):
                 z1 = min(z, z0 + step)
-                reader.read((slice(z0, z1), slice(0, y), slice(0, x)))
+                slab = reader.read((slice(z0, z1), slice(0, y), slice(0, x)))
+                if slab.dtype.kind == "f":
+                    nonfinite = ~np.isfinite(slab)
+                    count = int(np.count_nonzero(nonfinite))
+                    if count and not bad:
+                        dz, dy, dx = np.argwhere(nonfinite)[0]
+                        first = f"z, y, x = {z0 + dz}, {dy}, {dx}" + _which(reader, readers)
+                    bad += count
                 if handle is not None:
                     handle.advance((z1 - z0) * y * x)
+    if bad:
+        raise VolumeError(f"{path}: {bad} of {voxels} voxels are NaN or infinite (the first "
+                          f"at {first}); resin-run and resin train refuse such a volume")
+
+
+def _which(reader: Any, readers: list[Any]) -> str:
+    """Which channel / time point ``reader`` reads, when several are checked."""
+    if len(readers) == 1:
+        return ""
+    parts = [f"{what} {value}" for what, value in (("time point", reader.time),
+                                                   ("channel", reader.channel))
+             if value is not None]
+    return f" in {', '.join(parts)}" if parts else ""
 
 
 def format_bytes(n: int) -> str:
@@ -138,4 +169,10 @@ def format_info(info: dict[str, Any]) -> str:
         rows.append(("resin attrs", ", ".join(sorted(info["attrs"]))))
     if "check" in info:
         rows.append(("check", info["check"]))
+    if info.get("chunks_absent"):
+        absent = info["chunks_absent"]
+        rows.append(("warning", f"{absent} of {info['chunks_total']} chunks "
+                                f"{'is' if absent == 1 else 'are'} not stored and read as the "
+                                "fill value: regions written empty, or data lost by an "
+                                "incomplete copy"))
     return "\n".join(f"{name + ':':<14}{value}" for name, value in rows)

@@ -284,6 +284,12 @@ class ZarrReader:
                               f"({one_line(exc)}); the store may be truncated or corrupt") from exc
         return data.astype(self.dtype, copy=False)
 
+    def stored_chunks(self) -> tuple[int, int]:
+        """(chunks stored, chunks in the whole array): an absent chunk reads as the fill
+        value, as Zarr writes a chunk that holds only that value, or as a copy that
+        stopped early leaves it."""
+        return int(self._array.nchunks_initialized), int(self._array.nchunks)
+
     def close(self) -> None:
         pass
 

@@ -318,5 +318,5 @@ def test_the_exporters_own_warnings_do_not_reach_the_user(tmp_path):
         warnings.simplefilter("always")
         used = export_graph(Strided().eval(), torch.rand(1, 1, 4, 4, 4), tmp_path / "s.onnx",
                             17, exporter="legacy")
-    assert used == "legacy" and (tmp_path / "s.onnx").is_file()
+    assert used == ("legacy", 17) and (tmp_path / "s.onnx").is_file()
     assert [str(w.message) for w in caught] == []
