@@ -43,7 +43,7 @@ def build_config(preset: str, overrides: dict[str, Any] | None = None,
 def fit_patch_to_volume(raw: str, config: TrainConfig,
                         overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The preset's patch fitted to a volume not larger than it along some axis (confocal
-    stacks of 20-30 planes are common; :func:`resin.config.fit_patch`), with a log line; the
+    stacks of 20-30 planes are common; :func:`resin.config.fit_patch`), with a debug line; the
     config unchanged when the patch is smaller than the volume or ``overrides`` (the
     ``--config`` file's fields) give one; a VolumeError (:func:`too_small`) when no patch
     that training accepts fits the volume."""
@@ -64,8 +64,10 @@ def fit_patch_to_volume(raw: str, config: TrainConfig,
         return config
     if patch_refusal(fitted) is not None:
         raise too_small(raw, shape, config)
-    _log.log(f"the training patch {tuple(config.data.patch_size)} does not fit inside the "
-             f"volume {shape} with room to move: training on patches of {tuple(sides)}")
+    # a debug line: training's start line names the patch, after the volume is checked (an
+    # info line here would come before a bad volume's one-line error)
+    _log.debug(f"the training patch {tuple(config.data.patch_size)} does not fit inside the "
+               f"volume {shape} with room to move: training on patches of {tuple(sides)}")
     return fitted
 
 

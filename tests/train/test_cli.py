@@ -84,7 +84,7 @@ def test_train_cli_leaves_files_it_did_not_write(cli, tmp_path, tiny_volume, con
 
 def test_train_cli_fits_the_preset_patch_to_a_thin_volume(cli, tmp_path, tiny_volume):
     """Confocal stacks of 20-30 planes are common: without --patch the preset's 32^3 patch
-    shrinks to a 12^3 cube that moves along 16 planes (and says so); an explicit --patch
+    shrinks to a 12^3 cube that moves along 16 planes (training's start line says so); an explicit --patch
     larger than the volume is refused with the one that would fit."""
     raw = tmp_path / "raw.tif"
     tifffile.imwrite(raw, np.concatenate([tiny_volume, tiny_volume], axis=2))  # 16x32x64
@@ -95,12 +95,19 @@ def test_train_cli_fits_the_preset_patch_to_a_thin_volume(cli, tmp_path, tiny_vo
     proc = cli("resin", "train", str(raw), "-o", str(out), "--preset", "quick", "--steps", "2",
                "--config", str(config), "--device", "cpu", "--no-previews")
     assert proc.returncode == 0, proc.stderr
-    assert "training on patches of (12, 12, 12)" in proc.stderr
+    assert "patch (12, 12, 12)" in proc.stderr  # training's start line
     assert json.loads((tmp_path / "m.json").read_text())["data"]["patch_size"] == [12, 12, 12]
     refused = cli("resin", "train", str(raw), "-o", str(tmp_path / "n.pt"), "--preset",
                   "quick", "--config", str(config), "--patch", "32", "32", "32")
     assert "--patch 12 12 12" in assert_one_line_error(refused)
     assert not (tmp_path / "n.pt").exists()
+    # a bad volume that also needs a fitted patch: still one line (the fit is not announced
+    # before the volume is checked)
+    bad = tmp_path / "nan.tif"
+    tifffile.imwrite(bad, np.full((16, 32, 64), np.nan, np.float32))
+    line = assert_one_line_error(cli("resin", "train", str(bad), "-o", str(tmp_path / "b.pt"),
+                                     "--preset", "quick", "--config", str(config)))
+    assert "NaN" in line
 
 
 def test_train_cli_trains_on_the_chosen_channel_and_time_point(cli, tmp_path, tiny_volume):
