@@ -116,8 +116,6 @@ def _enhance(args: argparse.Namespace) -> int:
         if not series:
             _check_report_files(args.output, args.overwrite or args.resume)
         _check_report_size(args.input, args.channel, 0 if series else args.time)
-    if args.tile and args.memory is not None:
-        raise UsageError("--tile sets the tile, --memory chooses one within a budget; pass one")
     if args.workers is not None and args.scheduler is not None:
         raise UsageError("--workers starts a local cluster, --scheduler uses an existing one; "
                          "pass one")

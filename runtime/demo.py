@@ -61,8 +61,9 @@ def run_demo(out_dir: str | os.PathLike = "demo-out",
     check_folder(out)
     t0 = time.perf_counter()
     with Enhancer(engine, backend=backend, device=device) as enh:
-        created = _first_missing(out)
-        make_folder(out)
+        folder = Path(os.path.abspath(out))  # "a/../b" is b: a is neither made nor left
+        created = _first_missing(folder)
+        make_folder(folder)
         try:
             _log.log(f"demo: simulating a {'x'.join(map(str, shape))} volume of tubes "
                      "(Gaussian PSF sigma 1 lateral / 5 axial, camera noise)")

@@ -194,7 +194,7 @@ def overflow_error(data: np.ndarray, region: Region) -> Exception:
         f"the enhanced volume overflows float32 ({bad} voxels of the block at z,y,x "
         f"{tuple(int(s.start or 0) for s in region)} are infinite): the input's values are "
         f"too close to float32's limit ({float(np.finfo(np.float32).max):.2e}); scale the "
-        "volume down and run again")
+        "volume down and run again with --overwrite")
 
 
 class Writer:

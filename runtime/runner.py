@@ -99,6 +99,9 @@ class TileSettings:
             raise UsageError(f"--levels must be from 1 to 10, got {self.pyramid}")
         if self.memory is not None and not 0 < self.memory < math.inf:
             raise UsageError(f"--memory must be a positive number of GiB, got {self.memory}")
+        if self.tile is not None and self.memory is not None:
+            raise UsageError("--tile sets the tile, --memory chooses one within a budget; "
+                             "pass one")
         check_faces(self.faces)
         if self.faces != "repeat" and self.overlap:
             raise UsageError(OVERLAP_NEEDS_REPEAT)
@@ -419,8 +422,7 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
     fmt = volume_format(output)
     volume_format(input_path)
     if input_path.rstrip("/").endswith(".partial"):
-        raise VolumeError(f"{input_path} is the unfinished output of an interrupted resin-run; "
-                          "finish that run with --resume before enhancing its output")
+        raise unfinished_input(input_path)
     if output.rstrip("/").endswith(".partial"):
         raise UsageError(f"{output}: names ending in .partial are resin-run's unfinished "
                          "outputs; choose another output name")
@@ -449,6 +451,27 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
         raise ResumeError(f"cannot resume: {staging_path(output)} (the unfinished output) is "
                           "missing; it was deleted or moved. Run without --resume to start over")
     return output
+
+
+#: the most F's gain can raise a voxel (exp of its bound, 4) with room to spare: a float
+#: input whose bright level is this close to float32's limit would overflow it
+GAIN_BOUND = 64.0
+
+
+def check_float_range(levels: Levels, dtype: npt.DTypeLike, path: str) -> None:
+    """Refuse, before any output exists, a float input so close to float32's limit that the
+    enhanced values could overflow it (the writer checks every block as well)."""
+    top = max(abs(levels.low), abs(levels.high))
+    if np.dtype(dtype).kind == "f" and top * GAIN_BOUND > float(np.finfo(np.float32).max):
+        raise VolumeError(f"{path}: values up to {top:.2e} are too close to float32's limit "
+                          f"({float(np.finfo(np.float32).max):.2e}) for the enhanced volume; "
+                          "scale the volume down and run again")
+
+
+def unfinished_input(path: str) -> VolumeError:
+    """The error for an input that an interrupted resin-run left unfinished."""
+    return VolumeError(f"{path} is the unfinished output of an interrupted resin-run; finish "
+                       "that run with --resume before enhancing it")
 
 
 def mip_stem(output: str) -> str:
@@ -557,14 +580,15 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     reader = None
     try:
         reader = open_volume(input_path, channel, time_point)
-        if not getattr(reader, "complete", True):
-            raise VolumeError(f"{input_path} is the unfinished output of an interrupted "
-                              "resin-run; finish that run with --resume before enhancing it")
+        if not getattr(reader, "complete", True):  # a store renamed from its .partial
+            raise unfinished_input(input_path)
         shape = tuple(int(s) for s in reader.shape)
         if len(shape) != 3 or min(shape) < 1:
             raise VolumeError(f"{input_path}: expected a non-empty 3D ZYX volume, got {shape}")
         shape3 = (shape[0], shape[1], shape[2])
         levels = levels_for(engine, reader.read, shape3, input_path)
+        check_float_range(levels, reader.dtype, input_path)
+        asked_block = settings.block
         if resume and settings.tile is None:
             # the tile (and block) the interrupted run chose from its memory budget, not
             # today's
@@ -574,8 +598,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         out_dtype = output_dtype(reader.dtype)
         plan = make_plan(engine, shape3, settings, out_dtype=out_dtype)
         bplan = make_block_plan(plan, settings.block, shards=settings.shards)
-        if settings.block is not None and bplan.redundant_share > 9.0:
-            raise UsageError(f"--block {describe(settings.block)}: blocks this small compute "
+        if asked_block is not None and bplan.redundant_share > 9.0:
+            raise UsageError(f"--block {describe(asked_block)}: blocks this small compute "
                              f"every tile {1 + bplan.redundant_share:.0f} times over; use "
                              f"blocks of at least the tile's core, {describe(plan.core)}")
         identity = run_identity(engine, model_path, input_path, shape3, reader.dtype, levels,

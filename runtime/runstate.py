@@ -153,6 +153,8 @@ class RunRecord:
         if changed:
             said = ", ".join(f"{k} ({_short(old.get(k))}, now {_short(self.identity.get(k))})"
                              for k in changed[:3])
+            if len(changed) > 3:
+                said += f" and {len(changed) - 3} more"
             raise ResumeError(
                 f"cannot resume: the interrupted run used a different {said}; rerun with the "
                 "same input, model and settings, or use --overwrite to start over")
@@ -217,10 +219,14 @@ class OutputLock:
     def __init__(self, output: str) -> None:
         self.path = Path(output.rstrip("/") + ".resin-lock")
         self.held = False
+        #: the folders acquire() created for the output, innermost first
+        self._made: list[Path] = []
 
     def acquire(self) -> None:
         from resin.io._common import make_parent
 
+        parent = Path(os.path.abspath(self.path)).parent
+        self._made = [p for p in (parent, *parent.parents) if not p.exists()]
         make_parent(self.path)  # a new output folder is created, as a volume writer does
         me = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -264,6 +270,14 @@ class OutputLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+        # folders made for an output that a refusal left empty go too (a run that wrote
+        # anything keeps them: rmdir only removes an empty folder)
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._made = []
 
     def __enter__(self) -> OutputLock:
         self.acquire()

@@ -173,9 +173,11 @@ def check_folder(folder: str | os.PathLike[str]) -> None:
         return
     if not above.is_dir():
         raise UsageError(f"{folder}: cannot create the output folder ({above} is not a folder)")
-    if not os.access(above, os.W_OK | os.X_OK):
+    effective = os.access in os.supports_effective_ids  # the ids a write would use
+    if not os.access(above, os.W_OK | os.X_OK, effective_ids=effective):
         what = "cannot write into" if above == p else "cannot create"
-        raise UsageError(f"{folder}: {what} the output folder ({above} is not writable)")
+        raise UsageError(f"{folder}: {what} the output folder ({above} is not writable); "
+                         "write elsewhere")
 
 
 def make_parent(path: str | os.PathLike[str]) -> None:

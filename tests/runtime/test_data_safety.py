@@ -338,6 +338,16 @@ def test_an_unfinished_output_is_not_taken_as_input(cli, fast_model, src, tmp_pa
         assert not list(tmp_path.glob("x_*"))
 
 
+def test_an_unfinished_zarr_renamed_is_still_not_taken_as_input(cli, fast_model, src,
+                                                                tmp_path):
+    out = tmp_path / "out.zarr"
+    _interrupt(fast_model, src, out)
+    renamed = tmp_path / "renamed.zarr"
+    Path(f"{out}.partial").rename(renamed)  # its record says it is unfinished
+    line = assert_one_line_error(_run(cli, fast_model, renamed, tmp_path / "x.zarr"))
+    assert "unfinished" in line and not list(tmp_path.glob("x.zarr*"))
+
+
 def test_an_output_named_like_an_unfinished_one_is_refused(cli, fast_model, src, tmp_path):
     line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "y.tif.partial"))
     assert ".partial" in line and not list(tmp_path.glob("y.tif*"))
@@ -358,12 +368,22 @@ def test_an_output_that_overflows_float32_is_an_error_not_infinities(cli, fast_m
     src = tmp_path / "huge.tif"
     write_volume(src, (rng.random((24, 20, 20)) * 3e38).astype(np.float32))
     out = tmp_path / "o.tif"
-    proc = _run(cli, fast_model, src, out, "-q")  # found as blocks finish: after progress
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert "overflows float32" in proc.stderr.splitlines()[-1] and not out.exists()
+    line = assert_one_line_error(_run(cli, fast_model, src, out))  # from its levels, up front
+    assert "float32's limit" in line and not list(tmp_path.glob("o.tif*"))
     with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
-        with pytest.raises(VolumeError, match="overflows float32"):
+        with pytest.raises(VolumeError, match="float32's limit"):
             enh.enhance(read_volume(src))
+    # what the levels miss (a few voxels far above them) the writer finds in every block
+    from resin.runtime.pipeline import Writer
+
+    class Sink:
+        def write(self, region, data):
+            raise AssertionError("infinite values were written")
+
+    writer = Writer(Sink(), None)  # type: ignore[arg-type]
+    writer.put((slice(0, 2), slice(0, 2), slice(0, 2)), np.full((2, 2, 2), np.inf, np.float32))
+    with pytest.raises(VolumeError, match="overflows float32"):
+        writer.close()
 
 
 def test_flags_the_output_cannot_honour_are_refused(cli, fast_model, src, tmp_path):
@@ -398,8 +418,8 @@ def test_output_folders_that_cannot_be_written_are_refused_up_front(tmp_path, mo
     from resin.io._common import check_folder
 
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path
-                        else real_access(p, mode))
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == tmp_path
+                        else real_access(p, mode, **kw))
     with pytest.raises(UsageError, match="not writable"):
         check_folder(tmp_path / "mips")  # --mip, export -o, demo --out: before any work
     with pytest.raises(UsageError, match="not writable"):
@@ -415,10 +435,10 @@ def test_output_folders_that_cannot_be_written_are_refused_up_front(tmp_path, mo
 
 
 def test_blocks_far_smaller_than_the_tile_are_refused(cli, fast_model, src, tmp_path):
-    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "o.tif", "--block", "1",
-                                      "1", "1"))
+    line = assert_one_line_error(_run(cli, fast_model, src, tmp_path / "new" / "sub" / "o.tif",
+                                      "--block", "1", "1", "1"))
     assert "--block 1x1x1" in line and "times over" in line
-    assert not list(tmp_path.glob("o.tif*"))
+    assert not (tmp_path / "new").exists()  # refused after the lock: its folders go too
 
 
 def test_resume_names_the_setting_that_changed_not_the_block_it_moved(tmp_path):
