@@ -171,7 +171,8 @@ def format_info(info: dict[str, Any]) -> str:
         rows.append(("check", info["check"]))
     if info.get("chunks_absent"):
         absent = info["chunks_absent"]
-        rows.append(("warning", f"{absent} of {info['chunks_total']} chunks "
+        rows.append(("warning", f"{absent} of the array's {info['chunks_total']} chunks (all "
+                                "its channels and time points) "
                                 f"{'is' if absent == 1 else 'are'} not stored and read as the "
                                 "fill value: regions written empty, or data lost by an "
                                 "incomplete copy"))

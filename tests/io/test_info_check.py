@@ -70,7 +70,7 @@ def test_absent_chunks_are_counted_and_warned_of(cli, store):
     proc = cli("resin", "info", "--check", str(store))
     assert proc.returncode == 0, proc.stderr
     assert "check:        ok" in proc.stdout
-    assert "1 of 8 chunks is not stored and read as the fill value" in proc.stdout
+    assert "1 of the array's 8 chunks (all its channels and time points) is not stored and read as the fill value" in proc.stdout
     info = json.loads(cli("resin", "info", "--check", "--json", str(store)).stdout)
     assert (info["chunks_absent"], info["chunks_total"]) == (1, 8)
     # reading is unchanged: the absent chunk reads as the fill value, the rest as before
