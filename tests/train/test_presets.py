@@ -85,7 +85,7 @@ def test_fit_patch_to_volume_reads_the_shape_and_says_what_it_changed(tmp_path, 
     thin, deep = tmp_path / "thin.tif", tmp_path / "deep.tif"
     tifffile.imwrite(thin, np.zeros((20, 64, 64), np.uint16))
     tifffile.imwrite(deep, np.zeros((40, 64, 64), np.uint16))
-    caplog.set_level(logging.INFO, logger="resin")
+    caplog.set_level(logging.DEBUG, logger="resin")  # a debug line: the start line names the patch
     assert fit_patch_to_volume(str(deep), quick) is quick
     assert "training on patches" not in caplog.text
     assert fit_patch_to_volume(str(thin), quick).data.patch_size == (16, 16, 16)
