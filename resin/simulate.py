@@ -497,14 +497,14 @@ def check_simulation_shape(shape: Sequence[int], kind: str = "tubes",
                            angle_deg: float = 0.0) -> Shape3:
     """The truth shape as three ints, refused before any work when a side is below 8
     voxels or the volume cannot fit in the available memory (:func:`memory_needed`)."""
+    from resin import _memory
     from resin.io import format_bytes
-    from resin.runtime.budget import available_memory
 
     if len(shape) != 3 or any(int(s) < 8 for s in shape):
         raise UsageError(f"shape must be three sizes of at least 8 voxels (Z Y X), got "
                          f"{tuple(shape)}")
     shape3: Shape3 = (int(shape[0]), int(shape[1]), int(shape[2]))
-    needed, available = memory_needed(shape3, kind, angle_deg), available_memory()
+    needed, available = memory_needed(shape3, kind, angle_deg), _memory.available_memory()
     if available is not None and needed > available:
         raise UsageError(f"--shape {' '.join(map(str, shape3))} needs about "
                          f"{format_bytes(needed)} of memory to simulate, "

@@ -31,7 +31,6 @@ are held to the default RAM budget.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ import numpy as np
 from resin.runtime.blocks import make_block_plan, working_bytes
 from resin.runtime.planner import face_pad
 
+from resin._memory import available_memory
 from resin.errors import UsageError
 from resin.metadata import ModelMetadata
 
@@ -62,21 +62,6 @@ _MAX_CANDIDATES = 160
 #: the tiles too little of a small budget (a large volume within --memory 1)
 BUDGET_BLOCKS: tuple[Triple, ...] = ((96, 512, 512), (96, 256, 256), (32, 256, 256))
 GiB = 1024**3
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new work (``MemAvailable``), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def default_budget(available: int | None = None) -> int:

@@ -466,3 +466,19 @@ def test_contradictory_run_options_are_refused(cli, fast_model, src, tmp_path):
                                       "0"))
     assert "--workers" in line
     assert not list(tmp_path.glob("o.*"))
+
+
+def test_a_run_into_a_folder_it_cannot_write_is_refused_before_it_starts(fast_model, src,
+                                                                         tmp_path, monkeypatch):
+    from resin.errors import UsageError
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro
+                        else real_access(p, mode, **kw))
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+        for out in (ro / "o.tif", ro / "o.zarr"):
+            with pytest.raises(UsageError, match="not writable"):
+                enh.run(src, out)
+    assert not list(ro.iterdir())

@@ -37,7 +37,7 @@ def test_cli_a_shape_beyond_memory_is_one_line_naming_the_memory(cli, tmp_path):
 
 
 def test_the_memory_check_uses_the_available_memory(monkeypatch):
-    import resin.runtime.budget as budget
+    import resin._memory as budget
 
     shape = (16, 32, 32)
     monkeypatch.setattr(budget, "available_memory", lambda: memory_needed(shape) - 1)
