@@ -53,7 +53,7 @@ def run_demo(out_dir: str | os.PathLike = "demo-out",
 
     from resin._png import write_png
     from resin.io import write_volume
-    from resin.io._common import check_folder, make_folder
+    from resin.io._common import check_folder, make_folder, missing_folders
     from resin.metrics import evaluate
     from resin.simulate import check_simulation_shape
 
@@ -62,7 +62,8 @@ def run_demo(out_dir: str | os.PathLike = "demo-out",
     t0 = time.perf_counter()
     with Enhancer(engine, backend=backend, device=device) as enh:
         folder = Path(os.path.abspath(out))  # "a/../b" is b: a is neither made nor left
-        created = _first_missing(folder)
+        made = missing_folders(folder)
+        created = made[-1] if made else None
         make_folder(folder)
         try:
             _log.log(f"demo: simulating a {'x'.join(map(str, shape))} volume of tubes "
@@ -94,17 +95,6 @@ def run_demo(out_dir: str | os.PathLike = "demo-out",
             "seconds_simulate": t_sim, "seconds_enhance": t_enh,
             "voxels_per_second": n / t_enh if t_enh > 0 else float("inf"),
             "seconds_total": time.perf_counter() - t0}
-
-
-def _first_missing(folder: Path) -> Path | None:
-    """The outermost of ``folder`` and its parents that does not exist yet (what making
-    ``folder`` creates), or None when ``folder`` exists."""
-    missing = None
-    for p in (folder, *folder.parents):
-        if p.exists() or p.is_symlink():
-            break
-        missing = p
-    return missing
 
 
 def check_demo_output(out: Path, overwrite: bool) -> None:

@@ -223,10 +223,9 @@ class OutputLock:
         self._made: list[Path] = []
 
     def acquire(self) -> None:
-        from resin.io._common import make_parent
+        from resin.io._common import make_parent, missing_folders
 
-        parent = Path(os.path.abspath(self.path)).parent
-        self._made = [p for p in (parent, *parent.parents) if not p.exists()]
+        self._made = missing_folders(self.path.parent)
         make_parent(self.path)  # a new output folder is created, as a volume writer does
         me = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -180,6 +180,18 @@ def check_folder(folder: str | os.PathLike[str]) -> None:
                          "write elsewhere")
 
 
+def missing_folders(folder: str | os.PathLike[str]) -> list[Path]:
+    """The folders that making ``folder`` creates, innermost first, as absolute paths (a
+    link counts as existing, even a dangling one): what a failed run that made them may
+    remove again."""
+    missing = []
+    for p in (q := Path(os.path.abspath(folder)), *q.parents):
+        if p.exists() or p.is_symlink():
+            break
+        missing.append(p)
+    return missing
+
+
 def make_parent(path: str | os.PathLike[str]) -> None:
     """Create the folder an output goes into (:func:`make_folder`)."""
     make_folder(Path(os.fspath(path).rstrip("/")).parent)
