@@ -19,6 +19,7 @@ EXTRA_FOR = {
     "scipy": "dev",
     "skimage": "dev",
     "monai": "dev",
+    "h5py": "hdf5",
 }
 
 

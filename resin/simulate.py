@@ -623,11 +623,11 @@ def simulate_to_files(out: str | os.PathLike, truth: str | os.PathLike | None = 
                       **kwargs: object) -> Simulation:
     """Run :func:`simulate` and write ``raw`` to ``out`` (and ``truth`` if given)."""
     from resin.errors import OutputExistsError
-    from resin.io import volume_format, write_volume
+    from resin.io import output_format, write_volume
 
     paths = [p for p in (out, truth) if p is not None]
     for p in paths:
-        volume_format(p)  # reject unknown suffixes before spending time
+        output_format(p)  # reject unknown suffixes before spending time
         if not overwrite and os.path.exists(p):
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it")
     if truth is not None and os.path.abspath(str(truth)) == os.path.abspath(str(out)):

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("resin-run", "Stream a volume through a RESIN model (TIFF, Zarr or "
                          "OME-Zarr in and out).")
-    parser.add_argument("input", metavar="INPUT", help="volume to enhance (.tif/.tiff/.zarr)")
+    parser.add_argument("input", metavar="INPUT",
+                        help="volume to enhance (.tif/.tiff, .zarr/.ome.zarr, or .h5/.ims: "
+                             "FILE.h5/DATASET for one of several)")
     parser.add_argument("-o", "--output", metavar="OUTPUT", default=None,
                         help="output volume (.tif/.tiff/.zarr/.ome.zarr; default "
                              "<input stem>_resin.ome.zarr beside the input)")

@@ -246,10 +246,10 @@ class EnhanceStream:
             self._sink: Sink = ArraySink(self.result)
         else:
             from resin.errors import OutputExistsError
-            from resin.io import volume_format
+            from resin.io import output_format
 
             # refuse an existing output now; create it once the levels are known
-            volume_format(self._out)
+            output_format(self._out)
             exists = Path(self._out).exists() or Path(self._out + ".partial").exists()
             if exists and not overwrite:
                 raise OutputExistsError(f"{self._out} exists; pass overwrite=True to replace it")
@@ -338,10 +338,10 @@ class EnhanceStream:
         return self._runner
 
     def _create_output(self, levels: Levels) -> None:
-        from resin.io import create_volume, volume_format
+        from resin.io import create_volume, output_format
 
         assert self._out is not None
-        chunks = output_chunks(volume_format(self._out), self.plan)
+        chunks = output_chunks(output_format(self._out), self.plan)
         attrs = output_attrs(self._engine, self._model_path, levels, self.plan,
                              self._settings, "stream")
         self._writer = create_volume(self._out, self.plan.out_shape, self._out_dtype,

@@ -373,13 +373,20 @@ def enhance_array(engine: Backend, volume: np.ndarray, settings: TileSettings,
 def default_output(input_path: str | os.PathLike, channel: int | None = None,
                    time_point: int | None = None) -> str:
     """``<stem>_resin.ome.zarr`` beside the input (the input's own suffix removed);
-    ``<stem>_t<T>_c<N>_resin.ome.zarr`` for time point T, channel N of a file with several."""
-    p = Path(os.fspath(input_path).rstrip("/"))
+    ``<stem>_t<T>_c<N>_resin.ome.zarr`` for time point T, channel N of a file with several.
+    A dataset inside an HDF5 file (``file.h5/a/b``) gives ``file_a_b_resin.ome.zarr``
+    beside the file."""
+    from resin.io._hdf5 import SUFFIXES, split_path
+
+    file, inner = split_path(os.fspath(input_path))
+    p = Path(file.rstrip("/"))
     name = p.name
-    for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+    for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", *SUFFIXES):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
+    if inner:
+        name += "_" + inner.strip("/").replace("/", "_")
     if time_point is not None:
         name += f"_t{time_point}"
     if channel is not None:
@@ -412,14 +419,14 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
 
     Cheap, so ``resin-run`` calls it before loading the model.
     """
-    from resin.io import volume_format
+    from resin.io import output_format, volume_format
 
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one")
     input_path = os.fspath(input_path)
     output = (os.fspath(output_path) if output_path is not None
               else default_output(input_path, channel, time_point))
-    fmt = volume_format(output)
+    fmt = output_format(output)
     volume_format(input_path)
     if input_path.rstrip("/").endswith(".partial"):
         raise unfinished_input(input_path)
@@ -557,12 +564,12 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     """
     from resin.runtime.runstate import OutputLock, RunRecord
 
-    from resin.io import open_volume, volume_format, volume_label
+    from resin.io import open_volume, output_format, volume_label
 
     settings.check()
     input_path = os.fspath(input_path)
     output = check_output(input_path, output_path, resume, overwrite, channel, time_point)
-    fmt = volume_format(output)
+    fmt = output_format(output)
     if mip_dir is not None:
         check_mip_dir(mip_dir, output, overwrite or resume)
     if settings.shards is not None and fmt != "zarr":

@@ -83,7 +83,13 @@ def plan_hash(identity: dict[str, Any]) -> str:
 
 def input_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Size and modification time of the input: the file, or a directory store's metadata
-    files (a rewrite of the array changes them) and the directory itself."""
+    files (a rewrite of the array changes them) and the directory itself; for a dataset
+    inside an HDF5 file, the file's and the dataset's path."""
+    from resin.io._hdf5 import split_path
+
+    file, inner = split_path(os.fspath(path))
+    if inner:
+        return {**input_fingerprint(file), "dataset": inner}
     p = Path(path).resolve()
     if p.is_file():
         st = p.stat()

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     p = sub.add_parser(
         "info", help="show a volume's shape, dtype, voxel size, chunks, format and size",
         description="Show what resin reads from a TIFF, Zarr or OME-Zarr volume.")
-    p.add_argument("volume", metavar="VOLUME", help="a .tif/.tiff, .zarr or .ome.zarr volume")
+    p.add_argument("volume", metavar="VOLUME",
+                   help="a .tif/.tiff, .zarr/.ome.zarr or .h5/.ims volume")
     p.add_argument("--check", action="store_true",
                    help="also read every chunk once to find truncated or corrupt data")
     add_choice_flags(p, "describe", "(default: the first, and --check reads every one)")

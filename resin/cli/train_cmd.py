@@ -19,7 +19,7 @@ def register(sub) -> argparse.ArgumentParser:
                     "MODEL.pt (the generator: last step, or best-validated with keep=best), "
                     "MODEL.last.pt (state for "
                     "--resume), MODEL.json (config), MODEL.losses.csv and MODEL.previews/.")
-    p.add_argument("raw", metavar="RAW", help="raw volume (.tif/.tiff or .zarr), ZYX")
+    p.add_argument("raw", metavar="RAW", help="raw volume (.tif/.tiff, .zarr or .h5/.ims), ZYX")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="model to write")
     p.add_argument("--preset", choices=tuple(PRESETS), default="default",
                    help="quick: small, 6-9 min on 2 CPU cores; long: the quick recipe, 22-30 min "

@@ -1,4 +1,5 @@
-"""Volume I/O: TIFF, Zarr v2/v3 and OME-Zarr 0.4/0.5, read and written region by region.
+"""Volume I/O: TIFF, Zarr v2/v3 and OME-Zarr 0.4/0.5 read and written, HDF5 (plain, Imaris,
+BigDataViewer) read, region by region.
 
 Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) micrometres):
 
@@ -16,7 +17,8 @@ Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) microm
   ``chunks``; a context manager. Every output is built at ``<name>.partial`` and renamed
   on a clean close; ``.ome.zarr`` is OME-Zarr 0.5, other ``.zarr`` a plain Zarr v3 array.
 - ``write_volume(path, array, voxel_size=None, overwrite=False, attrs=None)``.
-- ``volume_format(path) -> "tiff" | "zarr"``.
+- ``volume_format(path) -> "tiff" | "zarr" | "hdf5"``; ``output_format(path)`` the same for
+  an output, refusing HDF5 (read only: a plain dataset, Imaris ``.ims``, BigDataViewer).
 
 Data types: uint8, uint16 and float32 are read and written as they are; int8, int16,
 int32, uint32, float16 and float64 are read as float32; anything else (bool, int64,
@@ -85,17 +87,33 @@ class VolumeWriter(Protocol):
 
 
 def volume_format(path: str | os.PathLike[str]) -> str:
-    """'tiff' or 'zarr' from the path's suffix (or an existing Zarr store's metadata); an
-    unfinished output's ``.partial`` suffix is looked through."""
+    """'tiff', 'zarr' or 'hdf5' (read only) from the path's suffix (or an existing Zarr
+    store's metadata); an unfinished output's ``.partial`` suffix is looked through."""
+    from resin.io._hdf5 import is_hdf5
+
     name = str(path).rstrip("/").lower().removesuffix(".partial")
     if name.endswith((".tif", ".tiff")):
         return "tiff"
+    if is_hdf5(name):
+        return "hdf5"
     if name.endswith(".zarr") or ".zarr/" in name:
         return "zarr"
     p = Path(path)
     if p.is_dir() and any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
         return "zarr"
-    raise VolumeError(f"{path}: unknown volume format; use a .tif/.tiff or .zarr/.ome.zarr path")
+    raise VolumeError(f"{path}: unknown volume format; use a .tif/.tiff, .zarr/.ome.zarr or "
+                      "(to read) .h5/.ims path")
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """:func:`volume_format` of an output: 'tiff' or 'zarr' (HDF5 is read, not written)."""
+    fmt = volume_format(path)
+    if fmt == "hdf5":
+        from resin.errors import UsageError
+
+        raise UsageError(f"{path}: resin reads HDF5 but writes TIFF or Zarr; name the output "
+                         ".ome.zarr, .zarr or .tif")
+    return fmt
 
 
 def open_volume(path: str | os.PathLike[str], channel: int | None = None,
@@ -111,10 +129,15 @@ def open_volume(path: str | os.PathLike[str], channel: int | None = None,
             from resin.errors import UsageError
 
             raise UsageError(f"{name} must be an int, got {value!r}")
-    if volume_format(path) == "tiff":
+    fmt = volume_format(path)
+    if fmt == "tiff":
         from resin.io._tiff import TiffReader
 
         return TiffReader(path, channel, time)
+    if fmt == "hdf5":
+        from resin.io._hdf5 import Hdf5Reader
+
+        return Hdf5Reader(path, channel, time)
     from resin.io._zarr import ZarrReader
 
     return ZarrReader(path, channel, time)
@@ -127,6 +150,9 @@ def volume_label(reader: VolumeReader) -> str:
         ("time point", getattr(reader, "time", None)),
         ("channel", getattr(reader, "channel", None))) if value is not None]
     name = Path(str(reader.path).rstrip("/")).name
+    file = getattr(reader, "file", None)  # a dataset inside an HDF5 file: file.h5/a/b
+    if file is not None and str(reader.path) != file:
+        name = Path(file).name + str(reader.path)[len(file):]
     return f"{name} ({', '.join(chosen)})" if chosen else name
 
 
@@ -152,7 +178,7 @@ def create_volume(path: str | os.PathLike[str], shape: tuple[int, int, int], dty
     pyramid of 2x, 4x, ... means, written with every (aligned) region.
     """
     path = os.fspath(path)
-    if volume_format(path) == "tiff":
+    if output_format(path) == "tiff":
         from resin.io._tiff import TiffWriter
 
         if shards is not None:
@@ -200,6 +226,7 @@ __all__ = [
     "open_volume",
     "read_volume",
     "size_on_disk",
+    "output_format",
     "volume_format",
     "volume_label",
     "volume_info",

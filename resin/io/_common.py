@@ -243,6 +243,17 @@ def check_choice(path: str, count: int, value: int | None,
     return value if count > 1 else None
 
 
+def chosen(reader: object) -> str:
+    """What a format line adds for the time point and channel a reader reads, if the file
+    has several: ", time point 2 of 40, channel 1 of 3"."""
+    out = ""
+    for noun, value, count in (("time point", "time", "time_points"),
+                               ("channel", "channel", "channels")):
+        if getattr(reader, value) is not None:
+            out += f", {noun} {getattr(reader, value)} of {getattr(reader, count)}"
+    return out
+
+
 def check_channel(path: str, channels: int, channel: int | None) -> int | None:
     return check_choice(path, channels, channel, ChannelsError)
 

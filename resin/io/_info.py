@@ -48,7 +48,7 @@ def volume_info(path: str | os.PathLike[str], check: bool = False,
             "dtype": str(reader.dtype),
             "voxel_size_um": None if reader.voxel_size is None else list(reader.voxel_size),
             "chunks": list(reader.chunks),
-            "size_on_disk": size_on_disk(path),
+            "size_on_disk": size_on_disk(getattr(reader, "file", path)),  # HDF5: the file
             "attrs": reader.attrs,
             "complete": bool(getattr(reader, "complete", True)),
         }

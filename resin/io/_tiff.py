@@ -32,6 +32,7 @@ from resin.io._common import (
     check_voxel_size,
     check_write_dtype,
     check_write_region,
+    chosen,
     make_parent,
     normalize_region,
     one_line,
@@ -179,10 +180,7 @@ class TiffReader:
         self.dtype: np.dtype = read_dtype(stored, path)
         self.voxel_size: VoxelSize | None = self._read_voxel_size()
         kind = "OME-TIFF" if self._tif.is_ome else "ImageJ TIFF" if self._tif.is_imagej else "TIFF"
-        if self.time is not None:
-            kind += f", time point {self.time} of {self.time_points}"
-        if self.channel is not None:
-            kind += f", channel {self.channel} of {self.channels}"
+        kind += chosen(self)
         self._memmap: np.ndarray | None = None
         self._pages: list[Any] | None = None
         n_page = len(keyframe_shape)

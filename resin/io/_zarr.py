@@ -28,6 +28,7 @@ from resin.io._common import (
     check_voxel_size,
     check_write_dtype,
     check_write_region,
+    chosen,
     make_parent,
     normalize_region,
     one_line,
@@ -183,10 +184,7 @@ class ZarrReader:
         self.channel: int | None = self._axes.channel
         self.time_points: int = self._axes.time_points
         self.time: int | None = self._axes.time
-        if self.time is not None:
-            self.format += f", time point {self.time} of {self.time_points}"
-        if self.channel is not None:
-            self.format += f", channel {self.channel} of {self.channels}"
+        self.format += chosen(self)
 
     def _open_plain(self, array: Any) -> None:
         self._array = array

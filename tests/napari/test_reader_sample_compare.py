@@ -50,6 +50,20 @@ def test_reader_opens_each_channel_as_a_layer_used_as_data(tmp_path, tiny_volume
     assert source_file(Layer()) == str(path)
 
 
+def test_reader_opens_an_imaris_file_channel_by_channel(tmp_path, tiny_volume):
+    pytest.importorskip("h5py")
+    from _hdf5 import write_imaris
+
+    data = np.stack([tiny_volume, tiny_volume // 2])[None]  # (T, C, Z, Y, X)
+    write_imaris(tmp_path / "scan.ims", data, voxel=(2.0, 0.5, 0.5))
+    assert get_reader(str(tmp_path / "scan.ims")) is not None
+    layers = volume_layers(tmp_path / "scan.ims")
+    assert [kw["name"] for _, kw, _ in layers] == ["scan_c0", "scan_c1"]
+    for c, (layer, kwargs, _) in enumerate(layers):
+        assert kwargs["scale"] == pytest.approx((2.0, 0.5, 0.5))
+        np.testing.assert_array_equal(layer, data[0, c])
+
+
 def test_reader_declines_what_resin_cannot_read(tmp_path):
     flat = tmp_path / "flat.tif"
     import tifffile
