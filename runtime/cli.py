@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("resin-run", "Stream a volume through a RESIN model (TIFF, Zarr or "
                          "OME-Zarr in and out).")
     parser.add_argument("input", metavar="INPUT",
-                        help="volume to enhance (.tif/.tiff, .zarr/.ome.zarr, or .h5/.ims: "
-                             "FILE.h5/DATASET for one of several)")
+                        help="volume to enhance (.tif/.tiff, .zarr/.ome.zarr, .h5/.ims "
+                             "(FILE.h5/DATASET for one of several), or a folder or glob "
+                             "pattern of 2-D TIFF planes)")
     parser.add_argument("-o", "--output", metavar="OUTPUT", default=None,
                         help="output volume (.tif/.tiff/.zarr/.ome.zarr; default "
                              "<input stem>_resin.ome.zarr beside the input)")

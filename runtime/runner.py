@@ -375,10 +375,14 @@ def default_output(input_path: str | os.PathLike, channel: int | None = None,
     """``<stem>_resin.ome.zarr`` beside the input (the input's own suffix removed);
     ``<stem>_t<T>_c<N>_resin.ome.zarr`` for time point T, channel N of a file with several.
     A dataset inside an HDF5 file (``file.h5/a/b``) gives ``file_a_b_resin.ome.zarr``
-    beside the file."""
+    beside the file; TIFF planes (``planes/`` or ``planes/*.tif``) ``planes_resin.ome.zarr``
+    beside their folder."""
     from resin.io._hdf5 import SUFFIXES, split_path
+    from resin.io._tiffseq import is_pattern
 
     file, inner = split_path(os.fspath(input_path))
+    if is_pattern(file):  # planes/*.tif: named after the planes' folder
+        file = os.path.dirname(file) or os.getcwd()
     p = Path(file.rstrip("/"))
     name = p.name
     for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", *SUFFIXES):

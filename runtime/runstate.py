@@ -84,12 +84,19 @@ def plan_hash(identity: dict[str, Any]) -> str:
 def input_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Size and modification time of the input: the file, or a directory store's metadata
     files (a rewrite of the array changes them) and the directory itself; for a dataset
-    inside an HDF5 file, the file's and the dataset's path."""
+    inside an HDF5 file, the file's and the dataset's path; for TIFF planes, every plane's."""
     from resin.io._hdf5 import split_path
+    from resin.io._tiffseq import holds_planes, plane_files
 
     file, inner = split_path(os.fspath(path))
     if inner:
         return {**input_fingerprint(file), "dataset": inner}
+    if holds_planes(os.fspath(path)) and not (Path(path) / "zarr.json").exists():
+        planes = {}
+        for plane in plane_files(os.fspath(path)):
+            st = os.stat(plane)
+            planes[os.path.basename(plane)] = [st.st_size, st.st_mtime_ns]
+        return {"path": str(Path(path).resolve()), "planes": planes}
     p = Path(path).resolve()
     if p.is_file():
         st = p.stat()

@@ -1,5 +1,5 @@
 """Volume I/O: TIFF, Zarr v2/v3 and OME-Zarr 0.4/0.5 read and written, HDF5 (plain, Imaris,
-BigDataViewer) read, region by region.
+BigDataViewer) and folders of TIFF planes read, region by region.
 
 Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) micrometres):
 
@@ -17,8 +17,9 @@ Contract used by every command (arrays are ZYX; voxel sizes are (z, y, x) microm
   ``chunks``; a context manager. Every output is built at ``<name>.partial`` and renamed
   on a clean close; ``.ome.zarr`` is OME-Zarr 0.5, other ``.zarr`` a plain Zarr v3 array.
 - ``write_volume(path, array, voxel_size=None, overwrite=False, attrs=None)``.
-- ``volume_format(path) -> "tiff" | "zarr" | "hdf5"``; ``output_format(path)`` the same for
-  an output, refusing HDF5 (read only: a plain dataset, Imaris ``.ims``, BigDataViewer).
+- ``volume_format(path) -> "tiff" | "zarr" | "hdf5" | "tiffseq"``; ``output_format(path)``
+  the same for an output, refusing the read-only formats: HDF5 (a plain dataset, Imaris
+  ``.ims``, BigDataViewer) and a folder (or glob pattern) of 2-D TIFF planes.
 
 Data types: uint8, uint16 and float32 are read and written as they are; int8, int16,
 int32, uint32, float16 and float64 are read as float32; anything else (bool, int64,
@@ -87,11 +88,15 @@ class VolumeWriter(Protocol):
 
 
 def volume_format(path: str | os.PathLike[str]) -> str:
-    """'tiff', 'zarr' or 'hdf5' (read only) from the path's suffix (or an existing Zarr
-    store's metadata); an unfinished output's ``.partial`` suffix is looked through."""
+    """'tiff', 'zarr', or (read only) 'hdf5' or 'tiffseq' (a folder of 2-D TIFF planes, or
+    a glob pattern naming them) from the path's suffix (or an existing Zarr store's
+    metadata); an unfinished output's ``.partial`` suffix is looked through."""
     from resin.io._hdf5 import is_hdf5
+    from resin.io._tiffseq import holds_planes, is_pattern
 
     name = str(path).rstrip("/").lower().removesuffix(".partial")
+    if is_pattern(str(path)):
+        return "tiffseq"
     if name.endswith((".tif", ".tiff")):
         return "tiff"
     if is_hdf5(name):
@@ -101,17 +106,21 @@ def volume_format(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if p.is_dir() and any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
         return "zarr"
+    if holds_planes(str(path)):
+        return "tiffseq"
     raise VolumeError(f"{path}: unknown volume format; use a .tif/.tiff, .zarr/.ome.zarr or "
-                      "(to read) .h5/.ims path")
+                      "(to read) .h5/.ims path, or a folder of 2-D TIFF planes")
 
 
 def output_format(path: str | os.PathLike[str]) -> str:
-    """:func:`volume_format` of an output: 'tiff' or 'zarr' (HDF5 is read, not written)."""
+    """:func:`volume_format` of an output: 'tiff' or 'zarr' (HDF5 and plane folders are
+    read, not written)."""
     fmt = volume_format(path)
-    if fmt == "hdf5":
+    if fmt in ("hdf5", "tiffseq"):
         from resin.errors import UsageError
 
-        raise UsageError(f"{path}: resin reads HDF5 but writes TIFF or Zarr; name the output "
+        what = "HDF5" if fmt == "hdf5" else "folders of TIFF planes"
+        raise UsageError(f"{path}: resin reads {what} but writes TIFF or Zarr; name the output "
                          ".ome.zarr, .zarr or .tif")
     return fmt
 
@@ -138,6 +147,10 @@ def open_volume(path: str | os.PathLike[str], channel: int | None = None,
         from resin.io._hdf5 import Hdf5Reader
 
         return Hdf5Reader(path, channel, time)
+    if fmt == "tiffseq":
+        from resin.io._tiffseq import TiffSequenceReader
+
+        return TiffSequenceReader(path, channel, time)
     from resin.io._zarr import ZarrReader
 
     return ZarrReader(path, channel, time)

@@ -48,7 +48,7 @@ def volume_info(path: str | os.PathLike[str], check: bool = False,
             "dtype": str(reader.dtype),
             "voxel_size_um": None if reader.voxel_size is None else list(reader.voxel_size),
             "chunks": list(reader.chunks),
-            "size_on_disk": size_on_disk(getattr(reader, "file", path)),  # HDF5: the file
+            "size_on_disk": _size_on_disk(reader, path),
             "attrs": reader.attrs,
             "complete": bool(getattr(reader, "complete", True)),
         }
@@ -79,6 +79,15 @@ def volume_info(path: str | os.PathLike[str], check: bool = False,
                 info["chunks_absent"] = total - stored
                 info["chunks_total"] = total
     return info
+
+
+def _size_on_disk(reader: Any, path: str) -> int:
+    """Bytes of the volume's files: the HDF5 file a dataset lies in, every TIFF plane of a
+    folder or pattern, else the path's file or store."""
+    files = getattr(reader, "files", None)
+    if files is not None:
+        return sum(os.path.getsize(f) for f in files)
+    return size_on_disk(getattr(reader, "file", path))
 
 
 def _check(path: str, readers: list[Any]) -> None:

@@ -1,5 +1,6 @@
-"""resin-run on a dataset inside an HDF5 file: the output a TIFF of the same data gives,
-named beside the file, and the file's identity guarded on --resume as any input's."""
+"""resin-run on the formats it reads but does not write (a dataset inside an HDF5 file, a
+folder of TIFF planes): the output a TIFF of the same data gives, named beside the input,
+and the input's identity guarded on --resume as any input's."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from resin.runtime.runstate import input_fingerprint
 
 from resin.io import read_volume, write_volume
 
-h5py = pytest.importorskip("h5py")
-
 TILE = ["--tile", "8", "16", "16"]
 
 
@@ -25,6 +24,7 @@ def data(rng) -> np.ndarray:
 
 
 def _h5(path: Path, data: np.ndarray) -> str:
+    h5py = pytest.importorskip("h5py")
     with h5py.File(path, "w") as f:
         f.create_dataset("scan/raw", data=data, chunks=(4, 20, 20))
         f.create_dataset("scan/dark", data=np.zeros_like(data))
@@ -68,10 +68,28 @@ def test_resume_after_the_hdf5_file_changed_is_refused(cli, fast_model, data, tm
     with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), block=(4, 20, 20)) as enh:
         with pytest.raises(Stop):
             enh.run(src, out, progress=stop)
-    with h5py.File(tmp_path / "acq.h5", "r+") as f:
+    with pytest.importorskip("h5py").File(tmp_path / "acq.h5", "r+") as f:
         f["scan/raw"][0, 0, 0] += 1
     assert input_fingerprint(src) != before
     line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), src, "-o",
                                      str(out), "--device", "cpu", *TILE, "--resume",
                                      "--block", "4", "20", "20"))
     assert "different input" in line
+
+
+def test_a_folder_of_planes_enhances_as_the_same_data_in_a_tiff(cli, fast_model, data,
+                                                                  tmp_path):
+    import tifffile
+
+    (tmp_path / "scan").mkdir()
+    for z, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / "scan" / f"plane_{z}.tif", plane)
+    write_volume(tmp_path / "scan.tif", data)
+    ref = tmp_path / "ref.ome.zarr"
+    assert cli("resin-run", "--engine", str(fast_model), str(tmp_path / "scan.tif"), "-o",
+               str(ref), "--device", "cpu", *TILE).returncode == 0
+    proc = cli("resin-run", "--engine", str(fast_model), str(tmp_path / "scan"), "--device",
+               "cpu", *TILE)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(read_volume(tmp_path / "scan_resin.ome.zarr"),
+                                  read_volume(ref))
