@@ -81,18 +81,27 @@ def enhance(model: Path | None, raw: Path, out: Path) -> dict:
     return report
 
 
-def grain(raw_path: Path, path: Path) -> float:
-    """Background grain of a volume: the standard deviation of its high-pass part (the
-    volume minus its 3-voxel box mean) over the raw's darker half (its 9-voxel box mean
-    below the median). A model that sharpens noise along with structure raises it."""
+def grain_of(raw, volume) -> float:
+    """Background grain of ``volume`` (an array the shape of ``raw``): the standard
+    deviation of its high-pass part (the volume minus its 3-voxel box mean) over the raw's
+    darker half (its 9-voxel box mean below the median). A model that sharpens noise along
+    with structure raises it."""
     import numpy as np
-    import tifffile
     from scipy import ndimage
 
-    raw = tifffile.imread(raw_path).astype(np.float32)
+    raw = np.asarray(raw, np.float32)
+    v = np.asarray(volume, np.float32)
     dark = ndimage.uniform_filter(raw, 9) < np.median(raw)
-    v = tifffile.imread(path).astype(np.float32)
+    if not dark.any():  # a blur-only volume whose darker half is one value: no grain
+        return float("nan")
     return float((v - ndimage.uniform_filter(v, 3))[dark].std())
+
+
+def grain(raw_path: Path, path: Path) -> float:
+    """:func:`grain_of` of the TIFF at ``path``, the raw read from ``raw_path``."""
+    import tifffile
+
+    return grain_of(tifffile.imread(raw_path), tifffile.imread(path))
 
 
 def xz_picture(raw: Path, outputs: dict[str, Path], path: Path) -> None:
