@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("resin-run", "Stream a volume through a RESIN model (TIFF, Zarr or "
-                         "OME-Zarr in and out).")
+                         "OME-Zarr in and out; HDF5, Imaris and folders of TIFF planes in).")
     parser.add_argument("input", metavar="INPUT",
                         help="volume to enhance (.tif/.tiff, .zarr/.ome.zarr, .h5/.ims "
                              "(FILE.h5/DATASET for one of several), or a folder or glob "
