@@ -123,9 +123,7 @@ class Hdf5Reader:
             return self._open_imaris(f, channel, time)
         if any(_BDV_TIME.match(k) for k in f.keys()) and any(_BDV_SETUP.match(k) for k in f.keys()):
             return self._open_bdv(f, channel, time)
-        volumes: list[str] = []
-        f.visititems(lambda name, obj: volumes.append(name)
-                     if isinstance(obj, h5py.Dataset) and obj.ndim >= 3 else None)
+        volumes = _volumes(f)
         if len(volumes) == 1:
             return self._open_dataset(f[volumes[0]], channel, time)
         if not volumes:
@@ -135,11 +133,7 @@ class Hdf5Reader:
                           f"file's path: {self._names(volumes)}")
 
     def _hint(self) -> str:
-        import h5py
-
-        volumes: list[str] = []
-        self._h5.visititems(lambda name, obj: volumes.append(name)
-                            if isinstance(obj, h5py.Dataset) and obj.ndim >= 3 else None)
+        volumes = _volumes(self._h5)
         return f"; its volumes: {self._names(volumes)}" if volumes else ""
 
     def _names(self, volumes: list[str]) -> str:
@@ -196,8 +190,9 @@ class Hdf5Reader:
         self.voxel_size = _voxel([e / n for e, n in zip(ext, size, strict=True)], factor)
 
     def _open_bdv(self, f: Any, channel: int | None, time: int | None) -> None:
-        """BigDataViewer: t{T:05d}/s{S:02d}/0/cells, setups read as channels. The voxel
-        size lives in the XML beside the file, which is not read: it is unknown here."""
+        """BigDataViewer: t{T:05d}/s{S:02d}/0/cells, setups read as channels; the voxel
+        size from the setup's ``voxelSize`` in the XML beside the file (``NAME.xml``), when
+        there is one."""
         times = sorted(k for k in f.keys() if _BDV_TIME.match(k))
         setups = sorted((k for k in f.keys() if _BDV_SETUP.match(k)), key=lambda k: int(k[1:]))
         t = check_time(self.path, len(times), time)
@@ -208,6 +203,8 @@ class Hdf5Reader:
         ds = f[key]
         self._use(ds, "BigDataViewer", len(setups), s, len(times), t)
         self.format = "BigDataViewer (HDF5)"
+        self.voxel_size = _bdv_voxel_size(Path(self.file).with_suffix(".xml"),
+                                          int(setups[s or 0][1:]))
 
     def _use(self, ds: Any, layout: str, channels: int, channel: int | None, times: int,
              time: int | None) -> None:
@@ -243,6 +240,38 @@ class Hdf5Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _volumes(group: Any) -> list[str]:
+    """Paths of the datasets of 3 or more dimensions below ``group``."""
+    import h5py
+
+    found: list[str] = []
+    group.visititems(lambda name, obj: found.append(name)
+                     if isinstance(obj, h5py.Dataset) and obj.ndim >= 3 else None)
+    return found
+
+
+def _bdv_voxel_size(xml: Path, setup: int) -> VoxelSize | None:
+    """``voxelSize`` of view setup ``setup`` in a BigDataViewer XML (``size`` is x y z);
+    None when the file, the setup or a known unit is missing."""
+    import xml.etree.ElementTree as ET
+
+    if not xml.is_file():
+        return None
+    try:
+        root = ET.parse(xml).getroot()
+    except (ET.ParseError, OSError):
+        return None
+    for vs in root.iter("ViewSetup"):
+        if (vs.findtext("id") or "").strip() != str(setup):
+            continue
+        size = (vs.findtext("voxelSize/size") or "").split()
+        unit = (vs.findtext("voxelSize/unit") or "micrometer").strip()
+        if len(size) != 3:
+            return None
+        return _voxel(size[::-1], um_per_unit(unit))
+    return None
 
 
 def _voxel(values: Any, factor: float | None) -> VoxelSize | None:

@@ -95,8 +95,18 @@ def test_a_bigdataviewer_file_reads_setups_as_channels(tmp_path, rng):
                 f.create_dataset(f"t{t:05d}/s{s:02d}/0/cells", data=v[t, s])
                 f.create_dataset(f"t{t:05d}/s{s:02d}/1/cells", data=v[t, s, ::2, ::2, ::2])
     with open_volume(tmp_path / "dataset.h5", channel=1, time=0) as r:
-        assert r.format.startswith("BigDataViewer") and r.voxel_size is None
+        assert r.format.startswith("BigDataViewer") and r.voxel_size is None  # no XML
         np.testing.assert_array_equal(r.read(REGION), v[0, 1][REGION])
+    setups = "".join(
+        f"<ViewSetup><id>{i}</id><voxelSize><unit>{unit}</unit><size>{size}</size>"
+        "</voxelSize></ViewSetup>" for i, unit, size in ((0, "micron", "1 1 1"),
+                                                        (1, "nm", "200 250 1000")))
+    (tmp_path / "dataset.xml").write_text(
+        f"<SpimData><SequenceDescription><ViewSetups>{setups}</ViewSetups>"
+        "</SequenceDescription></SpimData>")
+    with open_volume(tmp_path / "dataset.h5", channel=1, time=1) as r:
+        assert r.voxel_size == pytest.approx((1.0, 0.25, 0.2))  # x y z in the XML
+        np.testing.assert_array_equal(r.read(REGION), v[1, 1][REGION])
 
 
 def test_bad_hdf5_inputs_are_one_line_errors(tmp_path, rng):
