@@ -126,9 +126,9 @@ def _enhance(args: argparse.Namespace) -> int:
     if args.workers is not None or args.scheduler is not None:
         from resin.runtime.distributed import make_client
 
-        from resin.io import volume_format
+        from resin.io import output_format
 
-        if args.output is not None and volume_format(args.output) != "zarr":
+        if args.output is not None and output_format(args.output) != "zarr":
             raise UsageError(f"{args.output}: a distributed run writes .zarr/.ome.zarr; a TIFF "
                              "is one file that processes on several machines cannot safely "
                              "write into")

@@ -378,11 +378,11 @@ def default_output(input_path: str | os.PathLike, channel: int | None = None,
     beside the file; TIFF planes (``planes/`` or ``planes/*.tif``) ``planes_resin.ome.zarr``
     beside their folder."""
     from resin.io._hdf5 import SUFFIXES, split_path
-    from resin.io._tiffseq import is_pattern
+    from resin.io._tiffseq import is_pattern, pattern_folder
 
     file, inner = split_path(os.fspath(input_path))
     if is_pattern(file):  # planes/*.tif: named after the planes' folder
-        file = os.path.dirname(file) or os.getcwd()
+        file = os.path.abspath(pattern_folder(file))
     p = Path(file.rstrip("/"))
     name = p.name
     for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", *SUFFIXES):
@@ -424,6 +424,7 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
     Cheap, so ``resin-run`` calls it before loading the model.
     """
     from resin.io import output_format, volume_format
+    from resin.io._tiffseq import pattern_folder
 
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one")
@@ -442,7 +443,7 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
     if fmt == "tiff" and record.exists() and not record.is_dir():
         raise UsageError(f"{record} is a file where resin-run keeps its run record; move it "
                          "away and run again")
-    src = Path(input_path).resolve()
+    src = Path(pattern_folder(input_path)).resolve()  # planes/*.tif: their folder
     for candidate in (output, staging_path(output)):
         dst = Path(candidate).resolve()
         if _inside(src, dst) or _inside(dst, src):

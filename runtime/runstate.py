@@ -85,13 +85,15 @@ def input_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Size and modification time of the input: the file, or a directory store's metadata
     files (a rewrite of the array changes them) and the directory itself; for a dataset
     inside an HDF5 file, the file's and the dataset's path; for TIFF planes, every plane's."""
+    from resin.io import volume_format
     from resin.io._hdf5 import split_path
-    from resin.io._tiffseq import holds_planes, plane_files
+    from resin.io._tiffseq import plane_files
 
+    fmt = volume_format(path)
     file, inner = split_path(os.fspath(path))
-    if inner:
+    if fmt == "hdf5" and inner:
         return {**input_fingerprint(file), "dataset": inner}
-    if holds_planes(os.fspath(path)) and not (Path(path) / "zarr.json").exists():
+    if fmt == "tiffseq":
         planes = {}
         for plane in plane_files(os.fspath(path)):
             st = os.stat(plane)

@@ -99,13 +99,13 @@ def volume_format(path: str | os.PathLike[str]) -> str:
         return "tiffseq"
     if name.endswith((".tif", ".tiff")):
         return "tiff"
-    if is_hdf5(name):
-        return "hdf5"
     if name.endswith(".zarr") or ".zarr/" in name:
         return "zarr"
     p = Path(path)
     if p.is_dir() and any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
         return "zarr"
+    if is_hdf5(str(path)):
+        return "hdf5"
     if holds_planes(str(path)):
         return "tiffseq"
     raise VolumeError(f"{path}: unknown volume format; use a .tif/.tiff, .zarr/.ome.zarr or "
@@ -115,10 +115,12 @@ def volume_format(path: str | os.PathLike[str]) -> str:
 def output_format(path: str | os.PathLike[str]) -> str:
     """:func:`volume_format` of an output: 'tiff' or 'zarr' (HDF5 and plane folders are
     read, not written)."""
+    from resin.errors import UsageError
+
+    if any(c in os.path.basename(str(path).rstrip("/")) for c in "*?"):
+        raise UsageError(f"{path}: an output names one file or store, not a pattern")
     fmt = volume_format(path)
     if fmt in ("hdf5", "tiffseq"):
-        from resin.errors import UsageError
-
         what = "HDF5" if fmt == "hdf5" else "folders of TIFF planes"
         raise UsageError(f"{path}: resin reads {what} but writes TIFF or Zarr; name the output "
                          ".ome.zarr, .zarr or .tif")

@@ -40,18 +40,23 @@ _BDV_SETUP = re.compile(r"s(\d+)$")
 
 def split_path(path: str) -> tuple[str, str]:
     """(the HDF5 file, the dataset path inside it; '' for none) of ``file.h5[/inner]``: the
-    path itself if it ends in an HDF5 suffix, else its longest prefix that is such a file."""
+    longest prefix with an HDF5 suffix that is a file, else (nothing exists yet) the
+    shortest such prefix that is not a folder; ``(path, '')`` when there is none."""
     parts = Path(path.rstrip("/")).parts
-    for i in range(len(parts), 0, -1):
-        head = Path(*parts[:i])
-        if parts[i - 1].lower().endswith(SUFFIXES) and (i == len(parts) or head.is_file()):
+    heads = [(i, Path(*parts[:i])) for i in range(1, len(parts) + 1)
+             if parts[i - 1].lower().endswith(SUFFIXES)]
+    for i, head in reversed(heads):
+        if head.is_file():
+            return str(head), "/".join(parts[i:])
+    for i, head in heads:
+        if not head.exists():
             return str(head), "/".join(parts[i:])
     return path, ""
 
 
 def is_hdf5(path: str) -> bool:
     file, _ = split_path(path)
-    return file.lower().endswith(SUFFIXES)
+    return file.lower().endswith(SUFFIXES) and not Path(file).is_dir()
 
 
 def _text(value: Any) -> str:
@@ -82,7 +87,8 @@ class Hdf5Reader:
         if not Path(self.file).is_file():
             raise VolumeError(f"{self.file}: no such file")
         try:
-            self._h5 = h5py.File(self.file, "r")
+            # no file lock: an input is only read, and cluster file systems often have none
+            self._h5 = h5py.File(self.file, "r", locking=False)
         except Exception as exc:
             raise VolumeError(f"{self.file}: not a readable HDF5 file ({one_line(exc)}); it may "
                               "be truncated or corrupt") from exc
@@ -90,6 +96,8 @@ class Hdf5Reader:
         self.voxel_size: VoxelSize | None = None
         self.complete = True
         self._crop: tuple[int, int, int] | None = None
+        #: the dtype the stored bits mean, where the file says another (BigDataViewer)
+        self._view: np.dtype | None = None
         try:
             self._open(h5py, inner, channel, time)
         except VolumeError:
@@ -98,7 +106,7 @@ class Hdf5Reader:
         except Exception as exc:
             self._h5.close()
             raise VolumeError(f"{path}: unreadable HDF5 layout ({one_line(exc)})") from exc
-        self.dtype: np.dtype = read_dtype(np.dtype(self._data.dtype), path)
+        self.dtype: np.dtype = read_dtype(self._view or np.dtype(self._data.dtype), path)
         self.shape: tuple[int, int, int] = self._crop or self._axes.shape
         chunks = self._data.chunks
         self.chunks: tuple[int, int, int] = (
@@ -145,6 +153,8 @@ class Hdf5Reader:
         (t, c,) z, y, x; voxel size from ``element_size_um`` (ilastik, Fiji) or
         ``voxel_size`` [+ ``voxel_size_unit``] (resin's own Zarr convention)."""
         labels = [str(d.label) for d in ds.dims]
+        if not all(labels) and "axistags" in ds.attrs:  # ilastik / vigra: JSON axis keys
+            labels = _axistags(ds.attrs["axistags"], ds.ndim) or labels
         self._axes = _plain_axes(self.path, tuple(ds.shape), labels if all(labels) else None,
                                  channel, time)
         self._data = ds
@@ -202,6 +212,8 @@ class Hdf5Reader:
             raise VolumeError(f"{self.path}: a BigDataViewer file without '{key}'")
         ds = f[key]
         self._use(ds, "BigDataViewer", len(setups), s, len(times), t)
+        if np.dtype(ds.dtype) == np.int16:  # BigDataViewer keeps uint16 data as int16
+            self._view = np.dtype(np.uint16)
         self.format = "BigDataViewer (HDF5)"
         self.voxel_size = _bdv_voxel_size(Path(self.file).with_suffix(".xml"),
                                           int(setups[s or 0][1:]))
@@ -229,7 +241,7 @@ class Hdf5Reader:
             spans = ", ".join(f"{s.start}:{s.stop}" for s in region)
             raise VolumeError(f"{self.path}: could not read region [{spans}] "
                               f"({one_line(exc)}); the file may be truncated or corrupt") from exc
-        out[...] = data
+        out[...] = data if self._view is None else np.asarray(data).view(self._view)
         return out
 
     def close(self) -> None:
@@ -240,6 +252,18 @@ class Hdf5Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _axistags(value: Any, ndim: int) -> list[str] | None:
+    """Axis names of a vigra/ilastik ``axistags`` attribute (JSON ``{"axes": [{"key":
+    "z"}, ...]}``); None when it does not name ``ndim`` axes."""
+    import json
+
+    try:
+        keys = [str(a["key"]) for a in json.loads(_text(value))["axes"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return keys if len(keys) == ndim else None
 
 
 def _volumes(group: Any) -> list[str]:

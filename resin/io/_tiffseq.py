@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from resin.errors import VolumeError
-from resin.io._common import Region, VoxelSize, normalize_region, one_line, read_dtype
+from resin.io._common import (
+    Region,
+    VoxelSize,
+    check_channel,
+    check_time,
+    normalize_region,
+    one_line,
+    read_dtype,
+)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -28,27 +36,36 @@ def _natural(name: str) -> list[Any]:
 
 
 def is_pattern(path: str) -> bool:
-    """A glob pattern naming TIFF planes (``planes/*.tif``)."""
-    return any(c in path for c in "*?[") and path.lower().endswith(TIFF_SUFFIXES)
+    """A glob pattern naming existing TIFF planes (``planes/*.tif``); a path that is a file
+    itself (``cell[1].tif``), or matches nothing (a new output's name), is not one."""
+    return (any(c in path for c in "*?[") and path.lower().endswith(TIFF_SUFFIXES)
+            and not os.path.exists(path) and bool(glob.glob(path)))
+
+
+def _is_plane(p: Path) -> bool:
+    return p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".") and p.is_file()
 
 
 def plane_files(path: str) -> list[str]:
-    """The plane files of a folder or glob pattern, in z order (natural sort by name)."""
-    if is_pattern(path):
-        files = glob.glob(path)
-    else:
-        files = [str(p) for p in Path(path).iterdir()
-                 if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")]
-    files = [f for f in files if os.path.isfile(f)]
-    return sorted(files, key=lambda f: _natural(os.path.basename(f)))
+    """The plane files of a folder or glob pattern, in z order (natural sort by name);
+    hidden files (``.name``, as macOS leaves ``._name``) are not planes."""
+    found = ([Path(f) for f in glob.glob(path)] if is_pattern(path)
+             else list(Path(path).iterdir()))
+    return sorted((str(f) for f in found if _is_plane(f)),
+                  key=lambda f: _natural(os.path.basename(f)))
 
 
 def holds_planes(path: str) -> bool:
-    """True for a glob pattern or a folder that holds TIFF files (not a Zarr store)."""
+    """True for a glob pattern naming TIFF files, or a folder that holds some."""
     if is_pattern(path):
         return True
     p = Path(path)
-    return p.is_dir() and any(q.suffix.lower() in TIFF_SUFFIXES for q in p.iterdir())
+    return p.is_dir() and any(_is_plane(q) for q in p.iterdir())
+
+
+def pattern_folder(path: str) -> str:
+    """The folder of a glob pattern's planes (the path itself otherwise)."""
+    return (os.path.dirname(path) or os.curdir) if is_pattern(path) else path
 
 
 class TiffSequenceReader:
@@ -60,9 +77,6 @@ class TiffSequenceReader:
     time: int | None = None
 
     def __init__(self, path: str, channel: int | None = None, time: int | None = None) -> None:
-        import tifffile
-
-        from resin.io._common import check_channel, check_time
 
         self.path = path
         check_channel(path, 1, channel)
@@ -73,18 +87,8 @@ class TiffSequenceReader:
         if len(self.files) < 2:
             raise VolumeError(f"{path}: holds one TIFF plane; resin needs a 3D ZYX volume "
                               "(a sequence of 2-D planes)")
-        from resin.io._tiff import _quiet_tifffile
-
-        try:
-            with _quiet_tifffile(), tifffile.TiffFile(self.files[0]) as tif:
-                series = tif.series[0]
-                shape = tuple(int(s) for s in series.shape)
-                stored = np.dtype(series.dtype)
-        except Exception as exc:
-            raise VolumeError(f"{self.files[0]}: not a readable TIFF ({one_line(exc)})") from exc
-        if len(shape) != 2 or 0 in shape:
-            raise VolumeError(f"{self.files[0]}: a plane of shape {shape}; a folder of planes "
-                              "needs one 2-D image per file")
+        shape, stored = self._open_plane(self.files[0], 0, lambda page: (
+            tuple(int(n) for n in page.shape), np.dtype(page.dtype)))
         #: a single plane does not record the z spacing: unknown
         self.voxel_size: VoxelSize | None = None
         self._plane_shape = shape
@@ -96,30 +100,45 @@ class TiffSequenceReader:
         self.attrs: dict[str, Any] = {}
         self.complete = True
 
-    def _plane(self, z: int, ys: slice, xs: slice) -> np.ndarray:
+    def _open_plane(self, file: str, z: int, use: Any) -> Any:
+        """``use(page)`` of plane ``z``'s one 2-D page. The page, not the file's series: a
+        multi-file OME-TIFF (Bio-Formats, Micro-Manager) describes the whole stack in every
+        file while each file holds one plane."""
         import tifffile
 
         from resin.io._tiff import _quiet_tifffile
 
-        file = self.files[z]
         try:
             with _quiet_tifffile(), tifffile.TiffFile(file) as tif:
-                series = tif.series[0]
-                if tuple(series.shape) != self._plane_shape or series.dtype != self._stored:
+                pages = len(tif.pages)
+                page = tif.pages[0]
+                if pages != 1 or page.ndim != 2 or 0 in page.shape:
                     raise VolumeError(
-                        f"{file}: plane {z} is {tuple(series.shape)} {series.dtype}, the first "
-                        f"plane {self._plane_shape} {self._stored}; every plane must match")
-                offset = series.dataoffset
-                if offset is not None:  # uncompressed and contiguous: read only the rows
-                    plane = np.memmap(file, dtype=series.dtype.newbyteorder(
-                        tif.byteorder), mode="r", offset=offset, shape=self._plane_shape)
-                    return np.asarray(plane[ys, xs])
-                return np.asarray(series.asarray())[ys, xs]
+                        f"{file}: holds {pages} page(s) of shape {tuple(page.shape)}; a folder "
+                        "of planes needs one 2-D image per file")
+                return use(page)
         except VolumeError:
             raise
         except Exception as exc:
             raise VolumeError(f"{file}: could not read plane {z} ({one_line(exc)}); the file "
                               "may be truncated or corrupt") from exc
+
+    def _plane(self, z: int, ys: slice, xs: slice) -> np.ndarray:
+        file = self.files[z]
+
+        def read(page: Any) -> np.ndarray:
+            if tuple(page.shape) != self._plane_shape or page.dtype != self._stored:
+                raise VolumeError(
+                    f"{file}: plane {z} is {tuple(page.shape)} {page.dtype}, the first "
+                    f"plane {self._plane_shape} {self._stored}; every plane must match")
+            if page.is_memmappable:  # uncompressed and contiguous: read only the rows
+                plane = np.memmap(file, dtype=np.dtype(page.dtype).newbyteorder(
+                    page.parent.byteorder), mode="r", offset=page.dataoffsets[0],
+                    shape=self._plane_shape)
+                return np.asarray(plane[ys, xs])
+            return np.asarray(page.asarray())[ys, xs]
+
+        return self._open_plane(file, z, read)
 
     def read(self, region: Region | None = None) -> np.ndarray:
         region = normalize_region(region, self.shape)

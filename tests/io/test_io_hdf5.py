@@ -86,16 +86,18 @@ def test_an_imaris_file_reads_its_full_resolution_without_the_padding(tmp_path, 
 
 
 def test_a_bigdataviewer_file_reads_setups_as_channels(tmp_path, rng):
-    v = rng.integers(0, 4000, (2, 2, 5, 14, 18)).astype(np.uint16)
+    v = rng.integers(0, 65536, (2, 2, 5, 14, 18)).astype(np.uint16)
     with h5py.File(tmp_path / "dataset.h5", "w") as f:
         for s in range(2):
             f.create_dataset(f"s{s:02d}/resolutions", data=np.array([[1, 1, 1], [2, 2, 2]]))
         for t in range(2):
-            for s in range(2):
-                f.create_dataset(f"t{t:05d}/s{s:02d}/0/cells", data=v[t, s])
-                f.create_dataset(f"t{t:05d}/s{s:02d}/1/cells", data=v[t, s, ::2, ::2, ::2])
+            for s in range(2):  # BigDataViewer stores uint16 data as int16
+                f.create_dataset(f"t{t:05d}/s{s:02d}/0/cells", data=v[t, s].view(np.int16))
+                f.create_dataset(f"t{t:05d}/s{s:02d}/1/cells",
+                                 data=v[t, s, ::2, ::2, ::2].view(np.int16))
     with open_volume(tmp_path / "dataset.h5", channel=1, time=0) as r:
         assert r.format.startswith("BigDataViewer") and r.voxel_size is None  # no XML
+        assert r.dtype == np.uint16 and r.read().max() > 32767
         np.testing.assert_array_equal(r.read(REGION), v[0, 1][REGION])
     setups = "".join(
         f"<ViewSetup><id>{i}</id><voxelSize><unit>{unit}</unit><size>{size}</size>"
@@ -157,3 +159,49 @@ def test_without_h5py_the_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "h5py", None)  # as if not installed
     with pytest.raises(MissingDependencyError, match=r"resin\[hdf5\]"):
         open_volume(tmp_path / "v.h5")
+
+
+def test_paths_with_capitals_and_zarr_paths_that_look_like_hdf5(tmp_path, rng):
+    a = rng.integers(0, 4000, (4, 8, 8)).astype(np.uint16)
+    (tmp_path / "Data").mkdir()
+    with h5py.File(tmp_path / "Data" / "Stack.H5", "w") as f:
+        f.create_dataset("Raw", data=a)
+    np.testing.assert_array_equal(read_volume(tmp_path / "Data" / "Stack.H5" / "Raw"), a)
+    with pytest.raises(VolumeError, match="missing.h5: no such file"):
+        open_volume(tmp_path / "missing.h5" / "raw")
+    zarr = pytest.importorskip("zarr")
+    zarr.open_group(str(tmp_path / "grp.zarr"), mode="w").create_array(
+        "raw.h5", data=a, chunks=(2, 8, 8))  # an array named like an HDF5 file
+    assert volume_format(tmp_path / "grp.zarr" / "raw.h5") == "zarr"
+    np.testing.assert_array_equal(read_volume(tmp_path / "grp.zarr" / "raw.h5"), a)
+    zarr.create_array(str(tmp_path / "vol.h5"), data=a, chunks=(2, 8, 8))  # a store so named
+    assert volume_format(tmp_path / "vol.h5") == "zarr"
+
+
+def test_ilastik_axistags_name_a_channel_last_dataset(tmp_path, rng):
+    a = rng.integers(0, 4000, (6, 8, 10, 1)).astype(np.uint16)  # z, y, x, c
+    tags = ('{"axes": [{"key": "z", "typeFlags": 2}, {"key": "y", "typeFlags": 2}, '
+            '{"key": "x", "typeFlags": 2}, {"key": "c", "typeFlags": 1}]}')
+    with h5py.File(tmp_path / "ilastik.h5", "w") as f:
+        f.create_dataset("exported_data", data=a).attrs["axistags"] = tags
+    with open_volume(tmp_path / "ilastik.h5") as r:
+        assert r.shape == (6, 8, 10) and r.channels == 1
+        np.testing.assert_array_equal(r.read(), a[..., 0])
+
+
+def test_a_file_another_program_holds_open_for_writing_is_read(tmp_path):
+    import subprocess
+    import sys
+
+    a = np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8)
+    with h5py.File(tmp_path / "live.h5", "w") as f:
+        f.create_dataset("raw", data=a)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", f"import h5py, time; f = h5py.File({str(tmp_path / 'live.h5')!r}, "
+         "'r+'); print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        np.testing.assert_array_equal(read_volume(tmp_path / "live.h5"), a)
+    finally:
+        writer.kill()
+        writer.wait()

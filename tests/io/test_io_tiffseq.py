@@ -65,7 +65,7 @@ def test_bad_plane_folders_are_one_line_errors(tmp_path, rng):
     (tmp_path / "cut" / "z1.tif").write_bytes(data[:40])
     with open_volume(tmp_path / "cut") as r, pytest.raises(VolumeError, match="z1.tif"):
         r.read()
-    with pytest.raises(VolumeError, match="no TIFF planes found"):
+    with pytest.raises(VolumeError, match="no such file"):  # a pattern that matches nothing
         open_volume(f"{tmp_path}/nothing/*.tif")
     with pytest.raises(VolumeError, match="has no channel 1"):
         open_volume(tmp_path / "one", channel=1)
@@ -75,10 +75,17 @@ def test_bad_plane_folders_are_one_line_errors(tmp_path, rng):
 
 def test_planes_are_read_not_written(tmp_path, rng):
     _planes(tmp_path / "planes", rng.integers(0, 9, (2, 4, 4)).astype(np.uint16))
-    for out in (tmp_path / "planes", f"{tmp_path}/new/*.tif"):
-        with pytest.raises(UsageError, match="reads folders of TIFF planes"):
-            create_volume(out, (2, 4, 4), np.uint16)
+    with pytest.raises(UsageError, match="reads folders of TIFF planes"):
+        create_volume(tmp_path / "planes", (2, 4, 4), np.uint16)
+    for pattern in (f"{tmp_path}/planes/z*.tif", f"{tmp_path}/new/*.tif"):
+        with pytest.raises(UsageError, match="names one file or store, not a pattern"):
+            create_volume(pattern, (2, 4, 4), np.uint16)
     assert sorted(os.listdir(tmp_path / "planes")) == ["z0.tif", "z1.tif"]
+    assert not (tmp_path / "new").exists()
+    # a TIFF whose name has glob characters is a file, in and out
+    create_volume(tmp_path / "cell[1].tif", (2, 4, 4), np.uint16).close()
+    assert volume_format(tmp_path / "cell[1].tif") == "tiff"
+    assert read_volume(tmp_path / "cell[1].tif").shape == (2, 4, 4)
 
 
 def test_output_name_and_fingerprint_of_planes(tmp_path, rng):
@@ -92,3 +99,34 @@ def test_output_name_and_fingerprint_of_planes(tmp_path, rng):
     tifffile.imwrite(tmp_path / "scan" / "z1.tif", v[1] + 1)  # one plane rewritten in place
     os.utime(tmp_path / "scan", ns=(stat.st_atime_ns, os.stat(tmp_path / "scan").st_mtime_ns))
     assert input_fingerprint(tmp_path / "scan") != before
+
+
+def test_planes_of_a_multi_file_ome_tiff_read_as_planes(tmp_path):
+    """Bio-Formats and Micro-Manager write one plane per file, each file's OME-XML
+    describing the whole stack: tifffile sees a 3-D series in every file."""
+    v = np.arange(4 * 6 * 5, dtype=np.uint16).reshape(4, 6, 5)
+    names = [f"img_z{z}.ome.tif" for z in range(4)]
+    uuids = [f"urn:uuid:00000000-0000-0000-0000-00000000000{z}" for z in range(4)]
+    data = "".join(f'<TiffData FirstZ="{z}" IFD="0" PlaneCount="1"><UUID FileName="{n}">'
+                   f"{u}</UUID></TiffData>"
+                   for z, (n, u) in enumerate(zip(names, uuids, strict=True)))
+    (tmp_path / "ome").mkdir()
+    for z, name in enumerate(names):
+        xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/'
+               f'Schemas/OME/2016-06" UUID="{uuids[z]}"><Image ID="Image:0"><Pixels ID="Pixels:0" '
+               'DimensionOrder="XYZCT" Type="uint16" SizeX="5" SizeY="6" SizeZ="4" SizeC="1" '
+               f'SizeT="1"><Channel ID="Channel:0:0" SamplesPerPixel="1"/>{data}</Pixels></Image>'
+               "</OME>")
+        tifffile.imwrite(tmp_path / "ome" / name, v[z], description=xml, metadata=None)
+    with tifffile.TiffFile(tmp_path / "ome" / names[0]) as tif:
+        assert tif.series[0].ndim == 3  # what a series-level reader would have refused
+    np.testing.assert_array_equal(read_volume(tmp_path / "ome"), v)
+
+
+def test_an_output_inside_a_pattern_s_folder_is_refused(tmp_path, rng):
+    from resin.runtime.runner import check_output
+
+    _planes(tmp_path / "planes", rng.integers(0, 9, (2, 4, 4)).astype(np.uint16))
+    with pytest.raises(UsageError, match="lies inside the input"):
+        check_output(f"{tmp_path}/planes/z*.tif", tmp_path / "planes" / "out.tif")
+    assert sorted(os.listdir(tmp_path / "planes")) == ["z0.tif", "z1.tif"]
