@@ -42,30 +42,35 @@ def add_common_flags(parser: argparse.ArgumentParser, top: bool = False) -> None
 
 
 def add_choice_flags(parser: argparse.ArgumentParser, verb: str, note: str,
-                     every_time: str | None = None) -> None:
+                     every_time: str | None = None, every_channel: str | None = None) -> None:
     """``--channel N`` and ``--time T``: which channel and time point of a file with several
-    the command reads (``note`` ends both help texts); ``every_time``: ``--time all`` is
-    accepted too, and this text says what it does."""
-    parser.add_argument("--channel", type=int, metavar="N", default=None,
-                        help=f"{verb} channel N (0-based) of a multi-channel file {note}")
-    if every_time is None:
-        parser.add_argument("--time", type=int, metavar="T", default=None,
-                            help=f"{verb} time point T (0-based) of a time series {note}")
-    else:
-        parser.add_argument("--time", type=time_choice, metavar="T|all", default=None,
-                            help=f"{verb} time point T (0-based) of a time series {note}; "
-                                 f"all: {every_time}")
+    the command reads (``note`` ends both help texts); ``every_time`` / ``every_channel``:
+    ``all`` is accepted too, and this text says what it does."""
+    for flag, noun, meta, every in (("--channel", "channel N (0-based) of a multi-channel file",
+                                     "N", every_channel),
+                                    ("--time", "time point T (0-based) of a time series", "T",
+                                     every_time)):
+        if every is None:
+            parser.add_argument(flag, type=int, metavar=meta, default=None,
+                                help=f"{verb} {noun} {note}")
+        else:
+            parser.add_argument(flag, type=_choice_or_all(flag), metavar=f"{meta}|all",
+                                default=None, help=f"{verb} {noun} {note}; all: {every}")
 
 
-def time_choice(text: str) -> int | str:
-    """argparse ``type=`` for ``--time``: a time point, or ``all``."""
-    if text == "all":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a time point (0, 1, ...) or all, got "
-                                         f"{text!r}") from None
+def _choice_or_all(flag: str) -> Callable[[str], int | str]:
+    what = "time point" if flag == "--time" else "channel"
+
+    def parse(text: str) -> int | str:
+        if text == "all":
+            return text
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a {what} (0, 1, ...) or all, got "
+                                             f"{text!r}") from None
+
+    return parse
 
 
 def subparser_class() -> type[argparse.ArgumentParser]:

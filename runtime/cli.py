@@ -88,9 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "OUTPUT.report.png, the residual's map)")
     add_choice_flags(parser, "enhance", "(required for one; the default output becomes "
                                         "INPUT_tT_cN_resin.ome.zarr)",
-                     every_time="every time point, each into its own output, the model "
-                                "loaded once (-o must hold {t} where the time point goes; "
-                                "--resume keeps the outputs finished before a stop)")
+                     every_time="every time point, the model loaded once, into one Zarr "
+                                "output with a time axis, or one output each when -o holds "
+                                "{t} where the time point goes (--resume keeps the time "
+                                "points finished before a stop)",
+                     every_channel="every channel, as --time all does time points ({c} "
+                                   "in -o for one output each)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run (same bytes as an uninterrupted one)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -99,12 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from resin.errors import TimePointsError, VolumeError
+    from resin.errors import ChannelsError, TimePointsError, VolumeError
 
     try:
         return _enhance(args)
-    except TimePointsError as exc:  # resin-run can also take them all
-        raise VolumeError(f"{exc}, or every one with --time all (one output each)") from None
+    except (TimePointsError, ChannelsError) as exc:  # resin-run can also take them all
+        flag = "--time" if isinstance(exc, TimePointsError) else "--channel"
+        raise VolumeError(f"{exc}, or every one with {flag} all") from None
 
 
 def _enhance(args: argparse.Namespace) -> int:
@@ -112,13 +116,14 @@ def _enhance(args: argparse.Namespace) -> int:
 
     from resin.errors import UsageError
 
-    series = args.time == "all"
+    series = "all" in (args.time, args.channel)
     if args.report:
         if args.output is None:
             raise UsageError("--report needs -o OUTPUT (the report is written beside it)")
         if not series:
             _check_report_files(args.output, args.overwrite or args.resume)
-        _check_report_size(args.input, args.channel, 0 if series else args.time)
+        _check_report_size(args.input, 0 if args.channel == "all" else args.channel,
+                           0 if args.time == "all" else args.time)
     if args.workers is not None and args.scheduler is not None:
         raise UsageError("--workers starts a local cluster, --scheduler uses an existing one; "
                          "pass one")
@@ -172,33 +177,40 @@ def _log_written(report: RunReport) -> None:
 
 
 def _run_series(args: argparse.Namespace, enh: Enhancer, client: Any,
-                model: tuple[Path, str]) -> int:
-    """``--time all``: every time point into its own output (:mod:`resin.runtime.series`),
-    each with its report when ``--report`` asks; all checked before the first is written."""
+                 model: tuple[Path, str]) -> int:
+    """``--time all`` / ``--channel all`` (:mod:`resin.runtime.series`), each part with its
+    report when ``--report`` asks (named as the part's own output would be); all checked
+    before the first is written."""
     from resin.runtime.series import SeriesItem, plan_series, run_series
 
     from resin import _log
 
-    items = plan_series(enh, args.input, args.output, resume=args.resume,
-                        overwrite=args.overwrite, mip=args.mip, channel=args.channel)
-    if args.report:  # every report's files, before any time point runs
-        for item in items:
-            _check_report_files(item.output, args.overwrite or item.action != "run")
+    plan = plan_series(enh, args.input, args.output, resume=args.resume,
+                       overwrite=args.overwrite, mip=args.mip, channel=args.channel,
+                       time=args.time)
+    if args.report:  # every report's files, before any part runs
+        for item in plan.items:
+            _check_report_files(item.name, args.overwrite or item.action != "run")
 
     def done(item: SeriesItem, report: RunReport | None) -> None:
         if report is None:
             return
-        _log_written(report)
+        if plan.combined:
+            _log.log(f"{item.label}: {report.seconds:.1f} s "
+                     f"({report.voxels_per_second / 1e6:.2f} Mvoxel/s)")
+        else:
+            _log_written(report)
         if args.report:
             _write_report(args.input, report.output, model,
-                          (report.levels.low, report.levels.high), args.channel, item.time)
+                          (report.levels.low, report.levels.high), item.channel, item.time,
+                          name=item.name)
 
     reports = run_series(enh, args.input, args.output, mip=args.mip, resume=args.resume,
                          overwrite=args.overwrite, client=client, channel=args.channel,
-                         on_output=done, items=items)
+                         time=args.time, on_output=done, plan=plan)
     if reports:
         seconds = sum(r.seconds for r in reports)
-        _log.log(f"enhanced {len(reports)} time points in {seconds:.1f} s")
+        _log.log(f"enhanced {len(reports)} volumes in {seconds:.1f} s")
     return 0
 
 
@@ -230,9 +242,10 @@ def _check_report_size(input: str, channel: int | None, time: int | None) -> Non
 
 def _write_report(input: str, output: str, model: tuple[Path, str],
                   levels: tuple[float, float], channel: int | None = None,
-                  time: int | None = None) -> None:
+                  time: int | None = None, name: str | None = None) -> None:
     """The spectral report, and the consistency residual with its map when the model has
-    D (:mod:`resin.consistency`); a problem with D is a warning, never a failed run."""
+    D (:mod:`resin.consistency`); a problem with D is a warning, never a failed run.
+    ``name``: what the report files are named after (default ``output``)."""
     from resin import _log
     from resin.consistency import consistency_on_readers, open_degrader
     from resin.io import open_volume
@@ -257,10 +270,11 @@ def _write_report(input: str, output: str, model: tuple[Path, str],
         except Exception as exc:  # noqa: BLE001 - a report must never fail a finished run
             found = f"warning: consistency not measured ({type(exc).__name__}: {exc})"
             cons = None
+    named = output if name is None else name
     if cons is None:
-        paths = [rep.save(report_path(output))]
+        paths = [rep.save(report_path(named))]
     else:  # OUTPUT.report.json and OUTPUT.report.png
-        stem = str(report_path(output)).removesuffix(".report.json")
+        stem = str(report_path(named)).removesuffix(".report.json")
         paths = write_report(stem, rep, cons.raw, cons.degraded)
     for line in rep.lines():
         _log.log(line)

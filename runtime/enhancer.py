@@ -175,16 +175,19 @@ class Enhancer:
                    *, mip: str | os.PathLike | None = None, resume: bool = False,
                    overwrite: bool = False,
                    progress: Callable[[RunProgress], None] | None = None,
-                   client: Any = None, channel: int | None = None) -> list[RunReport]:
-        """Every time point of a time series, each into its own output, the model loaded
-        once (``resin-run --time all``). ``output`` holds ``{t}`` where the time point goes
-        (default ``INPUT_tT_resin.ome.zarr``). All outputs are checked before the first is
-        written; with ``resume`` complete outputs this model wrote are kept and the
-        unfinished one continues. Returns the reports of the time points run now."""
+                   client: Any = None, channel: int | str | None = None,
+                   time: int | str | None = "all") -> list[RunReport]:
+        """Every time point (``time="all"``) and/or channel (``channel="all"``) of a file,
+        the model loaded once (``resin-run --time all``, ``--channel all``). By default
+        into one Zarr store with the input's time / channel axes in front of z, y, x
+        (``output`` or ``INPUT_resin.ome.zarr``); an ``output`` holding ``{t}`` / ``{c}``
+        gives one output each. Everything is checked before the first is written; with
+        ``resume`` the parts this model finished are kept and the unfinished one continues.
+        Returns the reports of the parts run now (see :mod:`resin.runtime.series`)."""
         from resin.runtime.series import run_series
 
         return run_series(self, input, output, mip=mip, resume=resume, overwrite=overwrite,
-                          progress=progress, client=client, channel=channel)
+                          progress=progress, client=client, channel=channel, time=time)
 
     def stream(self, shape: tuple[int, int, int], dtype: npt.DTypeLike,
                out: str | os.PathLike | None = None, levels: Levels | None = None,

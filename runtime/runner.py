@@ -417,9 +417,12 @@ def _inside(a: Path, b: Path) -> bool:
 
 def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike | None,
                  resume: bool = False, overwrite: bool = False,
-                 channel: int | None = None, time_point: int | None = None) -> str:
+                 channel: int | None = None, time_point: int | None = None,
+                 series: bool = False) -> str:
     """The output path (default beside the input); refuses to replace one without a flag,
-    and any output that contains the input or lies inside it.
+    and any output that contains the input or lies inside it. ``series``: the output of a
+    run over every time point / channel (:mod:`resin.runtime.series`), whose unfinished
+    store only such a run may resume.
 
     Cheap, so ``resin-run`` calls it before loading the model.
     """
@@ -455,6 +458,9 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
         hint = "--resume to continue it or " if partial else ""
         raise OutputExistsError(f"{output if not partial else staging_path(output)} exists; "
                                 f"pass {hint}--overwrite to replace it")
+    if resume and not series and (Path(staging_path(output)) / "resin-series.json").exists():
+        raise ResumeError(f"{staging_path(output)} is an unfinished run over every time point "
+                          "or channel; resume it with the same --time all / --channel all")
     if resume and not Path(staging_path(output)).exists():
         if Path(output).exists():
             raise ResumeError(f"{output} is already complete (there is no "

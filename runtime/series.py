@@ -1,19 +1,33 @@
-"""Every time point of a time series in one job (``resin-run --time all``,
-``Enhancer.run_series``): one output per time point, the engine loaded once.
+"""Every time point and/or channel of a file in one job (``resin-run --time all``,
+``--channel all``, ``Enhancer.run_series``), the engine loaded once.
 
-Everything is checked before the first output is created: each output's name (``{t}`` in
-an ``-o`` pattern, or the default ``INPUT_tT_resin.ome.zarr``), that none exists unless
+Two layouts:
+
+- **One output** (the default, or ``-o out.ome.zarr``): a Zarr store with the input's
+  time and channel axes in front of z, y, x (TZYX, CZYX or TCZYX), as the input has them.
+  Each time point / channel is run into its own 3-D store under ``OUT.partial/parts/``
+  with everything a single run does (blocks, done markers, resume); when all are
+  complete their chunk files are renamed into the one store (no data is copied), which
+  is then renamed to ``OUT``. An existing ``OUT`` is replaced only then (``overwrite``).
+- **One output each**: ``-o`` holds ``{t}`` (``{c}``) where the time point (channel)
+  goes; TIFF outputs this way only.
+
+Everything is checked before the first output is created: names, that none exists unless
 ``resume`` / ``overwrite`` says what to do with it, and that ``--mip`` files do not
-collide. With ``resume`` an interrupted series continues where it stopped: complete
-outputs that this model wrote from the same time point are kept, the unfinished one
-resumes block by block, the rest run.
+collide. With ``resume`` an interrupted job continues where it stopped: complete parts
+that this model wrote from the same time point and channel are kept, the unfinished one
+resumes block by block, the rest run. All parts use the tile and block of the first one
+finished, so they share one chunk layout.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,106 +39,239 @@ from resin.runtime.runner import (
     default_output,
     mip_paths,
 )
-from resin.runtime.runstate import staging_path
+from resin.runtime.runstate import OutputLock, staging_path
 
 from resin import _log
+from resin._atomic import atomic_write, replace_dir
 from resin.errors import OutputExistsError, ResumeError, UsageError
 
 if TYPE_CHECKING:
     from resin.runtime.enhancer import Enhancer
 
-#: what ``-o`` must contain for a series: replaced by each time point (0-based)
+#: what ``-o`` holds for one output per time point (channel): replaced by it (0-based)
 TIME_FIELD = "{t}"
+CHANNEL_FIELD = "{c}"
+#: inside ``OUT.partial`` of a one-output job: what it is (checked on resume) and its parts
+SERIES_RECORD = "resin-series.json"  # runner.check_output knows this name too
+PARTS_DIR = "parts"
+
+Choice = int | str | None
 
 
 @dataclass(frozen=True)
 class SeriesItem:
-    """One time point's run: ``time`` None for a file that is no time series."""
+    """One time point's (channel's) run: ``time`` / ``channel`` None where the file has no
+    such choice (or it is fixed by the caller and not an axis of the output)."""
 
     time: int | None
     output: str
     #: "run" (start it), "resume" (its unfinished output continues) or "done" (kept)
     action: str
+    channel: int | None = None
+    #: position along the one output's leading axes (empty with one output each)
+    index: tuple[int, ...] = ()
+    #: what ``--report`` names this item's report after (``output`` with one output each)
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        parts = [f"time point {self.time}" if self.time is not None else "",
+                 f"channel {self.channel}" if self.channel is not None else ""]
+        return ", ".join(p for p in parts if p) or "the only volume"
 
 
-def time_point_count(input_path: str | os.PathLike, channel: int | None = None) -> int:
-    """How many time points the file has (1 for a plain volume)."""
+@dataclass(frozen=True)
+class SeriesPlan:
+    """What a job will do: its items and, for one output, that output and its leading
+    axes ((name, OME axis type, length), e.g. ``("t", "time", 40)``)."""
+
+    items: list[SeriesItem]
+    output: str | None = None
+    axes: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def combined(self) -> bool:
+        return self.output is not None
+
+
+def choice_counts(input_path: str | os.PathLike, channel: Choice = None,
+                  time: Choice = None) -> tuple[int, int]:
+    """(time points, channels) of the file; a fixed ``channel`` / ``time`` is checked."""
     from resin.io import open_volume
 
-    with open_volume(input_path, channel, 0) as reader:
-        return int(reader.time_points)
+    with open_volume(input_path, 0 if channel == "all" else channel,  # type: ignore[arg-type]
+                     0 if time == "all" else time) as reader:  # type: ignore[arg-type]
+        return int(reader.time_points), int(reader.channels)
 
 
-def series_output(input_path: str, output: str | os.PathLike | None, time: int | None,
-                  channel: int | None) -> str:
-    """Time point ``time``'s output: ``output`` with ``{t}`` replaced, or the default."""
-    if output is None:
-        return default_output(input_path, channel, time)
-    return os.fspath(output).replace(TIME_FIELD, str(0 if time is None else time))
+def _values(choice: Choice, count: int) -> list[int | None]:
+    if choice == "all":
+        return list(range(count)) if count > 1 else [None]
+    return [choice if count > 1 else None]  # type: ignore[list-item]
+
+
+def _check_choice(choice: Choice, flag: str) -> None:
+    if not (choice is None or choice == "all" or (isinstance(choice, int) and choice >= 0)):
+        raise UsageError(f"{flag} must be a non-negative index or 'all', got {choice!r}")
+
+
+def _fill(output: str, time: int | None, channel: int | None) -> str:
+    return output.replace(TIME_FIELD, str(time or 0)).replace(CHANNEL_FIELD, str(channel or 0))
 
 
 def plan_series(enhancer: Enhancer, input_path: str | os.PathLike,
                 output: str | os.PathLike | None = None, *, resume: bool = False,
                 overwrite: bool = False, mip: str | os.PathLike | None = None,
-                channel: int | None = None) -> list[SeriesItem]:
-    """Check a whole series before anything is written (see the module docstring)."""
+                channel: Choice = None, time: Choice = "all") -> SeriesPlan:
+    """Check a whole job before anything is written (see the module docstring)."""
     input_path = os.fspath(input_path)
-    if output is not None and TIME_FIELD not in os.fspath(output):
-        raise UsageError(f"-o {output}: a run over every time point writes one output each; "
-                         f"put {TIME_FIELD} where the time point goes (e.g. -o "
-                         f"out_t{TIME_FIELD}.ome.zarr) or leave -o out for "
-                         "INPUT_tT_resin.ome.zarr")
+    out = None if output is None else os.fspath(output)
+    _check_choice(channel, "--channel")
+    _check_choice(time, "--time")
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one")
-    count = time_point_count(input_path, channel)
-    times: list[int | None] = list(range(count)) if count > 1 else [None]
-    outputs = [series_output(input_path, output, t, channel) for t in times]
+    fields = [f for f, c in ((TIME_FIELD, time), (CHANNEL_FIELD, channel)) if c == "all"]
+    if out is not None and (TIME_FIELD in out or CHANNEL_FIELD in out):
+        stray = [f for f in (TIME_FIELD, CHANNEL_FIELD) if f in out and f not in fields]
+        if stray:
+            raise UsageError(f"-o {out}: holds {stray[0]} but that choice is not 'all'; "
+                             f"remove it or pass {'--time' if stray[0] == TIME_FIELD else '--channel'} all")
+        missing = [f for f in fields if f not in out]
+        if missing:
+            raise UsageError(f"-o {out}: one output each needs {' and '.join(fields)} in its "
+                             f"name (missing {missing[0]}), or leave them all out for one "
+                             "output holding every one")
+        return _plan_each(enhancer, input_path, out, resume, overwrite, mip, channel, time)
+    n_times, n_channels = choice_counts(input_path, channel, time)
+    times, channels = _values(time, n_times), _values(channel, n_channels)
+    axes = tuple(a for a, on in ((("t", "time", n_times), len(times) > 1),
+                                 (("c", "channel", n_channels), len(channels) > 1)) if on)
+    fixed_t = time if isinstance(time, int) else None
+    fixed_c = channel if isinstance(channel, int) else None
+    final = out if out is not None else default_output(
+        input_path, fixed_c if n_channels > 1 else None, fixed_t if n_times > 1 else None)
+    if not axes:  # one volume: a single run into the output itself
+        action = "resume" if resume else "run"
+        check_output(input_path, final, resume, overwrite)
+        if mip is not None:
+            check_mip_dir(mip, final, overwrite or resume)
+        return SeriesPlan([SeriesItem(times[0], final, action, channels[0], (), final)])
+    return _plan_one(enhancer, input_path, final, resume, overwrite, mip, times, channels, axes)
+
+
+def _plan_each(enhancer: Enhancer, input_path: str, output: str, resume: bool,
+               overwrite: bool, mip: str | os.PathLike | None, channel: Choice,
+               time: Choice) -> SeriesPlan:
+    n_times, n_channels = choice_counts(input_path, channel, time)
+    pairs = [(t, c) for t in _values(time, n_times) for c in _values(channel, n_channels)]
+    outputs = [_fill(output, t, c) for t, c in pairs]
     if not (resume or overwrite):
-        stopped = [(t, o) for t, o in zip(times, outputs, strict=True)
-                   if Path(staging_path(o)).exists()]
-        if stopped:
-            t, o = stopped[0]
-            raise OutputExistsError(f"{staging_path(o)}: an earlier run stopped at time point "
-                                    f"{t}; pass --resume to continue the series there or "
-                                    "--overwrite to start over")
+        for (t, c), o in zip(pairs, outputs, strict=True):
+            if Path(staging_path(o)).exists():
+                what = SeriesItem(t, o, "run", c).label
+                raise OutputExistsError(f"{staging_path(o)}: an earlier run stopped at {what}; "
+                                        "pass --resume to continue there or --overwrite to "
+                                        "start over")
     items = []
-    for t, out in zip(times, outputs, strict=True):
+    for (t, c), out in zip(pairs, outputs, strict=True):
         action = "run"
         if resume:
             if Path(staging_path(out)).exists():
                 action = "resume"
             elif Path(out).exists():
-                _check_complete(enhancer, input_path, out, t, channel)
+                _check_complete(enhancer, input_path, out, t, c)
                 action = "done"
         if action != "done":  # a single run's checks (input vs output, one in the way)
-            check_output(input_path, out, action == "resume", overwrite, channel, t)
-        items.append(SeriesItem(t, out, action))
-    if mip is not None:
-        seen: dict[Path, str] = {}
-        for item in items:
-            for path in mip_paths(mip, item.output):
-                if path in seen:
-                    raise UsageError(f"--mip {mip}: the outputs {seen[path]} and {item.output} "
-                                     f"would both write {path.name}; give the time point "
-                                     f"in the output's file name")
-                seen[path] = item.output
-            if item.action != "done":
-                check_mip_dir(mip, item.output, overwrite or item.action == "resume")
-    return items
+            check_output(input_path, out, action == "resume", overwrite, c, t)
+        items.append(SeriesItem(t, out, action, c, (), out))
+    _check_mips(mip, items, overwrite)
+    return SeriesPlan(items)
+
+
+def _check_mips(mip: str | os.PathLike | None, items: list[SeriesItem],
+                overwrite: bool) -> None:
+    if mip is None:
+        return
+    seen: dict[Path, str] = {}
+    for item in items:
+        for path in mip_paths(mip, item.name):
+            if path in seen:
+                raise UsageError(f"--mip {mip}: the outputs {seen[path]} and {item.name} "
+                                 f"would both write {path.name}; give the time point "
+                                 f"(channel) in the output's file name")
+            seen[path] = item.name
+        if item.action != "done":
+            check_mip_dir(mip, item.name, overwrite or item.action == "resume")
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    for ext in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)], name[-len(ext):]
+    return name, ""
+
+
+def _series_identity(enhancer: Enhancer, input_path: str,
+                     axes: tuple[tuple[str, str, int], ...], times: list[int | None],
+                     channels: list[int | None]) -> dict[str, Any]:
+    return {"model_sha256": enhancer.metadata.weights_sha256,
+            "input": Path(input_path.rstrip("/")).name,
+            "axes": [list(a) for a in axes], "times": times, "channels": channels}
+
+
+def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
+              overwrite: bool, mip: str | os.PathLike | None, times: list[int | None],
+              channels: list[int | None], axes: tuple[tuple[str, str, int], ...]
+              ) -> SeriesPlan:
+    from resin.io import output_format
+
+    if output_format(final) != "zarr":
+        raise UsageError(f"{final}: one output holding every time point or channel is a "
+                         "Zarr store (TCZYX); name it .ome.zarr or .zarr, or put "
+                         f"{TIME_FIELD} / {CHANNEL_FIELD} in -o for one file each")
+    check_output(input_path, final, resume, overwrite, series=True)
+    staging = Path(staging_path(final))
+    identity = _series_identity(enhancer, input_path, axes, times, channels)
+    recorded: dict[str, Any] = {}
+    if resume:
+        try:
+            recorded = json.loads((staging / SERIES_RECORD).read_text())
+        except (OSError, ValueError):
+            raise ResumeError(f"{staging}: is not what an interrupted run over every time "
+                              "point / channel leaves (no readable "
+                              f"{SERIES_RECORD}); pass --overwrite to start over") from None
+        wrong = [k for k, v in identity.items() if recorded.get(k) != v]
+        if wrong:
+            raise ResumeError(f"{staging}: was started by another run ({', '.join(wrong)} "
+                              "differ); pass --overwrite to start over")
+    stem, ext = _split_suffix(Path(final.rstrip("/")).name)
+    items = []
+    for ti, t in enumerate(times):
+        for ci, c in enumerate(channels):
+            suffix = (f"_t{t}" if t is not None and len(times) > 1 else "") + \
+                (f"_c{c}" if c is not None and len(channels) > 1 else "")
+            name = f"{stem}{suffix}{ext}"
+            part = str(staging / PARTS_DIR / name)
+            index = tuple(i for i, n in ((ti, len(times)), (ci, len(channels))) if n > 1)
+            action = "run"
+            if recorded.get("assembled"):
+                action = "done"
+            elif resume and Path(staging_path(part)).exists():
+                action = "resume"
+            elif resume and Path(part).exists():
+                _check_complete(enhancer, input_path, part, t, c)
+                action = "done"
+            items.append(SeriesItem(t, part, action, c, index,
+                                    str(Path(final.rstrip("/")).with_name(name))))
+    _check_mips(mip, items, overwrite)
+    return SeriesPlan(items, final, axes)
 
 
 def _check_complete(enhancer: Enhancer, input_path: str, output: str, time: int | None,
                     channel: int | None) -> None:
     """A complete output is kept on resume only if this model wrote it from this time
     point (and channel) of this input."""
-    from resin.io import open_volume
-
-    try:
-        with open_volume(output) as reader:
-            attrs = dict(reader.attrs)
-    except Exception as exc:  # noqa: BLE001 - any unreadable output is not ours to keep
-        raise ResumeError(f"{output} exists but cannot be read ({exc}); pass --overwrite to "
-                          "write it again") from exc
+    attrs = _attrs_of(output)
     expect = {"model_sha256": enhancer.metadata.weights_sha256,
               "input": Path(input_path.rstrip("/")).name,
               "input_time": time, "input_channel": channel}
@@ -134,43 +281,170 @@ def _check_complete(enhancer: Enhancer, input_path: str, output: str, time: int 
                           f"({', '.join(wrong)} differ); pass --overwrite to write it again")
 
 
+def _attrs_of(output: str) -> dict[str, Any]:
+    from resin.io import open_volume
+
+    try:
+        with open_volume(output) as reader:
+            return dict(reader.attrs)
+    except Exception as exc:  # noqa: BLE001 - any unreadable output is not ours to keep
+        raise ResumeError(f"{output} exists but cannot be read ({exc}); pass --overwrite to "
+                          "write it again") from exc
+
+
 def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
                output: str | os.PathLike | None = None, *,
                mip: str | os.PathLike | None = None, resume: bool = False,
                overwrite: bool = False,
                progress: Callable[[RunProgress], None] | None = None,
-               client: Any = None, channel: int | None = None,
+               client: Any = None, channel: Choice = None, time: Choice = "all",
                on_output: Callable[[SeriesItem, RunReport | None], None] | None = None,
-               items: Sequence[SeriesItem] | None = None) -> list[RunReport]:
-    """Enhance every time point of ``input_path`` into its own output; returns the reports
-    of the time points run now (those kept by ``resume`` have none). ``on_output(item,
-    report)`` is called after each time point (``report`` None for a kept one). ``items``:
-    :func:`plan_series`' plan for these same arguments, when the caller has made it to
-    check more before the run (planned here otherwise)."""
-    if items is None:
-        items = plan_series(enhancer, input_path, output, resume=resume, overwrite=overwrite,
-                            mip=mip, channel=channel)
+               plan: SeriesPlan | None = None) -> list[RunReport]:
+    """Enhance every time point (channel) of ``input_path``; returns the reports of those
+    run now (those kept by ``resume`` have none; with one output each report names it).
+    ``on_output(item, report)`` is called after each (``report`` None for a kept one),
+    while its part still exists. ``plan``: :func:`plan_series`' plan for these same
+    arguments, when the caller has made it to check more before the run."""
+    if plan is None:
+        plan = plan_series(enhancer, input_path, output, resume=resume, overwrite=overwrite,
+                           mip=mip, channel=channel, time=time)
+    input_path = os.fspath(input_path)
+    if not plan.combined:
+        return _run_items(enhancer, input_path, plan, mip, overwrite, progress, client,
+                          on_output)
+    final = plan.output
+    assert final is not None
+    staging = Path(staging_path(final))
+    lock = OutputLock(final)
+    lock.acquire()
+    try:
+        if not resume:
+            _fresh_staging(staging, overwrite)
+            times = list(dict.fromkeys(i.time for i in plan.items))
+            channels = list(dict.fromkeys(i.channel for i in plan.items))
+            (staging / PARTS_DIR).mkdir(parents=True)
+            _write_record(staging, _series_identity(enhancer, input_path, plan.axes, times,
+                                                    channels))
+        reports = _run_items(enhancer, input_path, plan, mip, overwrite, progress, client,
+                             on_output)
+        _finish(staging, final, plan)
+    finally:
+        lock.release()
+    letters = "".join(a.upper() for a, _, _ in plan.axes)
+    counts = " x ".join(f"{n} {'time points' if kind == 'time' else 'channels'}"
+                        for _, kind, n in plan.axes)
+    _log.log(f"wrote {final} ({letters}ZYX: {counts})")
+    return [replace(r, output=final) for r in reports]
+
+
+def _fresh_staging(staging: Path, overwrite: bool) -> None:
+    if not (staging.exists() or staging.is_symlink()):
+        return
+    ours = (staging / SERIES_RECORD).exists() or (staging / "zarr.json").exists()
+    if not overwrite or staging.is_symlink() or not ours:
+        raise OutputExistsError(f"{staging} exists and is not an unfinished output of "
+                                "resin-run; move it away")
+    shutil.rmtree(staging)
+
+
+def _write_record(staging: Path, record: dict[str, Any]) -> None:
+    atomic_write(staging / SERIES_RECORD, json.dumps(record, indent=1))
+
+
+def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
+               mip: str | os.PathLike | None, overwrite: bool,
+               progress: Callable[[RunProgress], None] | None, client: Any,
+               on_output: Callable[[SeriesItem, RunReport | None], None] | None
+               ) -> list[RunReport]:
+    items = plan.items
     n = len(items)
-    reports = []
-    for i, item in enumerate(items):
-        label = f"time point {item.time} ({i + 1} of {n})" if item.time is not None else \
-            "the only time point"
-        if item.action == "done":
-            _log.log(f"{label}: {item.output} is complete; kept")
+    reports: list[RunReport] = []
+    saved = enhancer.settings
+    try:
+        for i, item in enumerate(items):
+            label = f"{item.label} ({i + 1} of {n})"
+            if item.action == "done":
+                _log.log(f"{label}: {item.name} is complete; kept")
+                if on_output is not None:
+                    on_output(item, None)
+                continue
+            if plan.combined:
+                _share_layout(enhancer, saved, items)
+                _log.log(f"{label} -> {plan.output}")
+            else:
+                _log.log(f"{label} -> {item.output}")
+            report = enhancer.run(input_path, item.output, mip=mip,
+                                  resume=item.action == "resume", overwrite=overwrite,
+                                  progress=progress, client=client, channel=item.channel,
+                                  time=item.time)
+            reports.append(report)
             if on_output is not None:
-                on_output(item, None)
-            continue
-        _log.log(f"{label} -> {item.output}")
-        report = enhancer.run(input_path, item.output, mip=mip,
-                              resume=item.action == "resume", overwrite=overwrite,
-                              progress=progress, client=client, channel=channel,
-                              time=item.time)
-        reports.append(report)
-        if on_output is not None:
-            on_output(item, report)
-        left = sum(1 for later in items[i + 1:] if later.action != "done")
-        if left:
-            per = sum(r.seconds for r in reports) / len(reports)
-            _log.log(f"{len(reports)} time points enhanced, {left} to go: about "
-                     f"{_log.duration(per * left)} more at {per:.1f} s each")
+                on_output(item, report)
+            left = sum(1 for later in items[i + 1:] if later.action != "done")
+            if left:
+                per = sum(r.seconds for r in reports) / len(reports)
+                _log.log(f"{len(reports)} done, {left} to go: about "
+                         f"{_log.duration(per * left)} more at {per:.1f} s each")
+    finally:
+        enhancer.settings = saved
     return reports
+
+
+def _share_layout(enhancer: Enhancer, saved: Any, items: Sequence[SeriesItem]) -> None:
+    """Run the next part with the tile and block of a finished one: parts of one output
+    must share their chunks (the memory budget could choose another tile later on)."""
+    for item in items:
+        if Path(item.output).exists():
+            attrs = _attrs_of(item.output)
+            tile, block = attrs.get("tile"), attrs.get("block")
+            if isinstance(tile, list) and len(tile) == 3:
+                enhancer.settings = replace(
+                    saved, tile=tuple(int(v) for v in tile),
+                    block=tuple(int(v) for v in block) if isinstance(block, list) else
+                    saved.block)
+            return
+
+
+def _finish(staging: Path, final: str, plan: SeriesPlan) -> None:
+    """Every part is complete: move their chunks into the one store, drop the parts and
+    put the store in place (each step safe to repeat after a stop)."""
+    from resin.io._zarr import assemble_parts
+
+    record = json.loads((staging / SERIES_RECORD).read_text())
+    if not record.get("assembled"):
+        parts = [(item.index, item.output) for item in plan.items]
+        attrs = _combined_attrs(plan)
+        t0 = time.perf_counter()
+        moved = assemble_parts(str(staging), parts, list(plan.axes), attrs)
+        _log.log(f"moved the {len(parts)} parts' {moved} chunk files into one store in "
+                 f"{time.perf_counter() - t0:.2f} s (renamed, not copied)")
+        record["assembled"] = True
+        _write_record(staging, record)
+    shutil.rmtree(staging / PARTS_DIR, ignore_errors=True)
+    _mark_complete(staging)
+    (staging / SERIES_RECORD).unlink()
+    replace_dir(staging, final.rstrip("/"))
+
+
+def _combined_attrs(plan: SeriesPlan) -> dict[str, Any]:
+    """The one store's provenance: what its parts share, and per part what differs."""
+    per = [(item, _attrs_of(item.output)) for item in plan.items]
+    common = {k: v for k, v in per[0][1].items() if all(a.get(k) == v for _, a in per)}
+    for axis, key in (("t", "input_time"), ("c", "input_channel")):
+        if any(name == axis for name, _, _ in plan.axes):
+            common.pop(key, None)
+    common["parts"] = [{"time": item.time, "channel": item.channel,
+                        **{k: v for k, v in attrs.items() if k not in common}}
+                       for item, attrs in per]
+    common["complete"] = False
+    return common
+
+
+def _mark_complete(store: Path) -> None:
+    import zarr
+
+    node = zarr.open(str(store), mode="r+")
+    found = node.attrs.get("resin")
+    attrs: dict[str, Any] = dict(found) if isinstance(found, dict) else {}
+    attrs["complete"] = True
+    node.attrs["resin"] = attrs

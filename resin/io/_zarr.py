@@ -524,3 +524,124 @@ class ZarrWriter:
             self.close()
         else:
             self.abandon()
+
+
+def _level_arrays(node: Any) -> list[tuple[str, Any]]:
+    """(path inside the store, array) of every resolution level: the OME multiscale's
+    datasets in order, or the store itself for a plain array."""
+    zarr = _zarr()
+    if isinstance(node, zarr.Array):
+        return [("", node)]
+    ms = dict(node.attrs)["ome"]["multiscales"][0]
+    return [(str(d["path"]), node[str(d["path"])]) for d in ms["datasets"]]
+
+
+def _layout(array: Any) -> tuple[Any, ...]:
+    return (tuple(array.shape), np.dtype(array.dtype), tuple(array.chunks),
+            None if array.shards is None else tuple(array.shards))
+
+
+def assemble_parts(root: str, parts: list[tuple[tuple[int, ...], str]],
+                   axes: list[tuple[str, str, int]], attrs: dict[str, Any]) -> int:
+    """Build at ``root`` one store holding every part along leading axes, without copying.
+
+    ``parts``: (position along the leading axes, path of a complete 3-D store resin
+    wrote), all with the same levels, shape, dtype, chunks and shards; ``axes``: (name,
+    OME type, length) of each leading axis, e.g. ``("t", "time", 40)``. The new arrays
+    have chunks (shards) of 1 along the leading axes and the parts' own within, so a
+    part's chunk (shard) file is, byte for byte, the new array's file at the part's
+    position: the files are renamed into place. Re-running after an interruption
+    continues (files already moved are skipped). ``attrs`` become the store's ``resin``
+    attributes. The first file moved per level is read back and compared, so a codec
+    that would lay bytes out differently is caught before any other file moves. Returns
+    how many files it moved.
+    """
+    zarr = _zarr()
+    first_node = zarr.open(parts[0][1], mode="r")
+    levels = _level_arrays(first_node)
+    for _, path in parts[1:]:
+        other = _level_arrays(zarr.open(path, mode="r"))
+        if [(n, _layout(a)) for n, a in other] != [(n, _layout(a)) for n, a in levels]:
+            raise ResumeError(f"{path}: was written with another layout than {parts[0][1]}; "
+                              "run again with --overwrite")
+    lead_names = tuple(name for name, _, _ in axes)
+    lead_shape = tuple(n for _, _, n in axes)
+    ones = (1,) * len(axes)
+    names = lead_names + _SPACE_NAMES
+    dst_root = Path(root)
+    targets: list[Any] = []
+    if isinstance(first_node, zarr.Array):
+        group = None
+        array = levels[0][1]
+        if (dst_root / "zarr.json").exists():
+            targets.append(zarr.open_array(root, mode="r+"))
+        else:
+            array_attrs = {k: v for k, v in dict(array.attrs).items() if k != "resin"}
+            array_attrs["resin"] = attrs
+            targets.append(zarr.create_array(
+                root, shape=lead_shape + tuple(array.shape), dtype=array.dtype,
+                chunks=ones + tuple(array.chunks),
+                shards=None if array.shards is None else ones + tuple(array.shards),
+                compressors=array.compressors, serializer=array.serializer,
+                filters=array.filters, fill_value=array.fill_value, dimension_names=names,
+                attributes=array_attrs, zarr_format=3))
+    else:
+        ome = dict(first_node.attrs)["ome"]
+        ms = dict(ome["multiscales"][0])
+        ms["axes"] = [{"name": n, "type": t} for n, t, _ in axes] + list(ms["axes"])
+        datasets = []
+        for d in ms["datasets"]:
+            d = dict(d)
+            d["coordinateTransformations"] = [
+                {**tr, "scale": [1.0] * len(axes) + list(tr["scale"])}
+                if tr.get("type") == "scale" else tr for tr in d["coordinateTransformations"]]
+            datasets.append(d)
+        ms["datasets"] = datasets
+        group = zarr.open_group(root, mode="a", zarr_format=3)
+        group.attrs.update({"ome": {**ome, "multiscales": [ms]}, "resin": attrs})
+        for name, array in levels:
+            if name in group:
+                targets.append(group[name])
+                continue
+            targets.append(group.create_array(
+                name, shape=lead_shape + tuple(array.shape), dtype=array.dtype,
+                chunks=ones + tuple(array.chunks),
+                shards=None if array.shards is None else ones + tuple(array.shards),
+                compressors=array.compressors, serializer=array.serializer,
+                filters=array.filters, fill_value=array.fill_value, dimension_names=names))
+    moved = 0
+    for (name, first), target in zip(levels, targets, strict=True):
+        want = (lead_shape + tuple(first.shape), ones + tuple(first.chunks))
+        if (tuple(target.shape), tuple(target.chunks)) != want:
+            raise ResumeError(f"{root}: holds an array {name or '(root)'} of another shape "
+                              f"than this series writes; run again with --overwrite")
+        checked = False
+        for index, path in parts:
+            src_array = zarr.open_array(str(Path(path) / name), mode="r") if name else \
+                zarr.open_array(path, mode="r")
+            unit = tuple(src_array.shards or src_array.chunks)
+            grid = [range(_ceil_div(n, c)) for n, c in zip(src_array.shape, unit, strict=True)]
+            src_dir = Path(path) / name
+            dst_dir = dst_root / name
+            for idx in itertools.product(*grid):
+                src = src_dir / src_array.metadata.encode_chunk_key(idx)
+                if not src.exists():
+                    continue  # never written (the fill value), or moved before a stop
+                dst = dst_dir / target.metadata.encode_chunk_key(index + idx)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                moved += 1
+                if checked:
+                    src.replace(dst)
+                    continue
+                region = tuple(slice(i * c, min((i + 1) * c, n))
+                               for i, c, n in zip(idx, unit, src_array.shape, strict=True))
+                before = np.asarray(src_array[region])
+                src.replace(dst)
+                after = np.asarray(target[tuple(index) + region])
+                if not np.array_equal(before, after):
+                    dst.replace(src)
+                    raise VolumeError(f"{path}: its chunks do not read back the same inside "
+                                      f"{root} (zarr {zarr.__version__} codecs differ); "
+                                      "the parts are kept, nothing was lost")
+                checked = True
+    return moved

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from resin.errors import ChannelsError, VolumeError
+from resin.errors import ChannelsError, ChooseOneError, TimePointsError, VolumeError
 
 #: volumes up to this size are loaded into memory when opened
 IN_MEMORY_BYTES = 512 * 2**20
@@ -33,9 +33,9 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
 
     try:
         open_volume(path).close()
-    except ChannelsError:
-        try:
-            open_volume(path, 0).close()  # one layer per channel, if one channel opens
+    except ChooseOneError:
+        try:  # one layer per channel, time points along a slider, if one of them opens
+            open_volume(path, 0, 0).close()
         except VolumeError:
             return None
     except VolumeError:
@@ -60,16 +60,20 @@ def volume_layers(path: str | os.PathLike[str]) -> list[LayerData]:
         reader = open_volume(path)
     except ChannelsError as exc:
         return [_channel_layer(path, c) for c in range(exc.count)]
-    levels: list[Any] = [_level(reader)]
+    except TimePointsError:
+        reader = open_volume(path, None, 0)
+    levels: list[Any] = [_level(reader, path)]
     for sub in _lower_levels(path):
         try:
-            levels.append(_level(open_volume(os.path.join(path, sub))))
+            levels.append(_level(open_volume(os.path.join(path, sub), None,
+                                             0 if reader.time is not None else None),
+                                 os.path.join(path, sub)))
         except VolumeError:
             break  # napari still shows the levels that could be read
     name = Path(path.rstrip("/")).name.split(".")[0]
     kwargs: dict[str, Any] = {"name": name}
     if reader.voxel_size is not None:
-        kwargs["scale"] = tuple(float(v) for v in reader.voxel_size)
+        kwargs["scale"] = _scale(reader.voxel_size, levels[0])
     if reader.attrs:
         kwargs["metadata"] = {"resin": dict(reader.attrs)}
     if len(levels) > 1:
@@ -81,22 +85,48 @@ def volume_layers(path: str | os.PathLike[str]) -> list[LayerData]:
 def _channel_layer(path: str, channel: int) -> LayerData:
     from resin.io import open_volume
 
-    reader = open_volume(path, channel)
+    try:
+        reader = open_volume(path, channel)
+    except TimePointsError:
+        reader = open_volume(path, channel, 0)
     voxel_size = reader.voxel_size
     name = Path(path.rstrip("/")).name.split(".")[0]
     kwargs: dict[str, Any] = {"name": f"{name}_c{channel}", "blending": "additive",
                               "metadata": {"channel": channel, "channels": reader.channels}}
+    data = _level(reader, path)
     if voxel_size is not None:
-        kwargs["scale"] = tuple(float(v) for v in voxel_size)
-    return (_level(reader), kwargs, "image")
+        kwargs["scale"] = _scale(voxel_size, data)
+    return (data, kwargs, "image")
 
 
-def _level(reader: Any) -> Any:
-    nbytes = int(np.prod(reader.shape)) * np.dtype(reader.dtype).itemsize
+def _scale(voxel_size: Any, data: Any) -> tuple[float, ...]:
+    """napari's scale for ``data``: the voxel size, and 1 per time point in front."""
+    zyx = tuple(float(v) for v in voxel_size)
+    return (1.0,) * (len(data.shape) - 3) + zyx
+
+
+def _level(reader: Any, path: str) -> Any:
+    """The reader's volume, or for a time series (the reader opened at time point 0) all
+    of its time points as one (T, Z, Y, X) array: napari gives it a time slider."""
+    count = int(reader.time_points) if reader.time is not None else 1
+    nbytes = count * int(np.prod(reader.shape)) * np.dtype(reader.dtype).itemsize
+    if count > 1:
+        series = SeriesVolume(path, reader, count)
+        return np.asarray(series) if nbytes <= IN_MEMORY_BYTES else series
     if nbytes <= IN_MEMORY_BYTES:
         with reader:
             return reader.read()
     return LazyVolume(reader)
+
+
+def _expand(key: Any, ndim: int) -> tuple[Any, ...]:
+    """An index as a tuple of ``ndim`` entries (an Ellipsis or missing ones: whole axes)."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (ndim - len(key) + 1) + key[i + 1:]
+    return key + (slice(None),) * (ndim - len(key))
 
 
 def _lower_levels(path: str) -> list[str]:
@@ -128,12 +158,7 @@ class LazyVolume:
         self.size = int(np.prod(self.shape))
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if not isinstance(key, tuple):
-            key = (key,)
-        if any(k is Ellipsis for k in key):
-            i = next(i for i, k in enumerate(key) if k is Ellipsis)
-            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1:]
-        key = key + (slice(None),) * (3 - len(key))
+        key = _expand(key, 3)
         region, after = [], []
         for k, n in zip(key, self.shape, strict=True):
             if isinstance(k, slice):
@@ -156,4 +181,43 @@ class LazyVolume:
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         data = self._reader.read()
+        return data if dtype is None else data.astype(dtype)
+
+
+class SeriesVolume:
+    """The time points of a file as one (T, Z, Y, X) array napari can slice: each time
+    point is opened when first shown and read region by region as :class:`LazyVolume`."""
+
+    def __init__(self, path: str, first: Any, count: int) -> None:
+        self._path = path
+        self._channel = first.channel
+        self._volumes: dict[int, LazyVolume] = {0: LazyVolume(first)}
+        self.shape = (count, *(int(s) for s in first.shape))
+        self.dtype = np.dtype(first.dtype)
+        self.ndim = 4
+        self.size = int(np.prod(self.shape))
+
+    def _volume(self, t: int) -> LazyVolume:
+        from resin.io import open_volume
+
+        if t not in self._volumes:
+            self._volumes[t] = LazyVolume(open_volume(self._path, self._channel, t))
+        return self._volumes[t]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        first, *rest = _expand(key, 4)
+        n = self.shape[0]
+        if isinstance(first, slice):
+            times = range(*first.indices(n))
+            parts = [self._volume(t)[tuple(rest)] for t in times]
+            if parts:
+                return np.stack(parts)
+            return self._volume(0)[tuple(rest)][np.newaxis][:0]
+        t = int(first) + n if int(first) < 0 else int(first)
+        if not 0 <= t < n:
+            raise IndexError(f"index {first} is out of bounds for an axis of {n}")
+        return self._volume(t)[tuple(rest)]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = np.stack([np.asarray(self._volume(t)) for t in range(self.shape[0])])
         return data if dtype is None else data.astype(dtype)

@@ -9,7 +9,12 @@ pytest.importorskip("napari", reason="the napari plugin needs pip install 'resin
 
 from resin.io import write_volume  # noqa: E402
 from resin.napari import _reader  # noqa: E402
-from resin.napari._reader import LazyVolume, get_reader, volume_layers  # noqa: E402
+from resin.napari._reader import (  # noqa: E402
+    LazyVolume,
+    SeriesVolume,
+    get_reader,
+    volume_layers,
+)
 
 
 def test_reader_opens_tiff_with_voxel_size_and_record(tmp_path, tiny_volume):
@@ -70,10 +75,6 @@ def test_reader_declines_what_resin_cannot_read(tmp_path):
 
     tifffile.imwrite(flat, np.zeros((16, 16), np.uint16))
     assert get_reader(str(flat)) is None
-    series = tmp_path / "series.tif"  # a time series: left to napari's own 4-D readers
-    tifffile.imwrite(series, np.zeros((2, 4, 2, 8, 8), np.uint16), imagej=True,
-                     metadata={"axes": "TZCYX"})
-    assert get_reader(str(series)) is None
     assert get_reader(str(tmp_path / "notes.txt")) is None
     assert get_reader([str(flat), str(flat)]) is None
 
@@ -174,3 +175,63 @@ def test_an_upsampling_model_gives_finer_voxels_over_the_same_extent():
     assert kwargs["scale"] == (2.0, 0.5, 0.5)
     assert kwargs["translate"] == (10.0, 0.0, 0.0)
     assert kwargs["metadata"] == {"resin": {"model": "m.onnx"}}
+
+
+def test_a_time_series_tiff_opens_channel_by_channel_with_a_time_slider(tmp_path):
+    import tifffile
+
+    series = tmp_path / "series.tif"
+    data = np.arange(2 * 4 * 2 * 8 * 8, dtype=np.uint16).reshape(2, 4, 2, 8, 8)  # TZCYX
+    tifffile.imwrite(series, data, imagej=True, metadata={"axes": "TZCYX"})
+    assert get_reader(str(series)) is not None
+    layers = volume_layers(series)
+    assert [kw["name"] for _, kw, _ in layers] == ["series_c0", "series_c1"]
+    for c, (layer, _, _) in enumerate(layers):
+        np.testing.assert_array_equal(layer, data[:, :, c])
+
+
+def test_a_series_store_opens_with_a_time_slider(tmp_path, tiny_volume, monkeypatch):
+    """resin-run --time all (--channel all) writes TZYX / TCZYX stores; napari shows the
+    time points along a slider, each channel as a layer, every level, on disk when large."""
+    from resin.io._zarr import ZarrWriter, assemble_parts
+
+    shape = tiny_volume.shape
+    data = np.stack([np.stack([tiny_volume // (t + 1 + c) for c in range(2)]) for t in range(3)])
+    parts = []
+    for t in range(3):
+        for c in range(2):
+            part = str(tmp_path / "s.ome.zarr.partial" / "parts" / f"t{t}c{c}.ome.zarr")
+            with ZarrWriter(part, shape, np.uint16, voxel_size=(2.0, 0.5, 0.5),
+                            chunks=(8, 16, 16), levels=2) as w:
+                w.write(tuple(slice(0, n) for n in shape), data[t, c])
+            parts.append(((t, c), part))
+    store = tmp_path / "s.ome.zarr.partial"
+    assemble_parts(str(store), parts, [("t", "time", 3), ("c", "channel", 2)], {"x": 1})
+    out = tmp_path / "s.ome.zarr"
+    store.rename(out)
+    assert get_reader(str(out)) is not None
+    layers = volume_layers(out)
+    assert [kw["name"] for _, kw, _ in layers] == ["s_c0", "s_c1"]
+    for c, (layer, kwargs, _) in enumerate(layers):
+        assert kwargs["scale"] == pytest.approx((1.0, 2.0, 0.5, 0.5))
+        np.testing.assert_array_equal(layer, data[:, c])
+    tzyx = tmp_path / "tzyx.ome.zarr"
+    parts = [((t,), str(tmp_path / "p" / f"t{t}.ome.zarr")) for t in range(3)]
+    for (t,), part in parts:
+        with ZarrWriter(part, shape, np.uint16, chunks=(8, 16, 16), levels=2) as w:
+            w.write(tuple(slice(0, n) for n in shape), data[t, 0])
+    tzyx.mkdir()
+    assemble_parts(str(tzyx), parts, [("t", "time", 3)], {})
+    monkeypatch.setattr(_reader, "IN_MEMORY_BYTES", 1024)
+    (levels, kwargs, _), = volume_layers(tzyx)
+    assert kwargs["multiscale"] and "scale" not in kwargs
+    full, half = levels
+    assert isinstance(full, SeriesVolume) and full.shape == (3, *shape)
+    assert half.shape == (3, *(-(-n // 2) for n in shape))
+    want = data[:, 0]
+    for key in (1, (2, 3), (slice(None), 4), (Ellipsis, 5), (-1, slice(2, 9, 3)),
+                (slice(1, 1),), (slice(0, 3, 2), -1, slice(None), slice(1, 30, 7))):
+        np.testing.assert_array_equal(full[key], want[key])
+    np.testing.assert_array_equal(np.asarray(full), want)
+    with pytest.raises(IndexError):
+        full[3]

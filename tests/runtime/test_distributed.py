@@ -144,3 +144,22 @@ def test_workers_read_the_chosen_channel(fast_model, tmp_path):
         with _cluster(2) as cluster, distributed.Client(cluster) as client:
             enh.run(src, tmp_path / "out.ome.zarr", client=client, channel=1)
     np.testing.assert_array_equal(read_volume(tmp_path / "out.ome.zarr"), ref)
+
+
+def test_a_series_on_workers_gives_the_local_store(fast_model, tmp_path):
+    """Every time point on the cluster, into one TZYX store: the local run's bytes."""
+    import tifffile
+    import zarr
+
+    rng = np.random.default_rng(8)
+    data = rng.integers(0, 4000, size=(2, 16, 20, 24)).astype(np.uint16)
+    src = tmp_path / "movie.tif"
+    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "TZYX"})
+    with Enhancer(fast_model, device="cpu", tile=TILE, block=BLOCK) as enh:
+        enh.run_series(src, tmp_path / "local.ome.zarr")
+        with _cluster(2) as cluster, distributed.Client(cluster) as client:
+            enh.run_series(src, tmp_path / "dist.ome.zarr", client=client)
+    local = zarr.open_group(tmp_path / "local.ome.zarr", mode="r")["0"]
+    dist = zarr.open_group(tmp_path / "dist.ome.zarr", mode="r")["0"]
+    assert dist.shape == (2, 16, 20, 24)
+    np.testing.assert_array_equal(dist[:], local[:])

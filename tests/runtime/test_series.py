@@ -1,10 +1,13 @@
-"""`resin-run --time all` (``Enhancer.run_series``): every time point of a series into its
-own output, each the bytes of a single-time-point run; everything checked before the first
-output exists; an interrupted series resumes, keeping the outputs it finished."""
+"""`resin-run --time all` / `--channel all` (``Enhancer.run_series``): every time point
+(channel) of a file into one Zarr store with those axes, or into one output each; each
+volume the bytes of its own single run; everything checked before the first output
+exists; an interrupted job resumes, keeping what it finished, also when it stopped while
+moving the parts into the one store."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +16,8 @@ import zarr
 from conftest import assert_one_line_error
 from resin.runtime import Enhancer
 
-from resin.io import read_volume
+from resin.errors import OutputExistsError
+from resin.io import open_volume, read_volume
 
 TILE = ("--tile", "8", "16", "16")
 
@@ -33,19 +37,83 @@ def _singles(model, data):
         return [enh.enhance(v) for v in data]
 
 
-def test_every_time_point_gives_the_bytes_of_its_own_run(cli, fast_model, series):
+def test_every_time_point_goes_into_one_store_with_a_time_axis(cli, fast_model, series):
     path, data = series
     proc = cli("resin-run", "--engine", str(fast_model), str(path), "--time", "all",
                "--device", "cpu", *TILE, "--mip", str(path.parent / "mips"))
     assert proc.returncode == 0, proc.stderr
-    assert "time point 2 (3 of 3)" in proc.stderr and "enhanced 3 time points" in proc.stderr
-    assert "2 time points enhanced, 1 to go: about" in proc.stderr
+    assert "time point 2 (3 of 3)" in proc.stderr and "enhanced 3 volumes" in proc.stderr
+    assert "2 done, 1 to go: about" in proc.stderr
+    out = path.parent / "series_resin.ome.zarr"
+    assert f"wrote {out} (TZYX: 3 time points)" in proc.stderr
+    assert sorted(p.name for p in path.parent.iterdir()) == ["mips", "series.tif",
+                                                              "series_resin.ome.zarr"]
+    group = zarr.open_group(out, mode="r")
+    assert group["0"].shape == (3, 16, 20, 24) and group["0"].chunks[0] == 1
+    assert group["0"].metadata.dimension_names == ("t", "z", "y", "x")
+    axes = group.attrs["ome"]["multiscales"][0]["axes"]
+    assert [(a["name"], a["type"]) for a in axes][:2] == [("t", "time"), ("z", "space")]
+    resin = dict(group.attrs["resin"])
+    assert resin["complete"] is True and "input_time" not in resin
+    assert [p["time"] for p in resin["parts"]] == [0, 1, 2]
+    assert len({json.dumps(p["normalization"]) for p in resin["parts"]}) == 3
     for t, want in enumerate(_singles(fast_model, data)):
-        out = path.parent / f"series_t{t}_resin.ome.zarr"
-        np.testing.assert_array_equal(read_volume(out), want)
-        assert dict(zarr.open_group(out, mode="r").attrs["resin"])["input_time"] == t
-        mip = tifffile.imread(path.parent / "mips" / f"series_t{t}_resin_mip_z.tif")
+        np.testing.assert_array_equal(group["0"][t], want)
+        with open_volume(out, time=t) as reader:
+            np.testing.assert_array_equal(reader.read(), want)
+        mip = tifffile.imread(path.parent / "mips" / f"series_resin_t{t}_mip_z.tif")
         np.testing.assert_array_equal(mip, want.max(axis=0))
+    info = cli("resin", "info", str(out))
+    assert info.returncode == 0 and "time points" in info.stdout + info.stderr
+
+
+@pytest.fixture
+def channels(tmp_path, rng):
+    """A 2-time-point, 3-channel ImageJ stack (TZCYX) and its data as TCZYX."""
+    data = rng.integers(0, 4000, size=(2, 3, 16, 20, 24)).astype(np.uint16)
+    data[:, 1] //= 4
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, data.transpose(0, 2, 1, 3, 4), imagej=True,
+                     metadata={"axes": "TZCYX"})
+    return path, data
+
+
+def test_every_channel_and_time_point_into_one_tczyx_store(cli, fast_model, channels):
+    path, data = channels
+    out = path.parent / "o.zarr"  # a plain Zarr array names its axes too
+    proc = cli("resin-run", "--engine", str(fast_model), str(path), "--time", "all",
+               "--channel", "all", "-o", str(out), "--device", "cpu", *TILE,
+               "--shard", "16", "32", "32", "--report")
+    assert proc.returncode == 0, proc.stderr
+    assert "time point 1, channel 2 (6 of 6)" in proc.stderr
+    reports = sorted(p.name for p in path.parent.glob("*.report.json"))  # beside the store
+    assert reports == [f"o_t{t}_c{c}.zarr.report.json" for t in range(2) for c in range(3)]
+    array = zarr.open_array(out, mode="r")
+    assert array.shape == (2, 3, 16, 20, 24)
+    assert array.metadata.dimension_names == ("t", "c", "z", "y", "x")
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+        for t in range(2):
+            for c in range(3):
+                np.testing.assert_array_equal(array[t, c], enh.enhance(data[t, c]))
+        # one time point, every channel: CZYX, named after that time point
+        proc = cli("resin-run", "--engine", str(fast_model), str(path), "--time", "1",
+                   "--channel", "all", "--device", "cpu", *TILE, "--levels", "2")
+        assert proc.returncode == 0, proc.stderr
+        group = zarr.open_group(path.parent / "cells_t1_resin.ome.zarr", mode="r")
+        assert group["0"].shape == (3, 16, 20, 24) and group["1"].shape == (3, 8, 10, 12)
+        for c in range(3):
+            want = enh.enhance(data[1, c])
+            np.testing.assert_array_equal(group["0"][c], want)
+            half = want.astype(np.float64).reshape(8, 2, 10, 2, 12, 2).mean(axis=(1, 3, 5))
+            np.testing.assert_array_equal(group["1"][c], np.rint(half).astype(np.uint16))
+        # one TIFF per channel
+        proc = cli("resin-run", "--engine", str(fast_model), str(path), "--time", "0",
+                   "--channel", "all", "-o", str(path.parent / "c{c}.tif"), "--device",
+                   "cpu", *TILE)
+        assert proc.returncode == 0, proc.stderr
+        for c in range(3):
+            np.testing.assert_array_equal(tifffile.imread(path.parent / f"c{c}.tif"),
+                                          enh.enhance(data[0, c]))
 
 
 def test_output_pattern_and_reports(cli, fast_model, series):
@@ -65,28 +133,60 @@ def test_output_pattern_and_reports(cli, fast_model, series):
     assert report != json.loads((path.parent / "out" / "t0.zarr.report.json").read_text())
 
 
-def test_an_output_without_the_time_field_is_one_line(cli, fast_model, series):
+def test_bad_series_requests_are_one_line(cli, fast_model, series, channels):
     path, _ = series
     line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(path),
                                      "--device", "cpu"))
     assert "--time T (0 to 2), or every one with --time all" in line
     line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(path),
-                                     "--time", "all", "-o", str(path.parent / "o.zarr"),
+                                     "--time", "all", "-o", str(path.parent / "o.tif"),
                                      "--device", "cpu"))
-    assert "{t}" in line
+    assert "o.tif: one output holding every time point or channel is a Zarr store" in line
     line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(path),
                                      "--time", "every", "--device", "cpu"))
     assert "or all" in line
-    assert not list(path.parent.glob("*.zarr"))
+    line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(path),
+                                     "--time", "all", "-o", str(path.parent / "o{c}.zarr"),
+                                     "--device", "cpu"))
+    assert "holds {c} but that choice is not 'all'" in line
+    cpath, _ = channels
+    line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(cpath),
+                                     "--time", "all", "--device", "cpu"))
+    assert "or every one with --channel all" in line
+    line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(cpath),
+                                     "--time", "all", "--channel", "all", "-o",
+                                     str(cpath.parent / "o_t{t}.zarr"), "--device", "cpu"))
+    assert "needs {t} and {c} in its name (missing {c})" in line
+    assert not list(path.parent.glob("*.zarr*"))
 
 
 def test_an_existing_output_is_refused_before_any_time_point_runs(cli, fast_model, series):
     path, _ = series
-    (path.parent / "series_t2_resin.ome.zarr").mkdir()  # the last one is in the way
+    (path.parent / "o_t2.zarr").mkdir()  # the last one is in the way
     line = assert_one_line_error(cli("resin-run", "--engine", str(fast_model), str(path),
-                                     "--time", "all", "--device", "cpu", *TILE))
-    assert "series_t2_resin.ome.zarr exists" in line
-    assert not (path.parent / "series_t0_resin.ome.zarr").exists()
+                                     "--time", "all", "-o", str(path.parent / "o_t{t}.zarr"),
+                                     "--device", "cpu", *TILE))
+    assert "o_t2.zarr exists" in line
+    assert not (path.parent / "o_t0.zarr").exists()
+
+
+def test_one_store_replaces_an_old_one_only_when_complete(cli, fast_model, series):
+    path, data = series
+    out = path.parent / "series_resin.ome.zarr"
+    args = ["resin-run", "--engine", str(fast_model), str(path), "--time", "all",
+            "--device", "cpu", *TILE]
+    assert cli(*args).returncode == 0
+    line = assert_one_line_error(cli(*args))
+    assert "series_resin.ome.zarr exists; pass --overwrite" in line
+    stamp = (out / "zarr.json").stat().st_mtime_ns
+    proc = cli(*args, "--overwrite", "--tile", "8", "8", "8")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "zarr.json").stat().st_mtime_ns != stamp
+    assert not Path(f"{out}.partial").exists() and not Path(f"{out}.resin-old").exists()
+    with Enhancer(fast_model, device="cpu", tile=(8, 8, 8)) as enh:
+        for t in range(3):
+            with open_volume(out, time=t) as reader:
+                np.testing.assert_array_equal(reader.read(), enh.enhance(data[t]))
 
 
 def test_mips_of_outputs_with_one_name_are_refused(cli, fast_model, series):
@@ -102,9 +202,8 @@ class _Stop(Exception):
     pass
 
 
-def test_an_interrupted_series_resumes_keeping_the_finished_outputs(cli, fast_model, series):
-    path, data = series
-    pattern = str(path.parent / "o_t{t}.zarr")
+def _stop_in_the_second(model, path, output):
+    """Run the series into ``output``, stopping after a block of its second time point."""
     runs = set()
 
     def stop(p):  # all of time point 0, then part of time point 1
@@ -112,9 +211,15 @@ def test_an_interrupted_series_resumes_keeping_the_finished_outputs(cli, fast_mo
         if len(runs) == 2 and p.blocks_done >= 1:
             raise _Stop
 
-    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), block=(8, 20, 24)) as enh:
+    with Enhancer(model, device="cpu", tile=(8, 16, 16), block=(8, 20, 24)) as enh:
         with pytest.raises(_Stop):
-            enh.run_series(path, pattern, progress=stop)
+            enh.run_series(path, output, progress=stop)
+
+
+def test_an_interrupted_series_resumes_keeping_the_finished_outputs(cli, fast_model, series):
+    path, data = series
+    pattern = str(path.parent / "o_t{t}.zarr")
+    _stop_in_the_second(fast_model, path, pattern)
     first = path.parent / "o_t0.zarr"
     assert first.exists() and (path.parent / "o_t1.zarr.partial").exists()
     stamp = (first / "zarr.json").stat().st_mtime_ns
@@ -150,3 +255,58 @@ def test_a_plain_volume_is_its_own_series(fast_model, tmp_path, rng):
         reports = enh.run_series(src)
         assert [r.output for r in reports] == [str(tmp_path / "vol_resin.ome.zarr")]
         np.testing.assert_array_equal(read_volume(reports[0].output), enh.enhance(data))
+
+
+def test_an_interrupted_store_resumes_keeping_the_finished_time_points(cli, fast_model, series):
+    path, data = series
+    out = path.parent / "s.ome.zarr"
+    _stop_in_the_second(fast_model, path, out)
+    parts = Path(f"{out}.partial") / "parts"
+    assert (parts / "s_t0.ome.zarr").exists() and (parts / "s_t1.ome.zarr.partial").exists()
+    assert not out.exists()
+    args = ["resin-run", "--engine", str(fast_model), str(path), "--time", "all", "-o",
+            str(out), "--device", "cpu", *TILE, "--block", "8", "20", "24"]
+    line = assert_one_line_error(cli(*args))  # without --resume nothing is replaced
+    assert "--resume" in line
+    other = ["resin-run", "--engine", str(fast_model), str(path), "--time", "1", "-o",
+             str(out), "--device", "cpu", "--resume"]
+    line = assert_one_line_error(cli(*other))  # a single run cannot take the series over
+    assert "is an unfinished run over every time point or channel" in line
+    proc = cli(*args, "--resume", "--tile", "8", "8", "8")  # the finished part's tile wins
+    assert proc.returncode == 0, proc.stderr
+    assert "s_t0.ome.zarr is complete; kept" in proc.stderr
+    group = zarr.open_group(out, mode="r")
+    for t, want in enumerate(_singles(fast_model, data)):
+        np.testing.assert_array_equal(group["0"][t], want)
+    resin = dict(group.attrs["resin"])  # one tile for all: the parts share their chunks
+    assert resin["tile"] != [8, 8, 8] and all("tile" not in p for p in resin["parts"])
+
+
+def test_a_stop_while_parts_move_into_the_store_resumes(fast_model, series, monkeypatch):
+    path, data = series
+    out = path.parent / "m.zarr"
+    moves = {"n": 0}
+    real = Path.replace
+
+    def flaky(self, target):  # the fourth chunk file moved from a part into the store
+        if "/parts/" in str(self) and "/parts/" not in str(target):
+            moves["n"] += 1
+            if moves["n"] == 4:
+                raise _Stop
+        return real(self, target)
+
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), block=(8, 20, 24)) as enh:
+        monkeypatch.setattr(Path, "replace", flaky)
+        with pytest.raises(_Stop):
+            enh.run_series(path, out)
+        monkeypatch.setattr(Path, "replace", real)
+        assert moves["n"] == 4
+        assert not out.exists() and (Path(f"{out}.partial") / "zarr.json").exists()
+        with pytest.raises(OutputExistsError):
+            enh.run_series(path, out)
+        reports = enh.run_series(path, out, resume=True)
+        assert reports == []  # every part was complete: nothing ran again
+        array = zarr.open_array(out, mode="r")
+        for t in range(3):
+            np.testing.assert_array_equal(array[t], enh.enhance(data[t]))
+        assert sorted(p.name for p in path.parent.iterdir()) == ["m.zarr", "series.tif"]
