@@ -165,11 +165,20 @@ class Enhancer:
         (each loads the model once; Zarr outputs only; same bytes as a local run).
         ``channel`` / ``time``: which channel / time point of an input with several to
         enhance (0-based; such an input is refused without it)."""
+        return self._run_file(input, output, mip=mip, resume=resume, overwrite=overwrite,
+                              progress=progress, client=client, channel=channel, time=time)
+
+    def _run_file(self, input: str | os.PathLike, output: str | os.PathLike | None, *,
+                  mip: str | os.PathLike | None, resume: bool, overwrite: bool,
+                  progress: Callable[[RunProgress], None] | None, client: Any,
+                  channel: int | None, time: int | None, brief: bool = False) -> RunReport:
+        """:meth:`run`; ``brief``: the backend, tile and blending lines (and the tile's time
+        probe) only under ``--debug``, for the later parts of a series, which repeat them."""
         return enhance_file(self.engine, str(self.model_path), input, output, self.settings,
                             mip_dir=mip, resume=resume, overwrite=overwrite,
-                            announce=self.backend_reason, progress=progress, client=client,
-                            engine_request=self._request, channel=channel,
-                            time_point=time)
+                            announce=None if brief else self.backend_reason,
+                            progress=progress, client=client, engine_request=self._request,
+                            channel=channel, time_point=time, brief=brief)
 
     def run_series(self, input: str | os.PathLike, output: str | os.PathLike | None = None,
                    *, mip: str | os.PathLike | None = None, resume: bool = False,

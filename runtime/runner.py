@@ -559,7 +559,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
                  progress: Callable[[RunProgress], None] | None = None,
                  client: Any = None,
                  engine_request: tuple[str, str, bool] = ("auto", "auto", False),
-                 channel: int | None = None, time_point: int | None = None) -> RunReport:
+                 channel: int | None = None, time_point: int | None = None,
+                 brief: bool = False) -> RunReport:
     """Stream ``input_path`` through ``engine`` into ``output_path`` block by block.
 
     The output is built at ``OUTPUT.partial`` and renamed when complete (an old output is
@@ -571,7 +572,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     ``client`` the blocks run as tasks on its workers (:mod:`resin.runtime.distributed`),
     each loading the model as ``engine_request`` (backend, device) asks. ``channel``,
     ``time_point``: the channel / time point of an input with several to enhance (required for
-    one; see ``open_volume``).
+    one; see ``open_volume``). ``brief``: the tile, blending and blocks lines only as debug
+    lines (a series' later parts repeat the first's).
     """
     from resin.runtime.runstate import OutputLock, RunRecord
 
@@ -634,15 +636,17 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
             record.create(bplan.n_blocks)
         if announce:
             _log.log(announce)
-        log_plan(engine, plan, settings)
-        if client is None:  # a cluster's workers each use what their engine supports
-            _log.log(blend_path(engine, settings.device_blend))
+        if not brief:
+            log_plan(engine, plan, settings)
+            if client is None:  # a cluster's workers each use what their engine supports
+                _log.log(blend_path(engine, settings.device_blend))
         all_blocks = list(bplan.blocks())
         todo = [b for b in all_blocks if b.key not in done]
-        _log.log(f"{len(all_blocks)} blocks of {describe(bplan.block)} (tile "
-                 f"{describe(plan.tile)}, {plan.n_tiles} tiles, "
-                 f"{100 * bplan.redundant_share:.1f} % run twice at block edges)"
-                 + (f"; resuming: {len(done)} blocks already done" if done else ""))
+        say = _log.debug if brief else _log.log
+        say(f"{len(all_blocks)} blocks of {describe(bplan.block)} (tile "
+            f"{describe(plan.tile)}, {plan.n_tiles} tiles, "
+            f"{100 * bplan.redundant_share:.1f} % run twice at block edges)"
+            + (f"; resuming: {len(done)} blocks already done" if done else ""))
         mips = raw_mips = None
         if mip_dir is not None:
             mips = Mips.empty(plan.out_shape, out_dtype)

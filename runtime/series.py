@@ -373,10 +373,11 @@ def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
                 _log.log(f"{label} -> {plan.output}")
             else:
                 _log.log(f"{label} -> {item.output}")
-            report = enhancer.run(input_path, item.output, mip=mip,
-                                  resume=item.action == "resume", overwrite=overwrite,
-                                  progress=progress, client=client, channel=item.channel,
-                                  time=item.time)
+            report = enhancer._run_file(input_path, item.output, mip=mip,
+                                        resume=item.action == "resume", overwrite=overwrite,
+                                        progress=progress, client=client,
+                                        channel=item.channel, time=item.time,
+                                        brief=bool(reports))
             reports.append(report)
             if on_output is not None:
                 on_output(item, report)

@@ -44,6 +44,8 @@ def test_every_time_point_goes_into_one_store_with_a_time_axis(cli, fast_model, 
     assert proc.returncode == 0, proc.stderr
     assert "time point 2 (3 of 3)" in proc.stderr and "enhanced 3 volumes" in proc.stderr
     assert "2 done, 1 to go: about" in proc.stderr
+    for line in ("backend: ", "network calls", "blending on"):  # said once, not per part
+        assert proc.stderr.count(line) == 1, (line, proc.stderr)
     out = path.parent / "series_resin.ome.zarr"
     assert f"wrote {out} (TZYX: 3 time points)" in proc.stderr
     assert sorted(p.name for p in path.parent.iterdir()) == ["mips", "series.tif",
