@@ -230,6 +230,10 @@ def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
                          "Zarr store (TCZYX); name it .ome.zarr or .zarr, or put "
                          f"{TIME_FIELD} / {CHANNEL_FIELD} in -o for one file each")
     check_output(input_path, final, resume, overwrite, series=True)
+    target = Path(final.rstrip("/"))
+    if (target.exists() or target.is_symlink()) and not _is_store(target):
+        raise OutputExistsError(f"{final} exists and is not a Zarr store; refusing to "
+                                "replace it")
     staging = Path(staging_path(final))
     identity = _series_identity(enhancer, input_path, axes, times, channels)
     recorded: dict[str, Any] = {}
@@ -265,6 +269,12 @@ def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
                                     str(Path(final.rstrip("/")).with_name(name))))
     _check_mips(mip, items, overwrite)
     return SeriesPlan(items, final, axes)
+
+
+def _is_store(path: Path) -> bool:
+    from resin.io._zarr import _is_store as is_zarr_store
+
+    return is_zarr_store(path)
 
 
 def _check_complete(enhancer: Enhancer, input_path: str, output: str, time: int | None,

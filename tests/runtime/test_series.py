@@ -177,6 +177,13 @@ def test_one_store_replaces_an_old_one_only_when_complete(cli, fast_model, serie
     out = path.parent / "series_resin.ome.zarr"
     args = ["resin-run", "--engine", str(fast_model), str(path), "--time", "all",
             "--device", "cpu", *TILE]
+    out.mkdir()  # a folder of the user's that happens to have the name: never replaced
+    (out / "notes.txt").write_text("mine")
+    line = assert_one_line_error(cli(*args, "--overwrite"))
+    assert "is not a Zarr store; refusing to replace it" in line
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    out.rmdir()
     assert cli(*args).returncode == 0
     line = assert_one_line_error(cli(*args))
     assert "series_resin.ome.zarr exists; pass --overwrite" in line
