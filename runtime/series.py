@@ -433,8 +433,9 @@ def _finish(staging: Path, final: str, plan: SeriesPlan) -> None:
         _write_record(staging, record)
     shutil.rmtree(staging / PARTS_DIR, ignore_errors=True)
     _mark_complete(staging)
-    (staging / SERIES_RECORD).unlink()
     replace_dir(staging, final.rstrip("/"))
+    # last: until the store is in place its record says a resume may finish the job
+    (Path(final.rstrip("/")) / SERIES_RECORD).unlink(missing_ok=True)
 
 
 def _combined_attrs(plan: SeriesPlan) -> dict[str, Any]:
