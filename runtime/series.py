@@ -39,7 +39,7 @@ from resin.runtime.runner import (
     default_output,
     mip_paths,
 )
-from resin.runtime.runstate import OutputLock, staging_path
+from resin.runtime.runstate import OutputLock, record_dir, staging_path
 
 from resin import _log
 from resin._atomic import atomic_write, replace_dir
@@ -65,7 +65,8 @@ class SeriesItem:
 
     time: int | None
     output: str
-    #: "run" (start it), "resume" (its unfinished output continues) or "done" (kept)
+    #: "run" (start it), "resume" (its unfinished output continues), "done" (kept) or
+    #: "redo" (an unfinished part without its run record: started over)
     action: str
     channel: int | None = None
     #: position along the one output's leading axes (empty with one output each)
@@ -204,19 +205,17 @@ def _check_mips(mip: str | os.PathLike | None, items: list[SeriesItem],
             check_mip_dir(mip, item.name, overwrite or item.action == "resume")
 
 
-def _split_suffix(name: str) -> tuple[str, str]:
-    for ext in (".ome.zarr", ".zarr"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)], name[-len(ext):]
-    return name, ""
-
-
 def _series_identity(enhancer: Enhancer, input_path: str,
                      axes: tuple[tuple[str, str, int], ...], times: list[int | None],
                      channels: list[int | None]) -> dict[str, Any]:
+    st = enhancer.settings
     return {"model_sha256": enhancer.metadata.weights_sha256,
             "input": Path(input_path.rstrip("/")).name,
-            "axes": [list(a) for a in axes], "times": times, "channels": channels}
+            "axes": [list(a) for a in axes], "times": times, "channels": channels,
+            # what changes the parts' bytes or layout (tile and block: the first part's)
+            "overlap": st.overlap, "blend": st.blend, "sigma_scale": st.sigma_scale,
+            "faces": st.faces, "exact_halo": st.exact_halo, "pyramid": st.pyramid,
+            "shards": None if st.shards is None else list(st.shards)}
 
 
 def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
@@ -246,22 +245,27 @@ def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
                               f"{SERIES_RECORD}); pass --overwrite to start over") from None
         wrong = [k for k, v in identity.items() if recorded.get(k) != v]
         if wrong:
-            raise ResumeError(f"{staging}: was started by another run ({', '.join(wrong)} "
-                              "differ); pass --overwrite to start over")
-    stem, ext = _split_suffix(Path(final.rstrip("/")).name)
+            raise ResumeError(f"{staging}: was started with another {', '.join(wrong)}; "
+                              "resume with the same settings, or pass --overwrite to start "
+                              "over")
+    whole = Path(final.rstrip("/")).name
+    stem = whole.split(".")[0]  # the suffix goes where --mip files take their name from
     items = []
     for ti, t in enumerate(times):
         for ci, c in enumerate(channels):
             suffix = (f"_t{t}" if t is not None and len(times) > 1 else "") + \
                 (f"_c{c}" if c is not None and len(channels) > 1 else "")
-            name = f"{stem}{suffix}{ext}"
+            name = f"{stem}{suffix}{whole[len(stem):]}"
             part = str(staging / PARTS_DIR / name)
             index = tuple(i for i, n in ((ti, len(times)), (ci, len(channels))) if n > 1)
             action = "run"
             if recorded.get("assembled"):
                 action = "done"
             elif resume and Path(staging_path(part)).exists():
-                action = "resume"
+                # stopped between creating its store and its record (or removing the
+                # record and closing): nothing in it can be trusted, so run it again
+                has_record = (record_dir(part, "zarr") / "plan.json").exists()
+                action = "resume" if has_record else "redo"
             elif resume and Path(part).exists():
                 _check_complete(enhancer, input_path, part, t, c)
                 action = "done"
@@ -328,13 +332,17 @@ def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
     lock = OutputLock(final)
     lock.acquire()
     try:
+        if resume and not staging.is_dir():
+            raise ResumeError(f"{staging} is gone: another run finished or removed it "
+                              "while this one started")
         if not resume:
             _fresh_staging(staging, overwrite)
             times = list(dict.fromkeys(i.time for i in plan.items))
             channels = list(dict.fromkeys(i.channel for i in plan.items))
-            (staging / PARTS_DIR).mkdir(parents=True)
+            staging.mkdir(parents=True)  # the record first: a stop leaves a staging
             _write_record(staging, _series_identity(enhancer, input_path, plan.axes, times,
-                                                    channels))
+                                                    channels))  # that says what it is
+            (staging / PARTS_DIR).mkdir()
         reports = _run_items(enhancer, input_path, plan, mip, overwrite, progress, client,
                              on_output)
         _finish(staging, final, plan)
@@ -350,7 +358,9 @@ def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
 def _fresh_staging(staging: Path, overwrite: bool) -> None:
     if not (staging.exists() or staging.is_symlink()):
         return
-    ours = (staging / SERIES_RECORD).exists() or (staging / "zarr.json").exists()
+    names = {p.name for p in staging.iterdir()} if staging.is_dir() else {"?"}
+    # a record, a store, or what a stop while it was being created or removed leaves
+    ours = bool(names & {SERIES_RECORD, "zarr.json"}) or names <= {PARTS_DIR}
     if not overwrite or staging.is_symlink() or not ours:
         raise OutputExistsError(f"{staging} exists and is not an unfinished output of "
                                 "resin-run; move it away")
@@ -384,7 +394,8 @@ def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
             else:
                 _log.log(f"{label} -> {item.output}")
             report = enhancer._run_file(input_path, item.output, mip=mip,
-                                        resume=item.action == "resume", overwrite=overwrite,
+                                        resume=item.action == "resume",
+                                        overwrite=overwrite or item.action == "redo",
                                         progress=progress, client=client,
                                         channel=item.channel, time=item.time,
                                         brief=bool(reports))
@@ -421,17 +432,24 @@ def _finish(staging: Path, final: str, plan: SeriesPlan) -> None:
     put the store in place (each step safe to repeat after a stop)."""
     from resin.io._zarr import assemble_parts
 
-    record = json.loads((staging / SERIES_RECORD).read_text())
+    try:
+        record = json.loads((staging / SERIES_RECORD).read_text())
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"{staging / SERIES_RECORD}: cannot be read ({exc}); another run "
+                          "may have finished this output; pass --overwrite to start over"
+                          ) from None
     if not record.get("assembled"):
         parts = [(item.index, item.output) for item in plan.items]
         attrs = _combined_attrs(plan)
         t0 = time.perf_counter()
-        moved = assemble_parts(str(staging), parts, list(plan.axes), attrs)
+        moved = assemble_parts(str(staging), parts, list(plan.axes), attrs,
+                               image_name=Path(final.rstrip("/")).name.split(".")[0])
         _log.log(f"moved the {len(parts)} parts' {moved} chunk files into one store in "
                  f"{time.perf_counter() - t0:.2f} s (renamed, not copied)")
         record["assembled"] = True
         _write_record(staging, record)
-    shutil.rmtree(staging / PARTS_DIR, ignore_errors=True)
+    if (staging / PARTS_DIR).exists():  # only metadata is left in them
+        shutil.rmtree(staging / PARTS_DIR)
     _mark_complete(staging)
     replace_dir(staging, final.rstrip("/"))
     # last: until the store is in place its record says a resume may finish the job

@@ -542,7 +542,8 @@ def _layout(array: Any) -> tuple[Any, ...]:
 
 
 def assemble_parts(root: str, parts: list[tuple[tuple[int, ...], str]],
-                   axes: list[tuple[str, str, int]], attrs: dict[str, Any]) -> int:
+                   axes: list[tuple[str, str, int]], attrs: dict[str, Any],
+                   image_name: str | None = None) -> int:
     """Build at ``root`` one store holding every part along leading axes, without copying.
 
     ``parts``: (position along the leading axes, path of a complete 3-D store resin
@@ -552,7 +553,7 @@ def assemble_parts(root: str, parts: list[tuple[tuple[int, ...], str]],
     part's chunk (shard) file is, byte for byte, the new array's file at the part's
     position: the files are renamed into place. Re-running after an interruption
     continues (files already moved are skipped). ``attrs`` become the store's ``resin``
-    attributes. The first file moved per level is read back and compared, so a codec
+    attributes; ``image_name`` the OME image's name (default: the first part's). The first file moved per level is read back and compared, so a codec
     that would lay bytes out differently is caught before any other file moves. Returns
     how many files it moved.
     """
@@ -589,6 +590,8 @@ def assemble_parts(root: str, parts: list[tuple[tuple[int, ...], str]],
         ome = dict(first_node.attrs)["ome"]
         ms = dict(ome["multiscales"][0])
         ms["axes"] = [{"name": n, "type": t} for n, t, _ in axes] + list(ms["axes"])
+        if image_name is not None:
+            ms["name"] = image_name
         datasets = []
         for d in ms["datasets"]:
             d = dict(d)

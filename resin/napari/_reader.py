@@ -19,6 +19,8 @@ from resin.errors import ChannelsError, ChooseOneError, TimePointsError, VolumeE
 
 #: volumes up to this size are loaded into memory when opened
 IN_MEMORY_BYTES = 512 * 2**20
+#: time points of a series on disk (:class:`SeriesVolume`) whose files stay open
+OPEN_TIME_POINTS = 4
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -111,8 +113,17 @@ def _level(reader: Any, path: str) -> Any:
     count = int(reader.time_points) if reader.time is not None else 1
     nbytes = count * int(np.prod(reader.shape)) * np.dtype(reader.dtype).itemsize
     if count > 1:
-        series = SeriesVolume(path, reader, count)
-        return np.asarray(series) if nbytes <= IN_MEMORY_BYTES else series
+        if nbytes > IN_MEMORY_BYTES:
+            return SeriesVolume(path, reader, count)
+        from resin.io import open_volume
+
+        with reader:
+            first = reader.read()
+        rest = []
+        for t in range(1, count):  # one file handle at a time
+            with open_volume(path, reader.channel, t) as other:
+                rest.append(other.read())
+        return np.stack([first, *rest])
     if nbytes <= IN_MEMORY_BYTES:
         with reader:
             return reader.read()
@@ -183,15 +194,23 @@ class LazyVolume:
         data = self._reader.read()
         return data if dtype is None else data.astype(dtype)
 
+    def close(self) -> None:
+        """Close the file (a :class:`SeriesVolume` closes the time points it lets go)."""
+        self._reader.close()
+
 
 class SeriesVolume:
     """The time points of a file as one (T, Z, Y, X) array napari can slice: each time
-    point is opened when first shown and read region by region as :class:`LazyVolume`."""
+    point is opened when shown and read region by region as :class:`LazyVolume`; the
+    :data:`OPEN_TIME_POINTS` last shown stay open (a long series would otherwise hold a
+    file handle per time point)."""
 
     def __init__(self, path: str, first: Any, count: int) -> None:
+        from collections import OrderedDict
+
         self._path = path
         self._channel = first.channel
-        self._volumes: dict[int, LazyVolume] = {0: LazyVolume(first)}
+        self._volumes: OrderedDict[int, LazyVolume] = OrderedDict({0: LazyVolume(first)})
         self.shape = (count, *(int(s) for s in first.shape))
         self.dtype = np.dtype(first.dtype)
         self.ndim = 4
@@ -200,9 +219,14 @@ class SeriesVolume:
     def _volume(self, t: int) -> LazyVolume:
         from resin.io import open_volume
 
-        if t not in self._volumes:
-            self._volumes[t] = LazyVolume(open_volume(self._path, self._channel, t))
-        return self._volumes[t]
+        if t in self._volumes:
+            self._volumes.move_to_end(t)
+            return self._volumes[t]
+        volume = self._volumes[t] = LazyVolume(open_volume(self._path, self._channel, t))
+        while len(self._volumes) > OPEN_TIME_POINTS:
+            _, old = self._volumes.popitem(last=False)
+            old.close()
+        return volume
 
     def __getitem__(self, key: Any) -> np.ndarray:
         first, *rest = _expand(key, 4)
@@ -221,3 +245,8 @@ class SeriesVolume:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         data = np.stack([np.asarray(self._volume(t)) for t in range(self.shape[0])])
         return data if dtype is None else data.astype(dtype)
+
+    @property
+    def open_time_points(self) -> list[int]:
+        """The time points whose files are open now, least recently shown first."""
+        return list(self._volumes)

@@ -223,6 +223,7 @@ def test_a_series_store_opens_with_a_time_slider(tmp_path, tiny_volume, monkeypa
     tzyx.mkdir()
     assemble_parts(str(tzyx), parts, [("t", "time", 3)], {})
     monkeypatch.setattr(_reader, "IN_MEMORY_BYTES", 1024)
+    monkeypatch.setattr(_reader, "OPEN_TIME_POINTS", 2)  # a long series: few files open
     (levels, kwargs, _), = volume_layers(tzyx)
     assert kwargs["multiscale"] and "scale" not in kwargs
     full, half = levels
@@ -235,3 +236,6 @@ def test_a_series_store_opens_with_a_time_slider(tmp_path, tiny_volume, monkeypa
     np.testing.assert_array_equal(np.asarray(full), want)
     with pytest.raises(IndexError):
         full[3]
+    for t in (0, 1, 2, 1):
+        np.testing.assert_array_equal(full[t, 3], want[t, 3])
+    assert full.open_time_points == [2, 1]

@@ -16,7 +16,7 @@ import zarr
 from conftest import assert_one_line_error
 from resin.runtime import Enhancer
 
-from resin.errors import OutputExistsError
+from resin.errors import OutputExistsError, ResumeError
 from resin.io import open_volume, read_volume
 
 TILE = ("--tile", "8", "16", "16")
@@ -319,3 +319,57 @@ def test_a_stop_while_parts_move_into_the_store_resumes(fast_model, series, monk
         for t in range(3):
             np.testing.assert_array_equal(array[t], enh.enhance(data[t]))
         assert sorted(p.name for p in path.parent.iterdir()) == ["m.zarr", "series.tif"]
+
+
+def test_resume_refuses_other_settings_before_running_any_part(fast_model, series):
+    path, _ = series
+    out = path.parent / "f.ome.zarr"
+    _stop_in_the_second(fast_model, path, out)
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), block=(8, 20, 24),
+                  faces="zeros") as enh:
+        with pytest.raises(ResumeError, match="started with another faces; resume with"):
+            enh.run_series(path, out, resume=True)
+    assert (Path(f"{out}.partial") / "parts" / "f_t1.ome.zarr.partial").exists()
+
+
+def test_a_part_stopped_before_its_record_is_run_again(fast_model, series, monkeypatch):
+    from resin.runtime import runstate
+
+    path, data = series
+    out = path.parent / "r.ome.zarr"
+    real = runstate.RunRecord.create
+    calls = {"n": 0}
+
+    def stop_at_the_second(self, n_blocks):  # part 1's store exists, its record not yet
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise _Stop
+        return real(self, n_blocks)
+
+    monkeypatch.setattr(runstate.RunRecord, "create", stop_at_the_second)
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16)) as enh:
+        with pytest.raises(_Stop):
+            enh.run_series(path, out)
+        monkeypatch.setattr(runstate.RunRecord, "create", real)
+        part1 = Path(f"{out}.partial") / "parts" / "r_t1.ome.zarr.partial"
+        assert part1.exists() and not (part1 / ".resin-run" / "plan.json").exists()
+        reports = enh.run_series(path, out, resume=True)
+        assert len(reports) == 2  # parts 1 and 2; part 0 was kept
+        group = zarr.open_group(out, mode="r")
+        for t in range(3):
+            np.testing.assert_array_equal(group["0"][t], enh.enhance(data[t]))
+
+
+def test_what_a_stop_while_staging_was_made_leaves_is_overwritten(cli, fast_model, series):
+    path, _ = series
+    out = path.parent / "run.v2.ome.zarr"  # a dot in the name: --mip names still differ
+    (path.parent / "run.v2.ome.zarr.partial" / "parts").mkdir(parents=True)
+    args = ["resin-run", "--engine", str(fast_model), str(path), "--time", "all", "-o",
+            str(out), "--device", "cpu", *TILE, "--mip", str(path.parent / "m")]
+    line = assert_one_line_error(cli(*args, "--resume"))
+    assert "resin-series.json" in line and "--overwrite" in line
+    proc = cli(*args, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert (path.parent / "m" / "run_t2_mip_z.tif").exists()
+    ms = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
+    assert ms["name"] == "run"
