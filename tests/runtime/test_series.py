@@ -7,6 +7,7 @@ moving the parts into the one store."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -373,3 +374,16 @@ def test_what_a_stop_while_staging_was_made_leaves_is_overwritten(cli, fast_mode
     assert (path.parent / "m" / "run_t2_mip_z.tif").exists()
     ms = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]
     assert ms["name"] == "run"
+
+
+def test_a_resume_whose_job_another_run_finished_is_one_error(fast_model, series):
+    from resin.runtime.series import plan_series, run_series
+
+    path, _ = series
+    out = path.parent / "g.ome.zarr"
+    _stop_in_the_second(fast_model, path, out)
+    with Enhancer(fast_model, device="cpu", tile=(8, 16, 16), block=(8, 20, 24)) as enh:
+        plan = plan_series(enh, path, out, resume=True)
+        shutil.rmtree(f"{out}.partial")  # another run took it over and finished meanwhile
+        with pytest.raises(ResumeError, match="g.ome.zarr.partial is gone: another run"):
+            run_series(enh, path, out, resume=True, plan=plan)
