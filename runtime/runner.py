@@ -48,7 +48,13 @@ from resin.runtime.pipeline import (
     shrink_tile,
 )
 from resin.runtime.planner import OVERLAP_NEEDS_REPEAT, TilePlan, check_faces, plan_tiles
-from resin.runtime.runstate import record_dir, recorded_block, recorded_tile, staging_path
+from resin.runtime.runstate import (
+    SERIES_RECORD,
+    record_dir,
+    recorded_block,
+    recorded_tile,
+    staging_path,
+)
 
 from resin import _log
 from resin.errors import OutputExistsError, ResumeError, UsageError, VolumeError
@@ -458,7 +464,7 @@ def check_output(input_path: str | os.PathLike, output_path: str | os.PathLike |
         hint = "--resume to continue it or " if partial else ""
         raise OutputExistsError(f"{output if not partial else staging_path(output)} exists; "
                                 f"pass {hint}--overwrite to replace it")
-    if resume and not series and (Path(staging_path(output)) / "resin-series.json").exists():
+    if resume and not series and (Path(staging_path(output)) / SERIES_RECORD).exists():
         raise ResumeError(f"{staging_path(output)} is an unfinished run over every time point "
                           "or channel; resume it with the same --time all / --channel all")
     if resume and not Path(staging_path(output)).exists():

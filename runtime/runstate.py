@@ -35,6 +35,9 @@ from resin.errors import InputError, ResumeError
 #: run interrupted under 2 may not resume with other tile boundaries
 VERSION = 3
 RECORD_DIR = ".resin-run"
+#: inside ``OUT.partial`` of a run over every time point / channel into one store
+#: (:mod:`resin.runtime.series`): what the job is; only such a run may resume it
+SERIES_RECORD = "resin-series.json"
 
 
 class OutputBusyError(InputError):

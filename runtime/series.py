@@ -39,7 +39,7 @@ from resin.runtime.runner import (
     default_output,
     mip_paths,
 )
-from resin.runtime.runstate import OutputLock, record_dir, staging_path
+from resin.runtime.runstate import SERIES_RECORD, OutputLock, record_dir, staging_path
 
 from resin import _log
 from resin._atomic import atomic_write, replace_dir
@@ -51,8 +51,7 @@ if TYPE_CHECKING:
 #: what ``-o`` holds for one output per time point (channel): replaced by it (0-based)
 TIME_FIELD = "{t}"
 CHANNEL_FIELD = "{c}"
-#: inside ``OUT.partial`` of a one-output job: what it is (checked on resume) and its parts
-SERIES_RECORD = "resin-series.json"  # runner.check_output knows this name too
+#: inside ``OUT.partial`` of a one-output job (beside ``SERIES_RECORD``): its parts
 PARTS_DIR = "parts"
 
 Choice = int | str | None
@@ -132,19 +131,23 @@ def plan_series(enhancer: Enhancer, input_path: str | os.PathLike,
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one")
     fields = [f for f, c in ((TIME_FIELD, time), (CHANNEL_FIELD, channel)) if c == "all"]
-    if out is not None and (TIME_FIELD in out or CHANNEL_FIELD in out):
-        stray = [f for f in (TIME_FIELD, CHANNEL_FIELD) if f in out and f not in fields]
+    # one output each: -o with the fields in its name
+    pattern = out if out is not None and (TIME_FIELD in out or CHANNEL_FIELD in out) else None
+    if pattern is not None:
+        stray = [f for f in (TIME_FIELD, CHANNEL_FIELD) if f in pattern and f not in fields]
         if stray:
-            raise UsageError(f"-o {out}: holds {stray[0]} but that choice is not 'all'; "
-                             f"remove it or pass {'--time' if stray[0] == TIME_FIELD else '--channel'} all")
-        missing = [f for f in fields if f not in out]
+            flag = "--time" if stray[0] == TIME_FIELD else "--channel"
+            raise UsageError(f"-o {pattern}: holds {stray[0]} but that choice is not 'all'; "
+                             f"remove it or pass {flag} all")
+        missing = [f for f in fields if f not in pattern]
         if missing:
-            raise UsageError(f"-o {out}: one output each needs {' and '.join(fields)} in its "
-                             f"name (missing {missing[0]}), or leave them all out for one "
+            raise UsageError(f"-o {pattern}: one output each needs {' and '.join(fields)} in "
+                             f"its name (missing {missing[0]}), or leave them all out for one "
                              "output holding every one")
-        return _plan_each(enhancer, input_path, out, resume, overwrite, mip, channel, time)
     n_times, n_channels = choice_counts(input_path, channel, time)
     times, channels = _values(time, n_times), _values(channel, n_channels)
+    if pattern is not None:
+        return _plan_each(enhancer, input_path, pattern, resume, overwrite, mip, times, channels)
     axes = tuple(a for a, on in ((("t", "time", n_times), len(times) > 1),
                                  (("c", "channel", n_channels), len(channels) > 1)) if on)
     fixed_t = time if isinstance(time, int) else None
@@ -161,10 +164,9 @@ def plan_series(enhancer: Enhancer, input_path: str | os.PathLike,
 
 
 def _plan_each(enhancer: Enhancer, input_path: str, output: str, resume: bool,
-               overwrite: bool, mip: str | os.PathLike | None, channel: Choice,
-               time: Choice) -> SeriesPlan:
-    n_times, n_channels = choice_counts(input_path, channel, time)
-    pairs = [(t, c) for t in _values(time, n_times) for c in _values(channel, n_channels)]
+               overwrite: bool, mip: str | os.PathLike | None, times: list[int | None],
+               channels: list[int | None]) -> SeriesPlan:
+    pairs = [(t, c) for t in times for c in channels]
     outputs = [_fill(output, t, c) for t, c in pairs]
     if not (resume or overwrite):
         for (t, c), o in zip(pairs, outputs, strict=True):
@@ -223,6 +225,7 @@ def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
               channels: list[int | None], axes: tuple[tuple[str, str, int], ...]
               ) -> SeriesPlan:
     from resin.io import output_format
+    from resin.io._zarr import _is_store as is_zarr_store
 
     if output_format(final) != "zarr":
         raise UsageError(f"{final}: one output holding every time point or channel is a "
@@ -230,7 +233,7 @@ def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
                          f"{TIME_FIELD} / {CHANNEL_FIELD} in -o for one file each")
     check_output(input_path, final, resume, overwrite, series=True)
     target = Path(final.rstrip("/"))
-    if (target.exists() or target.is_symlink()) and not _is_store(target):
+    if (target.exists() or target.is_symlink()) and not is_zarr_store(target):
         raise OutputExistsError(f"{final} exists and is not a Zarr store; refusing to "
                                 "replace it")
     staging = Path(staging_path(final))
@@ -253,8 +256,8 @@ def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
     items = []
     for ti, t in enumerate(times):
         for ci, c in enumerate(channels):
-            suffix = (f"_t{t}" if t is not None and len(times) > 1 else "") + \
-                (f"_c{c}" if c is not None and len(channels) > 1 else "")
+            suffix = (f"_t{t}" if len(times) > 1 else "") + \
+                (f"_c{c}" if len(channels) > 1 else "")
             name = f"{stem}{suffix}{whole[len(stem):]}"
             part = str(staging / PARTS_DIR / name)
             index = tuple(i for i, n in ((ti, len(times)), (ci, len(channels))) if n > 1)
@@ -273,12 +276,6 @@ def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
                                     str(Path(final.rstrip("/")).with_name(name))))
     _check_mips(mip, items, overwrite)
     return SeriesPlan(items, final, axes)
-
-
-def _is_store(path: Path) -> bool:
-    from resin.io._zarr import _is_store as is_zarr_store
-
-    return is_zarr_store(path)
 
 
 def _check_complete(enhancer: Enhancer, input_path: str, output: str, time: int | None,
@@ -380,6 +377,7 @@ def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
     n = len(items)
     reports: list[RunReport] = []
     saved = enhancer.settings
+    shared = False  # whether the parts' tile and block are fixed yet
     try:
         for i, item in enumerate(items):
             label = f"{item.label} ({i + 1} of {n})"
@@ -389,7 +387,7 @@ def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
                     on_output(item, None)
                 continue
             if plan.combined:
-                _share_layout(enhancer, saved, items)
+                shared = shared or _share_layout(enhancer, saved, items)
                 _log.log(f"{label} -> {plan.output}")
             else:
                 _log.log(f"{label} -> {item.output}")
@@ -412,9 +410,10 @@ def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
     return reports
 
 
-def _share_layout(enhancer: Enhancer, saved: Any, items: Sequence[SeriesItem]) -> None:
-    """Run the next part with the tile and block of a finished one: parts of one output
-    must share their chunks (the memory budget could choose another tile later on)."""
+def _share_layout(enhancer: Enhancer, saved: Any, items: Sequence[SeriesItem]) -> bool:
+    """Run the next parts with the tile and block of a finished one: parts of one output
+    must share their chunks (the memory budget could choose another tile later on).
+    False while no part is finished (nothing to share yet)."""
     for item in items:
         if Path(item.output).exists():
             attrs = _attrs_of(item.output)
@@ -424,7 +423,8 @@ def _share_layout(enhancer: Enhancer, saved: Any, items: Sequence[SeriesItem]) -
                     saved, tile=tuple(int(v) for v in tile),
                     block=tuple(int(v) for v in block) if isinstance(block, list) else
                     saved.block)
-            return
+            return True
+    return False
 
 
 def _finish(staging: Path, final: str, plan: SeriesPlan) -> None:

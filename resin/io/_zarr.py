@@ -541,6 +541,17 @@ def _layout(array: Any) -> tuple[Any, ...]:
             None if array.shards is None else tuple(array.shards))
 
 
+def _stacked(array: Any, lead_shape: tuple[int, ...], names: tuple[str, ...]) -> dict[str, Any]:
+    """``create_array`` arguments for ``array`` with leading axes of ``lead_shape`` in
+    front: chunks (shards) of 1 along them, ``array``'s own chunks, codecs and fill value."""
+    ones = (1,) * len(lead_shape)
+    return dict(shape=lead_shape + tuple(array.shape), dtype=array.dtype,
+                chunks=ones + tuple(array.chunks),
+                shards=None if array.shards is None else ones + tuple(array.shards),
+                compressors=array.compressors, serializer=array.serializer,
+                filters=array.filters, fill_value=array.fill_value, dimension_names=names)
+
+
 def assemble_parts(root: str, parts: list[tuple[tuple[int, ...], str]],
                    axes: list[tuple[str, str, int]], attrs: dict[str, Any],
                    image_name: str | None = None) -> int:
@@ -553,39 +564,33 @@ def assemble_parts(root: str, parts: list[tuple[tuple[int, ...], str]],
     part's chunk (shard) file is, byte for byte, the new array's file at the part's
     position: the files are renamed into place. Re-running after an interruption
     continues (files already moved are skipped). ``attrs`` become the store's ``resin``
-    attributes; ``image_name`` the OME image's name (default: the first part's). The first file moved per level is read back and compared, so a codec
-    that would lay bytes out differently is caught before any other file moves. Returns
-    how many files it moved.
+    attributes; ``image_name`` the OME image's name (default: the first part's). The
+    first file moved per level is read back and compared, so a codec that would lay bytes
+    out differently is caught before any other file moves. Returns how many files it
+    moved.
     """
     zarr = _zarr()
     first_node = zarr.open(parts[0][1], mode="r")
-    levels = _level_arrays(first_node)
-    for _, path in parts[1:]:
-        other = _level_arrays(zarr.open(path, mode="r"))
+    part_levels = [_level_arrays(first_node)] + [_level_arrays(zarr.open(path, mode="r"))
+                                                 for _, path in parts[1:]]
+    levels = part_levels[0]
+    for (_, path), other in zip(parts[1:], part_levels[1:], strict=True):
         if [(n, _layout(a)) for n, a in other] != [(n, _layout(a)) for n, a in levels]:
             raise ResumeError(f"{path}: was written with another layout than {parts[0][1]}; "
                               "run again with --overwrite")
-    lead_names = tuple(name for name, _, _ in axes)
     lead_shape = tuple(n for _, _, n in axes)
-    ones = (1,) * len(axes)
-    names = lead_names + _SPACE_NAMES
+    names = tuple(name for name, _, _ in axes) + _SPACE_NAMES
     dst_root = Path(root)
     targets: list[Any] = []
     if isinstance(first_node, zarr.Array):
-        group = None
         array = levels[0][1]
         if (dst_root / "zarr.json").exists():
             targets.append(zarr.open_array(root, mode="r+"))
         else:
             array_attrs = {k: v for k, v in dict(array.attrs).items() if k != "resin"}
             array_attrs["resin"] = attrs
-            targets.append(zarr.create_array(
-                root, shape=lead_shape + tuple(array.shape), dtype=array.dtype,
-                chunks=ones + tuple(array.chunks),
-                shards=None if array.shards is None else ones + tuple(array.shards),
-                compressors=array.compressors, serializer=array.serializer,
-                filters=array.filters, fill_value=array.fill_value, dimension_names=names,
-                attributes=array_attrs, zarr_format=3))
+            targets.append(zarr.create_array(root, attributes=array_attrs, zarr_format=3,
+                                             **_stacked(array, lead_shape, names)))
     else:
         ome = dict(first_node.attrs)["ome"]
         ms = dict(ome["multiscales"][0])
@@ -602,26 +607,18 @@ def assemble_parts(root: str, parts: list[tuple[tuple[int, ...], str]],
         ms["datasets"] = datasets
         group = zarr.open_group(root, mode="a", zarr_format=3)
         group.attrs.update({"ome": {**ome, "multiscales": [ms]}, "resin": attrs})
-        for name, array in levels:
-            if name in group:
-                targets.append(group[name])
-                continue
-            targets.append(group.create_array(
-                name, shape=lead_shape + tuple(array.shape), dtype=array.dtype,
-                chunks=ones + tuple(array.chunks),
-                shards=None if array.shards is None else ones + tuple(array.shards),
-                compressors=array.compressors, serializer=array.serializer,
-                filters=array.filters, fill_value=array.fill_value, dimension_names=names))
+        targets = [group[name] if name in group else
+                   group.create_array(name, **_stacked(array, lead_shape, names))
+                   for name, array in levels]
     moved = 0
-    for (name, first), target in zip(levels, targets, strict=True):
-        want = (lead_shape + tuple(first.shape), ones + tuple(first.chunks))
+    for level, ((name, first), target) in enumerate(zip(levels, targets, strict=True)):
+        want = (lead_shape + tuple(first.shape), (1,) * len(axes) + tuple(first.chunks))
         if (tuple(target.shape), tuple(target.chunks)) != want:
             raise ResumeError(f"{root}: holds an array {name or '(root)'} of another shape "
                               f"than this series writes; run again with --overwrite")
         checked = False
-        for index, path in parts:
-            src_array = zarr.open_array(str(Path(path) / name), mode="r") if name else \
-                zarr.open_array(path, mode="r")
+        for (index, path), arrays in zip(parts, part_levels, strict=True):
+            src_array = arrays[level][1]
             unit = tuple(src_array.shards or src_array.chunks)
             grid = [range(_ceil_div(n, c)) for n, c in zip(src_array.shape, unit, strict=True)]
             src_dir = Path(path) / name
