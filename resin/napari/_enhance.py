@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 from resin.errors import UsageError
 from resin.io import format_bytes
 from resin.napari._jobs import Job
+from resin.napari._layers import time_point
 from resin.runtime import Enhancer, Levels, RunReport
 from resin.runtime.blocks import make_block_plan
 from resin.runtime.normalize import sample_levels
@@ -76,25 +78,61 @@ def volume_levels(enh: Enhancer, volume: Any) -> Levels:
                          norm.high_percentile)
 
 
-def enhance_in_memory(enh: Enhancer, volume: Any, levels: Levels, job: Job) -> np.ndarray:
-    """The enhanced volume; progress in tiles, row by row; Stop between rows."""
+def enhance_in_memory(enh: Enhancer, volume: Any, levels: Levels, job: Job,
+                      part: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """The enhanced volume; progress in tiles, row by row; Stop between rows. ``part``:
+    this volume is the i-th of n run one after the other (progress counts all n)."""
     n = int(volume.shape[0])
+    index, count = part
     with enh.stream(tuple(volume.shape), volume.dtype, levels=levels) as stream:
         plan = stream.plan
         per_row = plan.n_tiles // len(plan.axes[0].starts)
         # input planes that complete each row (the padding repeats the face planes)
         needs = [int(face_indices(s, plan.tile[0], n).max()) + 1 for s in plan.axes[0].starts]
-        job.report(0, plan.n_tiles, "tiles")
+        before, total = index * plan.n_tiles, count * plan.n_tiles
+        job.report(before, total, "tiles")
         pushed = 0
         for need in sorted(set(needs)):
             job.check()
             stream.push(np.asarray(volume[pushed:need]))
             pushed = need
-            job.report(per_row * sum(1 for v in needs if v <= pushed), plan.n_tiles, "tiles")
+            job.report(before + per_row * sum(1 for v in needs if v <= pushed), total, "tiles")
         if pushed < n:
             stream.push(np.asarray(volume[pushed:n]))
     assert stream.result is not None
     return stream.result
+
+
+def enhance_series_in_memory(enh: Enhancer, series: Any, job: Job
+                             ) -> tuple[np.ndarray, list[Levels]]:
+    """Each volume of a (T, Z, Y, X) layer, one after the other, with its own
+    normalization levels (as ``resin-run --time all`` runs each time point): the (T, Z',
+    Y, X) result and the levels used for each."""
+    count = int(series.shape[0])
+    out: np.ndarray | None = None
+    used: list[Levels] = []
+    for t in range(count):
+        job.check()
+        volume = time_point(series, t)
+        levels = volume_levels(enh, volume)
+        result = enhance_in_memory(enh, volume, levels, job, part=(t, count))
+        if out is None:
+            out = np.empty((count, *result.shape), result.dtype)
+        out[t] = result
+        used.append(levels)
+    assert out is not None
+    return out, used
+
+
+def series_record(enh: Enhancer, levels: list[Levels], plan: TilePlan,
+                  source: str) -> dict[str, Any]:
+    """A series result's metadata: :func:`run_record` with each time point's own
+    normalization under ``parts``, as a ``resin-run --time all`` store records it."""
+    record = run_record(enh, levels[0], plan, source)
+    record.pop("normalization")
+    record["parts"] = [{"time": t, "channel": None, "normalization": lv.as_attrs()}
+                       for t, lv in enumerate(levels)]
+    return record
 
 
 def enhance_to_file(enh: Enhancer, input_path: str, output: str, job: Job,
@@ -105,6 +143,38 @@ def enhance_to_file(enh: Enhancer, input_path: str, output: str, job: Job,
         job.report(p.tiles_done, p.tiles_total, "tiles")
 
     return enh.run(input_path, output, resume=resume, overwrite=overwrite, progress=progress)
+
+
+@dataclass(frozen=True)
+class SeriesRun:
+    """What a time-series run to a file did."""
+
+    output: str
+    #: time points run now (a resume skips those finished before)
+    parts: int
+    voxels: int
+    seconds: float
+
+
+def enhance_series_to_file(enh: Enhancer, input_path: str, output: str, job: Job,
+                           time_points: int, resume: bool = False,
+                           overwrite: bool = False) -> SeriesRun:
+    """Every time point of a file into one store (:meth:`Enhancer.run_series`,
+    ``resin-run --time all``), reporting every tile of all ``time_points``; Stop keeps the
+    finished time points and blocks, which ``resume=True`` continues from."""
+    parts: list[RunProgress] = []
+
+    def progress(p: RunProgress) -> None:
+        if not parts or parts[-1] is not p:  # each time point's run counts its own tiles
+            parts.append(p)
+        done = (len(parts) - 1) * p.tiles_total + p.tiles_done
+        job.report(done, time_points * p.tiles_total, "tiles")
+
+    t0 = time.perf_counter()
+    reports = enh.run_series(input_path, output, resume=resume, overwrite=overwrite,
+                             progress=progress, time="all")
+    voxels = sum(int(np.prod(r.out_shape)) for r in reports)
+    return SeriesRun(output, len(reports), voxels, time.perf_counter() - t0)
 
 
 def preview_region(shape: tuple[int, ...], displayed: tuple[int, ...], corners: Any,
@@ -144,11 +214,12 @@ def plan_for(enh: Enhancer, shape: tuple[int, int, int], dtype: Any) -> TilePlan
     return make_plan(enh.engine, shape, enh.settings, out_dtype=output_dtype(np.dtype(dtype)))
 
 
-def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:
+def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool,
+              time_points: int | None = None) -> str:
     """The planner's tiles and the run's working memory, in two lines.
 
     Memory: :meth:`BlockPlan.working_bytes` (the block being filled, queued blocks, tiles in
-    flight), plus the result for an in-memory run.
+    flight), plus the result for an in-memory run (every time point's, for a series).
     """
     rows = len(plan.axes[0].starts)
     inside = (f"core {describe(plan.core)}" if plan.faces == "repeat" else
@@ -156,6 +227,9 @@ def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:
     tiles = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {inside}): "
              f"{plan.n_tiles} tile{'s' if plan.n_tiles != 1 else ''} "
              f"in {rows} row{'s' if rows != 1 else ''}")
+    if time_points is not None:
+        tiles += (f" per time point, {time_points} time point"
+                  f"{'s' if time_points != 1 else ''}")
     oz, oy, ox = plan.out_shape
     bplan = make_block_plan(plan, enh.settings.block)
     out_dtype = output_dtype(np.dtype(dtype))
@@ -163,7 +237,7 @@ def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool) -> str:
     if to_file:
         where = f"blocks of {describe(bplan.block)}"
     else:
-        held += oz * oy * ox * out_dtype.itemsize  # the result
+        held += (time_points or 1) * oz * oy * ox * out_dtype.itemsize  # the result
         where = "in memory"
     return f"{tiles}\n{where}: about {format_bytes(held)} plus the network's own"
 
@@ -177,12 +251,15 @@ def run_record(enh: Enhancer, levels: Levels, plan: TilePlan, source: str) -> di
 
 
 def command_line(settings: ModelSettings, input_path: str, output: str | None,
-                 resume: bool = False) -> str:
-    """The ``resin-run`` command that does the same run, for a terminal or a cluster job."""
+                 resume: bool = False, series: bool = False) -> str:
+    """The ``resin-run`` command that does the same run, for a terminal or a cluster job
+    (``series``: every time point, ``--time all``)."""
     args = ["resin-run"]
     if settings.model is not None:
         args += ["--engine", str(settings.model)]
     args.append(input_path)
+    if series:
+        args += ["--time", "all"]
     if output:
         args += ["-o", output]
     if settings.tile is not None:

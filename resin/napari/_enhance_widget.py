@@ -29,16 +29,19 @@ from resin.napari._enhance import (
     command_line,
     enhance_in_memory,
     enhance_region,
+    enhance_series_in_memory,
+    enhance_series_to_file,
     enhance_to_file,
     parse_tile,
     plan_for,
     plan_text,
     preview_region,
     run_record,
+    series_record,
     volume_levels,
 )
 from resin.napari._jobs import Job, Snapshot
-from resin.napari._layers import layer_volume, result_layer_kwargs, source_file
+from resin.napari._layers import layer_series, result_layer_kwargs, source_file, time_point
 from resin.napari._qt import CommandRow, JobPanel, LayerPicker, column, form, row
 from resin.napari._train import trained
 from resin.runtime import Enhancer, default_output
@@ -164,19 +167,21 @@ class EnhanceWidget(QWidget):
         layer = self.layer_box.layer()
         try:
             settings = self.settings()
-            volume = layer_volume(layer, values=False)
+            data = layer_series(layer, values=False)
         except ResinError as exc:
             self.plan_label.setText("")
             self.command_edit.setText("")
             self.panel.show_message(str(exc), error=True)
             return
         self.panel.show_message("")
+        count = _time_points(data)
+        volume = data if count is None else time_point(data, 0)
         source = source_file(layer)
         output = self._output()
         self.command_edit.setText(command_line(
             settings, source or f"{layer.name}.tif", output or (
                 default_output(source) if source else f"{layer.name}_resin.ome.zarr"),
-            resume=self.resume_box.isChecked()))
+            resume=self.resume_box.isChecked(), series=count is not None))
         if source is None:
             self.command_edit.edit.setToolTip("save the layer as this file first (File > Save "
                                          "Selected Layers)")
@@ -185,10 +190,10 @@ class EnhanceWidget(QWidget):
             self._load(settings)
             return
         try:
-            plan = plan_for(enh, tuple(int(s) for s in volume.shape),  # type: ignore[arg-type]
-                            volume.dtype)
-            self.plan_label.setText(plan_text(enh, plan, volume.dtype, output is not None))
-            self._out_voxels = int(np.prod(plan.out_shape))
+            plan = plan_for(enh, _zyx(volume), volume.dtype)
+            self.plan_label.setText(plan_text(enh, plan, volume.dtype, output is not None,
+                                              count))
+            self._out_voxels = (count or 1) * int(np.prod(plan.out_shape))
         except ResinError as exc:
             self.plan_label.setText("")
             self.panel.show_message(str(exc), error=True)
@@ -241,7 +246,7 @@ class EnhanceWidget(QWidget):
         layer = self.layer_box.layer()
         try:
             settings = self.settings()
-            volume = layer_volume(layer)
+            data = layer_series(layer)
             output = self._output()
             source = source_file(layer)
             if self.to_file.isChecked() and source is None:
@@ -255,21 +260,31 @@ class EnhanceWidget(QWidget):
         self.refresh()
         resume, overwrite = self.resume_box.isChecked(), self.overwrite_box.isChecked()
 
+        count = _time_points(data)
+
         def work(job: Job) -> dict[str, Any]:
             enh = self.enhancer(settings)
             job.check()
             if output is not None:
                 assert source is not None
+                if count is not None:
+                    return {"series": enhance_series_to_file(
+                        enh, source, output, job, count, resume=resume, overwrite=overwrite)}
                 report = enhance_to_file(enh, source, output, job, resume=resume,
                                          overwrite=overwrite)
                 return {"report": report}
-            levels = volume_levels(enh, volume)
-            plan = plan_for(enh, tuple(int(s) for s in volume.shape),  # type: ignore[arg-type]
-                            volume.dtype)
+            volume = data if count is None else time_point(data, 0)
+            plan = plan_for(enh, _zyx(volume), volume.dtype)
             t0 = time.perf_counter()
-            result = enhance_in_memory(enh, volume, levels, job)
-            return {"data": result, "record": run_record(enh, levels, plan, layer.name),
-                    "plan": plan, "seconds": time.perf_counter() - t0}
+            if count is not None:
+                result, used = enhance_series_in_memory(enh, data, job)
+                record = series_record(enh, used, plan, layer.name)
+            else:
+                levels = volume_levels(enh, volume)
+                result = enhance_in_memory(enh, volume, levels, job)
+                record = run_record(enh, levels, plan, layer.name)
+            return {"data": result, "record": record, "plan": plan,
+                    "seconds": time.perf_counter() - t0, "lead": 0 if count is None else 1}
 
         self._busy(True)
         what = output if output is not None else "a new layer"
@@ -290,17 +305,25 @@ class EnhanceWidget(QWidget):
         if output is not None:
             from resin.napari._reader import volume_layers
 
-            data, kwargs, _ = volume_layers(result["report"].output)[0]
+            series = result.get("series")
+            written = series.output if series is not None else result["report"].output
+            data, kwargs, _ = volume_layers(written)[0]
             kwargs["name"] = f"{layer.name} (resin)"
             new = self.viewer.add_image(data, **kwargs)
-            report = result["report"]
-            self.panel.show_message(
-                f"wrote {report.output} in {report.seconds:.1f} s "
-                f"({report.voxels_per_second / 1e6:.2f} Mvoxel/s)")
+            if series is not None:
+                ran = (f"{series.parts} time point{'s' if series.parts != 1 else ''} in "
+                       f"{series.seconds:.1f} s "
+                       f"({series.voxels / max(series.seconds, 1e-9) / 1e6:.2f} Mvoxel/s)")
+                self.panel.show_message(f"wrote {series.output}: {ran}")
+            else:
+                report = result["report"]
+                self.panel.show_message(
+                    f"wrote {report.output} in {report.seconds:.1f} s "
+                    f"({report.voxels_per_second / 1e6:.2f} Mvoxel/s)")
             new.metadata.setdefault("resin", {})["input"] = layer.name
             return
         kwargs = result_layer_kwargs(layer, result["plan"], result["record"],
-                                     f"{layer.name} (resin)")
+                                     f"{layer.name} (resin)", lead=result["lead"])
         self.viewer.add_image(result["data"], **kwargs)
         n = int(np.prod(result["data"].shape))
         self.panel.show_message(f"enhanced {n} voxels in {result['seconds']:.1f} s "
@@ -311,8 +334,12 @@ class EnhanceWidget(QWidget):
         layer = self.layer_box.layer()
         try:
             settings = self.settings()
-            volume = layer_volume(layer)
-            region = self._region_in_view(layer, volume.shape)
+            data = layer_series(layer)
+            count = _time_points(data)
+            point = self._point(layer)
+            t = None if count is None else min(max(int(round(point[-4])), 0), count - 1)
+            volume = data if t is None else time_point(data, t)
+            region = self._region_in_view(layer, volume.shape, point)
         except ResinError as exc:
             self.panel.show_message(str(exc), error=True)
             return
@@ -322,47 +349,62 @@ class EnhanceWidget(QWidget):
             t0 = time.perf_counter()
             levels = volume_levels(enh, volume)
             job.check()
-            plan = plan_for(enh, tuple(int(s) for s in volume.shape),  # type: ignore[arg-type]
-                            volume.dtype)
-            data = enhance_region(enh, volume, region, levels)
-            return {"data": data, "record": {**run_record(enh, levels, plan, layer.name),
-                                             "region": [[r.start, r.stop] for r in region]},
-                    "plan": plan, "seconds": time.perf_counter() - t0}
+            plan = plan_for(enh, _zyx(volume), volume.dtype)
+            out = enhance_region(enh, volume, region, levels)
+            record = {**run_record(enh, levels, plan, layer.name),
+                      "region": [[r.start, r.stop] for r in region]}
+            if t is not None:
+                record["input_time"] = t
+            return {"data": out, "record": record, "plan": plan,
+                    "seconds": time.perf_counter() - t0}
 
         self._busy(True)
         size = "x".join(str(r.stop - r.start) for r in region)
-        self.panel.start(Job(work, "resin-preview"), partial(self._previewed, layer, region),
-                         f"previewing {size} voxels of '{layer.name}' ...")
+        where = "" if t is None else f" at time point {t}"
+        self.panel.start(Job(work, "resin-preview"),
+                         partial(self._previewed, layer, region, t),
+                         f"previewing {size} voxels of '{layer.name}'{where} ...")
 
-    def _region_in_view(self, layer: Any, shape: tuple[int, ...]) -> Any:
+    def _point(self, layer: Any) -> np.ndarray:
+        """The slider's position in the layer's voxels (every axis of the layer)."""
+        return np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)
+
+    def _region_in_view(self, layer: Any, shape: tuple[int, ...], point: np.ndarray) -> Any:
         dims = self.viewer.dims
         if dims.ndisplay != 2:
             raise UsageError("Preview enhances what a 2-D view shows: switch the viewer to 2-D")
         lead = dims.ndim - 3
         displayed = tuple(a - lead for a in dims.displayed)
+        if min(displayed) < 0:
+            raise UsageError("Preview enhances a view of z, y and x: show two of them (the "
+                             "time axis is on a slider)")
         corners = np.asarray(layer.corner_pixels)[:, -3:]
         if not np.any(corners[1] > corners[0]):  # not drawn yet: the whole plane
             corners = np.array([[0, 0, 0], [s - 1 for s in shape[-3:]]])
-        point = np.asarray(layer.world_to_data(dims.point))[-3:]
-        return preview_region(tuple(shape[-3:]), displayed, corners, point)
+        return preview_region(tuple(shape[-3:]), displayed, corners, point[-3:])
 
-    def _previewed(self, layer: Any, region: Any, job: Job) -> None:
+    def _previewed(self, layer: Any, region: Any, t: int | None, job: Job) -> None:
         self._busy(False)
         if job.stopped or job.error is not None:
             self.panel.show_message(job.error or "preview stopped", error=job.error is not None)
             return
         result = job.result
         name = f"{layer.name} preview"
-        kwargs = result_layer_kwargs(layer, result["plan"], result["record"], name)
-        step = np.asarray(layer.scale, dtype=float)[-3:]
-        kwargs["translate"] = tuple(float(t + r.start * s)
-                                    for t, r, s in zip(kwargs["translate"], region, step,
+        lead = 0 if t is None else 1
+        kwargs = result_layer_kwargs(layer, result["plan"], result["record"], name, lead=lead)
+        step = np.asarray(layer.scale, dtype=float)[-3 - lead:]
+        # a series' preview is the one time point it enhanced, shown at that time point
+        starts = ([] if t is None else [t]) + [r.start for r in region]
+        kwargs["translate"] = tuple(float(o + i * s)
+                                    for o, i, s in zip(kwargs["translate"], starts, step,
                                                        strict=True))
+        data = result["data"] if t is None else result["data"][np.newaxis]
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        self.viewer.add_image(result["data"], **kwargs)
+        self.viewer.add_image(data, **kwargs)
         self.panel.bar.setValue(1000)
-        self.panel.show_message(f"preview: {result['data'].shape[0]} planes in "
+        where = "" if t is None else f" at time point {t}"
+        self.panel.show_message(f"preview: {result['data'].shape[0]} planes{where} in "
                                 f"{result['seconds']:.1f} s")
 
     def shutdown(self) -> None:
@@ -378,6 +420,16 @@ class EnhanceWidget(QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         self.shutdown()
         super().closeEvent(event)
+
+
+def _time_points(data: Any) -> int | None:
+    """How many volumes a layer's (T, Z, Y, X) array holds; None for one ZYX volume."""
+    return int(data.shape[0]) if len(data.shape) == 4 else None
+
+
+def _zyx(volume: Any) -> tuple[int, int, int]:
+    z, y, x = (int(s) for s in volume.shape)
+    return z, y, x
 
 
 def _forget(picker: LayerPicker, slot: Any, *_: Any) -> None:

@@ -21,6 +21,41 @@ def layer_volume(layer: Any, values: bool = True) -> Any:
     infinity are looked for in in-memory arrays: one pass, little next to an enhancement
     but not for every refresh of the widget.
     """
+    return _checked(layer, values, series=False)
+
+
+def layer_series(layer: Any, values: bool = True) -> Any:
+    """:func:`layer_volume`, or the (T, Z, Y, X) array of a layer holding one 3-D volume
+    per index of its first axis (a time series): the Enhance widget runs each."""
+    return _checked(layer, values, series=True)
+
+
+class TimePoint:
+    """Volume ``t`` of a (T, Z, Y, X) array that reads only what is indexed (a lazy series
+    stays lazy: its shape and dtype are known without reading it)."""
+
+    def __init__(self, series: Any, t: int) -> None:
+        self._series, self._t = series, t
+        self.shape = tuple(int(s) for s in series.shape[1:])
+        self.dtype = np.dtype(series.dtype)
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        return np.asarray(self._series[(self._t, *key)])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype)
+
+
+def time_point(series: Any, t: int) -> Any:
+    """Volume ``t`` of a (T, Z, Y, X) layer array: a view of a NumPy array, else read lazily
+    (:class:`TimePoint`)."""
+    return series[t] if isinstance(series, np.ndarray) else TimePoint(series, t)
+
+
+def _checked(layer: Any, values: bool, series: bool) -> Any:
     from napari.layers import Image
 
     if layer is None:
@@ -39,9 +74,13 @@ def layer_volume(layer: Any, values: bool = True) -> Any:
     if len(shape) < 3:
         raise VolumeError(f"'{name}' is {len(shape)}-D (shape {shape}); resin enhances 3-D "
                           "z-stacks (ZYX)")
-    if len(shape) > 3:
+    if len(shape) > (4 if series else 3):
+        what = ("one 3-D ZYX volume or a series of them (TZYX): pick one channel first"
+                if series else "one 3-D ZYX volume: pick one time point or channel first")
         raise VolumeError(f"'{name}' has {len(shape)} dimensions (shape {shape}); resin "
-                          "enhances one 3-D ZYX volume: pick one time point or channel first")
+                          f"enhances {what}")
+    if len(shape) == 4 and shape[0] == 0:
+        raise VolumeError(f"'{name}' holds no volume (shape {shape})")
     dtype = np.dtype(data.dtype)
     if dtype.kind not in "uif":
         raise VolumeError(f"'{name}' holds {dtype} values; resin needs numbers (uint8, uint16 "
@@ -72,18 +111,23 @@ def source_file(layer: Any) -> str | None:
 
 
 def result_layer_kwargs(source: Any, plan: Any, record: dict[str, Any],
-                        name: str) -> dict[str, Any]:
+                        name: str, lead: int = 0) -> dict[str, Any]:
     """Keyword arguments of ``viewer.add_image`` for a result of ``source`` run with ``plan``.
 
     The voxel size is divided by the model's scale, as for every resin output (output voxel
-    k lies at input position k / scale), and the origin stays.
+    k lies at input position k / scale), and the origin stays. ``lead``: axes in front of
+    z, y, x that the result keeps (1 for a time series), with the source's scale and origin.
     """
     from resin.runtime.runner import output_voxel_size
 
+    scale = tuple(float(v) for v in source.scale)
+    translate = tuple(float(v) for v in np.asarray(source.translate))
+    zyx = output_voxel_size(scale[-3:], plan)
+    assert zyx is not None
     return {
         "name": name,
-        "scale": output_voxel_size(tuple(source.scale)[-3:], plan),
-        "translate": tuple(float(v) for v in np.asarray(source.translate)[-3:]),
+        "scale": scale[len(scale) - 3 - lead:len(scale) - 3] + zyx,
+        "translate": translate[len(translate) - 3 - lead:],
         "colormap": source.colormap.name,
         # the source's display range, so raw and enhanced compare at a glance
         "contrast_limits": tuple(float(v) for v in source.contrast_limits),

@@ -136,7 +136,7 @@ def test_stop_leaves_a_resumable_file(viewer, qtbot, tiny_volume, tmp_path):
     ("2d", "is 2-D"),
     ("rgb", "RGB"),
     ("nan", "NaN or infinite"),
-    ("4d", "pick one time point"),
+    ("5d", "pick one channel"),
 ])
 def test_a_bad_layer_gets_a_message_not_a_traceback(viewer, qtbot, kind, words):
     from napari.utils.notifications import notification_manager
@@ -145,7 +145,7 @@ def test_a_bad_layer_gets_a_message_not_a_traceback(viewer, qtbot, kind, words):
         "2d": np.ones((32, 32), np.uint16),
         "rgb": np.ones((8, 32, 32, 3), np.uint8),
         "nan": np.full((8, 32, 32), np.nan, np.float32),
-        "4d": np.ones((2, 8, 32, 32), np.uint16),
+        "5d": np.ones((2, 2, 8, 32, 32), np.uint16),
     }[kind]
     viewer.add_image(data, name="bad", rgb=kind == "rgb")
     before = len(notification_manager.records)
@@ -158,6 +158,82 @@ def test_a_bad_layer_gets_a_message_not_a_traceback(viewer, qtbot, kind, words):
     assert words in widget.panel.status.text()
     assert [x.name for x in viewer.layers] == ["bad"]
     assert len(notification_manager.records) == before
+    widget.shutdown()
+
+
+def _series(tiny_volume):
+    """Two time points whose intensities differ (each gets its own normalization)."""
+    return np.stack([tiny_volume, (tiny_volume // 2 + 50).astype(np.uint16)])
+
+
+def test_a_time_series_layer_is_enhanced_time_point_by_time_point(viewer, qtbot,
+                                                                   tiny_volume):
+    series = _series(tiny_volume)
+    layer = viewer.add_image(series, name="movie", scale=(3.0, 2.0, 0.5, 0.5))
+    widget = _widget(viewer, qtbot)
+    assert "per time point, 2 time points" in widget.plan_label.text()
+    assert "--time all" in widget.command_edit.text()
+    widget.run_button.click()
+    _wait(qtbot, widget)
+    assert "enhanced" in widget.panel.status.text(), widget.panel.status.text()
+    result = viewer.layers["movie (resin)"]
+    with Enhancer() as enh:
+        expected = np.stack([enh.enhance(v) for v in series])
+    np.testing.assert_array_equal(result.data, expected)
+    np.testing.assert_allclose(result.scale, layer.scale)
+    record = result.metadata["resin"]
+    assert [p["time"] for p in record["parts"]] == [0, 1]
+    lows = [p["normalization"]["low"] for p in record["parts"]]
+    assert lows[0] != lows[1] and "normalization" not in record
+    widget.shutdown()
+
+
+def test_a_time_series_file_runs_into_one_store(viewer, qtbot, tiny_volume, tmp_path):
+    import tifffile
+
+    from resin.io import read_volume
+
+    series = _series(tiny_volume)
+    raw = tmp_path / "movie.tif"
+    tifffile.imwrite(raw, series, imagej=True, metadata={"axes": "TZYX"})
+    viewer.open(str(raw), plugin="resin")
+    widget = _widget(viewer, qtbot)
+    widget.to_file.setChecked(True)
+    widget.refresh()
+    out = tmp_path / "movie_resin.ome.zarr"
+    assert shlex.split(widget.command_edit.text()) == [
+        "resin-run", str(raw), "--time", "all", "-o", str(out)]
+    widget.run_button.click()
+    _wait(qtbot, widget)
+    assert "2 time points" in widget.panel.status.text(), widget.panel.status.text()
+    with Enhancer() as enh:
+        expected = np.stack([enh.enhance(v) for v in series])
+    np.testing.assert_array_equal(np.asarray(viewer.layers["movie (resin)"].data), expected)
+    for t in range(2):
+        np.testing.assert_array_equal(read_volume(out, time=t), expected[t])
+    widget.shutdown()
+
+
+def test_a_time_series_preview_is_the_time_point_on_the_slider(viewer, qtbot, tiny_volume):
+    series = _series(tiny_volume)
+    layer = viewer.add_image(series, name="movie", scale=(3.0, 1.0, 1.0, 1.0))
+    viewer.dims.set_point(0, 3.0)  # time point 1 (world units of 3)
+    viewer.dims.set_point(1, 8)
+    widget = _widget(viewer, qtbot)
+    widget.preview_button.click()
+    _wait(qtbot, widget)
+    assert "time point 1" in widget.panel.status.text(), widget.panel.status.text()
+    preview = viewer.layers["movie preview"]
+    assert preview.data.shape[0] == 1 and preview.translate[0] == 3.0
+    region = [tuple(r) for r in preview.metadata["resin"]["region"]]
+    assert region[0] == (4, 13) and preview.metadata["resin"]["input_time"] == 1
+    with Enhancer() as enh:
+        full = enh.enhance(series[1])
+    window = full[4:13, region[1][0]:region[1][1], region[2][0]:region[2][1]].astype(float)
+    span = float(full.max()) - float(full.min())
+    assert np.abs(preview.data[0].astype(float) - window).max() <= 0.01 * span
+    assert np.allclose(preview.translate[1:], [4.0, region[1][0], region[2][0]])
+    del layer
     widget.shutdown()
 
 
