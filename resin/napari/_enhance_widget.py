@@ -41,7 +41,13 @@ from resin.napari._enhance import (
     volume_levels,
 )
 from resin.napari._jobs import Job, Snapshot
-from resin.napari._layers import layer_series, result_layer_kwargs, source_file, time_point
+from resin.napari._layers import (
+    layer_series,
+    result_layer_kwargs,
+    slider_time,
+    source_file,
+    time_point,
+)
 from resin.napari._qt import CommandRow, JobPanel, LayerPicker, column, form, row
 from resin.napari._train import trained
 from resin.runtime import Enhancer, default_output
@@ -336,8 +342,8 @@ class EnhanceWidget(QWidget):
             settings = self.settings()
             data = layer_series(layer)
             count = _time_points(data)
-            point = self._point(layer)
-            t = None if count is None else min(max(int(round(point[-4])), 0), count - 1)
+            point = np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)
+            t = None if count is None else slider_time(self.viewer, layer, count)
             volume = data if t is None else time_point(data, t)
             region = self._region_in_view(layer, volume.shape, point)
         except ResinError as exc:
@@ -364,10 +370,6 @@ class EnhanceWidget(QWidget):
         self.panel.start(Job(work, "resin-preview"),
                          partial(self._previewed, layer, region, t),
                          f"previewing {size} voxels of '{layer.name}'{where} ...")
-
-    def _point(self, layer: Any) -> np.ndarray:
-        """The slider's position in the layer's voxels (every axis of the layer)."""
-        return np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)
 
     def _region_in_view(self, layer: Any, shape: tuple[int, ...], point: np.ndarray) -> Any:
         dims = self.viewer.dims

@@ -14,22 +14,6 @@ import numpy as np
 from resin.errors import VolumeError
 
 
-def layer_volume(layer: Any, values: bool = True) -> Any:
-    """The ZYX array of an image layer (level 0 of a multiscale one), checked.
-
-    Lazy arrays (dask, a file opened by the reader) stay lazy. With ``values``, NaN and
-    infinity are looked for in in-memory arrays: one pass, little next to an enhancement
-    but not for every refresh of the widget.
-    """
-    return _checked(layer, values, series=False)
-
-
-def layer_series(layer: Any, values: bool = True) -> Any:
-    """:func:`layer_volume`, or the (T, Z, Y, X) array of a layer holding one 3-D volume
-    per index of its first axis (a time series): the Enhance widget runs each."""
-    return _checked(layer, values, series=True)
-
-
 class TimePoint:
     """Volume ``t`` of a (T, Z, Y, X) array that reads only what is indexed (a lazy series
     stays lazy: its shape and dtype are known without reading it)."""
@@ -49,13 +33,27 @@ class TimePoint:
         return data if dtype is None else data.astype(dtype)
 
 
+def slider_time(viewer: Any, layer: Any, count: int) -> int:
+    """The time point of a (T, Z, Y, X) layer that the viewer's slider shows."""
+    point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
+    return min(max(int(round(point[-4])), 0), count - 1)
+
+
 def time_point(series: Any, t: int) -> Any:
     """Volume ``t`` of a (T, Z, Y, X) layer array: a view of a NumPy array, else read lazily
     (:class:`TimePoint`)."""
     return series[t] if isinstance(series, np.ndarray) else TimePoint(series, t)
 
 
-def _checked(layer: Any, values: bool, series: bool) -> Any:
+def layer_series(layer: Any, values: bool = True) -> Any:
+    """The ZYX array of an image layer (level 0 of a multiscale one), or the (T, Z, Y, X)
+    array of a layer holding one 3-D volume per index of its first axis (a time series),
+    checked.
+
+    Lazy arrays (dask, a file opened by the reader) stay lazy. With ``values``, NaN and
+    infinity are looked for in in-memory arrays: one pass, little next to an enhancement
+    but not for every refresh of the widget.
+    """
     from napari.layers import Image
 
     if layer is None:
@@ -74,11 +72,10 @@ def _checked(layer: Any, values: bool, series: bool) -> Any:
     if len(shape) < 3:
         raise VolumeError(f"'{name}' is {len(shape)}-D (shape {shape}); resin enhances 3-D "
                           "z-stacks (ZYX)")
-    if len(shape) > (4 if series else 3):
-        what = ("one 3-D ZYX volume or a series of them (TZYX): pick one channel first"
-                if series else "one 3-D ZYX volume: pick one time point or channel first")
+    if len(shape) > 4:
         raise VolumeError(f"'{name}' has {len(shape)} dimensions (shape {shape}); resin "
-                          f"enhances {what}")
+                          "enhances one 3-D ZYX volume or a series of them (TZYX): pick one "
+                          "channel first")
     if len(shape) == 4 and shape[0] == 0:
         raise VolumeError(f"'{name}' holds no volume (shape {shape})")
     dtype = np.dtype(data.dtype)

@@ -51,6 +51,8 @@ class TrainSettings:
     steps: int | None = None
     config_file: Path | None = None
     device: str = "auto"
+    #: the time point of a time-series file to train on (``--time``)
+    time: int | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The config file's fields ({} without one)."""
@@ -68,7 +70,7 @@ class TrainSettings:
 
         if overrides is None:
             overrides = self.overrides()
-        return build_config(self.preset, overrides, {"steps": self.steps})
+        return build_config(self.preset, overrides, {"steps": self.steps, "time": self.time})
 
     def command_line(self, raw: str) -> str:
         import shlex
@@ -80,6 +82,8 @@ class TrainSettings:
             args += ["--config", str(self.config_file)]
         if self.device != "auto":
             args += ["--device", self.device]
+        if self.time is not None:
+            args += ["--time", str(self.time)]
         return shlex.join(args)
 
 

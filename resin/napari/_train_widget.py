@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 from resin.config import PRESETS
 from resin.errors import ResinError, UsageError
 from resin.napari._jobs import Job, Snapshot
-from resin.napari._layers import layer_volume, source_file
+from resin.napari._layers import layer_series, slider_time, source_file, time_point
 from resin.napari._qt import CommandRow, JobPanel, LayerPicker, column, form, row
 from resin.napari._train import (
     PLOTTED,
@@ -146,13 +146,23 @@ class TrainWidget(QWidget):
         self.destroyed.connect(self.layer_box.disconnect_viewer)
         self.refresh()
 
-    def settings(self) -> TrainSettings:
+    def settings(self, time: int | None = None) -> TrainSettings:
+        """The fields; ``time``: the time point of the layer's series file to train on."""
         config = self.config_edit.text().strip()
         return TrainSettings(model=Path(self.model_edit.text().strip()).expanduser(),
                              preset=self.preset_box.currentText(),
                              steps=self.steps_box.value() or None,
                              config_file=Path(config).expanduser() if config else None,
-                             device=self.device_box.currentText())
+                             device=self.device_box.currentText(), time=time)
+
+    def _volume(self, layer: Any, values: bool = True) -> tuple[Any, int | None]:
+        """The layer's volume, and for a time series the time point on the slider (the
+        one trained on; ``resin train`` learns from one 3-D volume)."""
+        data = layer_series(layer, values)
+        if len(data.shape) == 3:
+            return data, None
+        t = slider_time(self.viewer, layer, int(data.shape[0]))
+        return time_point(data, t), t
 
     def refresh(self, *_: Any) -> None:
         """A fresh model path for a newly picked layer; the equivalent command line."""
@@ -166,28 +176,35 @@ class TrainWidget(QWidget):
             self.command_edit.setText("")
             return
         source = source_file(layer)
-        self.command_edit.setText(self.settings().command_line(
+        try:
+            _, t = self._volume(layer, values=False)
+        except ResinError:
+            t = None  # start() says what is wrong with the layer
+        self.command_edit.setText(self.settings(t if source else None).command_line(
             source or str(Path(f"{Path(self.model_edit.text()).with_suffix('')}.raw.tif"))))
 
     def start(self) -> None:
         layer = self.layer_box.layer()
+        source = source_file(layer)
         try:
-            volume = layer_volume(layer)
-            settings = self.settings()
+            volume, t = self._volume(layer)
+            # a series file is read at that time point; a layer's time point is written
+            settings = self.settings(t if source else None)
             if not self.model_edit.text().strip():
                 raise UsageError("give the model file to write (MODEL.pt)")
             settings.config()  # a bad preset or config file is reported now
         except ResinError as exc:
             self.panel.show_message(str(exc), error=True)
             return
-        source = source_file(layer)
+        self.refresh()
         self._preview_path = None
         self.plot.set_columns({})
         self._busy(True)
         t0 = time.perf_counter()
         self.panel.start(Job(partial(train_layer, settings, volume, source), "resin-train"),
                          partial(self._finished, settings.model, t0),
-                         f"training on '{layer.name}' into {settings.model} ...",
+                         f"training on '{layer.name}'"
+                         f"{'' if t is None else f' (time point {t})'} into {settings.model} ...",
                          _steps, self._show_files)
 
     def _busy(self, busy: bool) -> None:

@@ -283,3 +283,47 @@ def test_train_widget_runs_a_few_steps_and_offers_the_model(viewer, qtbot, tiny_
     assert enhance.model_box.currentData() == str(model)
     widget.shutdown()
     enhance.shutdown()
+
+
+def test_train_widget_trains_on_the_time_point_on_the_slider(viewer, qtbot, tiny_volume,
+                                                             tmp_path):
+    """A time-series layer trains on the time point shown: a layer's is written beside the
+    model; a series file's is read from the file (``resin train --time T``)."""
+    pytest.importorskip("torch")
+    import tifffile
+
+    from resin.io import read_volume
+    from resin.napari._train_widget import TrainWidget
+
+    series = _series(tiny_volume)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config().model_dump(mode="json")))
+    viewer.add_image(series, name="movie")
+    viewer.dims.set_point(0, 1)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    model = tmp_path / "from_layer.pt"
+    widget.model_edit.setText(str(model))
+    widget.config_edit.setText(str(config))
+    widget.start_button.click()
+    assert "(time point 1)" in widget.panel.status.text(), widget.panel.status.text()
+    _wait(qtbot, widget, timeout=240000)
+    assert widget.panel.status.text().startswith("trained"), widget.panel.status.text()
+    np.testing.assert_array_equal(read_volume(tmp_path / "from_layer.raw.tif"), series[1])
+    assert "--time" not in widget.command_edit.text()
+
+    raw = tmp_path / "movie.tif"
+    tifffile.imwrite(raw, series, imagej=True, metadata={"axes": "TZYX"})
+    viewer.layers.clear()
+    viewer.open(str(raw), plugin="resin")
+    viewer.dims.set_point(0, 1)
+    model = tmp_path / "from_file.pt"
+    widget.model_edit.setText(str(model))
+    widget.refresh()
+    assert shlex.split(widget.command_edit.text())[-2:] == ["--time", "1"]
+    widget.start_button.click()
+    _wait(qtbot, widget, timeout=240000)
+    assert widget.panel.status.text().startswith("trained"), widget.panel.status.text()
+    assert json.loads(model.with_suffix(".json").read_text())["data"]["time"] == 1
+    assert not (tmp_path / "from_file.raw.tif").exists()
+    widget.shutdown()
