@@ -9,6 +9,8 @@ the result is scored against the truth beside the raw input.
 
     python bench/heldout.py                      # every case, ~6-8 min each on 2 cores
     python bench/heldout.py --cases nuclei-mild --json out.json
+    python bench/heldout.py --cases thin-nuclei-20 --workdir W --faces 8 zeros
+        # the same model also run with other face modes (resin-run --faces)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,7 +85,11 @@ METRICS = ("rmse", "rmse_lsq", "ssim", "isotropy_ratio", "isotropy_fourier", "mi
 
 def run_case(name: str, workdir: Path, full_depth: bool = False,
              steps: int | None = None, d_noise: bool = False,
-             selfnet_minutes: float | None = None) -> dict:
+             selfnet_minutes: float | None = None, faces: tuple[str, ...] = (),
+             reuse: bool = False) -> dict:
+    """One case's rows. ``faces``: the model is also run with these face modes (rows
+    ``resin faces=MODE``; ``resin`` is the default, repeat). ``reuse``: a model already in
+    ``workdir`` from an earlier run of the case is scored instead of training one."""
     from resin.io import write_volume
     from resin.simulate import simulate
 
@@ -98,13 +105,19 @@ def run_case(name: str, workdir: Path, full_depth: bool = False,
     if full_depth:  # a cube as deep as the stack (on the size grid), not the fitted one
         side = min(32, truth.shape[0] // 4 * 4)
         patch = (side,) * 3
-    seconds = Q.train_preset("quick", raw_path, model, sim.angle_deg, k, truth.shape, steps,
-                             patch=patch, d_noise=d_noise)
-    pred, _ = Q.enhance(model, sim.raw, k)
-    row = {"case": name, "train_seconds": seconds,
-           "raw": Q.score(Q.on_grid(sim.raw, k)[:n], truth),
-           "resin": Q.score(pred[:n], truth),
-           "truth": Q.score(truth.astype("float32"), truth)}  # its own isotropy
+    seconds: float | None = None
+    if not (reuse and model.exists()):
+        seconds = Q.train_preset("quick", raw_path, model, sim.angle_deg, k, truth.shape,
+                                 steps, patch=patch, d_noise=d_noise)
+    row: dict = {"case": name, "train_seconds": seconds,
+                 "raw": Q.score(Q.on_grid(sim.raw, k)[:n], truth), "enhance_seconds": {}}
+    for mode in ("repeat", *faces):
+        method = "resin" if mode == "repeat" else f"resin faces={mode}"
+        t0 = time.perf_counter()
+        pred, _ = Q.enhance(model, sim.raw, k, faces=mode)
+        row["enhance_seconds"][method] = time.perf_counter() - t0
+        row[method] = Q.score(pred[:n], truth)
+    row["truth"] = Q.score(truth.astype("float32"), truth)  # its own isotropy
     if selfnet_minutes:  # the paper's comparison, as bench/quality.py trains it
         out = Q._selfnet().selfnet_enhance(sim.raw, z_step=k, angle_deg=sim.angle_deg, seed=0,
                                            minutes=selfnet_minutes, log=lambda line: None)
@@ -126,11 +139,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--selfnet", type=float, default=None, metavar="MIN",
                     help="also train and score the Self-Net baseline for MIN minutes per "
                          "case (bench/quality.py gives it 4)")
+    ap.add_argument("--faces", nargs="+", default=[], metavar="MODE",
+                    help="also run each model with these face modes (zeros, or a number of "
+                         "voxels N: resin-run --faces), beside the default repeat")
+    ap.add_argument("--reuse", action="store_true",
+                    help="score the model an earlier run left in --workdir instead of "
+                         "training one")
     ap.add_argument("--d-noise", action="store_true",
                     help="D adds the raw volume's measured noise (degrader.noise "
                          "'measured', experimental; docs/benchmarks.md)")
     args = ap.parse_args(argv)
+    from resin.runtime.planner import check_faces
+
     from resin import _log
+    from resin.errors import UsageError
+
+    for mode in args.faces:
+        try:
+            check_faces(mode)
+        except UsageError as exc:
+            ap.error(str(exc))
+    if args.reuse and args.workdir is None:
+        ap.error("--reuse needs the --workdir of the earlier run")
 
     _log.configure(quiet=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="resin-heldout-"))
@@ -138,13 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"{'case':12s} {'method':6s} " + " ".join(f"{m:>16s}" for m in METRICS), flush=True)
     for name in args.cases:
-        row = run_case(name, workdir, args.full_depth, args.steps, args.d_noise, args.selfnet)
+        row = run_case(name, workdir, args.full_depth, args.steps, args.d_noise, args.selfnet,
+                       tuple(args.faces), args.reuse)
         rows.append(row)
-        for method in [m for m in ("raw", "resin", "selfnet", "truth") if m in row]:
+        resin_rows = list(row["enhance_seconds"])
+        for method in [m for m in ("raw", *resin_rows, "selfnet", "truth") if m in row]:
+            took = row["enhance_seconds"].get(method)
             print(f"{name:12s} {method:6s} "
-                  + " ".join(f"{row[method][m]:16.3f}" for m in METRICS), flush=True)
-        print(f"{name:12s} quick model trained in {row['train_seconds']:.0f} s; "
-              f"{CASES[name][0]}", flush=True)
+                  + " ".join(f"{row[method][m]:16.3f}" for m in METRICS)
+                  + ("" if took is None else f"  ({took:.1f} s)"), flush=True)
+        trained = ("an earlier run's quick model" if row["train_seconds"] is None else
+                   f"quick model trained in {row['train_seconds']:.0f} s")
+        print(f"{name:12s} {trained}; {CASES[name][0]}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

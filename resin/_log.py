@@ -187,6 +187,11 @@ def progress(total: float, description: str, unit: str = "voxels") -> Iterator[P
     log(f"{description}: done in {time.perf_counter() - handle._start:.1f} s ({_si(handle.rate)} {unit}/s)")
 
 
+def count(n: int, noun: str) -> str:
+    """``'1 block'``, ``'6 blocks'`` (English plurals by an added s)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def duration(seconds: float) -> str:
     """``'12 s'``, ``'7 min'``, ``'1.5 h'``."""
     if seconds < 90:

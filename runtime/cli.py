@@ -170,8 +170,8 @@ def _log_written(report: RunReport) -> None:
 
     _log.log(f"wrote {report.output} {'x'.join(map(str, report.out_shape))} in "
              f"{report.seconds:.1f} s ({report.voxels_per_second / 1e6:.2f} Mvoxel/s, "
-             f"{report.tiles} tiles of {'x'.join(map(str, report.tile))}, {report.blocks} "
-             f"blocks of {'x'.join(map(str, report.block))})")
+             f"{_log.count(report.tiles, 'tile')} of {'x'.join(map(str, report.tile))}, "
+             f"{_log.count(report.blocks, 'block')} of {'x'.join(map(str, report.block))})")
     for path in report.mips:
         _log.log(f"wrote {path}")
 

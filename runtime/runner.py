@@ -280,7 +280,8 @@ def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
     faces = {"repeat": "", "zeros": ", faces zero-padded"}.get(plan.faces, f", faces {plan.faces}")
     line = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {halo}{faces}"
             f"{', chosen ' + plan.budget if plan.budget else ''}): keeps "
-            f"{100 * kept:.1f} % of the voxels it computes; {plan.n_tiles} network calls")
+            f"{100 * kept:.1f} % of the voxels it computes; "
+            f"{_log.count(plan.n_tiles, 'network call')}")
     if plan.n_tiles > 1 and _log.shows_info():
         m = meta.size_multiple
         probe = plan.tile if meta.tile_range() is not None else tuple(
@@ -291,6 +292,35 @@ def log_plan(engine: Backend, plan: TilePlan, settings: TileSettings) -> None:
         per_call = (time.perf_counter() - t0) * math.prod(plan.tile) / math.prod(probe)
         line += f", about {per_call * plan.n_tiles:.0f} s ({per_call:.2f} s per call)"
     _log.log(line)
+    hint = faces_hint(plan, settings)
+    if hint:
+        _log.log(hint)
+
+
+#: ``log_plan`` suggests fewer face voxels when the padding is at least this share of the
+#: padded volume (a thin stack, a small volume) ...
+FACES_HINT_SHARE = 0.45
+#: ... padded by this many voxels instead (``--faces 8``: docs/benchmarks.md, "Volume faces")
+FACES_HINT_PAD = 8
+
+
+def faces_hint(plan: TilePlan, settings: TileSettings) -> str | None:
+    """One line when the faces' padding by the halo is most of what the network computes
+    (a thin stack: 20 planes padded by 29 on each side), naming ``--faces 8`` and how many
+    fewer voxels it computes (padded volumes compared); None otherwise."""
+    if plan.faces != "repeat" or settings.overlap:
+        return None
+    inside = math.prod(plan.shape)
+    padded = math.prod(n + 2 * h for n, h in zip(plan.shape, plan.halo, strict=True))
+    fewer = math.prod(n + 2 * min(h, FACES_HINT_PAD)
+                      for n, h in zip(plan.shape, plan.halo, strict=True))
+    share = 1 - inside / padded
+    if share < FACES_HINT_SHARE or padded < 1.25 * fewer:
+        return None
+    return (f"the faces' padding (each face plane repeated over the halo) is {100 * share:.0f} % "
+            f"of the volume the network computes: --faces {FACES_HINT_PAD} pads "
+            f"{FACES_HINT_PAD} voxels and computes about {padded / fewer:.1f}x fewer, at a "
+            "small cost near the faces (docs/runtime.md, Faces)")
 
 
 def _zyx(t: tuple[int, ...]) -> str:
@@ -649,8 +679,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
         all_blocks = list(bplan.blocks())
         todo = [b for b in all_blocks if b.key not in done]
         say = _log.debug if brief else _log.log
-        say(f"{len(all_blocks)} blocks of {describe(bplan.block)} (tile "
-            f"{describe(plan.tile)}, {plan.n_tiles} tiles, "
+        say(f"{_log.count(len(all_blocks), 'block')} of {describe(bplan.block)} (tile "
+            f"{describe(plan.tile)}, {_log.count(plan.n_tiles, 'tile')}, "
             f"{100 * bplan.redundant_share:.1f} % run twice at block edges)"
             + (f"; resuming: {len(done)} blocks already done" if done else ""))
         mips = raw_mips = None

@@ -30,7 +30,13 @@ from resin.runtime.blocks import make_block_plan
 from resin.runtime.normalize import sample_levels
 from resin.runtime.pipeline import describe
 from resin.runtime.planner import TilePlan, face_indices
-from resin.runtime.runner import RunProgress, make_plan, output_attrs, output_dtype
+from resin.runtime.runner import (
+    RunProgress,
+    faces_hint,
+    make_plan,
+    output_attrs,
+    output_dtype,
+)
 
 Region = tuple[slice, slice, slice]
 
@@ -239,7 +245,9 @@ def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool,
     else:
         held += (time_points or 1) * oz * oy * ox * out_dtype.itemsize  # the result
         where = "in memory"
-    return f"{tiles}\n{where}: about {format_bytes(held)} plus the network's own"
+    text = f"{tiles}\n{where}: about {format_bytes(held)} plus the network's own"
+    hint = faces_hint(plan, enh.settings)
+    return text if hint is None else f"{text}\n{hint}"
 
 
 def run_record(enh: Enhancer, levels: Levels, plan: TilePlan, source: str) -> dict[str, Any]:

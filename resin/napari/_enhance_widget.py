@@ -79,10 +79,11 @@ class EnhanceWidget(QWidget):
         self.tile_edit = QLineEdit("auto")
         self.tile_edit.setToolTip("tile in input voxels, halo included: Z Y X, or auto")
         self.faces_box = QComboBox()
-        self.faces_box.addItems(FACES)
+        self.faces_box.addItems([*FACES, "8"])
         self.faces_box.setToolTip("repeat: pad each face by the halo, repeating it; zeros: the "
                                   "faces meet the network's zero padding and nothing outside "
-                                  "the volume is computed (faster on small volumes)")
+                                  "the volume is computed (faster on small volumes); 8: repeat "
+                                  "each face 8 voxels, zero padding beyond (resin-run --faces)")
         self.plan_label = QLabel("")
         self.plan_label.setWordWrap(True)
         self.to_file = QCheckBox("write to a file (streams from the layer's file)")

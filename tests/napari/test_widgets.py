@@ -327,3 +327,15 @@ def test_train_widget_trains_on_the_time_point_on_the_slider(viewer, qtbot, tiny
     assert json.loads(model.with_suffix(".json").read_text())["data"]["time"] == 1
     assert not (tmp_path / "from_file.raw.tif").exists()
     widget.shutdown()
+
+
+def test_the_plan_of_a_thin_stack_names_fewer_face_voxels(viewer, qtbot, tiny_volume):
+    """A 16-plane layer padded by the bundled model's halo is mostly padding: the plan
+    says what --faces 8 saves, and the faces box offers 8, which the command line takes."""
+    viewer.add_image(tiny_volume, name="thin")
+    widget = _widget(viewer, qtbot)
+    assert "--faces 8" in widget.plan_label.text()
+    widget.faces_box.setCurrentText("8")
+    qtbot.waitUntil(lambda: "--faces 8" not in widget.plan_label.text(), timeout=60_000)
+    assert shlex.split(widget.command_edit.text())[-2:] == ["--faces", "8"]
+    widget.shutdown()

@@ -240,7 +240,10 @@ def test_resin_run_logs_the_plan_and_records_the_halo(cli, fast_model, tmp_path)
                str(tmp_path / "out.ome.zarr"), "--device", "cpu", "--memory", "0.5",
                "--exact-halo")
     assert proc.returncode == 0, proc.stderr
-    assert "keeps" in proc.stderr and "network calls" in proc.stderr, proc.stderr
+    assert "keeps" in proc.stderr and "; 1 network call\n" in proc.stderr, proc.stderr
+    # one of each is said in the singular ("1 blocks of" before)
+    assert "1 block of 12x40x40 (tile 18x46x46, 1 tile," in proc.stderr, proc.stderr
+    assert "1 tile of 18x46x46, 1 block of 12x40x40)" in proc.stderr, proc.stderr
     assert "chosen within --memory 0.5 GiB of RAM" in proc.stderr, proc.stderr
     attrs = zarr.open_group(tmp_path / "out.ome.zarr", mode="r").attrs["resin"]
     assert attrs["halo_kind"] == "exact"
@@ -376,3 +379,27 @@ def test_a_small_budget_takes_smaller_blocks_and_resume_keeps_them(tmp_path, rng
                            resume=True)
     assert resumed.resumed_blocks >= 2 and resumed.block == bplan.block
     np.testing.assert_array_equal(read_volume(out), read_volume(tmp_path / "ref.zarr"))
+
+
+def test_the_plan_names_fewer_face_voxels_where_the_padding_is_most_of_the_work():
+    """A thin stack padded by the halo computes mostly repeated face planes (20 planes:
+    29 more on each side); the plan's log says so and what --faces 8 saves."""
+    from resin.runtime.planner import plan_tiles
+    from resin.runtime.runner import faces_hint
+
+    halo = (29, 21, 21)
+
+    def hint(shape, faces="repeat", overlap=None):
+        plan = plan_tiles(shape, (80, 300, 300), halo, 4, 0, (1, 1, 1), faces)
+        return faces_hint(plan, TileSettings(faces=faces, overlap=overlap))
+
+    thin = hint((20, 1024, 1024))
+    assert thin is not None
+    padded, fewer = 78 * 1066 * 1066, 36 * 1040 * 1040
+    assert f"{100 * (1 - 20 * 1024 * 1024 / padded):.0f} %" in thin
+    assert "--faces 8" in thin and f"about {padded / fewer:.1f}x fewer" in thin
+    assert hint((96, 256, 256)) is not None  # half the computed volume is padding
+    assert hint((128, 512, 512)) is None  # 41 %: the faces are a minority
+    assert hint((20, 1024, 1024), faces="8") is None
+    assert hint((20, 1024, 1024), faces="zeros") is None
+    assert hint((20, 1024, 1024), overlap=8) is None  # --faces N needs --overlap 0

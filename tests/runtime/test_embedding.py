@@ -35,7 +35,8 @@ def test_a_run_prints_nothing_and_logs_to_the_resin_logger(library_mode, fast_mo
                     progress=lambda p: seen.append(dataclasses.replace(p)))
     out, err = capfd.readouterr()
     assert out == "" and err == "", (out, err)
-    assert any("blocks of" in r.getMessage() for r in caplog.records if r.name == "resin")
+    assert any(" of 12x20x20 (tile" in r.getMessage() for r in caplog.records
+               if r.name == "resin")
     assert sorted({p.tiles_done for p in seen}) == list(range(1, seen[-1].tiles_total + 1))
     assert seen[-1].blocks_done == seen[-1].blocks_total and seen[-1].eta_seconds == 0
 
