@@ -24,7 +24,7 @@ import numpy as np
 from resin.errors import UsageError
 from resin.io import format_bytes
 from resin.napari._jobs import Job
-from resin.napari._layers import time_point
+from resin.napari._layers import close_volume, time_point
 from resin.runtime import Enhancer, Levels, RunReport
 from resin.runtime.blocks import make_block_plan
 from resin.runtime.normalize import sample_levels
@@ -120,8 +120,11 @@ def enhance_series_in_memory(enh: Enhancer, series: Any, job: Job
     for t in range(count):
         job.check()
         volume = time_point(series, t)
-        levels = volume_levels(enh, volume)
-        result = enhance_in_memory(enh, volume, levels, job, part=(t, count))
+        try:
+            levels = volume_levels(enh, volume)
+            result = enhance_in_memory(enh, volume, levels, job, part=(t, count))
+        finally:
+            close_volume(volume)
         if out is None:
             out = np.empty((count, *result.shape), result.dtype)
         out[t] = result
@@ -163,22 +166,28 @@ class SeriesRun:
 
 
 def enhance_series_to_file(enh: Enhancer, input_path: str, output: str, job: Job,
-                           time_points: int, resume: bool = False,
+                           time_points: int, tiles: int, resume: bool = False,
                            overwrite: bool = False) -> SeriesRun:
-    """Every time point of a file into one store (:meth:`Enhancer.run_series`,
-    ``resin-run --time all``), reporting every tile of all ``time_points``; Stop keeps the
-    finished time points and blocks, which ``resume=True`` continues from."""
-    parts: list[RunProgress] = []
+    """Every time point of a file into one store (:func:`resin.runtime.series.run_series`,
+    ``resin-run --time all``); progress in tiles of all ``time_points`` of ``tiles`` each,
+    those a resume keeps counted as done. Stop keeps the finished time points and blocks,
+    which ``resume=True`` continues from."""
+    from resin.runtime.series import run_series
+
+    finished = [0]  # time points kept or run to the end
 
     def progress(p: RunProgress) -> None:
-        if not parts or parts[-1] is not p:  # each time point's run counts its own tiles
-            parts.append(p)
-        done = (len(parts) - 1) * p.tiles_total + p.tiles_done
-        job.report(done, time_points * p.tiles_total, "tiles")
+        # a resumed time point's run counts only the tiles it has left
+        within = p.tiles_done / p.tiles_total if p.tiles_total else 1.0
+        job.report((finished[0] + within) * tiles, time_points * tiles, "tiles")
+
+    def done(item: Any, report: RunReport | None) -> None:
+        finished[0] += 1
+        job.report(finished[0] * tiles, time_points * tiles, "tiles")
 
     t0 = time.perf_counter()
-    reports = enh.run_series(input_path, output, resume=resume, overwrite=overwrite,
-                             progress=progress, time="all")
+    reports = run_series(enh, input_path, output, resume=resume, overwrite=overwrite,
+                         progress=progress, time="all", on_output=done)
     voxels = sum(int(np.prod(r.out_shape)) for r in reports)
     return SeriesRun(output, len(reports), voxels, time.perf_counter() - t0)
 

@@ -42,6 +42,7 @@ from resin.napari._enhance import (
 )
 from resin.napari._jobs import Job, Snapshot
 from resin.napari._layers import (
+    close_volume,
     layer_series,
     result_layer_kwargs,
     slider_time,
@@ -256,6 +257,10 @@ class EnhanceWidget(QWidget):
             data = layer_series(layer)
             output = self._output()
             source = source_file(layer)
+            if output is not None and ("{t}" in output or "{c}" in output):
+                raise UsageError(f"{output}: the widget writes one output; put no {{t}} or "
+                                 "{c} in it (resin-run -o with {t} writes one output per "
+                                 "time point)")
             if self.to_file.isChecked() and source is None:
                 raise UsageError(f"'{layer.name}' was not opened from a file, and a run to a "
                                  "file streams from one: save the layer first (File > Save "
@@ -275,8 +280,11 @@ class EnhanceWidget(QWidget):
             if output is not None:
                 assert source is not None
                 if count is not None:
+                    first = time_point(data, 0)
+                    tiles = plan_for(enh, _zyx(first), first.dtype).n_tiles
                     return {"series": enhance_series_to_file(
-                        enh, source, output, job, count, resume=resume, overwrite=overwrite)}
+                        enh, source, output, job, count, tiles, resume=resume,
+                        overwrite=overwrite)}
                 report = enhance_to_file(enh, source, output, job, resume=resume,
                                          overwrite=overwrite)
                 return {"report": report}
@@ -314,7 +322,12 @@ class EnhanceWidget(QWidget):
 
             series = result.get("series")
             written = series.output if series is not None else result["report"].output
-            data, kwargs, _ = volume_layers(written)[0]
+            try:
+                data, kwargs, _ = volume_layers(written)[0]
+            except ResinError as exc:
+                self.panel.show_message(f"wrote {written}, but cannot show it: {exc}",
+                                        error=True)
+                return
             kwargs["name"] = f"{layer.name} (resin)"
             new = self.viewer.add_image(data, **kwargs)
             if series is not None:
@@ -354,10 +367,13 @@ class EnhanceWidget(QWidget):
         def work(job: Job) -> dict[str, Any]:
             enh = self.enhancer(settings)
             t0 = time.perf_counter()
-            levels = volume_levels(enh, volume)
-            job.check()
-            plan = plan_for(enh, _zyx(volume), volume.dtype)
-            out = enhance_region(enh, volume, region, levels)
+            try:  # a series' time point is read on a reader of its own, closed here
+                levels = volume_levels(enh, volume)
+                job.check()
+                plan = plan_for(enh, _zyx(volume), volume.dtype)
+                out = enhance_region(enh, volume, region, levels)
+            finally:
+                close_volume(volume)
             record = {**run_record(enh, levels, plan, layer.name),
                       "region": [[r.start, r.stop] for r in region]}
             if t is not None:

@@ -11,37 +11,66 @@ from typing import Any
 
 import numpy as np
 
-from resin.errors import VolumeError
+from resin.errors import UsageError, VolumeError
 
 
 class TimePoint:
     """Volume ``t`` of a (T, Z, Y, X) array that reads only what is indexed (a lazy series
-    stays lazy: its shape and dtype are known without reading it)."""
+    stays lazy: its shape and dtype are known without reading it).
+
+    A series read from a file (:class:`resin.napari._reader.SeriesVolume`) is read through
+    a reader of this object's own, opened at the first read and closed by :meth:`close`:
+    the series' own readers belong to the viewer's slider, which closes them as it moves
+    on, so a job reading through them could lose its file mid-read."""
 
     def __init__(self, series: Any, t: int) -> None:
         self._series, self._t = series, t
+        self._own: Any = None
         self.shape = tuple(int(s) for s in series.shape[1:])
         self.dtype = np.dtype(series.dtype)
         self.ndim = 3
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
-        return np.asarray(self._series[(self._t, *key)])
+        opener = getattr(self._series, "open_time_point", None)
+        if opener is None:
+            return np.asarray(self._series[(self._t, *key)])
+        if self._own is None:
+            self._own = opener(self._t)
+        return np.asarray(self._own[key])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         data = self[...]
         return data if dtype is None else data.astype(dtype)
 
+    def close(self) -> None:
+        """Close the reader of its own, if it opened one."""
+        if self._own is not None:
+            self._own.close()
+            self._own = None
+
+
+def close_volume(volume: Any) -> None:
+    """Close what :func:`time_point` opened (nothing for an array)."""
+    close = getattr(volume, "close", None)
+    if isinstance(volume, TimePoint) and close is not None:
+        close()
+
 
 def slider_time(viewer: Any, layer: Any, count: int) -> int:
-    """The time point of a (T, Z, Y, X) layer that the viewer's slider shows."""
+    """The time point of a (T, Z, Y, X) layer that the viewer's slider shows; a UsageError
+    when the slider is past the layer's time points (napari shows none of it there)."""
     point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
-    return min(max(int(round(point[-4])), 0), count - 1)
+    t = int(round(point[-4]))
+    if not 0 <= t < count:
+        raise UsageError(f"the slider is outside '{layer.name}''s {count} time points: move "
+                         "it onto one of them")
+    return t
 
 
 def time_point(series: Any, t: int) -> Any:
     """Volume ``t`` of a (T, Z, Y, X) layer array: a view of a NumPy array, else read lazily
-    (:class:`TimePoint`)."""
+    (:class:`TimePoint`; :func:`close_volume` when done)."""
     return series[t] if isinstance(series, np.ndarray) else TimePoint(series, t)
 
 

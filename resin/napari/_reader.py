@@ -228,6 +228,13 @@ class SeriesVolume:
             old.close()
         return volume
 
+    def open_time_point(self, t: int) -> LazyVolume:
+        """Time point ``t`` on a reader of its own, outside the slider's open ones (the
+        caller closes it): for work in another thread."""
+        from resin.io import open_volume
+
+        return LazyVolume(open_volume(self._path, self._channel, t))
+
     def __getitem__(self, key: Any) -> np.ndarray:
         first, *rest = _expand(key, 4)
         n = self.shape[0]

@@ -20,6 +20,7 @@ from psygnal import Signal
 from resin import _log
 from resin.errors import UsageError
 from resin.napari._jobs import Job
+from resin.napari._layers import close_volume
 
 #: loss columns the widget plots (the generator's and discriminators' totals, the cycles)
 PLOTTED = ("L_G", "L_D", "cycle1", "cycle2", "self")
@@ -116,7 +117,10 @@ def train_layer(settings: TrainSettings, volume: Any, source: str | None, job: J
     overrides = settings.overrides()
     config = settings.config(overrides)  # a bad preset or config fails before any file is written
     settings.model.parent.mkdir(parents=True, exist_ok=True)
-    raw = raw_input_for(volume, source, settings.model)
+    try:
+        raw = raw_input_for(volume, source, settings.model)
+    finally:
+        close_volume(volume)
     config = fit_patch_to_volume(raw, config, overrides)  # as `resin train` without --patch
     with _log.observe(job.follow):
         return train(raw, settings.model, config, device=settings.device)

@@ -143,7 +143,9 @@ class TrainWidget(QWidget):
         self.device_box.currentTextChanged.connect(self.refresh)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.panel.stop)
-        self.destroyed.connect(self.layer_box.disconnect_viewer)
+        # the command line names the time point on the slider (a time-series layer)
+        napari_viewer.dims.events.current_step.connect(self.refresh)
+        self.destroyed.connect(partial(_forget, self.layer_box, napari_viewer, self.refresh))
         self.refresh()
 
     def settings(self, time: int | None = None) -> TrainSettings:
@@ -260,3 +262,8 @@ class TrainWidget(QWidget):
 
 def _steps(snap: Snapshot) -> str:
     return f"step {int(snap.done)}/{int(snap.total)}  {snap.text()}"
+
+
+def _forget(picker: LayerPicker, viewer: Any, slot: Any, *_: Any) -> None:
+    picker.disconnect_viewer()
+    viewer.dims.events.current_step.disconnect(slot)

@@ -104,3 +104,42 @@ def test_train_layer_fits_the_preset_patch_to_a_thin_layer(tmp_path, tiny_volume
     assert job.wait(240)
     assert job.error is None and job.result == model
     assert json.loads((tmp_path / "m.json").read_text())["data"]["patch_size"] == [12, 12, 12]
+
+
+class _Recorder:
+    """A job's progress reports, stopping after ``stop_at`` tiles when given."""
+
+    def __init__(self, stop_at: float | None = None) -> None:
+        self.reports: list[tuple[float, float]] = []
+        self.stop_at = stop_at
+
+    def check(self) -> None:
+        pass
+
+    def report(self, done: float, total: float, unit: str) -> None:
+        self.reports.append((done, total))
+        if self.stop_at is not None and done >= self.stop_at:
+            raise Stopped
+
+
+def test_a_resumed_series_run_counts_the_kept_time_points(tmp_path, tiny_volume):
+    """Resumed after a stop in its second time point, the run's progress used to count
+    only what it ran itself and end at two thirds of the bar."""
+    import tifffile
+
+    from resin.napari._enhance import enhance_series_to_file
+    from resin.runtime import Enhancer
+
+    series = np.stack([np.concatenate([tiny_volume] * 3)[:40]] * 3)
+    raw = tmp_path / "movie.tif"
+    tifffile.imwrite(raw, series, imagej=True, metadata={"axes": "TZYX"})
+    out = str(tmp_path / "movie_resin.ome.zarr")
+    with Enhancer(tile=(64, 92, 92)) as enh:  # 10 tiles per time point
+        with pytest.raises(Stopped):
+            enhance_series_to_file(enh, str(raw), out, _Recorder(stop_at=15), 3, 10)
+        job = _Recorder()
+        run = enhance_series_to_file(enh, str(raw), out, job, 3, 10, resume=True)
+    assert run.parts == 2 and Path(out).is_dir()
+    assert job.reports[-1] == (30, 30)
+    assert job.reports[0][0] >= 10  # the first time point, kept, is counted done
+    assert all(a[0] <= b[0] for a, b in zip(job.reports, job.reports[1:]))

@@ -239,3 +239,32 @@ def test_a_series_store_opens_with_a_time_slider(tmp_path, tiny_volume, monkeypa
     for t in (0, 1, 2, 1):
         np.testing.assert_array_equal(full[t, 3], want[t, 3])
     assert full.open_time_points == [2, 1]
+
+
+def test_a_job_reads_a_time_point_on_a_reader_the_slider_cannot_close(tmp_path, monkeypatch):
+    """The widgets' jobs read a lazy series' time point in their own thread; through the
+    series' own readers, the slider moving on to other time points closed the job's file
+    mid-read ("the file may be truncated or corrupt")."""
+    import tifffile
+
+    from resin.napari._layers import close_volume, time_point
+
+    data = np.arange(4 * 6 * 8 * 8, dtype=np.uint16).reshape(4, 6, 8, 8)
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TZYX"})
+    monkeypatch.setattr(_reader, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(_reader, "OPEN_TIME_POINTS", 1)
+    (series, _, _), = volume_layers(path)
+    assert isinstance(series, SeriesVolume)
+    job = time_point(series, 2)
+    assert job.shape == (6, 8, 8) and series.open_time_points == [0]  # nothing read yet
+    np.testing.assert_array_equal(job[0:3], data[2, 0:3])
+    assert series.open_time_points == [0]  # the job's file is not among the slider's
+    for t in (1, 3, 0):  # the slider moves on: the series keeps one time point open
+        np.testing.assert_array_equal(series[t, 1], data[t, 1])
+    assert series.open_time_points == [0]
+    np.testing.assert_array_equal(job[3:6], data[2, 3:6])  # the job's reader still reads
+    np.testing.assert_array_equal(np.asarray(job), data[2])
+    close_volume(job)
+    np.testing.assert_array_equal(job[5], data[2, 5])  # reopened if read again
+    close_volume(job)

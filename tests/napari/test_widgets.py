@@ -339,3 +339,44 @@ def test_the_plan_of_a_thin_stack_names_fewer_face_voxels(viewer, qtbot, tiny_vo
     qtbot.waitUntil(lambda: "--faces 8" not in widget.plan_label.text(), timeout=60_000)
     assert shlex.split(widget.command_edit.text())[-2:] == ["--faces", "8"]
     widget.shutdown()
+
+
+def test_series_widget_requests_that_cannot_work_get_one_line(viewer, qtbot, tiny_volume,
+                                                              tmp_path):
+    """An output with {t} (one store per time point, which the widget cannot show) and a
+    slider past a shorter layer's time points are refused in the status line."""
+    import tifffile
+
+    series = _series(tiny_volume)
+    raw = tmp_path / "movie.tif"
+    tifffile.imwrite(raw, series, imagej=True, metadata={"axes": "TZYX"})
+    viewer.open(str(raw), plugin="resin")
+    viewer.add_image(np.stack([tiny_volume] * 5), name="longer")
+    widget = _widget(viewer, qtbot)
+    widget.layer_box.setCurrentText("movie")
+    widget.to_file.setChecked(True)
+    widget.output_edit.setText(str(tmp_path / "out_{t}.ome.zarr"))
+    widget.run_button.click()
+    assert not widget.panel.busy and "put no {t}" in widget.panel.status.text()
+    viewer.dims.set_point(0, 4)  # time point 4: 'movie' has 2
+    widget.preview_button.click()
+    assert not widget.panel.busy
+    assert "outside 'movie''s 2 time points" in widget.panel.status.text()
+    assert not list(tmp_path.glob("out_*"))
+    widget.shutdown()
+
+
+def test_train_command_follows_the_slider(viewer, qtbot, tiny_volume, tmp_path):
+    import tifffile
+
+    from resin.napari._train_widget import TrainWidget
+
+    raw = tmp_path / "movie.tif"
+    tifffile.imwrite(raw, _series(tiny_volume), imagej=True, metadata={"axes": "TZYX"})
+    viewer.open(str(raw), plugin="resin")
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert shlex.split(widget.command_edit.text())[-2:] == ["--time", "0"]
+    viewer.dims.set_point(0, 1)
+    assert shlex.split(widget.command_edit.text())[-2:] == ["--time", "1"]
+    widget.shutdown()
