@@ -397,9 +397,12 @@ class EnhanceWidget(QWidget):
         if min(displayed) < 0:
             raise UsageError("Preview enhances a view of z, y and x: show two of them (the "
                              "time axis is on a slider)")
-        corners = np.asarray(layer.corner_pixels)[:, -3:]
+        corners = np.asarray(layer.corner_pixels, dtype=float)[:, -3:]
         if not np.any(corners[1] > corners[0]):  # not drawn yet: the whole plane
-            corners = np.array([[0, 0, 0], [s - 1 for s in shape[-3:]]])
+            corners = np.array([[0, 0, 0], [s - 1 for s in shape[-3:]]], dtype=float)
+        elif layer.multiscale:  # napari gives them in the level drawn, not in level 0
+            factor = np.asarray(layer.downsample_factors[layer.data_level], dtype=float)[-3:]
+            corners = np.stack([corners[0] * factor, (corners[1] + 1) * factor - 1])
         return preview_region(tuple(shape[-3:]), displayed, corners, point[-3:])
 
     def _previewed(self, layer: Any, region: Any, t: int | None, job: Job) -> None:

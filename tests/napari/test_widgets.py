@@ -380,3 +380,20 @@ def test_train_command_follows_the_slider(viewer, qtbot, tiny_volume, tmp_path):
     viewer.dims.set_point(0, 1)
     assert shlex.split(widget.command_edit.text())[-2:] == ["--time", "1"]
     widget.shutdown()
+
+
+def test_preview_region_of_a_multiscale_layer_is_in_full_resolution_voxels(viewer, qtbot,
+                                                                            demo_volume):
+    """napari gives a multiscale layer's corner pixels in the level it draws; the preview
+    took them as full-resolution voxels (a zoomed-out view previewed a quarter of it)."""
+    half = demo_volume[::2, ::2, ::2]
+    layer = viewer.add_image([demo_volume, half], name="pyramid", multiscale=True)
+    viewer.dims.set_point(0, 20)
+    widget = _widget(viewer, qtbot)
+    layer._data_level = 1  # drawn at the half-resolution level
+    layer.corner_pixels = np.array([[0, 4, 8], [0, 19, 29]])
+    point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
+    region = widget._region_in_view(layer, demo_volume.shape, point)
+    assert region[1:] == (slice(8, 40), slice(16, 60))
+    assert region[0] == slice(16, 25)
+    widget.shutdown()
