@@ -28,6 +28,10 @@ One run, one simulated uint16 volume, the same weights, tile and overlap everywh
        20 M padded voxels); resin within `--memory 0.5`; resin with `--faces zeros`
        (nothing computed outside the volume, as MONAI); and (f7), (f8) with each face
        repeated 4 and 8 voxels, the network's zero padding beyond (`--faces 4`, `--faces 8`)
+  (g)  faces on a thin stack (`--only faces`, e.g. `--shape 20 1024 1024`: a simulated
+       nuclei stack sampled in z as in x and y): resin-run with the faces repeated over the
+       halo (the default), `--faces 8` and `--faces zeros`: tile, kept share, network
+       calls, speed, peak RSS, and speed against the default
 
 MONAI's roi is resin's tile and its overlap fraction is resin's halo share of the tile, so
 both step by the same stride. They do not make the same number of network calls: resin's
@@ -44,6 +48,7 @@ Each measurement runs in its own subprocess; peak memory is that process's own m
     python bench/runtime.py --only blocks        # (d) alone
     python bench/runtime.py --only halo          # (e) alone
     python bench/runtime.py --only monai --shape 96 256 256    # (f) alone
+    python bench/runtime.py --only faces --shape 20 1024 1024  # (g) alone
 
 Goals: (b)/(a) >= 0.9; (b) >= 1.5x (c) in speed and <= 0.5x in peak memory; peak memory of
 (b2) about that of (b); (d) peak memory doubled-in-Y-and-X / base <= 1.1, redundant calls
@@ -254,7 +259,8 @@ def main() -> None:
                     help="tile incl. halo (default: resin-run's default for the model)")
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the work folder here")
-    ap.add_argument("--only", choices=("all", "e2e", "blocks", "halo", "monai"), default="all")
+    ap.add_argument("--only", choices=("all", "e2e", "blocks", "halo", "monai", "faces"),
+                    default="all")
     args = ap.parse_args()
 
     from resin import _log
@@ -271,6 +277,10 @@ def main() -> None:
 
     ckpt, onnx = _model(work, args.checkpoint)
     shape = tuple(args.shape)
+    if args.only == "faces":
+        _thin_faces(work, onnx, shape)
+        print(f"\nwork folder: {work}")
+        return
     sim = simulate(shape=shape, seed=0)
     src = work / "raw.tif"
     write_volume(src, sim.raw, overwrite=True)
@@ -360,6 +370,41 @@ def main() -> None:
     print()
     _against_monai(work, onnx, src)
     print(f"\nwork folder: {work}")
+
+
+def _thin_faces(work: Path, onnx: Path, shape: tuple[int, ...]) -> None:
+    """(g): resin-run on a thin stack with each face mode; the planner's tiles for each."""
+    import math
+
+    import numpy as np
+    from resin.runtime.backends import load_backend
+    from resin.runtime.runner import TileSettings, make_plan
+
+    from resin.io import write_volume
+    from resin.simulate import simulate
+
+    sim = simulate(shape=shape, seed=4, kind="nuclei", sigma=(1.0, 2.5), z_step=1)
+    src = work / "thin.tif"
+    write_volume(src, sim.raw, overwrite=True)
+    del sim
+    engine = load_backend(onnx, "onnxruntime", "cpu")
+    plans = {faces: make_plan(engine, shape, TileSettings(faces=faces), out_dtype=np.uint16)
+             for faces in ("repeat", "8", "zeros")}
+    engine.close()
+    print(f"thin stack {'x'.join(map(str, shape))} uint16 (simulated nuclei), resin-run at "
+          "the default memory budget\n")
+    print(f"{'--faces':8s} {'tile':>13s} {'kept':>7s} {'calls':>6s} {'Mvoxel/s':>9s} "
+          f"{'seconds':>8s} {'peak RSS MB':>12s} {'vs default':>11s}", flush=True)
+    base = None
+    for faces, plan in plans.items():
+        r = _child(faces, RESIN_RUN, "--engine", str(onnx), "--overwrite", "--device", "cpu",
+                   "--quiet", "--faces", faces, str(src), "-o", str(work / f"thin_{faces}.zarr"),
+                   quiet=True)
+        base = base or r["rate"]
+        kept = math.prod(shape) / (plan.n_tiles * math.prod(plan.tile))
+        print(f"{faces:8s} {'x'.join(map(str, plan.tile)):>13s} {100 * kept:6.1f}% "
+              f"{plan.n_tiles:6d} {r['rate'] / 1e6:9.3f} {r['seconds']:8.1f} "
+              f"{r['peak_rss_mb']:12.0f} {r['rate'] / base:10.2f}x", flush=True)
 
 
 def _blocks(work: Path, run_args: list[str], shape: tuple[int, ...], plan, meta) -> None:
