@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from resin import _log
 from resin.errors import UsageError
 from resin.io import format_bytes
 from resin.napari._jobs import Job
@@ -240,11 +241,9 @@ def plan_text(enh: Enhancer, plan: TilePlan, dtype: Any, to_file: bool,
     inside = (f"core {describe(plan.core)}" if plan.faces == "repeat" else
               "faces zero-padded")
     tiles = (f"tile {describe(plan.tile)} (halo {describe(plan.halo)}, {inside}): "
-             f"{plan.n_tiles} tile{'s' if plan.n_tiles != 1 else ''} "
-             f"in {rows} row{'s' if rows != 1 else ''}")
+             f"{_log.count(plan.n_tiles, 'tile')} in {_log.count(rows, 'row')}")
     if time_points is not None:
-        tiles += (f" per time point, {time_points} time point"
-                  f"{'s' if time_points != 1 else ''}")
+        tiles += f" per time point, {_log.count(time_points, 'time point')}"
     oz, oy, ox = plan.out_shape
     bplan = make_block_plan(plan, enh.settings.block)
     out_dtype = output_dtype(np.dtype(dtype))

@@ -45,9 +45,9 @@ from resin.napari._layers import (
     close_volume,
     layer_series,
     result_layer_kwargs,
-    slider_time,
     source_file,
     time_point,
+    volume_at_slider,
 )
 from resin.napari._qt import CommandRow, JobPanel, LayerPicker, column, form, row
 from resin.napari._train import trained
@@ -277,19 +277,18 @@ class EnhanceWidget(QWidget):
         def work(job: Job) -> dict[str, Any]:
             enh = self.enhancer(settings)
             job.check()
-            if output is not None:
+            volume = data if count is None else time_point(data, 0)  # shape and dtype
+            if output is not None and count is None:
                 assert source is not None
-                if count is not None:
-                    first = time_point(data, 0)
-                    tiles = plan_for(enh, _zyx(first), first.dtype).n_tiles
-                    return {"series": enhance_series_to_file(
-                        enh, source, output, job, count, tiles, resume=resume,
-                        overwrite=overwrite)}
                 report = enhance_to_file(enh, source, output, job, resume=resume,
                                          overwrite=overwrite)
                 return {"report": report}
-            volume = data if count is None else time_point(data, 0)
             plan = plan_for(enh, _zyx(volume), volume.dtype)
+            if output is not None:
+                assert source is not None and count is not None
+                return {"series": enhance_series_to_file(
+                    enh, source, output, job, count, plan.n_tiles, resume=resume,
+                    overwrite=overwrite)}
             t0 = time.perf_counter()
             if count is not None:
                 result, used = enhance_series_in_memory(enh, data, job)
@@ -331,7 +330,7 @@ class EnhanceWidget(QWidget):
             kwargs["name"] = f"{layer.name} (resin)"
             new = self.viewer.add_image(data, **kwargs)
             if series is not None:
-                ran = (f"{series.parts} time point{'s' if series.parts != 1 else ''} in "
+                ran = (f"{_log.count(series.parts, 'time point')} in "
                        f"{series.seconds:.1f} s "
                        f"({series.voxels / max(series.seconds, 1e-9) / 1e6:.2f} Mvoxel/s)")
                 self.panel.show_message(f"wrote {series.output}: {ran}")
@@ -354,11 +353,8 @@ class EnhanceWidget(QWidget):
         layer = self.layer_box.layer()
         try:
             settings = self.settings()
-            data = layer_series(layer)
-            count = _time_points(data)
+            volume, t = volume_at_slider(self.viewer, layer)
             point = np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)
-            t = None if count is None else slider_time(self.viewer, layer, count)
-            volume = data if t is None else time_point(data, t)
             region = self._region_in_view(layer, volume.shape, point)
         except ResinError as exc:
             self.panel.show_message(str(exc), error=True)

@@ -52,9 +52,8 @@ class TimePoint:
 
 def close_volume(volume: Any) -> None:
     """Close what :func:`time_point` opened (nothing for an array)."""
-    close = getattr(volume, "close", None)
-    if isinstance(volume, TimePoint) and close is not None:
-        close()
+    if isinstance(volume, TimePoint):
+        volume.close()
 
 
 def slider_time(viewer: Any, layer: Any, count: int) -> int:
@@ -72,6 +71,17 @@ def time_point(series: Any, t: int) -> Any:
     """Volume ``t`` of a (T, Z, Y, X) layer array: a view of a NumPy array, else read lazily
     (:class:`TimePoint`; :func:`close_volume` when done)."""
     return series[t] if isinstance(series, np.ndarray) else TimePoint(series, t)
+
+
+def volume_at_slider(viewer: Any, layer: Any, values: bool = True) -> tuple[Any, int | None]:
+    """The layer's checked ZYX volume (:func:`layer_series`) and None, or for a time series
+    the time point the slider shows (:func:`slider_time`, :func:`time_point`) and its
+    index."""
+    data = layer_series(layer, values)
+    if len(data.shape) == 3:
+        return data, None
+    t = slider_time(viewer, layer, int(data.shape[0]))
+    return time_point(data, t), t
 
 
 def layer_series(layer: Any, values: bool = True) -> Any:

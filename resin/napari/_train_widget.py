@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 from resin.config import PRESETS
 from resin.errors import ResinError, UsageError
 from resin.napari._jobs import Job, Snapshot
-from resin.napari._layers import layer_series, slider_time, source_file, time_point
+from resin.napari._layers import source_file, volume_at_slider
 from resin.napari._qt import CommandRow, JobPanel, LayerPicker, column, form, row
 from resin.napari._train import (
     PLOTTED,
@@ -157,15 +157,6 @@ class TrainWidget(QWidget):
                              config_file=Path(config).expanduser() if config else None,
                              device=self.device_box.currentText(), time=time)
 
-    def _volume(self, layer: Any, values: bool = True) -> tuple[Any, int | None]:
-        """The layer's volume, and for a time series the time point on the slider (the
-        one trained on; ``resin train`` learns from one 3-D volume)."""
-        data = layer_series(layer, values)
-        if len(data.shape) == 3:
-            return data, None
-        t = slider_time(self.viewer, layer, int(data.shape[0]))
-        return time_point(data, t), t
-
     def refresh(self, *_: Any) -> None:
         """A fresh model path for a newly picked layer; the equivalent command line."""
         if self.panel.busy:
@@ -179,7 +170,7 @@ class TrainWidget(QWidget):
             return
         source = source_file(layer)
         try:
-            _, t = self._volume(layer, values=False)
+            _, t = volume_at_slider(self.viewer, layer, values=False)
         except ResinError:
             t = None  # start() says what is wrong with the layer
         self.command_edit.setText(self.settings(t if source else None).command_line(
@@ -189,7 +180,8 @@ class TrainWidget(QWidget):
         layer = self.layer_box.layer()
         source = source_file(layer)
         try:
-            volume, t = self._volume(layer)
+            # a time series trains on the time point shown (resin train takes one volume)
+            volume, t = volume_at_slider(self.viewer, layer)
             # a series file is read at that time point; a layer's time point is written
             settings = self.settings(t if source else None)
             if not self.model_edit.text().strip():
