@@ -210,7 +210,7 @@ def _run_series(args: argparse.Namespace, enh: Enhancer, client: Any,
                          time=args.time, on_output=done, plan=plan)
     if reports:
         seconds = sum(r.seconds for r in reports)
-        _log.log(f"enhanced {len(reports)} volumes in {seconds:.1f} s")
+        _log.log(f"enhanced {_log.count(len(reports), 'volume')} in {seconds:.1f} s")
     return 0
 
 

@@ -346,7 +346,7 @@ def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
     finally:
         lock.release()
     letters = "".join(a.upper() for a, _, _ in plan.axes)
-    counts = " x ".join(f"{n} {'time points' if kind == 'time' else 'channels'}"
+    counts = " x ".join(_log.count(n, "time point" if kind == "time" else "channel")
                         for _, kind, n in plan.axes)
     _log.log(f"wrote {final} ({letters}ZYX: {counts})")
     return [replace(r, output=final) for r in reports]

@@ -387,3 +387,15 @@ def test_a_resume_whose_job_another_run_finished_is_one_error(fast_model, series
         shutil.rmtree(f"{out}.partial")  # another run took it over and finished meanwhile
         with pytest.raises(ResumeError, match="g.ome.zarr.partial is gone: another run"):
             run_series(enh, path, out, resume=True, plan=plan)
+
+
+def test_a_series_of_one_is_counted_in_the_singular(cli, fast_model, series):
+    """"1 time points", "enhanced 1 volumes" before."""
+    path, data = series
+    one = path.parent / "one.tif"
+    tifffile.imwrite(one, data[:1], imagej=True, metadata={"axes": "TZYX"})
+    proc = cli("resin-run", "--engine", str(fast_model), str(one), "--time", "all",
+               "--device", "cpu", *TILE)
+    assert proc.returncode == 0, proc.stderr
+    assert "enhanced 1 volume in" in proc.stderr, proc.stderr
+    assert "1 time points" not in proc.stderr and "volumes" not in proc.stderr, proc.stderr
