@@ -132,13 +132,18 @@ def test_the_documented_slurm_recipe_makes_a_gpu_job_script():
     assert "--nthreads 8" in script and "--resources GPU=1" in script
 
 
-def test_workers_read_the_chosen_channel(fast_model, tmp_path):
+def _hyperstack(path: Path, shape: tuple[int, ...], axes: str, seed: int) -> np.ndarray:
+    """Random uint16 data of ``shape`` written to ``path`` as an ImageJ TIFF of ``axes``."""
     import tifffile
 
-    rng = np.random.default_rng(6)
-    data = rng.integers(0, 4000, size=(12, 2, 40, 40)).astype(np.uint16)
+    data = np.random.default_rng(seed).integers(0, 4000, size=shape).astype(np.uint16)
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": axes})
+    return data
+
+
+def test_workers_read_the_chosen_channel(fast_model, tmp_path):
     src = tmp_path / "two.tif"
-    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "ZCYX"})
+    data = _hyperstack(src, (12, 2, 40, 40), "ZCYX", seed=6)
     with Enhancer(fast_model, device="cpu", tile=TILE, block=BLOCK) as enh:
         ref = enh.enhance(np.ascontiguousarray(data[:, 1]))
         with _cluster(2) as cluster, distributed.Client(cluster) as client:
@@ -148,13 +153,10 @@ def test_workers_read_the_chosen_channel(fast_model, tmp_path):
 
 def test_a_series_on_workers_gives_the_local_store(fast_model, tmp_path):
     """Every time point on the cluster, into one TZYX store: the local run's bytes."""
-    import tifffile
     import zarr
 
-    rng = np.random.default_rng(8)
-    data = rng.integers(0, 4000, size=(2, 16, 20, 24)).astype(np.uint16)
     src = tmp_path / "movie.tif"
-    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "TZYX"})
+    _hyperstack(src, (2, 16, 20, 24), "TZYX", seed=8)
     with Enhancer(fast_model, device="cpu", tile=TILE, block=BLOCK) as enh:
         enh.run_series(src, tmp_path / "local.ome.zarr")
         with _cluster(2) as cluster, distributed.Client(cluster) as client:
