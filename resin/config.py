@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -181,8 +181,10 @@ class DataConfig(_Strict):
     (docs/training.md); the discriminators' real patches stay inside the volume."""
     channel: int | None = Field(None, ge=0)
     """Channel of a multi-channel raw file to train on (0-based; required for one)."""
-    time: int | None = Field(None, ge=0)
-    """Time point of a time-series raw file to train on (0-based; required for one)."""
+    time: Annotated[int, Field(ge=0)] | Literal["all"] | None = None
+    """Time point of a time-series raw file to train on (0-based; required for one), or
+    ``"all"``: every time point, each patch drawn from one at random and normalized by that
+    time point's own levels, as ``resin-run --time all`` normalizes each."""
     z_step: int = Field(1, ge=1, le=16)
     """Axial sampling step K: raw z is interpolated by K to isotropic sampling first."""
     validation_patches: int = Field(4, ge=0, le=64)

@@ -280,6 +280,13 @@ class PatchSampler:
         oblique PSF that leaves a centred cube of only ~60 % of the side (45 degrees) on
         which a loss can be trusted; training's self-imitation pair uses these instead.
         """
+        patches = [self.rotated_patch(matrix) for _ in range(self.config.batch_size)]
+        if patches[0] is None:
+            return None
+        return np.stack(patches)[:, None]  # type: ignore[arg-type]
+
+    def rotated_patch(self, matrix: np.ndarray) -> np.ndarray | None:
+        """One (P, P, P) patch of :meth:`rotated_batch`; None if the volume is too small."""
         from resin.kernels import affine_transform
 
         side = self.config.patch_size[0]
@@ -299,14 +306,11 @@ class PatchSampler:
                      int(self.rng.integers(0, x_room + 1)))
             return self.read_patch(start, size)
 
-        out = []
-        for _ in range(self.config.batch_size):
-            block = self._foreground(draw)
-            if self.config.augment:
-                block = self.augment(block)
-            out.append(affine_transform(np.ascontiguousarray(block, dtype=np.float32), m,
-                                        offset=offset, output_shape=(side,) * 3, order=1))
-        return np.stack(out)[:, None]
+        block = self._foreground(draw)
+        if self.config.augment:
+            block = self.augment(block)
+        return affine_transform(np.ascontiguousarray(block, dtype=np.float32), m,
+                                offset=offset, output_shape=(side,) * 3, order=1)
 
     def augment(self, patch: np.ndarray) -> np.ndarray:
         """One of :func:`psf_symmetries`, drawn at random (a y/x swap only for square
@@ -347,6 +351,72 @@ class PatchSampler:
         start = (int(region[0].start), int(region[1].start), int(region[2].start))
         size = tuple(int(r.stop) - int(r.start) for r in region)
         return self.read_patch(start, size)  # type: ignore[arg-type]
+
+
+class SeriesSampler:
+    """Training patches from every time point of a series: one :class:`PatchSampler` per
+    time point, each with that time point's own normalization and foreground level (as
+    ``resin-run --time all`` normalizes each time point), all drawing from one seeded
+    generator. Each patch comes from a time point drawn at random. The first time point is
+    the reference: the measurements made before training (D's start, the noise) and the
+    previews read it (``reader``, ``norm``, :meth:`read_patch`, :meth:`read_region`).
+    """
+
+    def __init__(self, samplers: list[PatchSampler], seed: int = 0) -> None:
+        if len(samplers) < 2:
+            raise ValueError("a series sampler needs at least two time points")
+        shapes = {s.shape for s in samplers}
+        if len(shapes) > 1:
+            raise VolumeError(f"{samplers[0].reader.path}: the time points differ in shape "
+                              f"({', '.join(map(str, sorted(shapes)))})")
+        self.samplers = samplers
+        self.rng = np.random.default_rng(seed)
+        for s in samplers:
+            s.rng = self.rng
+        first = samplers[0]
+        self.reader, self.norm, self.config = first.reader, first.norm, first.config
+        self.shape, self.holdout = first.shape, first.holdout
+
+    def _pick(self) -> PatchSampler:
+        return self.samplers[int(self.rng.integers(0, len(self.samplers)))]
+
+    def state(self) -> str:
+        return json.dumps(self.rng.bit_generator.state)
+
+    def set_state(self, state: str) -> None:
+        self.rng.bit_generator.state = json.loads(state)
+
+    def batch(self, inside: bool = False) -> np.ndarray:
+        """(N, 1, Z, Y, X) float32, each patch from a random time point."""
+        return np.stack([self._pick().sample(inside)
+                         for _ in range(self.config.batch_size)])[:, None]
+
+    def real_batch(self) -> np.ndarray | None:
+        return self.batch(inside=True) if any(self.samplers[0].face_margin) else None
+
+    def rotated_batch(self, matrix: np.ndarray) -> np.ndarray | None:
+        patches = [self._pick().rotated_patch(matrix) for _ in range(self.config.batch_size)]
+        if patches[0] is None:
+            return None
+        return np.stack(patches)[:, None]  # type: ignore[arg-type]
+
+    def validation_patches(self, count: int, seed: int) -> list[np.ndarray]:
+        """``count`` fixed patches spread evenly over the time points (first to last)."""
+        n = len(self.samplers)
+        picks = [0] if count == 1 else [round(i * (n - 1) / max(count - 1, 1))
+                                         for i in range(count)]
+        return [self.samplers[t].validation_patches(1, seed + i)[0]
+                for i, t in enumerate(picks)]
+
+    def read_patch(self, start: tuple[int, int, int],
+                   size: tuple[int, int, int] | None = None) -> np.ndarray:
+        return self.samplers[0].read_patch(start, size)
+
+    def preview_region(self, multiple: int) -> tuple[slice, slice, slice]:
+        return self.samplers[0].preview_region(multiple)
+
+    def read_region(self, region: tuple[slice, slice, slice]) -> np.ndarray:
+        return self.samplers[0].read_region(region)
 
 
 def foreground_level(sample: np.ndarray, norm: Normalization, percentile: float) -> float:

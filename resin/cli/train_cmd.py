@@ -34,7 +34,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="training patch size (multiples of 4; default: the preset's, "
                         "shrunk to a cube shorter than a thinner volume)")
-    add_choice_flags(p, "train on", "(required for one; recorded in MODEL.json)")
+    add_choice_flags(p, "train on", "(required for one; recorded in MODEL.json)",
+                     every_time="one model from patches of every time point")
     p.add_argument("--seed", type=int, metavar="N", help="random seed")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
@@ -48,6 +49,15 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from resin.errors import TimePointsError, VolumeError
+
+    try:
+        return _train(args)
+    except TimePointsError as exc:  # training can also take them all
+        raise VolumeError(f"{exc}, or train on every one with --time all") from None
+
+
+def _train(args: argparse.Namespace) -> int:
     from resin.train.config_io import build_config, fit_patch_to_volume
 
     overrides: dict = {}

@@ -52,8 +52,8 @@ class TrainSettings:
     steps: int | None = None
     config_file: Path | None = None
     device: str = "auto"
-    #: the time point of a time-series file to train on (``--time``)
-    time: int | None = None
+    #: the time point of a time-series file to train on (``--time``), or "all"
+    time: int | str | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The config file's fields ({} without one)."""
@@ -105,7 +105,23 @@ def raw_input_for(volume: Any, source: str | None, model: Path) -> str:
     from resin.io import write_volume
 
     path = Path(f"{model.with_suffix('')}.raw.tif")
-    write_volume(path, np.asarray(volume), overwrite=True)
+    data = np.asarray(volume)
+    if data.ndim == 4:  # a time series trained on every time point
+        import os
+
+        import tifffile
+
+        from resin.io._tiff import IMAGEJ_MAX_BYTES
+
+        if data.dtype not in (np.uint8, np.uint16, np.float32):  # what ImageJ TIFF holds
+            data = data.astype(np.float32)
+        big = data.nbytes > IMAGEJ_MAX_BYTES  # past what an ImageJ TIFF holds: OME
+        partial = path.with_name(path.name + ".partial")
+        tifffile.imwrite(partial, data, metadata={"axes": "TZYX"}, imagej=not big, ome=big,
+                         bigtiff=big)
+        os.replace(partial, path)  # never a torn file under the name training reads
+        return str(path)
+    write_volume(path, data, overwrite=True)
     return str(path)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPixmap
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QLabel,
     QLineEdit,
@@ -22,7 +23,7 @@ from qtpy.QtWidgets import (
 from resin.config import PRESETS
 from resin.errors import ResinError, UsageError
 from resin.napari._jobs import Job, Snapshot
-from resin.napari._layers import source_file, volume_at_slider
+from resin.napari._layers import layer_series, source_file, volume_at_slider
 from resin.napari._qt import CommandRow, JobPanel, LayerPicker, column, form, row
 from resin.napari._train import (
     PLOTTED,
@@ -115,6 +116,10 @@ class TrainWidget(QWidget):
         self.device_box = QComboBox()
         self.device_box.addItems(["auto", "cpu", "cuda"])
         self.model_edit = QLineEdit()
+        self.every_time = QCheckBox("every time point (--time all)")
+        self.every_time.setToolTip("a time series: one model from patches of all its time "
+                                   "points, each normalized by its own levels; unchecked, the "
+                                   "time point on the slider")
         self.start_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
@@ -126,7 +131,8 @@ class TrainWidget(QWidget):
         self.command_edit = CommandRow()
 
         column(self,
-               form(("image layer", self.layer_box), ("preset", self.preset_box),
+               form(("image layer", self.layer_box), ("time points", self.every_time),
+                    ("preset", self.preset_box),
                     ("steps", self.steps_box), ("config", self.config_edit),
                     ("device", self.device_box), ("model", self.model_edit)),
                row(self.start_button, self.stop_button), self.panel, self.plot, self.preview,
@@ -141,6 +147,7 @@ class TrainWidget(QWidget):
         self.preset_box.currentTextChanged.connect(self.refresh)
         self.steps_box.valueChanged.connect(self.refresh)
         self.device_box.currentTextChanged.connect(self.refresh)
+        self.every_time.toggled.connect(self.refresh)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.panel.stop)
         # the command line names the time point on the slider (a time-series layer)
@@ -148,8 +155,9 @@ class TrainWidget(QWidget):
         self.destroyed.connect(partial(_forget, self.layer_box, napari_viewer, self.refresh))
         self.refresh()
 
-    def settings(self, time: int | None = None) -> TrainSettings:
-        """The fields; ``time``: the time point of the layer's series file to train on."""
+    def settings(self, time: int | str | None = None) -> TrainSettings:
+        """The fields; ``time``: the time point of the layer's series file to train on, or
+        ``"all"``."""
         config = self.config_edit.text().strip()
         return TrainSettings(model=Path(self.model_edit.text().strip()).expanduser(),
                              preset=self.preset_box.currentText(),
@@ -169,21 +177,34 @@ class TrainWidget(QWidget):
             self.command_edit.setText("")
             return
         source = source_file(layer)
+        t: int | str | None
         try:
-            _, t = volume_at_slider(self.viewer, layer, values=False)
+            series = len(layer_series(layer, values=False).shape) == 4
+            self.every_time.setEnabled(series)
+            if series and self.every_time.isChecked():
+                t = "all"
+            else:
+                _, t = volume_at_slider(self.viewer, layer, values=False)
         except ResinError:
             t = None  # start() says what is wrong with the layer
-        self.command_edit.setText(self.settings(t if source else None).command_line(
+        self.command_edit.setText(self.settings(t if source or t == "all" else None).command_line(
             source or str(Path(f"{Path(self.model_edit.text()).with_suffix('')}.raw.tif"))))
 
     def start(self) -> None:
         layer = self.layer_box.layer()
         source = source_file(layer)
         try:
-            # a time series trains on the time point shown (resin train takes one volume)
-            volume, t = volume_at_slider(self.viewer, layer)
-            # a series file is read at that time point; a layer's time point is written
-            settings = self.settings(t if source else None)
+            # a time series trains on the time point shown, or with "every time point" on
+            # all of them
+            t: int | str | None
+            if (self.every_time.isChecked()
+                    and len(layer_series(layer, values=False).shape) == 4):
+                volume, t = layer_series(layer), "all"
+            else:
+                volume, t = volume_at_slider(self.viewer, layer)
+            # a series file is read at that time point; a layer's time point is written (a
+            # whole series layer is written as one)
+            settings = self.settings(t if source or t == "all" else None)
             if not self.model_edit.text().strip():
                 raise UsageError("give the model file to write (MODEL.pt)")
             settings.config()  # a bad preset or config file is reported now
@@ -198,7 +219,7 @@ class TrainWidget(QWidget):
         self.panel.start(Job(partial(train_layer, settings, volume, source), "resin-train"),
                          partial(self._finished, settings.model, t0),
                          f"training on '{layer.name}'"
-                         f"{'' if t is None else f' (time point {t})'} into {settings.model} ...",
+                         f"{_which(t)} into {settings.model} ...",
                          _steps, self._show_files)
 
     def _busy(self, busy: bool) -> None:
@@ -259,3 +280,8 @@ def _steps(snap: Snapshot) -> str:
 def _forget(picker: LayerPicker, viewer: Any, slot: Any, *_: Any) -> None:
     picker.disconnect_viewer()
     viewer.dims.events.current_step.disconnect(slot)
+
+
+def _which(t: int | str | None) -> str:
+    """What the start message says about the time points trained on."""
+    return "" if t is None else " (every time point)" if t == "all" else f" (time point {t})"

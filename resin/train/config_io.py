@@ -51,7 +51,8 @@ def fit_patch_to_volume(raw: str, config: TrainConfig,
 
     if "patch_size" in (overrides or {}).get("data", {}):
         return config
-    reader = open_volume(raw, config.data.channel, config.data.time)
+    time = config.data.time
+    reader = open_volume(raw, config.data.channel, 0 if time == "all" else time)
     try:
         shape = tuple(reader.shape)
     finally:

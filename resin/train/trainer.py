@@ -39,6 +39,7 @@ from resin.config import TrainConfig, fit_patch, patch_grid
 from resin.data import (
     Normalization,
     PatchSampler,
+    SeriesSampler,
     compute_normalization,
     foreground_level,
     volume_sample,
@@ -416,13 +417,33 @@ def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | 
                               "with the same options (only --steps may change)")
 
     checkpointed = _Saved(None if resume_ckpt is None else int(resume_ckpt["step"]))
-    reader = open_volume(raw, config.data.channel, config.data.time)
+    readers = open_readers(raw, config.data.channel, config.data.time)
     try:
-        return _run(reader, paths, config, dev, resume_ckpt, previews, stop_after, checkpointed)
+        return _run(readers, paths, config, dev, resume_ckpt, previews, stop_after,
+                    checkpointed)
     except KeyboardInterrupt:
         raise Interrupted(checkpointed.describe(paths, config)) from None
     finally:
-        reader.close()
+        for reader in readers:
+            reader.close()
+
+
+def open_readers(raw: str | os.PathLike, channel: int | None,
+                 time: int | str | None) -> list[Any]:
+    """The readers training reads: one, or with ``time="all"`` one per time point of a
+    series (one for a file that is not a series)."""
+    if time != "all":
+        return [open_volume(raw, channel, time)]  # type: ignore[arg-type]
+    first = open_volume(raw, channel, 0)
+    readers = [first]
+    try:
+        for t in range(1, int(getattr(first, "time_points", 1))):
+            readers.append(open_volume(raw, channel, t))
+    except BaseException:
+        for reader in readers:
+            reader.close()
+        raise
+    return readers
 
 
 @dataclass
@@ -441,9 +462,10 @@ class _Saved:
                 f"continues from step {self.step}")
 
 
-def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
+def _run(readers: list[Any], paths: Paths, config: TrainConfig, dev: torch.device,
          resume_ckpt: dict[str, Any] | None, previews: bool, stop_after: int | None,
          checkpointed: _Saved) -> Path:
+    reader = readers[0]
     if len(reader.shape) != 3:
         raise VolumeError(f"{reader.path}: expected a 3D ZYX volume, got shape {reader.shape}")
     grid = patch_grid(reader.shape, config.data.z_step)
@@ -456,12 +478,8 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
         raise VolumeError(f"{reader.path}: volume {tuple(reader.shape)}{on} is smaller than "
                           f"the training patch {tuple(config.data.patch_size)}; train with "
                           f"--patch {fits}, which fits")
-    sample = volume_sample(reader, config.data.percentile_sample_voxels, seed=config.seed)
-    norm = compute_normalization(sample, config.normalization, source=str(reader.path))
-    level = foreground_level(sample, norm, config.data.foreground_percentile)
-    del sample
-    sampler = PatchSampler(reader, config.data, norm, level, config.angle_deg,
-                           seed=config.seed)
+    sampler = _sampler(readers, config)
+    norm = sampler.norm
     trainer = Trainer(config, dev)
     val_patches = sampler.validation_patches(config.data.validation_patches, config.seed + 7)
     preview_region = sampler.preview_region(config.generator.size_multiple)
@@ -485,10 +503,19 @@ def _run(reader: Any, paths: Paths, config: TrainConfig, dev: torch.device,
     if noise is not None:
         _log_noise(noise)
     _log_sampling(getattr(reader, "voxel_size", None), config.data.z_step)
-    _log.log(f"training on {volume_label(reader)} {tuple(reader.shape)} {reader.dtype}, "
-             f"device {dev}, patch {tuple(config.data.patch_size)}, {config.steps} steps; normalization "
+    what, levels = volume_label(reader), "normalization"
+    if len(readers) > 1:
+        used = len(getattr(sampler, "samplers", [sampler]))
+        what = (f"{'all ' if used == len(readers) else ''}{used} "
+                f"{'' if used == len(readers) else f'of {len(readers)} '}time points of "
+                f"{Path(str(reader.path).rstrip('/')).name}")
+        levels = (f"normalization per time point (time point "
+                  f"{getattr(sampler.reader, 'time', 0)}:")
+    _log.log(f"training on {what} {tuple(reader.shape)} {reader.dtype}, "
+             f"device {dev}, patch {tuple(config.data.patch_size)}, {config.steps} steps; {levels} "
              f"p{config.normalization.low_percentile}={norm.low:.4g} "
              f"p{config.normalization.high_percentile}={norm.high:.4g}"
+             + (")" if len(readers) > 1 else "")
              + (" (validation strip held out)" if sampler.holdout else ""))
 
     fitted = [bool(resume_ckpt.get("fitted_steps")) if resume_ckpt is not None else False]
@@ -718,7 +745,35 @@ def _fourier_isotropy(volume: np.ndarray, angle_deg: float) -> float | None:
         return None
 
 
-def _start_degrader(trainer: Trainer, sampler: PatchSampler,
+def _sampler(readers: list[Any], config: TrainConfig) -> PatchSampler | SeriesSampler:
+    """The patch sampler of one volume, or of a series' time points (each normalized by
+    its own levels, from an equal share of the percentile sample)."""
+    voxels = config.data.percentile_sample_voxels
+    if len(readers) > 1:
+        voxels = max(voxels // len(readers), 64 ** 3)
+    samplers: list[PatchSampler] = []
+    for reader in readers:
+        source = str(reader.path)
+        if len(readers) > 1:
+            source += f" (time point {reader.time})"
+        sample = volume_sample(reader, voxels, seed=config.seed, source=source)
+        try:
+            norm = compute_normalization(sample, config.normalization, source=source)
+        except VolumeError:
+            if len(readers) == 1 or (reader is readers[-1] and not samplers):
+                raise
+            _log.warn(f"warning: {source} is constant (nothing to learn from): left out")
+            continue
+        level = foreground_level(sample, norm, config.data.foreground_percentile)
+        del sample
+        samplers.append(PatchSampler(reader, config.data, norm, level, config.angle_deg,
+                                     seed=config.seed))
+    if len(samplers) == 1:
+        return samplers[0]
+    return SeriesSampler(samplers, seed=config.seed)
+
+
+def _start_degrader(trainer: Trainer, sampler: PatchSampler | SeriesSampler,
                     config: TrainConfig) -> float | None:
     """Start D as the axial blur measured from the raw volume (DegraderConfig.init); that
     blur's sigma, None when D does not start as a blur."""
@@ -746,7 +801,7 @@ def _start_degrader(trainer: Trainer, sampler: PatchSampler,
     return sigma
 
 
-def _start_noise(trainer: Trainer, sampler: PatchSampler, config: TrainConfig) -> NoiseModel:
+def _start_noise(trainer: Trainer, sampler: PatchSampler | SeriesSampler, config: TrainConfig) -> NoiseModel:
     """Measure the raw volume's noise: for the log (:func:`_log_noise`) and, when
     DegraderConfig.noise asks, for D's outputs; the measured model."""
     from resin.train.noise import estimate_noise
@@ -775,7 +830,7 @@ def _log_noise(noise: NoiseModel) -> None:
         _log.warn(f"warning: {limited}; a longer exposure or a denoiser first may help")
 
 
-def _raw_blocks(sampler: PatchSampler, config: TrainConfig) -> list[np.ndarray]:
+def _raw_blocks(sampler: PatchSampler | SeriesSampler, config: TrainConfig) -> list[np.ndarray]:
     """Normalized blocks of raw planes (no z interpolation) for measuring the noise, up to
     64 voxels a side (:func:`_brightest_blocks`)."""
     shape = tuple(int(s) for s in sampler.reader.shape)
@@ -788,7 +843,7 @@ def _raw_blocks(sampler: PatchSampler, config: TrainConfig) -> list[np.ndarray]:
     return _brightest_blocks(shape, size, read, np.random.default_rng([config.seed, 5]))
 
 
-def _blur_blocks(sampler: PatchSampler, config: TrainConfig) -> list[np.ndarray]:
+def _blur_blocks(sampler: PatchSampler | SeriesSampler, config: TrainConfig) -> list[np.ndarray]:
     """Blocks spread over the volume for measuring the axial blur (:func:`_brightest_blocks`,
     so dense and sparse samples alike give the spectra enough structure). Up to 64 voxels
     a side; cubic for an oblique PSF."""

@@ -143,3 +143,23 @@ def test_a_resumed_series_run_counts_the_kept_time_points(tmp_path, tiny_volume)
     assert job.reports[-1] == (30, 30)
     assert job.reports[0][0] >= 10  # the first time point, kept, is counted done
     assert all(a[0] <= b[0] for a, b in zip(job.reports, job.reports[1:], strict=False))
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_series_layer_is_written_whole_for_training(tmp_path, monkeypatch, big):
+    """"every time point" on a layer: the (T, Z, Y, X) array becomes MODEL.raw.tif, which
+    resin reads back time point by time point; an ImageJ TIFF, or an OME-TIFF past what
+    ImageJ holds; a dtype ImageJ cannot hold as float32."""
+    import resin.io._tiff as tiff
+    from resin.io import open_volume
+    from resin.napari._train import raw_input_for
+
+    if big:
+        monkeypatch.setattr(tiff, "IMAGEJ_MAX_BYTES", 0)
+    series = np.random.default_rng(3).random((3, 6, 8, 10)) * 100  # float64
+    path = raw_input_for(series, None, tmp_path / "m.pt")
+    assert path == str(tmp_path / "m.raw.tif") and not list(tmp_path.glob("*.partial"))
+    for t in range(3):
+        with open_volume(path, None, t) as reader:
+            assert reader.time_points == 3 and reader.dtype == np.float32
+            np.testing.assert_array_equal(reader.read(), series[t].astype(np.float32))

@@ -285,6 +285,18 @@ def test_train_widget_runs_a_few_steps_and_offers_the_model(viewer, qtbot, tiny_
     enhance.shutdown()
 
 
+def _train_into(qtbot, widget, model: Path, config: Path, says: str) -> Path:
+    """Train ``widget``'s layer into ``model`` with ``config``; the start message says
+    ``says``; the run ends trained."""
+    widget.model_edit.setText(str(model))
+    widget.config_edit.setText(str(config))
+    widget.start_button.click()
+    assert says in widget.panel.status.text(), widget.panel.status.text()
+    _wait(qtbot, widget, timeout=240000)
+    assert widget.panel.status.text().startswith("trained"), widget.panel.status.text()
+    return model
+
+
 def test_train_widget_trains_on_the_time_point_on_the_slider(viewer, qtbot, tiny_volume,
                                                              tmp_path):
     """A time-series layer trains on the time point shown: a layer's is written beside the
@@ -302,13 +314,7 @@ def test_train_widget_trains_on_the_time_point_on_the_slider(viewer, qtbot, tiny
     viewer.dims.set_point(0, 1)
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    model = tmp_path / "from_layer.pt"
-    widget.model_edit.setText(str(model))
-    widget.config_edit.setText(str(config))
-    widget.start_button.click()
-    assert "(time point 1)" in widget.panel.status.text(), widget.panel.status.text()
-    _wait(qtbot, widget, timeout=240000)
-    assert widget.panel.status.text().startswith("trained"), widget.panel.status.text()
+    _train_into(qtbot, widget, tmp_path / "from_layer.pt", config, "(time point 1)")
     np.testing.assert_array_equal(read_volume(tmp_path / "from_layer.raw.tif"), series[1])
     assert "--time" not in widget.command_edit.text()
 
@@ -363,6 +369,40 @@ def test_series_widget_requests_that_cannot_work_get_one_line(viewer, qtbot, tin
     assert not widget.panel.busy
     assert "outside 'movie''s 2 time points" in widget.panel.status.text()
     assert not list(tmp_path.glob("out_*"))
+    widget.shutdown()
+
+
+def test_train_widget_trains_on_every_time_point(viewer, qtbot, tiny_volume, tmp_path):
+    """"every time point": a series layer is written whole beside the model (TZYX) and a
+    series file is read in place (``resin train --time all``); a single volume leaves the
+    box disabled."""
+    pytest.importorskip("torch")
+    import tifffile
+
+    from resin.napari._train_widget import TrainWidget
+
+    series = _series(tiny_volume)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config().model_dump(mode="json")))
+    viewer.add_image(tiny_volume, name="single")
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert not widget.every_time.isEnabled()
+    viewer.layers.clear()
+    viewer.add_image(series, name="movie")
+    widget.refresh()
+    assert widget.every_time.isEnabled()
+    widget.every_time.setChecked(True)
+    model = _train_into(qtbot, widget, tmp_path / "from_layer.pt", config, "(every time point)")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "from_layer.raw.tif"), series)
+    assert json.loads(model.with_suffix(".json").read_text())["data"]["time"] == "all"
+
+    raw = tmp_path / "movie.tif"
+    tifffile.imwrite(raw, series, imagej=True, metadata={"axes": "TZYX"})
+    viewer.layers.clear()
+    viewer.open(str(raw), plugin="resin")
+    widget.refresh()
+    assert shlex.split(widget.command_edit.text())[-2:] == ["--time", "all"]
     widget.shutdown()
 
 

@@ -123,7 +123,8 @@ def test_train_cli_trains_on_the_chosen_channel_and_time_point(cli, tmp_path, ti
     base = ["resin", "train", str(raw), "-o", str(out), "--config", str(config), "--steps",
             "2", "--device", "cpu", "--no-previews"]
     assert "has 2 channels" in assert_one_line_error(cli(*base))
-    assert "has 2 time points" in assert_one_line_error(cli(*base, "--channel", "1"))
+    line = assert_one_line_error(cli(*base, "--channel", "1"))
+    assert "has 2 time points" in line and line.endswith("or train on every one with --time all")
     assert not list(tmp_path.glob("m.*"))
     proc = cli(*base, "--channel", "1", "--time", "0")
     assert proc.returncode == 0, proc.stderr
@@ -132,6 +133,29 @@ def test_train_cli_trains_on_the_chosen_channel_and_time_point(cli, tmp_path, ti
     assert (data["channel"], data["time"]) == (1, 0)
     resumed = cli(*base, "--channel", "0", "--time", "0", "--resume")
     assert "different configuration" in assert_one_line_error(resumed)
+
+
+def test_train_cli_trains_one_model_on_every_time_point(cli, tmp_path, tiny_volume):
+    """--time all trains on patches of every time point (recorded as "all"); a resume with
+    it continues; one line for a bad --time."""
+    raw = tmp_path / "series.tif"
+    tifffile.imwrite(raw, np.stack([tiny_volume, tiny_volume[..., ::-1], tiny_volume[::-1]]),
+                     imagej=True, metadata={"axes": "TZYX"})
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    base = ["resin", "train", str(raw), "-o", str(tmp_path / "m.pt"), "--config", str(config),
+            "--device", "cpu", "--no-previews"]
+    proc = cli(*base, "--steps", "2", "--time", "all")
+    assert proc.returncode == 0, proc.stderr
+    assert "training on all 3 time points of series.tif" in proc.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["data"]["time"] == "all"
+    resumed = cli(*base, "--steps", "3", "--time", "all", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at step 2 of 3" in resumed.stderr
+    other = cli(*base, "--steps", "3", "--time", "1", "--resume")
+    assert "different configuration" in assert_one_line_error(other)
+    line = assert_one_line_error(cli(*base, "--time", "every", "--overwrite"))
+    assert "or all" in line
 
 
 def test_train_cli_advises_no_patch_it_would_refuse(cli, tmp_path, tiny_volume):

@@ -10,6 +10,7 @@ from resin.config import DataConfig, NormalizationConfig
 from resin.data import (
     Normalization,
     PatchSampler,
+    SeriesSampler,
     apply_symmetry,
     compute_normalization,
     psf_symmetries,
@@ -245,3 +246,69 @@ def test_the_discriminators_real_patches_stay_inside(tmp_path, rng, monkeypatch)
     for _ in range(50):
         s.batch()
     assert np.array(starts).min() < 0  # the training batch does reach past the faces
+
+
+def _series_sampler(tmp_path, volumes, seed=0):
+    """A SeriesSampler over a TZYX TIFF of ``volumes``, as training builds it."""
+    from resin.config import TrainConfig
+    from resin.train.trainer import _sampler, open_readers
+
+    path = tmp_path / "series.tif"
+    tifffile.imwrite(path, np.stack(volumes).astype(np.uint16), imagej=True,
+                     metadata={"axes": "TZYX"})
+    config = TrainConfig.model_validate({"seed": seed, "data": {
+        "patch_size": (8, 8, 8), "batch_size": 4, "foreground_tries": 1, "time": "all"}})
+    readers = open_readers(path, None, "all")
+    return _sampler(readers, config), readers
+
+
+def test_a_series_sampler_draws_every_time_point_each_under_its_own_levels(tmp_path, rng):
+    """Patches come from every time point, each normalized by that time point's levels (as
+    resin-run --time all normalizes each), so a time point ten times brighter gives patches
+    on the same scale; the state restores the draws exactly."""
+    base = rng.random((12, 16, 48)) * 100
+    sampler, readers = _series_sampler(tmp_path, [base, 10 * base[..., ::-1], 3 * base])
+    try:
+        assert isinstance(sampler, SeriesSampler) and len(sampler.samplers) == 3
+        assert [s.reader.time for s in sampler.samplers] == [0, 1, 2]
+        highs = [s.norm.high for s in sampler.samplers]
+        assert highs[1] == pytest.approx(10 * highs[0], rel=0.02)
+        assert highs[2] == pytest.approx(3 * highs[0], rel=0.02)
+        seen: list[int] = []
+        for t, s in enumerate(sampler.samplers):  # which time point each draw reads
+            def sample(inside=False, t=t, draw=s.sample):
+                seen.append(t)
+                return draw(inside)
+            s.sample = sample
+        state = sampler.state()
+        batches = [sampler.batch() for _ in range(6)]
+        assert set(seen) == {0, 1, 2}
+        flat = np.concatenate([b.ravel() for b in batches])
+        assert 0.8 < np.percentile(flat, 99.9) < 1.2  # one scale for all time points
+        drawn, seen[:] = list(seen), []
+        sampler.set_state(state)
+        for b in batches:
+            np.testing.assert_array_equal(sampler.batch(), b)
+        assert seen == drawn
+        val = sampler.validation_patches(3, seed=1)
+        assert len(val) == 3 and all(v.shape == (8, 8, 8) for v in val)
+    finally:
+        for r in readers:
+            r.close()
+
+
+def test_a_constant_time_point_is_left_out_of_a_series(tmp_path, rng, caplog, monkeypatch):
+    from resin import _log
+
+    monkeypatch.setattr(_log.logger, "propagate", True)  # to caplog, whatever ran before
+    caplog.set_level("WARNING", logger="resin")
+    base = rng.random((12, 16, 48)) * 100
+    sampler, readers = _series_sampler(tmp_path, [base, np.full_like(base, 7), base[::-1]])
+    try:
+        assert [s.reader.time for s in sampler.samplers] == [0, 2]
+        assert "(time point 1) is constant" in caplog.text
+    finally:
+        for r in readers:
+            r.close()
+    with pytest.raises(VolumeError, match="empty or constant"):
+        _series_sampler(tmp_path, [np.full_like(base, 7), np.full_like(base, 9)])

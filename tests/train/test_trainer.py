@@ -125,6 +125,32 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, raw_tif):
         assert torch.equal(sa["generator"][key], sb["generator"][key]), key
 
 
+def test_training_on_every_time_point_resumes_exactly(tmp_path, raw_tif):
+    """``data.time = "all"``: the draws over the time points are part of the saved state, so
+    a stopped and resumed run ends where an uninterrupted one does."""
+    vol = tifffile.imread(raw_tif)
+    series = tmp_path / "series.tif"
+    tifffile.imwrite(series, np.stack([vol, vol[:, ::-1], 2 * vol[..., ::-1]]), imagej=True,
+                     metadata={"axes": "TZYX"})
+    cfg = tiny_config(steps=4, data={"time": "all"})
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    train(series, a / "m.pt", cfg, device="cpu", previews=False)
+    train(series, b / "m.pt", cfg, device="cpu", previews=False, stop_after=3)
+    train(series, b / "m.pt", cfg, device="cpu", resume=True, previews=False)
+    assert _rows(a / "m.losses.csv") == _rows(b / "m.losses.csv")
+    sa, sb = load_checkpoint(a / "m.last.pt"), load_checkpoint(b / "m.last.pt")
+    for key in sa["generator"]:
+        assert torch.equal(sa["generator"][key], sb["generator"][key]), key
+    # a different draw from training on the first time point alone
+    single = tmp_path / "single"
+    single.mkdir()
+    train(series, single / "m.pt", tiny_config(steps=4, data={"time": 0}), device="cpu",
+          previews=False)
+    assert _rows(single / "m.losses.csv") != _rows(a / "m.losses.csv")
+
+
 def test_a_resume_that_adds_steps_records_them_in_the_config_file(tmp_path, raw_tif):
     """MODEL.json is the run's configuration: a resume with more --steps rewrites it."""
     out = tmp_path / "m.pt"
