@@ -17,6 +17,12 @@ Two questions a microscopist can check on their own data:
 Also the relative change ``sum |F(y) - y| / sum |y|``: a model that changed the volume by
 under ~2 % has learned (close to) the identity. A mean residual above
 :data:`INCONSISTENT_RESIDUAL` is reported as a warning: the model does not fit the volume.
+
+And **did the model remove structure?** Restoring along the PSF's axis leaves the MIP along
+that axis (the lateral view) as bright or brighter where the input has structure; a
+structure that runs along the axis looks like blur, and a model can take it away.
+:func:`lateral_lost` is the share of the input's bright MIP pixels the output dims below
+half; above :data:`LOST_LATERAL` it is a warning.
 """
 
 from __future__ import annotations
@@ -50,6 +56,16 @@ LEAST_CLOSED = 0.25
 #: (0.44-0.63: a model splitting tubes along z, nuclei at signal-to-noise 8 and 13), every
 #: one that restored read 0.71 or more (docs/benchmarks.md, "Harder acquisitions")
 OVERSHARP = 0.65
+#: above this share of the input's bright MIP pixels (along the PSF axis) dimmed below half
+#: in the output, the model removed structure: a quick model that lost a tube running along
+#: z read 0.010; 39 other model files on 10 simulated volumes (some of them identical
+#: retrainings; models that restored, failed to, or over-sharpened) and 6 outputs on a real
+#: stack read 0 (docs/benchmarks.md, "Run to run")
+LOST_LATERAL = 0.003
+#: the MIPs' pixels that count as structure: brighter than this share of the range ...
+LOST_BRIGHT = 0.3
+#: ... after a mean over this many pixels a side (noise alone rarely gets there)
+LOST_SMOOTH = 3
 AXES = ("z", "y", "x")
 
 
@@ -72,6 +88,9 @@ class Report:
     consistency: dict | None = None
     """Where the residual was measured (``resin-run --report``: D's file, the output region,
     D's halo, the units); None without D or for the end of training."""
+    lateral_lost: float | None = None
+    """Share of the input's bright pixels in its MIP along the PSF axis that are under half
+    as bright in the output's (:func:`lateral_lost`); None when the input has none."""
     input_snr: float | None = None
     """Signal-to-noise of the input at its bright level (normalized 1 over the noise sigma
     there, :meth:`resin.train.noise.NoiseModel.bright_snr`); None when not measured (the
@@ -107,6 +126,10 @@ class Report:
         if self.residual is not None:
             out.append(f"consistency |D(F(y)) - y|: mean {self.residual:.4f}, 99th percentile "
                        f"{self.residual_p99:.4f} of the input's range (0 = fully consistent)")
+        if self.lateral_lost is not None:
+            out.append(f"structure kept: {100 * (1 - self.lateral_lost):.1f} % of the input's "
+                       "bright MIP pixels along the PSF axis are at least half as bright in "
+                       "the output")
         if self.input_snr is not None:
             out.append(f"input signal-to-noise about {self.input_snr:.0f} at its bright level")
         return out + [f"warning: {n}" for n in self.notes]
@@ -141,9 +164,10 @@ def _cutoffs(volume: np.ndarray) -> dict[str, float]:
 
 
 def make_report(raw: np.ndarray, enhanced: np.ndarray,
-                degraded: np.ndarray | None = None) -> Report:
+                degraded: np.ndarray | None = None, angle_deg: float = 0.0) -> Report:
     """Report on normalized ``raw`` (y), ``enhanced`` (F(y)) and optionally ``degraded``
-    (D(F(y))), three (Z, Y, X) arrays of one shape, each side at least 16 voxels."""
+    (D(F(y))), three (Z, Y, X) arrays of one shape, each side at least 16 voxels;
+    ``angle_deg``: the PSF's axis, tilted from z towards x (the model's)."""
     y = np.asarray(raw, dtype=np.float64)
     x = np.asarray(enhanced, dtype=np.float64)
     if y.shape != x.shape or (degraded is not None and degraded.shape != y.shape):
@@ -172,13 +196,46 @@ def make_report(raw: np.ndarray, enhanced: np.ndarray,
                      "detail the sample does not have. Compare x-z views with the input; "
                      "models that ended like this on simulations were worse than their input "
                      "or over-sharpened")
+    lost = lateral_lost(y, x, angle_deg)
+    if lost is not None and lost > LOST_LATERAL:
+        along = "z" if not angle_deg else f"the PSF axis, {angle_deg:g} deg from z"
+        notes.append(f"the output lost structure the input shows: {100 * lost:.1f} % of the "
+                     f"bright pixels of the input's MIP along {along} are under half as bright "
+                     "in the output's. A structure running along that axis looks like blur, "
+                     "and this model took it away: compare the MIPs, and train again with "
+                     "another --seed")
     if change >= IDENTITY_CHANGE and gap_a >= gap_b:
         notes.append("the output is not more isotropic than the input by its spectra")
     elif change >= IDENTITY_CHANGE and gap_b > 0.1 and gap_a > (1.0 - LEAST_CLOSED) * gap_b:
         notes.append(f"the output is hardly more isotropic than the input by its spectra (it "
                      f"closed {100 * (1 - gap_a / gap_b):.0f} % of the anisotropy): the model "
                      "restored little. Train again (another --seed, or more steps) and compare")
-    return Report(before, after, change, notes=notes).with_consistency(residual, p99)
+    return Report(before, after, change, notes=notes,
+                  lateral_lost=lost).with_consistency(residual, p99)
+
+
+def lateral_lost(raw: np.ndarray, enhanced: np.ndarray, angle_deg: float = 0.0) -> float | None:
+    """Share of the pixels of ``raw``'s MIP along the PSF axis (:func:`resin.kernels.
+    slanted_mip`; along z at 0 degrees), averaged over :data:`LOST_SMOOTH` pixels a side,
+    brighter than :data:`LOST_BRIGHT` (normalized arrays: 1 = the input's 99.9th
+    percentile) where ``enhanced``'s MIP, averaged alike, is under half of it; None when no
+    pixel is that bright."""
+    from scipy.ndimage import uniform_filter
+
+    def mip(v: np.ndarray) -> np.ndarray:
+        v = np.ascontiguousarray(v, dtype=np.float32)
+        if not angle_deg:
+            return np.asarray(v.max(axis=0), dtype=np.float64)
+        from resin.kernels import slanted_mip
+
+        return np.asarray(slanted_mip(v, angle_deg), dtype=np.float64)
+
+    before = uniform_filter(mip(raw), LOST_SMOOTH, mode="nearest")
+    after = uniform_filter(mip(enhanced), LOST_SMOOTH, mode="nearest")
+    bright = before > LOST_BRIGHT
+    if not bright.any():
+        return None
+    return float(np.mean(after[bright] < 0.5 * before[bright]))
 
 
 def residual_stats(raw: np.ndarray, degraded: np.ndarray) -> tuple[float, float]:
@@ -235,7 +292,7 @@ def sample_regions(in_shape: tuple[int, ...], out_shape: tuple[int, ...], side: 
 def report_on_readers(src: VolumeReader, dst: VolumeReader, side: int = 128) -> Report:
     """The spectral part of the report on open input/output readers, on
     :func:`sample_regions`' blocks, both normalized by the input block's 0.5 / 99.9
-    percentiles. The consistency residual needs D: :mod:`resin.consistency` adds it."""
+    percentiles; :func:`lateral_lost` along the PSF axis the output's attributes record. The consistency residual needs D: :mod:`resin.consistency` adds it."""
     r_in, r_out = sample_regions(src.shape, dst.shape, side)
     raw = np.asarray(src.read(r_in), dtype=np.float64)
     out = dst.read(r_out)
@@ -248,4 +305,8 @@ def report_on_readers(src: VolumeReader, dst: VolumeReader, side: int = 128) -> 
         from scipy.ndimage import zoom
 
         y = zoom(y, [a / b for a, b in zip(x.shape, y.shape, strict=True)], order=1)
-    return make_report(y, x).with_input_noise(recorded)
+    try:  # the model's PSF axis, as the output records it
+        angle = float((getattr(dst, "attrs", None) or {}).get("axial_angle_deg") or 0.0)
+    except (TypeError, ValueError):
+        angle = 0.0
+    return make_report(y, x, angle_deg=angle).with_input_noise(recorded)

@@ -628,7 +628,7 @@ def _final_report(trainer: Trainer, paths: Paths, block: np.ndarray, step: int |
     enhanced = trainer.enhance(block)
     degraded = trainer.degrade(enhanced)
     try:
-        report = make_report(block, enhanced, degraded)
+        report = make_report(block, enhanced, degraded, trainer.config.angle_deg)
     except Exception as exc:  # noqa: BLE001 - a report must never fail a finished run
         _log.log(f"no report: {exc}")
         return
