@@ -112,6 +112,8 @@ class Consistency:
     """D(F(y)) on the same block."""
     region: tuple[tuple[int, int], ...]
     """The output region (start, stop) per axis."""
+    enhanced: np.ndarray | None = None
+    """F(y) on the same block, normalized alike."""
 
     def record(self, source: str, halo: tuple[int, int, int]) -> dict[str, Any]:
         """The JSON-ready description the report carries."""
@@ -167,4 +169,5 @@ def consistency_on_readers(src: VolumeReader, dst: VolumeReader, degrader: Loade
     y = unit_range(raw, low, top)  # as the runtime fed it to F
     if k > 1:
         y = lerp_planes(y, t - z_lo)
-    return Consistency(y, degraded, tuple((r.start, r.stop) for r in region_out))
+    return Consistency(y, degraded, tuple((r.start, r.stop) for r in region_out),
+                       np.asarray(x[inner], dtype=np.float32))

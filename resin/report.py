@@ -244,30 +244,42 @@ def residual_stats(raw: np.ndarray, degraded: np.ndarray) -> tuple[float, float]
     return float(r.mean()), float(np.percentile(r, 99))
 
 
-def report_image(raw: np.ndarray, residual: np.ndarray, gap: int = 4) -> np.ndarray:
-    """uint8 picture: MIP along z of the input | MIP along z of |D(F(y)) - y|.
+def report_image(raw: np.ndarray, residual: np.ndarray, gap: int = 4,
+                 enhanced: np.ndarray | None = None) -> np.ndarray:
+    """uint8 picture: MIP along z of the input | (of the output, ``enhanced``) | of
+    |D(F(y)) - y|.
 
-    The input is scaled to its 0.1-99.9 percentiles; the residual to the same range
-    (so a residual as bright as the structures means the output does not explain them).
+    The input is scaled to its 0.1-99.9 percentiles; the output on the same scale (a
+    structure of the input missing there is one the model removed); the residual to the
+    same range (so a residual as bright as the structures means the output does not explain
+    them).
     """
     m_raw = np.asarray(raw, dtype=np.float32).max(axis=0)
-    m_res = np.asarray(residual, dtype=np.float32).max(axis=0)
     lo, hi = np.percentile(m_raw, [0.1, 99.9])
     scale = 255.0 / max(float(hi - lo), 1e-12)
-    left = np.clip((m_raw - lo) * scale, 0, 255).astype(np.uint8)
-    right = np.clip(m_res * scale, 0, 255).astype(np.uint8)
-    sep = np.zeros((left.shape[0], gap), np.uint8)
-    return np.concatenate([left, sep, right], axis=1)
+    panels = [np.clip((m_raw - lo) * scale, 0, 255).astype(np.uint8)]
+    if enhanced is not None:
+        m_out = np.asarray(enhanced, dtype=np.float32).max(axis=0)
+        panels.append(np.clip((m_out - lo) * scale, 0, 255).astype(np.uint8))
+    m_res = np.asarray(residual, dtype=np.float32).max(axis=0)
+    panels.append(np.clip(m_res * scale, 0, 255).astype(np.uint8))
+    sep = np.zeros((m_raw.shape[0], gap), np.uint8)
+    out = [panels[0]]
+    for panel in panels[1:]:
+        out += [sep, panel]
+    return np.concatenate(out, axis=1)
 
 
 def write_report(path_stem: str | os.PathLike, report: Report, raw: np.ndarray,
-                 degraded: np.ndarray | None) -> list[Path]:
-    """``STEM.report.json`` and, with ``degraded``, ``STEM.report.png``; returns the paths."""
+                 degraded: np.ndarray | None, enhanced: np.ndarray | None = None) -> list[Path]:
+    """``STEM.report.json`` and, with ``degraded``, ``STEM.report.png``
+    (:func:`report_image`, with the output's MIP when ``enhanced`` is given); the paths."""
     stem = str(path_stem)
     out = [report.save(f"{stem}.report.json")]
     if degraded is not None:
+        residual = np.abs(np.asarray(degraded) - np.asarray(raw))
         out.append(write_png(f"{stem}.report.png",
-                             report_image(raw, np.abs(np.asarray(degraded) - np.asarray(raw)))))
+                             report_image(raw, residual, enhanced=enhanced)))
     return out
 
 

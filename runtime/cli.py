@@ -275,7 +275,7 @@ def _write_report(input: str, output: str, model: tuple[Path, str],
         paths = [rep.save(report_path(named))]
     else:  # OUTPUT.report.json and OUTPUT.report.png
         stem = str(report_path(named)).removesuffix(".report.json")
-        paths = write_report(stem, rep, cons.raw, cons.degraded)
+        paths = write_report(stem, rep, cons.raw, cons.degraded, cons.enhanced)
     for line in rep.lines():
         _log.log(line)
     if isinstance(found, str):

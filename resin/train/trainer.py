@@ -634,7 +634,7 @@ def _final_report(trainer: Trainer, paths: Paths, block: np.ndarray, step: int |
         return
     for line in report.lines():
         _log.log(line)
-    write_report(paths.model.with_suffix(""), report, block, degraded)
+    write_report(paths.model.with_suffix(""), report, block, degraded, enhanced)
 
 
 #: first steps of a time-capped run left out of its speed: they build the convolution

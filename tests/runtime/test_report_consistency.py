@@ -95,7 +95,8 @@ def test_report_residual_equals_torch_d_of_f(cli, models, tmp_path, rng, name, e
     assert data["consistency"]["halo"] == [3, 3, 3]
     assert "consistency |D(F(y)) - y|: mean" in proc.stderr
     png = np.asarray(Image.open(tmp_path / "out.tif.report.png"))
-    assert png.shape == (30, 2 * 26 + 4) and png[:, 30:].max() > 0
+    assert png.shape == (30, 3 * 26 + 2 * 4)  # input | output | residual, MIPs along z
+    assert png[:, 30:56].max() > 0 and png[:, 60:].max() > 0
 
 
 def test_report_on_a_sample_reads_d_halo_around_it(models, tmp_path, rng):

@@ -165,3 +165,19 @@ def test_resin_run_reports_structure_along_the_axis_its_output_records(tmp_path)
         assert report_on_readers(src, dst).lateral_lost == 0.0
     with open_volume(tmp_path / "raw.tif") as src, open_volume(tmp_path / "axial.tif") as dst:
         assert report_on_readers(src, dst).lateral_lost > LOST_LATERAL
+
+
+def test_report_picture_shows_the_output_between_input_and_residual():
+    """The PNG's middle panel is the output's MIP on the input's scale: a structure the
+    model removed is visible as missing there."""
+    from resin.report import report_image
+
+    raw = ndimage.gaussian_filter(_tubes(), (5.0, 1.0, 1.0))
+    lost = ndimage.gaussian_filter(_tubes(along_z=False), 1.0)
+    raw, lost = _normalized(raw, lost)
+    picture = report_image(raw, np.abs(raw - raw), enhanced=lost)
+    assert picture.shape == (48, 3 * 48 + 2 * 4)
+    left, middle = picture[:, :48], picture[:, 52:100]
+    assert left[12, 12] > 100 and middle[12, 12] < 10     # the tube along z: gone
+    assert middle[30, 20] >= left[30, 20]                 # the tube along x: kept
+    assert report_image(raw, raw).shape == (48, 2 * 48 + 4)
