@@ -357,7 +357,7 @@ class SeriesSampler:
     """Training patches from every time point of a series: one :class:`PatchSampler` per
     time point, each with that time point's own normalization and foreground level (as
     ``resin-run --time all`` normalizes each time point), all drawing from one seeded
-    generator. Each patch comes from a time point drawn at random. The first time point is
+    generator. Each patch comes from a time point drawn at random. The first one given is
     the reference: the measurements made before training (D's start, the noise) and the
     previews read it (``reader``, ``norm``, :meth:`read_patch`, :meth:`read_region`).
     """

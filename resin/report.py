@@ -321,4 +321,6 @@ def report_on_readers(src: VolumeReader, dst: VolumeReader, side: int = 128) -> 
         angle = float((getattr(dst, "attrs", None) or {}).get("axial_angle_deg") or 0.0)
     except (TypeError, ValueError):
         angle = 0.0
+    if not math.isfinite(angle):
+        angle = 0.0
     return make_report(y, x, angle_deg=angle).with_input_noise(recorded)

@@ -20,7 +20,7 @@ from psygnal import Signal
 from resin import _log
 from resin.errors import UsageError
 from resin.napari._jobs import Job
-from resin.napari._layers import close_volume
+from resin.napari._layers import close_volume, time_point
 
 #: loss columns the widget plots (the generator's and discriminators' totals, the cycles)
 PLOTTED = ("L_G", "L_D", "cycle1", "cycle2", "self")
@@ -97,7 +97,7 @@ def default_model_path(layer_name: str, folder: Path | None = None) -> Path:
 
 def raw_input_for(volume: Any, source: str | None, model: Path) -> str:
     """A file ``resin train`` can read: the layer's own file, or the layer written beside
-    the model as ``MODEL.raw.tif``."""
+    the model as ``MODEL.raw.tif`` (a (T, Z, Y, X) series as a TZYX TIFF)."""
     if source is not None:
         return source
     import numpy as np
@@ -105,24 +105,44 @@ def raw_input_for(volume: Any, source: str | None, model: Path) -> str:
     from resin.io import write_volume
 
     path = Path(f"{model.with_suffix('')}.raw.tif")
-    data = np.asarray(volume)
-    if data.ndim == 4:  # a time series trained on every time point
-        import os
-
-        import tifffile
-
-        from resin.io._tiff import IMAGEJ_MAX_BYTES
-
-        if data.dtype not in (np.uint8, np.uint16, np.float32):  # what ImageJ TIFF holds
-            data = data.astype(np.float32)
-        big = data.nbytes > IMAGEJ_MAX_BYTES  # past what an ImageJ TIFF holds: OME
-        partial = path.with_name(path.name + ".partial")
-        tifffile.imwrite(partial, data, metadata={"axes": "TZYX"}, imagej=not big, ome=big,
-                         bigtiff=big)
-        os.replace(partial, path)  # never a torn file under the name training reads
+    if len(volume.shape) == 4:  # a time series trained on every time point
+        _write_series(path, volume)
         return str(path)
-    write_volume(path, data, overwrite=True)
+    write_volume(path, np.asarray(volume), overwrite=True)
     return str(path)
+
+
+def _write_series(path: Path, series: Any) -> None:
+    """``series`` (T, Z, Y, X) as a TZYX TIFF at ``path``, one time point in memory at a
+    time, a lazy one read through readers of its own (:func:`time_point`; the viewer's
+    slider closes its own); an ImageJ TIFF, or an OME-TIFF past what ImageJ holds; dtypes
+    ImageJ cannot hold as float32. Written under a temporary name, then renamed."""
+    import os
+
+    import numpy as np
+    import tifffile
+
+    from resin.io._tiff import IMAGEJ_MAX_BYTES
+
+    shape = tuple(int(s) for s in series.shape)
+    dtype = np.dtype(series.dtype)
+    if dtype not in (np.uint8, np.uint16, np.float32):
+        dtype = np.dtype(np.float32)
+
+    def planes() -> Any:
+        for t in range(shape[0]):
+            volume = time_point(series, t)
+            try:
+                data = np.asarray(volume).astype(dtype, copy=False)
+            finally:
+                close_volume(volume)
+            yield from data
+
+    big = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > IMAGEJ_MAX_BYTES
+    partial = path.with_name(path.name + ".partial")
+    tifffile.imwrite(partial, planes(), shape=shape, dtype=dtype, metadata={"axes": "TZYX"},
+                     imagej=not big, ome=big, bigtiff=big)
+    os.replace(partial, path)  # never a torn file under the name training reads
 
 
 def train_layer(settings: TrainSettings, volume: Any, source: str | None, job: Job) -> Path:

@@ -141,6 +141,7 @@ class TrainWidget(QWidget):
         self._preview_path: Path | None = None
         self._files_read = 0.0
         self._auto_model = ""
+        self._series = False  # the picked layer is a time series (refresh)
         self.layer_box.currentTextChanged.connect(self.refresh)
         for edit in (self.config_edit, self.model_edit):
             edit.editingFinished.connect(self.refresh)
@@ -173,20 +174,21 @@ class TrainWidget(QWidget):
         if layer is not None and self.model_edit.text() in ("", self._auto_model):
             self._auto_model = str(default_model_path(layer.name))
             self.model_edit.setText(self._auto_model)
+        try:
+            self._series = layer is not None and len(layer_series(layer, values=False).shape) == 4
+        except ResinError:
+            self._series = False  # start() says what is wrong with the layer
+        self.every_time.setEnabled(self._series)
         if layer is None:
             self.command_edit.setText("")
             return
         source = source_file(layer)
-        t: int | str | None
-        try:
-            series = len(layer_series(layer, values=False).shape) == 4
-            self.every_time.setEnabled(series)
-            if series and self.every_time.isChecked():
-                t = "all"
-            else:
+        t: int | str | None = "all"
+        if not (self._series and self.every_time.isChecked()):
+            try:
                 _, t = volume_at_slider(self.viewer, layer, values=False)
-        except ResinError:
-            t = None  # start() says what is wrong with the layer
+            except ResinError:
+                t = None  # start() says what is wrong with the layer
         self.command_edit.setText(self.settings(t if source or t == "all" else None).command_line(
             source or str(Path(f"{Path(self.model_edit.text()).with_suffix('')}.raw.tif"))))
 
@@ -226,6 +228,7 @@ class TrainWidget(QWidget):
         for w in (self.layer_box, self.preset_box, self.steps_box, self.config_edit,
                   self.device_box, self.model_edit, self.start_button):
             w.setEnabled(not busy)
+        self.every_time.setEnabled(not busy and self._series)
         self.stop_button.setEnabled(busy)
 
     def _show_files(self, force: bool = False) -> None:

@@ -428,16 +428,32 @@ def train(raw: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | 
             reader.close()
 
 
+#: ``--time all`` trains on at most this many time points, spread evenly over the series:
+#: each is opened once and held open (a TIFF reader parses the whole file's pages and holds
+#: two file handles, so hundreds would take minutes to open and could run out of handles)
+SERIES_TIME_POINTS = 16
+
+
+def series_time_points(count: int, most: int | None = None) -> list[int]:
+    """The time points of a ``count``-long series that ``--time all`` trains on: all of a
+    short one, else ``most`` (default :data:`SERIES_TIME_POINTS`) spread evenly from the
+    first to the last."""
+    most = SERIES_TIME_POINTS if most is None else most
+    if count <= most:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (most - 1)) for i in range(most)})
+
+
 def open_readers(raw: str | os.PathLike, channel: int | None,
                  time: int | str | None) -> list[Any]:
     """The readers training reads: one, or with ``time="all"`` one per time point of a
-    series (one for a file that is not a series)."""
+    series that :func:`series_time_points` picks (one for a file that is not a series)."""
     if time != "all":
         return [open_volume(raw, channel, time)]  # type: ignore[arg-type]
     first = open_volume(raw, channel, 0)
     readers = [first]
     try:
-        for t in range(1, int(getattr(first, "time_points", 1))):
+        for t in series_time_points(int(getattr(first, "time_points", 1)))[1:]:
             readers.append(open_volume(raw, channel, t))
     except BaseException:
         for reader in readers:
@@ -506,8 +522,10 @@ def _run(readers: list[Any], paths: Paths, config: TrainConfig, dev: torch.devic
     what, levels = volume_label(reader), "normalization"
     if len(readers) > 1:
         used = len(getattr(sampler, "samplers", [sampler]))
-        what = (f"{'all ' if used == len(readers) else ''}{used} "
-                f"{'' if used == len(readers) else f'of {len(readers)} '}time points of "
+        count = int(getattr(reader, "time_points", len(readers)))
+        what = (f"{'all ' if used == count else ''}{used} "
+                f"{'' if used == count else f'of {count} '}time points"
+                f"{' (evenly spaced)' if len(readers) < count else ''} of "
                 f"{Path(str(reader.path).rstrip('/')).name}")
         levels = (f"normalization per time point (time point "
                   f"{getattr(sampler.reader, 'time', 0)}:")
@@ -760,8 +778,11 @@ def _sampler(readers: list[Any], config: TrainConfig) -> PatchSampler | SeriesSa
         try:
             norm = compute_normalization(sample, config.normalization, source=source)
         except VolumeError:
-            if len(readers) == 1 or (reader is readers[-1] and not samplers):
+            if len(readers) == 1:
                 raise
+            if reader is readers[-1] and not samplers:
+                raise VolumeError(f"{reader.path}: every time point trained on is empty or "
+                                  "constant; nothing to learn from") from None
             _log.warn(f"warning: {source} is constant (nothing to learn from): left out")
             continue
         level = foreground_level(sample, norm, config.data.foreground_percentile)

@@ -163,3 +163,40 @@ def test_a_series_layer_is_written_whole_for_training(tmp_path, monkeypatch, big
         with open_volume(path, None, t) as reader:
             assert reader.time_points == 3 and reader.dtype == np.float32
             np.testing.assert_array_equal(reader.read(), series[t].astype(np.float32))
+
+
+def test_a_lazy_series_layer_is_written_through_readers_of_its_own(tmp_path):
+    """A series read from a file (a channel of a TCZYX file, say) is written one time point
+    at a time through readers the job opens and closes, never through the viewer's (which
+    its slider closes as it moves)."""
+    from resin.io import open_volume
+    from resin.napari._train import raw_input_for
+
+    data = np.random.default_rng(4).integers(0, 999, size=(3, 4, 5, 6)).astype(np.uint16)
+    opened, closed = [], []
+
+    class Reader:
+        def __init__(self, t):
+            self.t = t
+
+        def __getitem__(self, key):
+            return data[self.t][key]
+
+        def close(self):
+            closed.append(self.t)
+
+    class LazySeries:
+        shape, dtype = data.shape, data.dtype
+
+        def __getitem__(self, key):
+            raise AssertionError("read through the viewer's own readers")
+
+        def open_time_point(self, t):
+            opened.append(t)
+            return Reader(t)
+
+    path = raw_input_for(LazySeries(), None, tmp_path / "m.pt")
+    assert opened == closed == [0, 1, 2]
+    for t in range(3):
+        with open_volume(path, None, t) as reader:
+            np.testing.assert_array_equal(reader.read(), data[t])

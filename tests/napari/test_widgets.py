@@ -285,13 +285,15 @@ def test_train_widget_runs_a_few_steps_and_offers_the_model(viewer, qtbot, tiny_
     enhance.shutdown()
 
 
-def _train_into(qtbot, widget, model: Path, config: Path, says: str) -> Path:
+def _train_into(qtbot, widget, model: Path, config: Path, says: str,
+                during=lambda: True) -> Path:
     """Train ``widget``'s layer into ``model`` with ``config``; the start message says
-    ``says``; the run ends trained."""
+    ``says`` and ``during()`` holds while it runs; the run ends trained."""
     widget.model_edit.setText(str(model))
     widget.config_edit.setText(str(config))
     widget.start_button.click()
     assert says in widget.panel.status.text(), widget.panel.status.text()
+    assert during()
     _wait(qtbot, widget, timeout=240000)
     assert widget.panel.status.text().startswith("trained"), widget.panel.status.text()
     return model
@@ -393,7 +395,10 @@ def test_train_widget_trains_on_every_time_point(viewer, qtbot, tiny_volume, tmp
     widget.refresh()
     assert widget.every_time.isEnabled()
     widget.every_time.setChecked(True)
-    model = _train_into(qtbot, widget, tmp_path / "from_layer.pt", config, "(every time point)")
+    viewer.dims.set_point(0, 7)  # past the series' time points: no matter for all of them
+    model = _train_into(qtbot, widget, tmp_path / "from_layer.pt", config, "(every time point)",
+                        during=lambda: not widget.every_time.isEnabled())
+    assert widget.every_time.isEnabled()
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "from_layer.raw.tif"), series)
     assert json.loads(model.with_suffix(".json").read_text())["data"]["time"] == "all"
 

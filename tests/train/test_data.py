@@ -310,5 +310,24 @@ def test_a_constant_time_point_is_left_out_of_a_series(tmp_path, rng, caplog, mo
     finally:
         for r in readers:
             r.close()
-    with pytest.raises(VolumeError, match="empty or constant"):
+    with pytest.raises(VolumeError, match="every time point trained on is empty or constant"):
         _series_sampler(tmp_path, [np.full_like(base, 7), np.full_like(base, 9)])
+
+
+def test_a_long_series_trains_on_time_points_spread_over_it(tmp_path, rng, monkeypatch):
+    """--time all opens at most SERIES_TIME_POINTS readers (each TIFF reader parses the whole
+    file and holds file handles), first to last, evenly spaced."""
+    from resin.train import trainer
+
+    assert trainer.series_time_points(5) == [0, 1, 2, 3, 4]
+    assert trainer.series_time_points(300) == [round(i * 299 / 15) for i in range(16)]
+    assert trainer.series_time_points(300)[-1] == 299
+    monkeypatch.setattr(trainer, "SERIES_TIME_POINTS", 3)
+    base = rng.random((12, 16, 48)) * 100
+    sampler, readers = _series_sampler(tmp_path, [base * (t + 1) for t in range(7)])
+    try:
+        assert [r.time for r in readers] == [0, 3, 6]
+        assert [s.reader.time for s in sampler.samplers] == [0, 3, 6]
+    finally:
+        for r in readers:
+            r.close()

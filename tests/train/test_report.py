@@ -159,12 +159,13 @@ def test_resin_run_reports_structure_along_the_axis_its_output_records(tmp_path)
     raw = ndimage.convolve(base, gaussian_psf((5.0, 1.0, 1.0), 45.0), mode="constant")
     write_volume(tmp_path / "raw.tif", 1000 * raw)
     restored = 1000 * ndimage.gaussian_filter(base, 1.0)
-    for angle, name in ((45.0, "tilted.tif"), (0.0, "axial.tif")):
+    for angle, name in ((45.0, "tilted.tif"), (0.0, "axial.tif"), (float("nan"), "bad.tif")):
         write_volume(tmp_path / name, restored, attrs={"axial_angle_deg": angle})
     with open_volume(tmp_path / "raw.tif") as src, open_volume(tmp_path / "tilted.tif") as dst:
         assert report_on_readers(src, dst).lateral_lost == 0.0
-    with open_volume(tmp_path / "raw.tif") as src, open_volume(tmp_path / "axial.tif") as dst:
-        assert report_on_readers(src, dst).lateral_lost > LOST_LATERAL
+    for name in ("axial.tif", "bad.tif"):  # a corrupt angle is taken as along z
+        with open_volume(tmp_path / "raw.tif") as src, open_volume(tmp_path / name) as dst:
+            assert report_on_readers(src, dst).lateral_lost > LOST_LATERAL
 
 
 def test_report_picture_shows_the_output_between_input_and_residual():
