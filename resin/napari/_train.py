@@ -183,6 +183,18 @@ def read_losses(model: Path) -> dict[str, list[float]]:
     return columns
 
 
+def report_warnings(model: Path) -> list[str]:
+    """The warnings of the report a finished run wrote (``MODEL.report.json``'s notes:
+    close to the identity, restored little, structure lost, ...); [] without one."""
+    from resin.train.outputs import Paths
+
+    try:
+        notes = json.loads(Paths(model).report_json.read_text()).get("notes") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(n) for n in notes]
+
+
 def latest_preview(model: Path) -> Path | None:
     """The newest ``MODEL.previews/stepNNNNNNN.png``."""
     from resin.train.outputs import Paths

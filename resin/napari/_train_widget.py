@@ -31,9 +31,11 @@ from resin.napari._train import (
     default_model_path,
     latest_preview,
     read_losses,
+    report_warnings,
     train_layer,
     trained,
 )
+from resin.train.outputs import Paths
 
 _COLORS = ("#4e9af1", "#f1884e", "#5cc46b", "#d45bd4", "#e6d84a")
 #: seconds between re-reading the loss file and the previews folder
@@ -262,8 +264,11 @@ class TrainWidget(QWidget):
             return
         trained.add(Path(job.result))
         self.panel.bar.setValue(1000)
+        warnings = report_warnings(model)
         self.panel.show_message(f"trained {job.result} in {time.perf_counter() - t0:.0f} s; "
-                                "it is now a model in the Enhance widget")
+                                "it is now a model in the Enhance widget"
+                                + "".join(f"\nwarning: {w}" for w in warnings))
+        self.panel.status.setToolTip(f"the end-of-training report: {Paths(model).report_json}")
         self._auto_model = ""
         self.model_edit.setText("")
         self.refresh()

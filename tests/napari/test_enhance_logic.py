@@ -200,3 +200,14 @@ def test_a_lazy_series_layer_is_written_through_readers_of_its_own(tmp_path):
     for t in range(3):
         with open_volume(path, None, t) as reader:
             np.testing.assert_array_equal(reader.read(), data[t])
+
+
+def test_report_warnings_are_the_notes_of_the_finished_runs_report(tmp_path):
+    from resin.napari._train import report_warnings
+
+    model = tmp_path / "m.pt"
+    assert report_warnings(model) == []
+    (tmp_path / "m.report.json").write_text('{"notes": ["the output lost structure"]}')
+    assert report_warnings(model) == ["the output lost structure"]
+    (tmp_path / "m.report.json").write_text("not json")
+    assert report_warnings(model) == []

@@ -277,6 +277,10 @@ def test_train_widget_runs_a_few_steps_and_offers_the_model(viewer, qtbot, tiny_
     _wait(qtbot, widget, timeout=240000)
     assert widget.panel.status.text().startswith("trained"), widget.panel.status.text()
     assert model.exists()
+    notes = json.loads(model.with_suffix(".report.json").read_text())["notes"]
+    assert notes  # four steps: close to the identity, which the status line says too
+    for note in notes:
+        assert f"warning: {note}" in widget.panel.status.text()
     assert widget.plot.columns["step"][-1] == 4
     assert widget.preview.pixmap() is not None and not widget.preview.pixmap().isNull()
     assert trained.last == model
