@@ -35,7 +35,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="training patch size (multiples of 4; default: the preset's, "
                         "shrunk to a cube shorter than a thinner volume)")
     add_choice_flags(p, "train on", "(required for one; recorded in MODEL.json)",
-                     every_time="one model from patches of every time point")
+                     every_time="one model from patches of every time point (at most 16, "
+                                "spread evenly over the series)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
