@@ -88,6 +88,9 @@ class Report:
     consistency: dict | None = None
     """Where the residual was measured (``resin-run --report``: D's file, the output region,
     D's halo, the units); None without D or for the end of training."""
+    retry: bool = False
+    """A warning that another seed may fix (structure lost, restored little): what
+    ``resin train --retries`` acts on."""
     lateral_lost: float | None = None
     """Share of the input's bright pixels in its MIP along the PSF axis that are under half
     as bright in the output's (:func:`lateral_lost`); None when the input has none."""
@@ -178,6 +181,7 @@ def make_report(raw: np.ndarray, enhanced: np.ndarray,
     if degraded is not None:
         residual, p99 = residual_stats(y, degraded)
     notes = []
+    retry = False
     if change < IDENTITY_CHANGE:
         notes.append(f"the model changed the volume by less than {100 * IDENTITY_CHANGE:.0f} % "
                      "of its intensity: it is (close to) the identity. Check that the volume is "
@@ -204,13 +208,16 @@ def make_report(raw: np.ndarray, enhanced: np.ndarray,
                      "in the output's. A structure running along that axis looks like blur, "
                      "and this model took it away: compare the MIPs, and train again with "
                      "another --seed")
+        retry = True
     if change >= IDENTITY_CHANGE and gap_a >= gap_b:
         notes.append("the output is not more isotropic than the input by its spectra")
+        retry = True
     elif change >= IDENTITY_CHANGE and gap_b > 0.1 and gap_a > (1.0 - LEAST_CLOSED) * gap_b:
         notes.append(f"the output is hardly more isotropic than the input by its spectra (it "
                      f"closed {100 * (1 - gap_a / gap_b):.0f} % of the anisotropy): the model "
                      "restored little. Train again (another --seed, or more steps) and compare")
-    return Report(before, after, change, notes=notes,
+        retry = True
+    return Report(before, after, change, notes=notes, retry=retry,
                   lateral_lost=lost).with_consistency(residual, p99)
 
 

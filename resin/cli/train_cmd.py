@@ -38,6 +38,10 @@ def register(sub) -> argparse.ArgumentParser:
                      every_time="one model from patches of every time point (at most 16, "
                                 "spread evenly over the series)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed")
+    p.add_argument("--retries", type=_count, default=0, metavar="N",
+                   help="when the end-of-training report warns of a run that another seed may "
+                        "fix (structure lost, restored little), train again with the next "
+                        "seed, at most N times (default 0); each run has the preset's time cap")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
                    help="continue from MODEL.last.pt (same options; --steps may grow; not with "
@@ -74,12 +78,58 @@ def _train(args: argparse.Namespace) -> int:
     config = build_config(args.preset, overrides, flags)
     if args.patch is None:
         config = fit_patch_to_volume(args.raw, config, overrides)
+    from resin import _log
     from resin.train import Interrupted, train
 
-    try:
-        train(args.raw, args.output, config, device=args.device, resume=args.resume,
-              overwrite=args.overwrite, previews=not args.no_previews)
-    except Interrupted as exc:  # says what training saved (not resin-run's resume hint)
-        print(f"{args._prog}: interrupted: {exc}", file=sys.stderr)
-        return 130
+    base = config.seed
+    first = _resumed_retry(args.output, base, args.retries) if args.resume else 0
+    for k in range(first, args.retries + 1):
+        run = config.model_copy(update={"seed": base + k})
+        try:
+            train(args.raw, args.output, run, device=args.device,
+                  resume=args.resume and k == first, overwrite=args.overwrite or k > first,
+                  previews=not args.no_previews)
+        except Interrupted as exc:  # says what training saved (not resin-run's resume hint)
+            print(f"{args._prog}: interrupted: {exc}", file=sys.stderr)
+            return 130
+        if not args.retries or not _report_says_retry(args.output):
+            break
+        if k == args.retries:
+            _log.warn(f"warning: the report of every run warned (seeds {base} to {base + k}); "
+                      f"{args.output} is the last one's (seed {base + k})")
+        else:
+            _log.log(f"the report warned of a run another seed may fix: training again with "
+                     f"--seed {base + k + 1} (retry {k + 1} of {args.retries})")
     return 0
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a count (0, 1, ...), got {text!r}")
+    return value
+
+
+def _report_says_retry(model: str) -> bool:
+    """Whether the report the finished run wrote asks for another seed."""
+    from resin.train.outputs import Paths
+
+    try:
+        return bool(json.loads(Paths(Path(model)).report_json.read_text()).get("retry"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _resumed_retry(model: str, base: int, retries: int) -> int:
+    """Which retry a ``--resume`` continues: the seed the stopped run was given (its
+    MODEL.json) less ``base``, when that is one of this command's retries; else 0."""
+    from resin.train.outputs import Paths
+
+    try:
+        seed = json.loads(Paths(Path(model)).config.read_text()).get("seed")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return seed - base if isinstance(seed, int) and 0 < seed - base <= retries else 0

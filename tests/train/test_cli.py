@@ -215,3 +215,41 @@ def test_train_cli_says_what_an_interruption_saved(tmp_path, tiny_volume, config
     assert code == 130
     assert err.strip() == ("resin train: interrupted: nothing was saved yet (the first "
                            "checkpoint is at step 4); rerun with --overwrite to start over")
+
+
+def test_train_retries_with_the_next_seed_while_the_report_warns(tmp_path, tiny_volume,
+                                                                  monkeypatch, capsys):
+    """--retries N: a run whose report asks for another seed is trained again with the next
+    seed, at most N times; the last run's files stay, and the log says so. A --resume
+    continues the retry that was stopped (its seed, from MODEL.json)."""
+    import resin.report
+    from resin.cli import main
+
+    monkeypatch.setattr(resin.report, "LOST_LATERAL", -1.0)  # every report warns
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, tiny_volume)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "m.pt"
+    base = ["train", str(raw), "-o", str(out), "--config", str(config), "--steps", "2",
+            "--device", "cpu", "--no-previews", "--seed", "5"]
+    assert main([*base, "--retries", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "training again with --seed 6 (retry 1 of 2)" in err
+    assert "training again with --seed 7 (retry 2 of 2)" in err
+    assert "every run warned (seeds 5 to 7); " in err
+    assert json.loads((tmp_path / "m.json").read_text())["seed"] == 7
+    assert json.loads(out.with_suffix(".report.json").read_text())["retry"] is True
+    # a resume of that command continues from seed 7's run, not from seed 5's
+    assert main([*base, "--retries", "2", "--resume", "--steps", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming at step 2 of 3" in err and "training again" not in err
+    # without warnings one run is all
+    monkeypatch.setattr(resin.report, "LOST_LATERAL", 2.0)
+    monkeypatch.setattr(resin.report, "LEAST_CLOSED", -10.0)
+    assert main([*base[:3], str(tmp_path / "n.pt"), *base[4:], "--retries", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "training again" not in err
+    assert json.loads((tmp_path / "n.json").read_text())["seed"] == 5
+    with pytest.raises(SystemExit):
+        main([*base, "--retries", "-1"])

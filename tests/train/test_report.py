@@ -123,8 +123,9 @@ def test_the_report_warns_when_the_output_lost_a_structure_along_z():
     raw, kept, lost = _normalized(raw, kept, lost)
     good = make_report(raw, kept)
     assert good.lateral_lost == 0.0 and not any("lost structure" in n for n in good.notes)
+    assert not good.retry
     bad = make_report(raw, lost)
-    assert bad.lateral_lost > LOST_LATERAL
+    assert bad.lateral_lost > LOST_LATERAL and bad.retry  # another seed may fix it
     assert any("lost structure" in n and "--seed" in n for n in bad.notes)
     assert any(line.startswith("structure kept: ") for line in bad.lines())
     assert json.loads(bad.to_json())["lateral_lost"] == pytest.approx(bad.lateral_lost)
