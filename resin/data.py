@@ -353,6 +353,14 @@ class PatchSampler:
         return self.read_patch(start, size)  # type: ignore[arg-type]
 
 
+def spread(count: int, picks: int) -> list[int]:
+    """``picks`` indices into ``count`` items spread evenly from the first to the last
+    (repeating some when ``picks`` > ``count``; [0] for one pick)."""
+    if picks == 1:
+        return [0]
+    return [round(i * (count - 1) / (picks - 1)) for i in range(picks)]
+
+
 class SeriesSampler:
     """Training patches from every time point of a series: one :class:`PatchSampler` per
     time point, each with that time point's own normalization and foreground level (as
@@ -402,11 +410,8 @@ class SeriesSampler:
 
     def validation_patches(self, count: int, seed: int) -> list[np.ndarray]:
         """``count`` fixed patches spread evenly over the time points (first to last)."""
-        n = len(self.samplers)
-        picks = [0] if count == 1 else [round(i * (n - 1) / max(count - 1, 1))
-                                         for i in range(count)]
         return [self.samplers[t].validation_patches(1, seed + i)[0]
-                for i, t in enumerate(picks)]
+                for i, t in enumerate(spread(len(self.samplers), count))]
 
     def read_patch(self, start: tuple[int, int, int],
                    size: tuple[int, int, int] | None = None) -> np.ndarray:

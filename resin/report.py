@@ -311,7 +311,8 @@ def sample_regions(in_shape: tuple[int, ...], out_shape: tuple[int, ...], side: 
 def report_on_readers(src: VolumeReader, dst: VolumeReader, side: int = 128) -> Report:
     """The spectral part of the report on open input/output readers, on
     :func:`sample_regions`' blocks, both normalized by the input block's 0.5 / 99.9
-    percentiles; :func:`lateral_lost` along the PSF axis the output's attributes record. The consistency residual needs D: :mod:`resin.consistency` adds it."""
+    percentiles; :func:`lateral_lost` along the PSF axis the output's attributes record.
+    The consistency residual needs D: :mod:`resin.consistency` adds it."""
     r_in, r_out = sample_regions(src.shape, dst.shape, side)
     raw = np.asarray(src.read(r_in), dtype=np.float64)
     out = dst.read(r_out)

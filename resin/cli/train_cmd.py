@@ -115,21 +115,15 @@ def _count(text: str) -> int:
 
 def _report_says_retry(model: str) -> bool:
     """Whether the report the finished run wrote asks for another seed."""
-    from resin.train.outputs import Paths
+    from resin.train.outputs import Paths, read_saved
 
-    try:
-        return bool(json.loads(Paths(Path(model)).report_json.read_text()).get("retry"))
-    except (OSError, ValueError, AttributeError):
-        return False
+    return bool(read_saved(Paths(Path(model)).report_json).get("retry"))
 
 
 def _resumed_retry(model: str, base: int, retries: int) -> int:
     """Which retry a ``--resume`` continues: the seed the stopped run was given (its
     MODEL.json) less ``base``, when that is one of this command's retries; else 0."""
-    from resin.train.outputs import Paths
+    from resin.train.outputs import Paths, read_saved
 
-    try:
-        seed = json.loads(Paths(Path(model)).config.read_text()).get("seed")
-    except (OSError, ValueError, AttributeError):
-        return 0
+    seed = read_saved(Paths(Path(model)).config).get("seed")
     return seed - base if isinstance(seed, int) and 0 < seed - base <= retries else 0

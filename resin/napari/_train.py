@@ -186,13 +186,9 @@ def read_losses(model: Path) -> dict[str, list[float]]:
 def report_warnings(model: Path) -> list[str]:
     """The warnings of the report a finished run wrote (``MODEL.report.json``'s notes:
     close to the identity, restored little, structure lost, ...); [] without one."""
-    from resin.train.outputs import Paths
+    from resin.train.outputs import Paths, read_saved
 
-    try:
-        notes = json.loads(Paths(model).report_json.read_text()).get("notes") or []
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [str(n) for n in notes]
+    return [str(n) for n in read_saved(Paths(model).report_json).get("notes") or []]
 
 
 def latest_preview(model: Path) -> Path | None:

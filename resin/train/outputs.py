@@ -207,3 +207,13 @@ def _png_problem(path: Path) -> str | None:
     except OSError:
         return "is not readable"
     return None if head == b"\x89PNG\r\n\x1a\n" else "is not a PNG picture"
+
+
+def read_saved(path: Path) -> dict:
+    """A JSON object a run wrote (``MODEL.json``, ``MODEL.report.json``); {} when it is
+    missing, unreadable or not an object (callers treat it as "nothing recorded")."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

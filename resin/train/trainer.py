@@ -42,6 +42,7 @@ from resin.data import (
     SeriesSampler,
     compute_normalization,
     foreground_level,
+    spread,
     volume_sample,
 )
 from resin.errors import (
@@ -439,9 +440,7 @@ def series_time_points(count: int, most: int | None = None) -> list[int]:
     short one, else ``most`` (default :data:`SERIES_TIME_POINTS`) spread evenly from the
     first to the last."""
     most = SERIES_TIME_POINTS if most is None else most
-    if count <= most:
-        return list(range(count))
-    return sorted({round(i * (count - 1) / (most - 1)) for i in range(most)})
+    return list(range(count)) if count <= most else spread(count, most)
 
 
 def open_readers(raw: str | os.PathLike, channel: int | None,
