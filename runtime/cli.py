@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,9 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", metavar="OUTPUT", default=None,
                         help="output volume (.tif/.tiff/.zarr/.ome.zarr; default "
                              "<input stem>_resin.ome.zarr beside the input)")
-    parser.add_argument("--engine", metavar="MODEL", default=None,
+    parser.add_argument("--engine", metavar="MODEL", default=None, action="append",
                         help="model: .onnx, TensorRT .plan or .pt checkpoint (default: the "
-                             "bundled model)")
+                             "bundled model); with --channel all, give it once per channel "
+                             "(in channel order) to run each channel with its own model")
     parser.add_argument("--tile", nargs=3, type=int3, metavar=("Z", "Y", "X"), default=None,
                         help="tile size in input voxels including the halo (default: the "
                              "tile keeping the most of what it computes within --memory)")
@@ -117,6 +119,10 @@ def _enhance(args: argparse.Namespace) -> int:
     from resin.errors import UsageError
 
     series = "all" in (args.time, args.channel)
+    engines = args.engine or [None]
+    if len(engines) > 1 and args.channel != "all":
+        raise UsageError(f"--engine given {len(engines)} times: one model per channel needs "
+                         "--channel all; give one --engine to enhance one channel")
     if args.report:
         if args.output is None:
             raise UsageError("--report needs -o OUTPUT (the report is written beside it)")
@@ -139,16 +145,18 @@ def _enhance(args: argparse.Namespace) -> int:
                              "write into")
         client = make_client(args.workers, args.scheduler, args.device)
     try:
-        with Enhancer(args.engine, backend=args.backend, device=args.device,
-                      tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
-                      blend=args.blend, block=args.block, shards=args.shard,
-                      pyramid=args.levels,
-                      allow_plan_host_code=args.allow_plan_host_code,
-                      exact_halo=args.exact_halo, memory=args.memory,
-                      device_blend=not args.host_blend, faces=args.faces) as enh:
-            model = (enh.model_path, enh.metadata.weights_sha256)
+        with contextlib.ExitStack() as stack:
+            models = [stack.enter_context(Enhancer(
+                engine, backend=args.backend, device=args.device,
+                tile=tuple(args.tile) if args.tile else None, overlap=args.overlap,
+                blend=args.blend, block=args.block, shards=args.shard, pyramid=args.levels,
+                allow_plan_host_code=args.allow_plan_host_code, exact_halo=args.exact_halo,
+                memory=args.memory, device_blend=not args.host_blend, faces=args.faces))
+                for engine in engines]
             if series:
-                return _run_series(args, enh, client, model)
+                return _run_series(args, models, client)
+            enh = models[0]
+            model = (enh.model_path, enh.metadata.weights_sha256)
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                              overwrite=args.overwrite, client=client, channel=args.channel,
                              time=args.time)
@@ -176,16 +184,20 @@ def _log_written(report: RunReport) -> None:
         _log.log(f"wrote {path}")
 
 
-def _run_series(args: argparse.Namespace, enh: Enhancer, client: Any,
-                 model: tuple[Path, str]) -> int:
-    """``--time all`` / ``--channel all`` (:mod:`resin.runtime.series`), each part with its
-    report when ``--report`` asks (named as the part's own output would be); all checked
-    before the first is written."""
+def _run_series(args: argparse.Namespace, models: list[Enhancer], client: Any) -> int:
+    """``--time all`` / ``--channel all`` (:mod:`resin.runtime.series`), with one model or
+    one per channel, each part with its report when ``--report`` asks (named as the part's
+    own output would be, measured with the part's model); all checked before the first is
+    written."""
     from resin.runtime.series import SeriesItem, plan_series, run_series
 
     from resin import _log
 
-    plan = plan_series(enh, args.input, args.output, resume=args.resume,
+    def model(channel: int | None) -> tuple[Path, str]:
+        enh = models[0] if len(models) == 1 else models[channel or 0]
+        return enh.model_path, enh.metadata.weights_sha256
+
+    plan = plan_series(models, args.input, args.output, resume=args.resume,
                        overwrite=args.overwrite, mip=args.mip, channel=args.channel,
                        time=args.time)
     if args.report:  # every report's files, before any part runs
@@ -201,11 +213,11 @@ def _run_series(args: argparse.Namespace, enh: Enhancer, client: Any,
         else:
             _log_written(report)
         if args.report:
-            _write_report(args.input, report.output, model,
+            _write_report(args.input, report.output, model(item.channel),
                           (report.levels.low, report.levels.high), item.channel, item.time,
                           name=item.name)
 
-    reports = run_series(enh, args.input, args.output, mip=args.mip, resume=args.resume,
+    reports = run_series(models, args.input, args.output, mip=args.mip, resume=args.resume,
                          overwrite=args.overwrite, client=client, channel=args.channel,
                          time=args.time, on_output=done, plan=plan)
     if reports:

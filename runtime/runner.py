@@ -90,6 +90,9 @@ class TileSettings:
     #: the volume's faces: "repeat" (padded by the halo, each face plane repeated) or
     #: "zeros" (the network's own zero padding, nothing computed outside the volume)
     faces: str = "repeat"
+    #: the tiles' halo is at least this per axis (None: the model's own); models that write
+    #: the parts of one store (one model per channel) share one tiling, so one chunk layout
+    halo_floor: tuple[int, int, int] | None = None
 
     def check(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -181,6 +184,9 @@ def make_plan(engine: Backend, shape: tuple[int, int, int], settings: TileSettin
                          "this runtime supports integer upsampling only")
     bounds = meta.tile_range()
     halo = meta.tiling_halo(settings.exact_halo)
+    if settings.halo_floor is not None:
+        halo = tuple(max(int(h), int(f))  # type: ignore[assignment]
+                     for h, f in zip(halo, settings.halo_floor, strict=True))
     overlap = settings.overlap or 0
     requested = tile or settings.tile
     note = ""

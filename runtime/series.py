@@ -18,6 +18,10 @@ collide. With ``resume`` an interrupted job continues where it stopped: complete
 that this model wrote from the same time point and channel are kept, the unfinished one
 resumes block by block, the rest run. All parts use the tile and block of the first one
 finished, so they share one chunk layout.
+
+**One model per channel**: a list of enhancers, one per channel in channel order, with
+``channel="all"``. They must scale the volume alike; in one store their tiles also get one
+halo (the largest of theirs), so that every part has the same chunks.
 """
 
 from __future__ import annotations
@@ -94,6 +98,69 @@ class SeriesPlan:
         return self.output is not None
 
 
+@dataclass(frozen=True)
+class _ByChannel:
+    """Which model runs which channel."""
+
+    models: tuple[Enhancer, ...]
+
+    def of(self, channel: int | None) -> Enhancer:
+        return self.models[0] if len(self.models) == 1 else self.models[channel or 0]
+
+    @property
+    def sha256(self) -> str | list[str]:
+        """What the job's record holds (one model: its hash, as before)."""
+        shas = [m.metadata.weights_sha256 for m in self.models]
+        return shas[0] if len(shas) == 1 else shas
+
+
+def _by_channel(enhancer: Enhancer | Sequence[Enhancer], channel: Choice, n_channels: int,
+                input_path: str) -> _ByChannel:
+    """One model, or one per channel: those checked against the file (one per channel, all
+    of one scale)."""
+    models = tuple(enhancer) if isinstance(enhancer, Sequence) else (enhancer,)
+    if not models:
+        raise UsageError("no model given")
+    if len(models) == 1:
+        return _ByChannel(models)
+    if channel != "all":
+        raise UsageError(f"{len(models)} models (one per channel) need --channel all; "
+                         "give one model to enhance one channel")
+    if len(models) != n_channels:
+        has = _log.count(n_channels, "channel")
+        raise UsageError(f"{input_path}: has {has} but {len(models)} models were given; give "
+                         "one --engine per channel, in channel order")
+    first = models[0].metadata
+    for m in models[1:]:
+        if tuple(m.metadata.scale) != tuple(first.scale):
+            raise UsageError(f"{m.model_path}: scales the volume by {tuple(m.metadata.scale)}, "
+                             f"{models[0].model_path} by {tuple(first.scale)}; the channels "
+                             "of one job need models of one scale (one --z-step)")
+    return _ByChannel(models)
+
+
+def _check_multiples(models: _ByChannel) -> None:
+    """The parts of one store need one tiling: models whose tiles are multiples of one size."""
+    multiples = {m.metadata.size_multiple for m in models.models}
+    if len(multiples) > 1:
+        raise UsageError(f"the models take tiles of different multiples "
+                         f"({', '.join(map(str, sorted(multiples)))}), so their parts cannot "
+                         "share one store's chunks; write one output per channel (-o with "
+                         f"{CHANNEL_FIELD} in its name)")
+
+
+def _share_halo(models: _ByChannel) -> None:
+    """Models writing the parts of one store tile with one halo, the largest of theirs (more
+    context than a model needs changes its output by less than its own halo's tolerance),
+    so that all parts get the same tiles and chunks. Undone by :func:`_run_items`."""
+    if len(models.models) == 1:
+        return
+    halos = [m.metadata.tiling_halo(m.settings.exact_halo) for m in models.models]
+    floor = (max(h[0] for h in halos), max(h[1] for h in halos), max(h[2] for h in halos))
+    for m in models.models:
+        m.settings = replace(m.settings, halo_floor=floor)
+
+
 def choice_counts(input_path: str | os.PathLike, channel: Choice = None,
                   time: Choice = None) -> tuple[int, int]:
     """(time points, channels) of the file; a fixed ``channel`` / ``time`` is checked."""
@@ -119,11 +186,12 @@ def _fill(output: str, time: int | None, channel: int | None) -> str:
     return output.replace(TIME_FIELD, str(time or 0)).replace(CHANNEL_FIELD, str(channel or 0))
 
 
-def plan_series(enhancer: Enhancer, input_path: str | os.PathLike,
+def plan_series(enhancer: Enhancer | Sequence[Enhancer], input_path: str | os.PathLike,
                 output: str | os.PathLike | None = None, *, resume: bool = False,
                 overwrite: bool = False, mip: str | os.PathLike | None = None,
                 channel: Choice = None, time: Choice = "all") -> SeriesPlan:
-    """Check a whole job before anything is written (see the module docstring)."""
+    """Check a whole job before anything is written (see the module docstring).
+    ``enhancer``: one model, or one per channel in channel order (``channel="all"``)."""
     input_path = os.fspath(input_path)
     out = None if output is None else os.fspath(output)
     _check_choice(channel, "--channel")
@@ -146,8 +214,9 @@ def plan_series(enhancer: Enhancer, input_path: str | os.PathLike,
                              "output holding every one")
     n_times, n_channels = choice_counts(input_path, channel, time)
     times, channels = _values(time, n_times), _values(channel, n_channels)
+    models = _by_channel(enhancer, channel, n_channels, input_path)
     if pattern is not None:
-        return _plan_each(enhancer, input_path, pattern, resume, overwrite, mip, times, channels)
+        return _plan_each(models, input_path, pattern, resume, overwrite, mip, times, channels)
     axes = tuple(a for a, on in ((("t", "time", n_times), len(times) > 1),
                                  (("c", "channel", n_channels), len(channels) > 1)) if on)
     fixed_t = time if isinstance(time, int) else None
@@ -160,10 +229,11 @@ def plan_series(enhancer: Enhancer, input_path: str | os.PathLike,
         if mip is not None:
             check_mip_dir(mip, final, overwrite or resume)
         return SeriesPlan([SeriesItem(times[0], final, action, channels[0], (), final)])
-    return _plan_one(enhancer, input_path, final, resume, overwrite, mip, times, channels, axes)
+    _check_multiples(models)
+    return _plan_one(models, input_path, final, resume, overwrite, mip, times, channels, axes)
 
 
-def _plan_each(enhancer: Enhancer, input_path: str, output: str, resume: bool,
+def _plan_each(models: _ByChannel, input_path: str, output: str, resume: bool,
                overwrite: bool, mip: str | os.PathLike | None, times: list[int | None],
                channels: list[int | None]) -> SeriesPlan:
     pairs = [(t, c) for t in times for c in channels]
@@ -182,7 +252,7 @@ def _plan_each(enhancer: Enhancer, input_path: str, output: str, resume: bool,
             if Path(staging_path(out)).exists():
                 action = "resume"
             elif Path(out).exists():
-                _check_complete(enhancer, input_path, out, t, c)
+                _check_complete(models.of(c), input_path, out, t, c)
                 action = "done"
         if action != "done":  # a single run's checks (input vs output, one in the way)
             check_output(input_path, out, action == "resume", overwrite, c, t)
@@ -207,11 +277,11 @@ def _check_mips(mip: str | os.PathLike | None, items: list[SeriesItem],
             check_mip_dir(mip, item.name, overwrite or item.action == "resume")
 
 
-def _series_identity(enhancer: Enhancer, input_path: str,
+def _series_identity(models: _ByChannel, input_path: str,
                      axes: tuple[tuple[str, str, int], ...], times: list[int | None],
                      channels: list[int | None]) -> dict[str, Any]:
-    st = enhancer.settings
-    return {"model_sha256": enhancer.metadata.weights_sha256,
+    st = models.models[0].settings
+    return {"model_sha256": models.sha256,
             "input": Path(input_path.rstrip("/")).name,
             "axes": [list(a) for a in axes], "times": times, "channels": channels,
             # what changes the parts' bytes or layout (tile and block: the first part's)
@@ -220,7 +290,7 @@ def _series_identity(enhancer: Enhancer, input_path: str,
             "shards": None if st.shards is None else list(st.shards)}
 
 
-def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
+def _plan_one(models: _ByChannel, input_path: str, final: str, resume: bool,
               overwrite: bool, mip: str | os.PathLike | None, times: list[int | None],
               channels: list[int | None], axes: tuple[tuple[str, str, int], ...]
               ) -> SeriesPlan:
@@ -237,7 +307,7 @@ def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
         raise OutputExistsError(f"{final} exists and is not a Zarr store; refusing to "
                                 "replace it")
     staging = Path(staging_path(final))
-    identity = _series_identity(enhancer, input_path, axes, times, channels)
+    identity = _series_identity(models, input_path, axes, times, channels)
     recorded: dict[str, Any] = {}
     if resume:
         try:
@@ -270,7 +340,7 @@ def _plan_one(enhancer: Enhancer, input_path: str, final: str, resume: bool,
                 has_record = (record_dir(part, "zarr") / "plan.json").exists()
                 action = "resume" if has_record else "redo"
             elif resume and Path(part).exists():
-                _check_complete(enhancer, input_path, part, t, c)
+                _check_complete(models.of(c), input_path, part, t, c)
                 action = "done"
             items.append(SeriesItem(t, part, action, c, index,
                                     str(Path(final.rstrip("/")).with_name(name))))
@@ -303,7 +373,7 @@ def _attrs_of(output: str) -> dict[str, Any]:
                           "write it again") from exc
 
 
-def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
+def run_series(enhancer: Enhancer | Sequence[Enhancer], input_path: str | os.PathLike,
                output: str | os.PathLike | None = None, *,
                mip: str | os.PathLike | None = None, resume: bool = False,
                overwrite: bool = False,
@@ -311,7 +381,8 @@ def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
                client: Any = None, channel: Choice = None, time: Choice = "all",
                on_output: Callable[[SeriesItem, RunReport | None], None] | None = None,
                plan: SeriesPlan | None = None) -> list[RunReport]:
-    """Enhance every time point (channel) of ``input_path``; returns the reports of those
+    """Enhance every time point (channel) of ``input_path`` with ``enhancer`` (or with one
+    per channel, in channel order, with ``channel="all"``); returns the reports of those
     run now (those kept by ``resume`` have none; with one output each report names it).
     ``on_output(item, report)`` is called after each (``report`` None for a kept one),
     while its part still exists. ``plan``: :func:`plan_series`' plan for these same
@@ -320,8 +391,9 @@ def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
         plan = plan_series(enhancer, input_path, output, resume=resume, overwrite=overwrite,
                            mip=mip, channel=channel, time=time)
     input_path = os.fspath(input_path)
+    models = _ByChannel(tuple(enhancer) if isinstance(enhancer, Sequence) else (enhancer,))
     if not plan.combined:
-        return _run_items(enhancer, input_path, plan, mip, overwrite, progress, client,
+        return _run_items(models, input_path, plan, mip, overwrite, progress, client,
                           on_output)
     final = plan.output
     assert final is not None
@@ -337,10 +409,10 @@ def run_series(enhancer: Enhancer, input_path: str | os.PathLike,
             times = list(dict.fromkeys(i.time for i in plan.items))
             channels = list(dict.fromkeys(i.channel for i in plan.items))
             staging.mkdir(parents=True)  # the record first: a stop leaves a staging
-            _write_record(staging, _series_identity(enhancer, input_path, plan.axes, times,
+            _write_record(staging, _series_identity(models, input_path, plan.axes, times,
                                                     channels))  # that says what it is
             (staging / PARTS_DIR).mkdir()
-        reports = _run_items(enhancer, input_path, plan, mip, overwrite, progress, client,
+        reports = _run_items(models, input_path, plan, mip, overwrite, progress, client,
                              on_output)
         _finish(staging, final, plan)
     finally:
@@ -368,7 +440,7 @@ def _write_record(staging: Path, record: dict[str, Any]) -> None:
     atomic_write(staging / SERIES_RECORD, json.dumps(record, indent=1))
 
 
-def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
+def _run_items(models: _ByChannel, input_path: str, plan: SeriesPlan,
                mip: str | os.PathLike | None, overwrite: bool,
                progress: Callable[[RunProgress], None] | None, client: Any,
                on_output: Callable[[SeriesItem, RunReport | None], None] | None
@@ -376,9 +448,12 @@ def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
     items = plan.items
     n = len(items)
     reports: list[RunReport] = []
-    saved = enhancer.settings
+    saved = [m.settings for m in models.models]
     shared = False  # whether the parts' tile and block are fixed yet
+    announced: set[int] = set()  # the models whose backend and tile lines were said
     try:
+        if plan.combined:
+            _share_halo(models)
         for i, item in enumerate(items):
             label = f"{item.label} ({i + 1} of {n})"
             if item.action == "done":
@@ -387,16 +462,18 @@ def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
                     on_output(item, None)
                 continue
             if plan.combined:
-                shared = shared or _share_layout(enhancer, saved, items)
+                shared = shared or _share_layout(models, items)
                 _log.log(f"{label} -> {plan.output}")
             else:
                 _log.log(f"{label} -> {item.output}")
+            enhancer = models.of(item.channel)
             report = enhancer._run_file(input_path, item.output, mip=mip,
                                         resume=item.action == "resume",
                                         overwrite=overwrite or item.action == "redo",
                                         progress=progress, client=client,
                                         channel=item.channel, time=item.time,
-                                        brief=bool(reports))
+                                        brief=id(enhancer) in announced)
+            announced.add(id(enhancer))
             reports.append(report)
             if on_output is not None:
                 on_output(item, report)
@@ -406,11 +483,12 @@ def _run_items(enhancer: Enhancer, input_path: str, plan: SeriesPlan,
                 _log.log(f"{len(reports)} done, {left} to go: about "
                          f"{_log.duration(per * left)} more at {per:.1f} s each")
     finally:
-        enhancer.settings = saved
+        for m, settings in zip(models.models, saved, strict=True):
+            m.settings = settings
     return reports
 
 
-def _share_layout(enhancer: Enhancer, saved: Any, items: Sequence[SeriesItem]) -> bool:
+def _share_layout(models: _ByChannel, items: Sequence[SeriesItem]) -> bool:
     """Run the next parts with the tile and block of a finished one: parts of one output
     must share their chunks (the memory budget could choose another tile later on).
     False while no part is finished (nothing to share yet)."""
@@ -419,10 +497,11 @@ def _share_layout(enhancer: Enhancer, saved: Any, items: Sequence[SeriesItem]) -
             attrs = _attrs_of(item.output)
             tile, block = attrs.get("tile"), attrs.get("block")
             if isinstance(tile, list) and len(tile) == 3:
-                enhancer.settings = replace(
-                    saved, tile=tuple(int(v) for v in tile),
-                    block=tuple(int(v) for v in block) if isinstance(block, list) else
-                    saved.block)
+                for m in models.models:
+                    m.settings = replace(
+                        m.settings, tile=tuple(int(v) for v in tile),
+                        block=tuple(int(v) for v in block) if isinstance(block, list) else
+                        m.settings.block)
             return True
     return False
 

@@ -42,7 +42,7 @@ def test_command_line_is_what_resin_run_parses():
     args = shlex.split(text)
     assert args[0] == "resin-run"
     parsed = build_parser().parse_args(args[1:])
-    assert parsed.engine == "/models/my model.onnx" and parsed.input == "/data/raw vol.tif"
+    assert parsed.engine == ["/models/my model.onnx"] and parsed.input == "/data/raw vol.tif"
     assert parsed.output == "/data/out.ome.zarr" and tuple(parsed.tile) == (64, 92, 92)
     assert (parsed.backend, parsed.device, parsed.resume) == ("onnxruntime", "cpu", True)
     assert command_line(ModelSettings(), "a.tif", None) == "resin-run a.tif"

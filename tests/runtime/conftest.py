@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 #: impulse response of GeneratorConfig(features=[4, 8]) reaches 10-11 voxels; 12 is safe
 TEST_HALO = (12, 12, 12)
 
 
 def make_onnx_model(path: Path, seed: int = 0, halo=TEST_HALO, with_metadata: bool = True,
-                    low: float = 0.5, high: float = 99.9, features=(4, 8)) -> Path:
+                    low: float = 0.5, high: float = 99.9, features=(4, 8), **meta) -> Path:
+    """``meta``: more ModelMetadata fields (e.g. ``scale``, ``halo_tolerant``)."""
     torch = pytest.importorskip("torch")
     onnx = pytest.importorskip("onnx")
     from resin.config import GeneratorConfig
@@ -37,7 +39,7 @@ def make_onnx_model(path: Path, seed: int = 0, halo=TEST_HALO, with_metadata: bo
                                                                high_percentile=high),
                              weights_sha256=f"test-{seed}",
                              generator={"features": list(features), "in_channels": 1,
-                                        "residual": True})
+                                        "residual": True}, **meta)
         entry = model.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, meta.to_json()
     onnx.save(model, str(path))
@@ -82,3 +84,14 @@ def awkward_volume(rng) -> np.ndarray:
 def model_factory():
     """``model_factory(path, **kw)`` -> a tiny ONNX model (see :func:`make_onnx_model`)."""
     return make_onnx_model
+
+
+@pytest.fixture
+def channels(tmp_path, rng):
+    """A 2-time-point, 3-channel ImageJ stack (TZCYX) and its data as TCZYX."""
+    data = rng.integers(0, 4000, size=(2, 3, 16, 20, 24)).astype(np.uint16)
+    data[:, 1] //= 4
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, data.transpose(0, 2, 1, 3, 4), imagej=True,
+                     metadata={"axes": "TZCYX"})
+    return path, data

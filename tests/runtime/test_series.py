@@ -70,17 +70,6 @@ def test_every_time_point_goes_into_one_store_with_a_time_axis(cli, fast_model, 
     assert info.returncode == 0 and "time points" in info.stdout + info.stderr
 
 
-@pytest.fixture
-def channels(tmp_path, rng):
-    """A 2-time-point, 3-channel ImageJ stack (TZCYX) and its data as TCZYX."""
-    data = rng.integers(0, 4000, size=(2, 3, 16, 20, 24)).astype(np.uint16)
-    data[:, 1] //= 4
-    path = tmp_path / "cells.tif"
-    tifffile.imwrite(path, data.transpose(0, 2, 1, 3, 4), imagej=True,
-                     metadata={"axes": "TZCYX"})
-    return path, data
-
-
 def test_every_channel_and_time_point_into_one_tczyx_store(cli, fast_model, channels):
     path, data = channels
     out = path.parent / "o.zarr"  # a plain Zarr array names its axes too
