@@ -119,7 +119,7 @@ def _enhance(args: argparse.Namespace) -> int:
     from resin.errors import UsageError
 
     series = "all" in (args.time, args.channel)
-    engines = args.engine or [None]
+    engines = _engines(args)
     if len(engines) > 1 and args.channel != "all":
         raise UsageError(f"--engine given {len(engines)} times: one model per channel needs "
                          "--channel all; give one --engine to enhance one channel")
@@ -171,6 +171,24 @@ def _enhance(args: argparse.Namespace) -> int:
         _write_report(args.input, report.output, model, (report.levels.low, report.levels.high),
                       args.channel, args.time)
     return 0
+
+
+def _engines(args: argparse.Namespace) -> list[str | None]:
+    """The ``--engine`` models (None: the bundled one); one holding ``{c}`` is one per
+    channel with the channel in its place (``resin train --channel all``'s models)."""
+    from resin.runtime.series import CHANNEL_FIELD, choice_counts
+
+    from resin.errors import UsageError
+
+    given: list[str | None] = list(args.engine or [None])
+    if not any(e is not None and CHANNEL_FIELD in e for e in given):
+        return given
+    pattern = next(str(e) for e in given if e is not None and CHANNEL_FIELD in e)
+    if len(given) > 1 or args.channel != "all":
+        raise UsageError(f"--engine {pattern}: a model name holding {CHANNEL_FIELD} is one "
+                         "model per channel; pass it alone, with --channel all")
+    _, channels = choice_counts(args.input, "all", args.time)
+    return [pattern.replace(CHANNEL_FIELD, str(c)) for c in range(channels)]
 
 
 def _log_written(report: RunReport) -> None:

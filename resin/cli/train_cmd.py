@@ -36,7 +36,9 @@ def register(sub) -> argparse.ArgumentParser:
                         "shrunk to a cube shorter than a thinner volume)")
     add_choice_flags(p, "train on", "(required for one; recorded in MODEL.json)",
                      every_time="one model from patches of every time point (at most 16, "
-                                "spread evenly over the series)")
+                                "spread evenly over the series)",
+                     every_channel="one model per channel, one after the other, named by -o "
+                                   "with {c} where the channel goes (e.g. -o m_c{c}.pt)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed")
     p.add_argument("--retries", type=_count, default=0, metavar="N",
                    help="when the end-of-training report warns of a run that another seed may "
@@ -53,18 +55,23 @@ def register(sub) -> argparse.ArgumentParser:
     return p
 
 
+#: what ``-o`` holds for one model per channel (``--channel all``): replaced by it (0-based)
+CHANNEL_FIELD = "{c}"
+
+
 def _run(args: argparse.Namespace) -> int:
-    from resin.errors import TimePointsError, VolumeError
+    from resin.errors import ChannelsError, TimePointsError, VolumeError
 
     try:
         return _train(args)
     except TimePointsError as exc:  # training can also take them all
         raise VolumeError(f"{exc}, or train on every one with --time all") from None
+    except ChannelsError as exc:
+        raise VolumeError(f"{exc}, or train one model per channel with --channel all and "
+                          f"{CHANNEL_FIELD} in -o") from None
 
 
 def _train(args: argparse.Namespace) -> int:
-    from resin.train.config_io import build_config, fit_patch_to_volume
-
     overrides: dict = {}
     if args.config:
         path = Path(args.config)
@@ -72,9 +79,19 @@ def _train(args: argparse.Namespace) -> int:
             overrides = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise UsageError(f"{path}: not a readable JSON config ({exc})") from exc
+    if args.channel == "all" or CHANNEL_FIELD in args.output:
+        return _train_channels(args, overrides)
+    return _train_one(args, overrides, args.channel, args.output, args.resume)
+
+
+def _train_one(args: argparse.Namespace, overrides: dict, channel: int | None, output: str,
+               resume: bool) -> int:
+    """One model (``--retries`` more runs while its report warns)."""
+    from resin.train.config_io import build_config, fit_patch_to_volume
+
     flags = {"steps": args.steps, "angle_deg": args.angle, "seed": args.seed,
              "z_step": args.z_step, "patch_size": tuple(args.patch) if args.patch else None,
-             "channel": args.channel, "time": args.time}
+             "channel": channel, "time": args.time}
     config = build_config(args.preset, overrides, flags)
     if args.patch is None:
         config = fit_patch_to_volume(args.raw, config, overrides)
@@ -82,24 +99,61 @@ def _train(args: argparse.Namespace) -> int:
     from resin.train import Interrupted, train
 
     base = config.seed
-    first = _resumed_retry(args.output, base, args.retries) if args.resume else 0
+    first = _resumed_retry(output, base, args.retries) if resume else 0
     for k in range(first, args.retries + 1):
         run = config.model_copy(update={"seed": base + k})
         try:
-            train(args.raw, args.output, run, device=args.device,
-                  resume=args.resume and k == first, overwrite=args.overwrite or k > first,
+            train(args.raw, output, run, device=args.device,
+                  resume=resume and k == first, overwrite=args.overwrite or k > first,
                   previews=not args.no_previews)
         except Interrupted as exc:  # says what training saved (not resin-run's resume hint)
             print(f"{args._prog}: interrupted: {exc}", file=sys.stderr)
             return 130
-        if not args.retries or not _report_says_retry(args.output):
+        if not args.retries or not _report_says_retry(output):
             break
         if k == args.retries:
             _log.warn(f"warning: the report of every run warned (seeds {base} to {base + k}); "
-                      f"{args.output} is the last one's (seed {base + k})")
+                      f"{output} is the last one's (seed {base + k})")
         else:
             _log.log(f"the report warned of a run another seed may fix: training again with "
                      f"--seed {base + k + 1} (retry {k + 1} of {args.retries})")
+    return 0
+
+
+def _train_channels(args: argparse.Namespace, overrides: dict) -> int:
+    """``--channel all``: one model per channel, one after the other, each an ordinary run
+    into ``-o`` with the channel in place of ``{c}``. Every model's files are checked before
+    the first run; ``--resume`` continues the models that have a training state (a finished
+    one only redoes its report) and trains the others."""
+    from resin import _log
+    from resin.io import open_volume
+    from resin.train.outputs import Paths, check_outputs
+    from resin.train.trainer import D_TERMS, G_TERMS
+
+    if args.channel != "all":
+        raise UsageError(f"-o {args.output}: holds {CHANNEL_FIELD} but --channel is not 'all'; "
+                         "remove it or pass --channel all")
+    if CHANNEL_FIELD not in args.output:
+        raise UsageError(f"--channel all trains one model per channel: put {CHANNEL_FIELD} in "
+                         "-o where the channel goes (e.g. -o model_c{c}.pt)")
+    with open_volume(args.raw, 0, 0 if args.time == "all" else args.time) as reader:
+        count = int(reader.channels)
+    outputs = [args.output.replace(CHANNEL_FIELD, str(c)) for c in range(count)]
+    resumed = [args.resume and Paths(Path(out)).state.is_file() for out in outputs]
+    if args.resume and not any(resumed):
+        raise UsageError(f"--resume: no model of {args.output} has a training state to "
+                         "continue; run without --resume")
+    for out, resume in zip(outputs, resumed, strict=True):  # all, before the first runs
+        check_outputs(Paths(Path(out)), (*G_TERMS, *D_TERMS), overwrite=args.overwrite,
+                      resume=resume)
+    for c, (out, resume) in enumerate(zip(outputs, resumed, strict=True)):
+        _log.log(f"channel {c} ({c + 1} of {count}) -> {out}"
+                 + (" (resumed)" if resume else ""))
+        code = _train_one(args, overrides, c if count > 1 else None, out, resume)
+        if code:
+            return code
+    _log.log(f"trained {_log.count(count, 'model')}, one per channel; run them with "
+             f"resin-run {args.raw} --channel all --engine '{args.output}'")
     return 0
 
 

@@ -253,3 +253,46 @@ def test_train_retries_with_the_next_seed_while_the_report_warns(tmp_path, tiny_
     assert json.loads((tmp_path / "n.json").read_text())["seed"] == 5
     with pytest.raises(SystemExit):
         main([*base, "--retries", "-1"])
+
+
+def test_train_cli_trains_one_model_per_channel(cli, tmp_path, tiny_volume):
+    """--channel all with {c} in -o: one model per channel (each records its channel), every
+    model's files checked before the first trains; resin-run --engine with {c} runs each
+    channel with its model; --resume continues them."""
+    import zarr
+
+    raw = tmp_path / "two.tif"
+    tifffile.imwrite(raw, np.stack([tiny_volume, tiny_volume[:, ::-1]], axis=1), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    base = ["resin", "train", str(raw), "--config", str(config), "--steps", "2", "--device",
+            "cpu", "--no-previews"]
+    pattern = str(tmp_path / "m_c{c}.pt")
+    line = assert_one_line_error(cli(*base, "-o", str(tmp_path / "m.pt"), "--channel", "all"))
+    assert "put {c} in -o where the channel goes" in line
+    line = assert_one_line_error(cli(*base, "-o", pattern, "--channel", "1"))
+    assert "holds {c} but --channel is not 'all'" in line
+    line = assert_one_line_error(cli(*base, "-o", str(tmp_path / "m.pt")))
+    assert line.endswith("or train one model per channel with --channel all and {c} in -o")
+    (tmp_path / "m_c1.pt").write_text("not a model")  # the second model's name is taken
+    line = assert_one_line_error(cli(*base, "-o", pattern, "--channel", "all"))
+    assert "m_c1.pt exists" in line and not list(tmp_path.glob("m_c0*"))
+    (tmp_path / "m_c1.pt").unlink()
+    proc = cli(*base, "-o", pattern, "--channel", "all")
+    assert proc.returncode == 0, proc.stderr
+    assert "channel 1 (2 of 2) -> " in proc.stderr and "trained 2 models, one per" in proc.stderr
+    for c in range(2):
+        assert json.loads((tmp_path / f"m_c{c}.json").read_text())["data"]["channel"] == c
+    proc = cli(*base, "-o", pattern, "--channel", "all", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("resuming at step 2 of 2") == 2
+    out = tmp_path / "o.ome.zarr"
+    proc = cli("resin-run", str(raw), "--channel", "all", "--engine", str(tmp_path / "m_c{c}.pt"),
+               "-o", str(out), "--device", "cpu", "--tile", "16", "32", "32")
+    assert proc.returncode == 0, proc.stderr
+    parts = zarr.open_group(out, mode="r").attrs["resin"]["parts"]
+    assert [p["model"] for p in parts] == ["m_c0.pt", "m_c1.pt"]
+    line = assert_one_line_error(cli("resin-run", str(raw), "--channel", "0", "--engine",
+                                     str(tmp_path / "m_c{c}.pt"), "--device", "cpu"))
+    assert "a model name holding {c} is one model per channel" in line
