@@ -95,28 +95,15 @@ def _train_one(args: argparse.Namespace, overrides: dict, channel: int | None, o
     config = build_config(args.preset, overrides, flags)
     if args.patch is None:
         config = fit_patch_to_volume(args.raw, config, overrides)
-    from resin import _log
-    from resin.train import Interrupted, train
+    from resin.train import Interrupted, train_retrying
 
-    base = config.seed
-    first = _resumed_retry(output, base, args.retries) if resume else 0
-    for k in range(first, args.retries + 1):
-        run = config.model_copy(update={"seed": base + k})
-        try:
-            train(args.raw, output, run, device=args.device,
-                  resume=resume and k == first, overwrite=args.overwrite or k > first,
-                  previews=not args.no_previews)
-        except Interrupted as exc:  # says what training saved (not resin-run's resume hint)
-            print(f"{args._prog}: interrupted: {exc}", file=sys.stderr)
-            return 130
-        if not args.retries or not _report_says_retry(output):
-            break
-        if k == args.retries:
-            _log.warn(f"warning: the report of every run warned (seeds {base} to {base + k}); "
-                      f"{output} is the last one's (seed {base + k})")
-        else:
-            _log.log(f"the report warned of a run another seed may fix: training again with "
-                     f"--seed {base + k + 1} (retry {k + 1} of {args.retries})")
+    try:
+        train_retrying(args.raw, output, config, args.retries, resume=resume,
+                       overwrite=args.overwrite, device=args.device,
+                       previews=not args.no_previews)
+    except Interrupted as exc:  # says what training saved (not resin-run's resume hint)
+        print(f"{args._prog}: interrupted: {exc}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -165,19 +152,3 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a count (0, 1, ...), got {text!r}")
     return value
-
-
-def _report_says_retry(model: str) -> bool:
-    """Whether the report the finished run wrote asks for another seed."""
-    from resin.train.outputs import Paths, read_saved
-
-    return bool(read_saved(Paths(Path(model)).report_json).get("retry"))
-
-
-def _resumed_retry(model: str, base: int, retries: int) -> int:
-    """Which retry a ``--resume`` continues: the seed the stopped run was given (its
-    MODEL.json) less ``base``, when that is one of this command's retries; else 0."""
-    from resin.train.outputs import Paths, read_saved
-
-    seed = read_saved(Paths(Path(model)).config).get("seed")
-    return seed - base if isinstance(seed, int) and 0 < seed - base <= retries else 0

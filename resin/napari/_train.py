@@ -54,6 +54,8 @@ class TrainSettings:
     device: str = "auto"
     #: the time point of a time-series file to train on (``--time``), or "all"
     time: int | str | None = None
+    #: train again with the next seed while the report warns, at most this many times
+    retries: int = 0
 
     def overrides(self) -> dict[str, Any]:
         """The config file's fields ({} without one)."""
@@ -85,6 +87,8 @@ class TrainSettings:
             args += ["--device", self.device]
         if self.time is not None:
             args += ["--time", str(self.time)]
+        if self.retries:
+            args += ["--retries", str(self.retries)]
         return shlex.join(args)
 
 
@@ -147,7 +151,7 @@ def _write_series(path: Path, series: Any) -> None:
 
 def train_layer(settings: TrainSettings, volume: Any, source: str | None, job: Job) -> Path:
     """Train on the layer; returns ``MODEL.pt``."""
-    from resin.train import train
+    from resin.train import train_retrying
     from resin.train.config_io import fit_patch_to_volume
 
     overrides = settings.overrides()
@@ -159,7 +163,8 @@ def train_layer(settings: TrainSettings, volume: Any, source: str | None, job: J
         close_volume(volume)
     config = fit_patch_to_volume(raw, config, overrides)  # as `resin train` without --patch
     with _log.observe(job.follow):
-        return train(raw, settings.model, config, device=settings.device)
+        return train_retrying(raw, settings.model, config, settings.retries,
+                              device=settings.device)
 
 
 def read_losses(model: Path) -> dict[str, list[float]]:

@@ -113,6 +113,13 @@ class TrainWidget(QWidget):
         self.steps_box = QSpinBox()
         self.steps_box.setRange(0, 10_000_000)
         self.steps_box.setSpecialValueText("the preset's")
+        self.retries_box = QSpinBox()
+        self.retries_box.setRange(0, 9)
+        self.retries_box.setSpecialValueText("none")
+        self.retries_box.setToolTip("when the end-of-training report warns of a run another "
+                                    "seed may fix (structure lost, restored little), train "
+                                    "again with the next seed, at most this many times "
+                                    "(--retries); each run has the preset's time cap")
         self.config_edit = QLineEdit()
         self.config_edit.setPlaceholderText("optional JSON of TrainConfig fields (--config)")
         self.device_box = QComboBox()
@@ -135,7 +142,8 @@ class TrainWidget(QWidget):
         column(self,
                form(("image layer", self.layer_box), ("time points", self.every_time),
                     ("preset", self.preset_box),
-                    ("steps", self.steps_box), ("config", self.config_edit),
+                    ("steps", self.steps_box), ("retries", self.retries_box),
+                    ("config", self.config_edit),
                     ("device", self.device_box), ("model", self.model_edit)),
                row(self.start_button, self.stop_button), self.panel, self.plot, self.preview,
                self.command_edit)
@@ -149,6 +157,7 @@ class TrainWidget(QWidget):
             edit.editingFinished.connect(self.refresh)
         self.preset_box.currentTextChanged.connect(self.refresh)
         self.steps_box.valueChanged.connect(self.refresh)
+        self.retries_box.valueChanged.connect(self.refresh)
         self.device_box.currentTextChanged.connect(self.refresh)
         self.every_time.toggled.connect(self.refresh)
         self.start_button.clicked.connect(self.start)
@@ -166,7 +175,8 @@ class TrainWidget(QWidget):
                              preset=self.preset_box.currentText(),
                              steps=self.steps_box.value() or None,
                              config_file=Path(config).expanduser() if config else None,
-                             device=self.device_box.currentText(), time=time)
+                             device=self.device_box.currentText(), time=time,
+                             retries=self.retries_box.value())
 
     def refresh(self, *_: Any) -> None:
         """A fresh model path for a newly picked layer; the equivalent command line."""
@@ -227,7 +237,8 @@ class TrainWidget(QWidget):
                          _steps, self._show_files)
 
     def _busy(self, busy: bool) -> None:
-        for w in (self.layer_box, self.preset_box, self.steps_box, self.config_edit,
+        for w in (self.layer_box, self.preset_box, self.steps_box, self.retries_box,
+                  self.config_edit,
                   self.device_box, self.model_edit, self.start_button):
             w.setEnabled(not busy)
         self.every_time.setEnabled(not busy and self._series)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,16 @@ def test_train_layer_fits_the_preset_patch_to_a_thin_layer(tmp_path, tiny_volume
     assert job.wait(240)
     assert job.error is None and job.result == model
     assert json.loads((tmp_path / "m.json").read_text())["data"]["patch_size"] == [12, 12, 12]
+    # --retries: while the report warns, the run is trained again with the next seed
+    import resin.report
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resin.report, "LOST_LATERAL", -1.0)  # every report warns
+        again = replace(settings, model=tmp_path / "r.pt", retries=1)
+        job = Job(lambda j: train_layer(again, layer, None, j)).start()
+        assert job.wait(240) and job.error is None
+    seed = json.loads((tmp_path / "m.json").read_text())["seed"]
+    assert json.loads((tmp_path / "r.json").read_text())["seed"] == seed + 1
 
 
 class _Recorder:

@@ -273,6 +273,11 @@ def test_train_widget_runs_a_few_steps_and_offers_the_model(viewer, qtbot, tiny_
     widget.config_edit.setText(str(config))
     widget.refresh()
     assert "--config" in widget.command_edit.text()
+    widget.retries_box.setValue(2)  # resin train --retries, passed to the run
+    assert widget.command_edit.text().endswith("--retries 2")
+    assert widget.settings().retries == 2
+    widget.retries_box.setValue(0)
+    assert "--retries" not in widget.command_edit.text()
     widget.start_button.click()
     _wait(qtbot, widget, timeout=240000)
     assert widget.panel.status.text().startswith("trained"), widget.panel.status.text()
