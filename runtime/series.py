@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,13 +140,28 @@ def _by_channel(enhancer: Enhancer | Sequence[Enhancer], channel: Choice, n_chan
 
 
 def _check_multiples(models: _ByChannel) -> None:
-    """The parts of one store need one tiling: models whose tiles are multiples of one size."""
+    """The parts of one store need one tiling: models whose tiles are multiples of one size,
+    that take the same tiles (a TensorRT plan or static export takes a fixed range) and
+    that were given the same tiling and output settings."""
+    if len(models.models) == 1:
+        return
+    each = f"write one output per channel (-o with {CHANNEL_FIELD} in its name)"
     multiples = {m.metadata.size_multiple for m in models.models}
     if len(multiples) > 1:
         raise UsageError(f"the models take tiles of different multiples "
                          f"({', '.join(map(str, sorted(multiples)))}), so their parts cannot "
-                         "share one store's chunks; write one output per channel (-o with "
-                         f"{CHANNEL_FIELD} in its name)")
+                         f"share one store's chunks; {each}")
+    first = models.models[0]
+    for m in models.models[1:]:
+        if m.metadata.tile_range() != first.metadata.tile_range():
+            raise UsageError(f"{m.model_path} takes other tiles than {first.model_path} (a "
+                             "TensorRT plan or a static export takes a fixed range), so their "
+                             f"parts cannot share one store's tiles; {each}")
+        differ = [f.name for f in fields(first.settings)
+                  if getattr(m.settings, f.name) != getattr(first.settings, f.name)]
+        if differ:
+            raise UsageError(f"{m.model_path} was given another {', '.join(differ)} than "
+                             f"{first.model_path}; the parts of one store need the same")
 
 
 def _share_halo(models: _ByChannel) -> None:

@@ -85,8 +85,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_one(args: argparse.Namespace, overrides: dict, channel: int | None, output: str,
-               resume: bool) -> int:
-    """One model (``--retries`` more runs while its report warns)."""
+               resume: bool, overwrite: bool | None = None) -> int:
+    """One model (``--retries`` more runs while its report warns); ``overwrite``: replace
+    this run's own earlier files (default: ``--overwrite``)."""
     from resin.train.config_io import build_config, fit_patch_to_volume
 
     flags = {"steps": args.steps, "angle_deg": args.angle, "seed": args.seed,
@@ -99,7 +100,8 @@ def _train_one(args: argparse.Namespace, overrides: dict, channel: int | None, o
 
     try:
         train_retrying(args.raw, output, config, args.retries, resume=resume,
-                       overwrite=args.overwrite, device=args.device,
+                       overwrite=args.overwrite if overwrite is None else overwrite,
+                       device=args.device,
                        previews=not args.no_previews)
     except Interrupted as exc:  # says what training saved (not resin-run's resume hint)
         print(f"{args._prog}: interrupted: {exc}", file=sys.stderr)
@@ -111,7 +113,10 @@ def _train_channels(args: argparse.Namespace, overrides: dict) -> int:
     """``--channel all``: one model per channel, one after the other, each an ordinary run
     into ``-o`` with the channel in place of ``{c}``. Every model's files are checked before
     the first run; ``--resume`` continues the models that have a training state (a finished
-    one only redoes its report) and trains the others."""
+    one only redoes its report) and trains the others from the start, replacing what a model
+    stopped before its first checkpoint left (its own files only: others are refused)."""
+    import shlex
+
     from resin import _log
     from resin.io import open_volume
     from resin.train.outputs import Paths, check_outputs
@@ -130,17 +135,21 @@ def _train_channels(args: argparse.Namespace, overrides: dict) -> int:
     if args.resume and not any(resumed):
         raise UsageError(f"--resume: no model of {args.output} has a training state to "
                          "continue; run without --resume")
-    for out, resume in zip(outputs, resumed, strict=True):  # all, before the first runs
-        check_outputs(Paths(Path(out)), (*G_TERMS, *D_TERMS), overwrite=args.overwrite,
-                      resume=resume)
-    for c, (out, resume) in enumerate(zip(outputs, resumed, strict=True)):
+    # all, before the first runs; under --resume a model without a state starts over
+    replace = [args.overwrite or (args.resume and not r) for r in resumed]
+    for out, resume, again in zip(outputs, resumed, replace, strict=True):
+        check_outputs(Paths(Path(out)), (*G_TERMS, *D_TERMS), overwrite=again, resume=resume)
+    for c, (out, resume, again) in enumerate(zip(outputs, resumed, replace, strict=True)):
         _log.log(f"channel {c} ({c + 1} of {count}) -> {out}"
                  + (" (resumed)" if resume else ""))
-        code = _train_one(args, overrides, c if count > 1 else None, out, resume)
+        code = _train_one(args, overrides, c if count > 1 else None, out, resume, again)
         if code:
             return code
+    run = ["resin-run", args.raw, "--channel", "all", "--engine", args.output]
+    if args.time is not None:
+        run[3:3] = ["--time", str(args.time)]
     _log.log(f"trained {_log.count(count, 'model')}, one per channel; run them with "
-             f"resin-run {args.raw} --channel all --engine '{args.output}'")
+             f"{shlex.join(run)}")
     return 0
 
 

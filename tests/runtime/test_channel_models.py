@@ -15,7 +15,7 @@ import zarr
 from conftest import assert_one_line_error
 from resin.runtime import Enhancer, run_series
 
-from resin.errors import ResumeError
+from resin.errors import ResumeError, UsageError
 
 TILE = ("--tile", "12", "16", "16")
 
@@ -78,7 +78,14 @@ def test_one_output_per_channel_keeps_each_models_own_halo(channels, models):
         for c in range(3):
             np.testing.assert_array_equal(tifffile.imread(path.parent / f"c{c}.tif"),
                                           _expected(models[c], data[1, c]))
-        assert all(e.settings.halo_floor is None for e in enhancers)
+        with pytest.raises(UsageError, match="3 models .one per channel. need --channel all"):
+            run_series(enhancers, path, str(path.parent / "x.ome.zarr"), time=1, channel=2)
+        other = Enhancer(models[2], device="cpu", tile=(12, 16, 16), faces="zeros")
+        with pytest.raises(UsageError, match="m2.onnx was given another faces than"):
+            run_series([*enhancers[:2], other], path, str(path.parent / "y.ome.zarr"), time=1,
+                       channel="all")
+        other.close()
+        assert not list(path.parent.glob("[xy].ome.zarr*"))
     finally:
         for e in enhancers:
             e.close()
@@ -140,6 +147,7 @@ def test_an_interrupted_job_resumes_with_its_models_and_refuses_others(channels,
     finally:
         for e in enhancers:
             e.close()
+    assert all(e.settings.halo_floor is None for e in enhancers)  # the job's, undone after it
     group = zarr.open_group(out, mode="r")
     for c in range(3):
         np.testing.assert_array_equal(group["0"][c], _expected(models[c], data[0, c],

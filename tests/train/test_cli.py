@@ -287,12 +287,21 @@ def test_train_cli_trains_one_model_per_channel(cli, tmp_path, tiny_volume):
     proc = cli(*base, "-o", pattern, "--channel", "all", "--resume")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("resuming at step 2 of 2") == 2
+    # a model stopped before its first checkpoint (its files, no state) starts over
+    (tmp_path / "m_c1.last.pt").unlink()
+    proc = cli(*base, "-o", pattern, "--channel", "all", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "channel 0 (1 of 2) -> " in proc.stderr and " (resumed)" in proc.stderr
+    assert proc.stderr.count("resuming at step") == 1 and (tmp_path / "m_c1.last.pt").exists()
     out = tmp_path / "o.ome.zarr"
     proc = cli("resin-run", str(raw), "--channel", "all", "--engine", str(tmp_path / "m_c{c}.pt"),
-               "-o", str(out), "--device", "cpu", "--tile", "16", "32", "32")
+               "-o", str(out), "--device", "cpu", "--tile", "16", "32", "32", "--report")
     assert proc.returncode == 0, proc.stderr
     parts = zarr.open_group(out, mode="r").attrs["resin"]["parts"]
     assert [p["model"] for p in parts] == ["m_c0.pt", "m_c1.pt"]
+    for c in range(2):  # each channel's report measured with its own model's D
+        report = json.loads((tmp_path / f"o_c{c}.ome.zarr.report.json").read_text())
+        assert f"m_c{c}.pt" in report["consistency"]["degrader"]
     line = assert_one_line_error(cli("resin-run", str(raw), "--channel", "0", "--engine",
                                      str(tmp_path / "m_c{c}.pt"), "--device", "cpu"))
     assert "a model name holding {c} is one model per channel" in line
