@@ -264,8 +264,11 @@ class TrainConfig(_Strict):
     """Steps between loss lines in the log and rows in the CSV."""
     generator_init_scale: float = Field(1.0, ge=0.0, le=1.0)
     """Scale of F's last layer at initialisation (0: F starts as the exact identity)."""
-    keep: Literal["best", "last"] = "best"
-    """Which generator MODEL.pt gets: the best validation score, or the last step."""
+    keep: Literal["best", "last", "sound"] = "best"
+    """Which generator MODEL.pt gets: the best validation score, the last step, or
+    ("sound") the last step unless the end-of-training report warns of a run another seed
+    may fix (``Report.retry``) where an earlier validation's generator drew no such warning
+    on the same block: then the last of those."""
     validation_isotropy_weight: float = Field(1.0, ge=0.0)
     """Weight of |log isotropy_fourier(F(y))| in the validation score (beside the cycle loss)."""
     amp: bool = True

@@ -44,6 +44,11 @@ def register(sub) -> argparse.ArgumentParser:
                    help="when the end-of-training report warns of a run that another seed may "
                         "fix (structure lost, restored little), train again with the next "
                         "seed, at most N times (default 0); each run has the preset's time cap")
+    p.add_argument("--keep", choices=("last", "sound", "best"), default=None,
+                   help="which generator MODEL.pt gets: the last step's (the presets'), "
+                        "sound: the last step's unless the end-of-training report warns of a "
+                        "run another seed may fix, then the last validated one it did not "
+                        "warn on; best: the best validation score")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--resume", action="store_true",
                    help="continue from MODEL.last.pt (same options; --steps may grow; not with "
@@ -92,7 +97,7 @@ def _train_one(args: argparse.Namespace, overrides: dict, channel: int | None, o
 
     flags = {"steps": args.steps, "angle_deg": args.angle, "seed": args.seed,
              "z_step": args.z_step, "patch_size": tuple(args.patch) if args.patch else None,
-             "channel": channel, "time": args.time}
+             "channel": channel, "time": args.time, "keep": args.keep}
     config = build_config(args.preset, overrides, flags)
     if args.patch is None:
         config = fit_patch_to_volume(args.raw, config, overrides)

@@ -500,6 +500,8 @@ def _run(readers: list[Any], paths: Paths, config: TrainConfig, dev: torch.devic
     preview_region = sampler.preview_region(config.generator.size_multiple)
     preview_raw = sampler.read_region(preview_region)
     best: dict[str, Any] = {"score": None, "step": None}
+    # keep="sound": the last validated generator the report did not warn on (its step, F)
+    sound: dict[str, Any] = {"step": None, "generator": None}
     axial_sigma: float | None = None  # D's measured start (not re-measured on resume)
     noise: NoiseModel | None = None  # the raw volume's noise (likewise)
     # the run's configuration (a resume may add steps; check_outputs vetted the file as ours)
@@ -508,6 +510,7 @@ def _run(readers: list[Any], paths: Paths, config: TrainConfig, dev: torch.devic
         trainer.load_payload(resume_ckpt)
         sampler.set_state(resume_ckpt["rng"]["sampler"])
         best = dict(resume_ckpt.get("best", best))
+        sound = dict(resume_ckpt.get("sound", sound))
         _truncate_csv(paths.losses, trainer.step)
         _log.log(f"resuming at step {trainer.step} of {config.steps}")
     else:
@@ -542,6 +545,8 @@ def _run(readers: list[Any], paths: Paths, config: TrainConfig, dev: torch.devic
         p["rng"]["sampler"] = sampler.state()
         p.update(_metadata(config, norm, reader))
         p["best"] = best
+        if config.keep == "sound":
+            p["sound"] = sound
         p["fitted_steps"] = fitted[0]
         p["loss_window"] = list(window)
         return p
@@ -561,12 +566,16 @@ def _run(readers: list[Any], paths: Paths, config: TrainConfig, dev: torch.devic
         _log.log(f"step {step}: " + " ".join(f"{k}={mean[k]:.4f}" for k in (*G_TERMS, *D_TERMS)))
 
     def validate(step: int) -> None:
-        nonlocal best
-        score, parts = _validation_score(trainer, val_patches, preview_raw, config)
+        nonlocal best, sound
+        enhanced = trainer.enhance(preview_raw)
+        score, parts = _validation_score(trainer, val_patches, enhanced, config)
         _log.log(f"step {step}: validation score {score:.4f} ({parts})")
         if config.keep == "best" and (best["score"] is None or score < best["score"]):
             best = {"score": score, "step": step}
             save_checkpoint(paths.model, payload())
+        if config.keep == "sound" and not _warns(preview_raw, enhanced, config):
+            sound = {"step": step, "generator": {k: v.detach().clone() for k, v in
+                                                 trainer.nets.F.state_dict().items()}}
 
     fit_at = trainer.step + _FIT_AFTER if (limit is not None and resume_ckpt is None) else None
     warm_at = trainer.step + min(_FIT_WARMUP, _FIT_AFTER - 1)
@@ -627,17 +636,41 @@ def _run(readers: list[Any], paths: Paths, config: TrainConfig, dev: torch.devic
                 _log.log(f"time limit of {limit:g} min reached at step {step} of "
                          f"{config.steps}; stopped (--resume continues)")
                 break
-    if config.keep == "last" or not paths.model.exists():
+    if config.keep in ("last", "sound") or not paths.model.exists():
         best = {"score": None, "step": trainer.step}
         save_checkpoint(paths.model, payload())
     _log.log(f"{paths.model}: the generator of step {best['step']} (validation score "
              f"{best['score']}); full training state in {paths.state}")
-    _final_report(trainer, paths, preview_raw, best["step"])
+    report = _final_report(trainer, paths, preview_raw, best["step"])
+    if (config.keep == "sound" and report is not None and report.retry
+            and sound["step"] is not None and sound["step"] != best["step"]):
+        # the run ended in a dip an earlier generator did not have: keep that one
+        last = best["step"]
+        trainer.nets.F.load_state_dict(sound["generator"])
+        best = {"score": None, "step": sound["step"]}
+        save_checkpoint(paths.model, payload())
+        _log.log(f"the report of step {last} warned; {paths.model} is the generator of step "
+                 f"{best['step']}, the last validated one it did not warn on (step {last}'s "
+                 f"is in {paths.state})")
+        _final_report(trainer, paths, preview_raw, None)
     return paths.model
 
 
-def _final_report(trainer: Trainer, paths: Paths, block: np.ndarray, step: int | None) -> None:
-    """Log and write the ground-truth-free report (resin.report) of the kept generator."""
+def _warns(block: np.ndarray, enhanced: np.ndarray, config: TrainConfig) -> bool:
+    """Whether the end-of-training report on ``block`` would ask for another seed."""
+    from resin.report import make_report
+
+    try:
+        return make_report(block, enhanced, None, config.angle_deg).retry
+    except Exception:  # noqa: BLE001 - a validation aid must never stop training
+        return True
+
+
+def _final_report(trainer: Trainer, paths: Paths, block: np.ndarray, step: int | None
+                  ) -> Any:
+    """Log and write the ground-truth-free report (resin.report) of the kept generator
+    (``step``: the generator in ``MODEL.pt`` when it is not the trainer's); returns it
+    (None when it could not be made)."""
     from resin.report import make_report, write_report
 
     if step is not None and step != trainer.step:
@@ -648,10 +681,11 @@ def _final_report(trainer: Trainer, paths: Paths, block: np.ndarray, step: int |
         report = make_report(block, enhanced, degraded, trainer.config.angle_deg)
     except Exception as exc:  # noqa: BLE001 - a report must never fail a finished run
         _log.log(f"no report: {exc}")
-        return
+        return None
     for line in report.lines():
         _log.log(line)
     write_report(paths.model.with_suffix(""), report, block, degraded, enhanced)
+    return report
 
 
 #: first steps of a time-capped run left out of its speed: they build the convolution
@@ -736,11 +770,12 @@ def _log_sampling(voxel_size: tuple[float, float, float] | None, z_step: int) ->
                  f"{vz / z_step:g} um)")
 
 
-def _validation_score(trainer: Trainer, patches: list[np.ndarray], preview_raw: np.ndarray,
+def _validation_score(trainer: Trainer, patches: list[np.ndarray], enhanced: np.ndarray,
                       config: TrainConfig) -> tuple[float, str]:
-    """Ground-truth free: held-out cycle loss + |log isotropy_fourier(F(preview block))|."""
+    """Ground-truth free: held-out cycle loss + |log isotropy_fourier(F(preview block))|
+    (``enhanced``: F of the preview block)."""
     cyc = trainer.validation_cycle(patches)
-    iso = _fourier_isotropy(trainer.enhance(preview_raw), config.angle_deg)
+    iso = _fourier_isotropy(enhanced, config.angle_deg)
     parts = f"cycle {cyc:.4f}"
     score = 0.0 if math.isnan(cyc) else cyc
     if iso is not None and math.isfinite(iso) and iso > 0:

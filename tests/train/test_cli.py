@@ -247,10 +247,12 @@ def test_train_retries_with_the_next_seed_while_the_report_warns(tmp_path, tiny_
     # without warnings one run is all
     monkeypatch.setattr(resin.report, "LOST_LATERAL", 2.0)
     monkeypatch.setattr(resin.report, "LEAST_CLOSED", -10.0)
-    assert main([*base[:3], str(tmp_path / "n.pt"), *base[4:], "--retries", "2"]) == 0
+    assert main([*base[:3], str(tmp_path / "n.pt"), *base[4:], "--retries", "2", "--keep",
+                 "sound"]) == 0
     err = capsys.readouterr().err
     assert "training again" not in err
-    assert json.loads((tmp_path / "n.json").read_text())["seed"] == 5
+    saved = json.loads((tmp_path / "n.json").read_text())
+    assert saved["seed"] == 5 and saved["keep"] == "sound"  # --keep reaches the config
     with pytest.raises(SystemExit):
         main([*base, "--retries", "-1"])
 

@@ -472,3 +472,49 @@ def test_training_says_when_the_files_z_spacing_calls_for_z_step(
         assert lines == []
     else:
         assert len(lines) == 1 and hint in lines[0] and "coarser than x-y" in lines[0]
+
+
+def test_keep_sound_falls_back_to_the_last_generator_the_report_did_not_warn_on(
+        tmp_path, raw_tif, monkeypatch, caplog):
+    """keep="sound": a run whose end-of-training report warns (a dip another seed may fix)
+    keeps the last validated generator that drew no warning; the last step's stays in
+    MODEL.last.pt, a resume keeps the choice, and a run that ends sound keeps its last."""
+    import resin.report
+    import resin.train.trainer as trainer_module
+    from resin import _log
+
+    monkeypatch.setattr(_log.logger, "propagate", True)  # to caplog, whatever ran before
+    caplog.set_level("INFO", logger="resin")
+    calls: list[int] = []
+
+    def warns(block, enhanced, config):  # step 2 sound, later validations not
+        calls.append(1)
+        return len(calls) > 1
+
+    monkeypatch.setattr(trainer_module, "_warns", warns)
+    monkeypatch.setattr(resin.report, "LOST_LATERAL", -1.0)  # the final report warns
+    cfg = tiny_config(steps=4, keep="sound")
+    train(raw_tif, tmp_path / "m.pt", cfg, device="cpu", previews=False)
+    kept, last = load_checkpoint(tmp_path / "m.pt"), load_checkpoint(tmp_path / "m.last.pt")
+    at2 = tmp_path / "two"
+    at2.mkdir()
+    train(raw_tif, at2 / "m.pt", cfg, device="cpu", previews=False, stop_after=2)
+    step2 = load_checkpoint(at2 / "m.last.pt")["generator"]
+    assert kept["best"]["step"] == 2 and last["step"] == 4
+    for key in step2:
+        assert torch.equal(kept["generator"][key], step2[key]), key
+    assert any(not torch.equal(kept["generator"][k], last["generator"][k]) for k in step2)
+    assert "the report of step 4 warned;" in caplog.text
+    assert json.loads((tmp_path / "m.report.json").read_text())["retry"] is True
+    # the choice is saved with the state: a resumed run (more steps) still has it
+    calls.clear()
+    calls.append(1)  # every validation of the resumed run warns
+    train(raw_tif, tmp_path / "m.pt", tiny_config(steps=6, keep="sound"), device="cpu",
+          previews=False, resume=True)
+    assert load_checkpoint(tmp_path / "m.pt")["best"]["step"] == 2
+    # a run whose end is sound keeps its last step, as keep="last" does
+    monkeypatch.setattr(trainer_module, "_warns", lambda *a: False)
+    sound = tmp_path / "sound"
+    sound.mkdir()
+    train(raw_tif, sound / "m.pt", cfg, device="cpu", previews=False)
+    assert load_checkpoint(sound / "m.pt")["best"]["step"] == 4
