@@ -61,7 +61,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -239,13 +239,13 @@ def _train_info(model: Path) -> str:
 def train_preset(preset: str, raw_path: Path, out: Path, angle: float, z_step: int,
                  grid: tuple[int, int, int], steps: int | None,
                  face_margin: float = 0.0, d_noise: bool = False,
-                 patch: tuple[int, int, int] | None = None) -> float:
+                 patch: tuple[int, int, int] | None = None, seed: int = 0) -> float:
     """Train ``preset`` (quick or long) on ``raw_path``; the wall time in seconds.
     ``patch``: this training patch instead of the preset's fitted to ``grid``."""
     from resin.config import fit_patch, preset_config
     from resin.train import train
 
-    overrides: dict = {"angle_deg": angle, "seed": 0, "data": {}}
+    overrides: dict = {"angle_deg": angle, "seed": seed, "data": {}}
     if z_step > 1:
         overrides["data"]["z_step"] = z_step
     if face_margin:
@@ -291,7 +291,8 @@ def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | Non
                 extras: dict[str, Path], selfnet_minutes: float, quick_steps: int | None,
                 workdir: Path, long: bool = False,
                 face_margin: float = 0.0,
-                d_noise: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
+                d_noise: bool = False, quick_seeds: Sequence[int] = ()
+                ) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Every row of one setting, and the scored volumes (on the truth's grid) by method."""
     from resin.errors import ResinError
     from resin.io import write_volume
@@ -346,17 +347,23 @@ def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | Non
     raw_path = workdir / f"{setting.name}_raw.tif"
     write_volume(raw_path, sim.raw, overwrite=True)
     models: dict[str, tuple[str, Path | None]] = {QUICK: ("quick", model)}
+    # the quick rows trained here and their seeds (run to run; a given model is not one)
+    seeds = {QUICK: 0} if model is None else {}
+    for extra_seed in quick_seeds:
+        seeds[f"{QUICK}, seed {extra_seed}"] = extra_seed
+        models[f"{QUICK}, seed {extra_seed}"] = ("quick", None)
     if long:
         models[LONG] = ("long", None)
     models.update({name: ("", path) for name, path in extras.items()})
     for name, (preset, path) in models.items():
         detail = ""
         if path is None:
-            path = workdir / f"{setting.name}_{preset}.pt"
+            seed = seeds.get(name, 0)
+            path = workdir / f"{setting.name}_{preset}{f'_s{seed}' if seed else ''}.pt"
             _note(f"{setting.name}: training {name}")
             seconds = train_preset(preset, raw_path, path, sim.angle_deg, k, grid,
                                    quick_steps if preset == "quick" else None, face_margin,
-                                   d_noise)
+                                   d_noise, seed=seed)
             detail = f"trained here in {seconds / 60:.1f} min; "
             if face_margin:
                 detail += f"face_margin {face_margin:g}; "
@@ -370,6 +377,12 @@ def run_setting(setting: Setting, shape: tuple[int, int, int], model: Path | Non
             add(name, None, f"n/a: {exc}")
             continue
         add(name, pred, note + detail)
+    if quick_seeds:
+        scored = [r for r in rows if r["method"] in seeds and "rmse" in r]
+        if scored:
+            rows.append({"method": f"{QUICK}, mean of {len(scored)} runs",
+                         "detail": "seeds " + ", ".join(str(seeds[r["method"]]) for r in scored),
+                         **{c: float(np.mean([r[c] for r in scored])) for c in COLUMNS}})
     add(TRUTH, truth)
     return rows, volumes
 
@@ -505,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--selfnet-minutes", type=float, default=SELFNET_MINUTES,
                     help="wall-clock budget of each Self-Net baseline (default %(default)s)")
     ap.add_argument("--quick-steps", type=int, help="steps for the quick models trained here")
+    ap.add_argument("--quick-seeds", nargs="+", type=int, default=[], metavar="SEED",
+                    help="also train the quick preset with these seeds (run to run: a row "
+                         "each and their mean with seed 0's)")
     ap.add_argument("--long", nargs="+", choices=list(SETTINGS), default=[], metavar="SETTING",
                     help="also train the long preset (about 30 min each on 2 CPU cores) in "
                          "these settings: a 'RESIN long' row")
@@ -543,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {}
     record: dict = {"shape": list(shape), "seed": SEED, "selfnet_minutes": args.selfnet_minutes,
                     "quick_steps": args.quick_steps, "long": args.long,
-                    "face_margin": args.face_margin, "d_noise": args.d_noise, "settings": {}}
+                    "face_margin": args.face_margin, "d_noise": args.d_noise,
+                    "quick_seeds": args.quick_seeds, "settings": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -552,7 +569,9 @@ def main(argv: list[str] | None = None) -> int:
             rows, volumes = run_setting(setting, shape, models.get(name), extras[name],
                                         args.selfnet_minutes, args.quick_steps, work,
                                         long=name in args.long,
-                                        face_margin=args.face_margin, d_noise=args.d_noise)
+                                        face_margin=args.face_margin, d_noise=args.d_noise,
+                                        quick_seeds=[q for q in dict.fromkeys(args.quick_seeds)
+                                                     if q != 0])
             title = f"{name}: {setting.title}; truth {shape}, seed {SEED}"
             print_table(title, rows)
             results[name] = rows
