@@ -207,12 +207,12 @@ def _run_series(args: argparse.Namespace, models: list[Enhancer], client: Any) -
     one per channel, each part with its report when ``--report`` asks (named as the part's
     own output would be, measured with the part's model); all checked before the first is
     written."""
-    from resin.runtime.series import SeriesItem, plan_series, run_series
+    from resin.runtime.series import SeriesItem, model_for, plan_series, run_series
 
     from resin import _log
 
     def model(channel: int | None) -> tuple[Path, str]:
-        enh = models[0] if len(models) == 1 else models[channel or 0]
+        enh = model_for(models, channel)
         return enh.model_path, enh.metadata.weights_sha256
 
     plan = plan_series(models, args.input, args.output, resume=args.resume,

@@ -98,14 +98,23 @@ class SeriesPlan:
         return self.output is not None
 
 
+def model_for(models: Sequence[Enhancer], channel: int | None) -> Enhancer:
+    """The model that runs ``channel``: the only one, or the channel's (channel order)."""
+    return models[0] if len(models) == 1 else models[channel or 0]
+
+
 @dataclass(frozen=True)
 class _ByChannel:
     """Which model runs which channel."""
 
     models: tuple[Enhancer, ...]
 
+    @classmethod
+    def given(cls, enhancer: Enhancer | Sequence[Enhancer]) -> _ByChannel:
+        return cls(tuple(enhancer) if isinstance(enhancer, Sequence) else (enhancer,))
+
     def of(self, channel: int | None) -> Enhancer:
-        return self.models[0] if len(self.models) == 1 else self.models[channel or 0]
+        return model_for(self.models, channel)
 
     @property
     def sha256(self) -> str | list[str]:
@@ -118,11 +127,12 @@ def _by_channel(enhancer: Enhancer | Sequence[Enhancer], channel: Choice, n_chan
                 input_path: str) -> _ByChannel:
     """One model, or one per channel: those checked against the file (one per channel, all
     of one scale)."""
-    models = tuple(enhancer) if isinstance(enhancer, Sequence) else (enhancer,)
+    by = _ByChannel.given(enhancer)
+    models = by.models
     if not models:
         raise UsageError("no model given")
     if len(models) == 1:
-        return _ByChannel(models)
+        return by
     if channel != "all":
         raise UsageError(f"{len(models)} models (one per channel) need --channel all; "
                          "give one model to enhance one channel")
@@ -136,7 +146,7 @@ def _by_channel(enhancer: Enhancer | Sequence[Enhancer], channel: Choice, n_chan
             raise UsageError(f"{m.model_path}: scales the volume by {tuple(m.metadata.scale)}, "
                              f"{models[0].model_path} by {tuple(first.scale)}; the channels "
                              "of one job need models of one scale (one --z-step)")
-    return _ByChannel(models)
+    return by
 
 
 def _check_multiples(models: _ByChannel) -> None:
@@ -406,7 +416,7 @@ def run_series(enhancer: Enhancer | Sequence[Enhancer], input_path: str | os.Pat
         plan = plan_series(enhancer, input_path, output, resume=resume, overwrite=overwrite,
                            mip=mip, channel=channel, time=time)
     input_path = os.fspath(input_path)
-    models = _ByChannel(tuple(enhancer) if isinstance(enhancer, Sequence) else (enhancer,))
+    models = _ByChannel.given(enhancer)
     if not plan.combined:
         return _run_items(models, input_path, plan, mip, overwrite, progress, client,
                           on_output)

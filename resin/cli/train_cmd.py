@@ -123,7 +123,7 @@ def _train_channels(args: argparse.Namespace, overrides: dict) -> int:
     import shlex
 
     from resin import _log
-    from resin.io import open_volume
+    from resin.runtime.series import choice_counts
     from resin.train.outputs import Paths, check_outputs
     from resin.train.trainer import D_TERMS, G_TERMS
 
@@ -133,8 +133,7 @@ def _train_channels(args: argparse.Namespace, overrides: dict) -> int:
     if CHANNEL_FIELD not in args.output:
         raise UsageError(f"--channel all trains one model per channel: put {CHANNEL_FIELD} in "
                          "-o where the channel goes (e.g. -o model_c{c}.pt)")
-    with open_volume(args.raw, 0, 0 if args.time == "all" else args.time) as reader:
-        count = int(reader.channels)
+    _, count = choice_counts(args.raw, "all", args.time)
     outputs = [args.output.replace(CHANNEL_FIELD, str(c)) for c in range(count)]
     resumed = [args.resume and Paths(Path(out)).state.is_file() for out in outputs]
     if args.resume and not any(resumed):
