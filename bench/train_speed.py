@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             for layout, t in trainers.items():
                 best[layout] = max(best[layout], steps_per_second(t, batch, args.steps))
         patch = "x".join(str(p) for p in config.data.patch_size)
-        print(f"{angle:6g} {patch:>12} {best[False]:9.2f} /s {best[True]:11.2f} /s "
-              f"{best[True] / best[False]:6.2f}x")
+        print(f"{angle:6g} {patch:>12} {best[False]:9.3g} /s {best[True]:11.3g} /s "
+              f"{best[True] / best[False]:6.2f}x   ({1 / best[True]:.3g} s per channels-last step)")
     return 0
 
 

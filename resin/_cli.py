@@ -15,6 +15,11 @@ from resin import _log
 from resin._version import __version__
 from resin.errors import ResinError
 
+#: what ``-o`` (and ``--engine``) holds for one file per time point (channel): replaced by it
+#: (0-based); ``resin train`` and ``resin-run`` read the same fields
+TIME_FIELD = "{t}"
+CHANNEL_FIELD = "{c}"
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors in one line with exit code 2."""

@@ -47,14 +47,12 @@ from resin.runtime.runstate import SERIES_RECORD, OutputLock, record_dir, stagin
 
 from resin import _log
 from resin._atomic import atomic_write, replace_dir
+from resin._cli import CHANNEL_FIELD, TIME_FIELD
 from resin.errors import OutputExistsError, ResumeError, UsageError
 
 if TYPE_CHECKING:
     from resin.runtime.enhancer import Enhancer
 
-#: what ``-o`` holds for one output per time point (channel): replaced by it (0-based)
-TIME_FIELD = "{t}"
-CHANNEL_FIELD = "{c}"
 #: inside ``OUT.partial`` of a one-output job (beside ``SERIES_RECORD``): its parts
 PARTS_DIR = "parts"
 

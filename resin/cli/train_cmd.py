@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from resin._cli import add_choice_flags
+from resin._cli import CHANNEL_FIELD, add_choice_flags
 from resin.config import PRESETS
 from resin.errors import UsageError
 
@@ -58,10 +58,6 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-previews", action="store_true", help="do not write PNG previews")
     p.set_defaults(func=_run)
     return p
-
-
-#: what ``-o`` holds for one model per channel (``--channel all``): replaced by it (0-based)
-CHANNEL_FIELD = "{c}"
 
 
 def _run(args: argparse.Namespace) -> int:
