@@ -61,6 +61,10 @@ _MAX_CANDIDATES = 160
 #: order, when no --block is given: taken only where the default block's buffers leave
 #: the tiles too little of a small budget (a large volume within --memory 1)
 BUDGET_BLOCKS: tuple[Triple, ...] = ((96, 512, 512), (96, 256, 256), (32, 256, 256))
+#: a smaller block is taken over one that also fits only when it keeps this many times the
+#: share (more blocks cost writes, flushes and resume markers); so a larger budget, where
+#: the default block fits again, may keep up to 2 % less than a smaller one did
+BLOCK_GAIN = 1.02
 GiB = 1024**3
 
 
@@ -230,7 +234,7 @@ def choose_tile(shape: Sequence[int], halo: Sequence[int], size_multiple: int,
         # a smaller block costs more blocks (writes, flushes, resume markers): taken for a
         # real gain only
         if (best is None or (fits and not best[0])
-                or (fits == best[0] and choice.kept_share > best[1].kept_share * 1.02)):
+                or (fits == best[0] and choice.kept_share > best[1].kept_share * BLOCK_GAIN)):
             best = (fits, choice)
     assert best is not None
     return best[1]

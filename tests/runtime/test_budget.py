@@ -7,9 +7,15 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from resin.runtime.budget import GiB, choose_tile, default_budget, engine_bytes_per_voxel
+from resin.runtime.budget import (
+    BLOCK_GAIN,
+    GiB,
+    choose_tile,
+    default_budget,
+    engine_bytes_per_voxel,
+)
 from resin.runtime.planner import plan_tiles
 from resin.runtime.runner import TileSettings, make_plan
 
@@ -26,6 +32,9 @@ halos = st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 30))
 
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes, halo=halos, m=st.sampled_from([1, 2, 4, 8]))
+# the default block does not fit 0.25 GiB, so a smaller one is taken (kept 95.1 %); from
+# 0.5 GiB the default block fits and keeps 94.2 %, within the 2 % a smaller block must gain
+@example(shape=(289, 423, 812), halo=(0, 0, 3), m=8)
 def test_more_memory_never_keeps_less_and_the_estimate_stays_within_the_budget(shape, halo, m):
     shares = []
     for gib in (0.25, 0.5, 1, 2, 4, 8):
@@ -38,7 +47,10 @@ def test_more_memory_never_keeps_less_and_the_estimate_stays_within_the_budget(s
         assert choice.kept_share == pytest.approx(
             math.prod(shape) / (plan.n_tiles * math.prod(plan.tile)))
         shares.append(choice.kept_share)
-    assert shares == sorted(shares)
+    # more memory never keeps less, but for the share a smaller block must gain before the
+    # planner takes more blocks (BLOCK_GAIN: fewer writes, flushes and resume markers)
+    assert all(later * BLOCK_GAIN >= max(shares[:i + 1]) * (1 - 1e-9)
+               for i, later in enumerate(shares))
 
 
 def test_a_profile_bounds_the_chosen_tile():
