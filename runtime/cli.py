@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mip", metavar="DIR", default=None,
                         help="also write the output's three MIPs (TIFF) and a raw-vs-enhanced "
                              "PNG into DIR")
+    parser.add_argument("--psf-frame", metavar="OUT", default=None,
+                        help="for a model of an oblique PSF (resin train --angle): after the "
+                             "run, also write the output resampled into the PSF-aligned frame "
+                             "(z along the PSF axis; trilinear, block by block) to OUT (TIFF "
+                             "or Zarr)")
     parser.add_argument("--report", action="store_true",
                         help="after the run, measure the anisotropy per axis pair of the input "
                              "and the output from their spectra (no ground truth) and, when D "
@@ -119,6 +124,9 @@ def _enhance(args: argparse.Namespace) -> int:
     from resin.errors import UsageError
 
     series = "all" in (args.time, args.channel)
+    if args.psf_frame is not None and series:
+        raise UsageError("--psf-frame takes one volume; with --time all / --channel all run "
+                         "it per time point or channel")
     engines = _engines(args)
     if len(engines) > 1 and args.channel != "all":
         raise UsageError(f"--engine given {len(engines)} times: one model per channel needs "
@@ -157,6 +165,8 @@ def _enhance(args: argparse.Namespace) -> int:
                 return _run_series(args, models, client)
             enh = models[0]
             model = (enh.model_path, enh.metadata.weights_sha256)
+            replace_frame = _check_psf_frame(args, enh)
+            angle = enh.metadata.axial_angle_deg
             report = enh.run(args.input, args.output, mip=args.mip, resume=args.resume,
                              overwrite=args.overwrite, client=client, channel=args.channel,
                              time=args.time)
@@ -167,10 +177,35 @@ def _enhance(args: argparse.Namespace) -> int:
             if cluster is not None and args.scheduler is None:
                 cluster.close()
     _log_written(report)
+    if args.psf_frame is not None:
+        from resin.runtime.psf_frame import psf_frame
+
+        from resin import _log
+
+        shape = psf_frame(report.output, args.psf_frame, angle, overwrite=replace_frame)
+        _log.log(f"wrote {args.psf_frame} {'x'.join(map(str, shape))} (the PSF-aligned frame, "
+                 f"z along the PSF axis, {angle:g} deg from the output's z)")
     if args.report:
         _write_report(args.input, report.output, model, (report.levels.low, report.levels.high),
                       args.channel, args.time)
     return 0
+
+
+def _check_psf_frame(args: argparse.Namespace, enh: Enhancer) -> bool:
+    """``--psf-frame`` checked before the run; whether it replaces an earlier frame."""
+    if args.psf_frame is None:
+        return False
+    from resin.runtime.psf_frame import check_frame_output
+    from resin.runtime.runner import default_output
+
+    from resin.errors import UsageError
+
+    if not enh.metadata.axial_angle_deg:
+        raise UsageError(f"--psf-frame: {enh.model_path} was trained for a PSF along z (no "
+                         "--angle), so the output's own z is its PSF axis; leave it out")
+    output = args.output or default_output(args.input, args.channel, args.time)
+    return check_frame_output(args.psf_frame, [args.input, output], args.overwrite,
+                              args.resume)
 
 
 def _engines(args: argparse.Namespace) -> list[str | None]:

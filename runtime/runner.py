@@ -539,17 +539,21 @@ def mip_stem(output: str) -> str:
     return Path(output.rstrip("/")).name.split(".")[0]
 
 
-def mip_paths(mip_dir: str | os.PathLike, output: str) -> list[Path]:
-    """The files ``--mip DIR`` writes for ``output``."""
+def mip_paths(mip_dir: str | os.PathLike, output: str, angle_deg: float = 0.0) -> list[Path]:
+    """The files ``--mip DIR`` writes for ``output`` (a model of an oblique PSF,
+    ``angle_deg`` != 0, adds the MIP along its PSF axis, ``_mip_psf.tif``)."""
     stem = mip_stem(output)
     d = Path(mip_dir)
-    return [d / f"{stem}_mip_{a}.tif" for a in "zyx"] + [d / f"{stem}_mip.png"]
+    psf = [d / f"{stem}_mip_psf.tif"] if angle_deg else []
+    return [d / f"{stem}_mip_{a}.tif" for a in "zyx"] + psf + [d / f"{stem}_mip.png"]
 
 
-def check_mip_dir(mip_dir: str | os.PathLike, output: str, replace: bool) -> None:
+def check_mip_dir(mip_dir: str | os.PathLike, output: str, replace: bool,
+                  angle_deg: float = 0.0) -> None:
     """``--mip DIR`` is checked before the run, not after it."""
     check_folder(mip_dir)
-    existing = [p for p in mip_paths(mip_dir, output) if p.exists() or p.is_symlink()]
+    existing = [p for p in mip_paths(mip_dir, output, angle_deg)
+                if p.exists() or p.is_symlink()]
     if existing and not replace:
         raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace the MIPs")
 
@@ -625,8 +629,9 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
     input_path = os.fspath(input_path)
     output = check_output(input_path, output_path, resume, overwrite, channel, time_point)
     fmt = output_format(output)
+    angle = engine.metadata.axial_angle_deg
     if mip_dir is not None:
-        check_mip_dir(mip_dir, output, overwrite or resume)
+        check_mip_dir(mip_dir, output, overwrite or resume, angle)
     if settings.shards is not None and fmt != "zarr":
         raise UsageError(f"{output}: --shard needs a .zarr/.ome.zarr output")
     if settings.pyramid > 1 and fmt != "zarr":
@@ -739,6 +744,11 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
 
             written = [str(p) for p in write_mips(mip_dir, mip_stem(output), raw_mips, mips,
                                                   reader.voxel_size)]
+            if angle:  # an oblique PSF: also the view along its axis, read from the output
+                from resin.runtime.psf_frame import write_psf_mip
+
+                path = mip_paths(mip_dir, output, angle)[3]
+                written.insert(3, str(write_psf_mip(output, angle, path)))
     finally:
         if reader is not None:
             reader.close()

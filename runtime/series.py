@@ -250,7 +250,7 @@ def plan_series(enhancer: Enhancer | Sequence[Enhancer], input_path: str | os.Pa
         action = "resume" if resume else "run"
         check_output(input_path, final, resume, overwrite)
         if mip is not None:
-            check_mip_dir(mip, final, overwrite or resume)
+            check_mip_dir(mip, final, overwrite or resume, _angle(models, channels[0]))
         return SeriesPlan([SeriesItem(times[0], final, action, channels[0], (), final)])
     _check_multiples(models)
     return _plan_one(models, input_path, final, resume, overwrite, mip, times, channels, axes)
@@ -280,24 +280,30 @@ def _plan_each(models: _ByChannel, input_path: str, output: str, resume: bool,
         if action != "done":  # a single run's checks (input vs output, one in the way)
             check_output(input_path, out, action == "resume", overwrite, c, t)
         items.append(SeriesItem(t, out, action, c, (), out))
-    _check_mips(mip, items, overwrite)
+    _check_mips(mip, items, overwrite, models)
     return SeriesPlan(items)
 
 
+def _angle(models: _ByChannel, channel: int | None) -> float:
+    """The PSF axis of the model that runs ``channel`` (its ``--mip`` files depend on it)."""
+    return models.of(channel).metadata.axial_angle_deg
+
+
 def _check_mips(mip: str | os.PathLike | None, items: list[SeriesItem],
-                overwrite: bool) -> None:
+                overwrite: bool, models: _ByChannel) -> None:
     if mip is None:
         return
     seen: dict[Path, str] = {}
     for item in items:
-        for path in mip_paths(mip, item.name):
+        angle = _angle(models, item.channel)
+        for path in mip_paths(mip, item.name, angle):
             if path in seen:
                 raise UsageError(f"--mip {mip}: the outputs {seen[path]} and {item.name} "
                                  f"would both write {path.name}; give the time point "
                                  f"(channel) in the output's file name")
             seen[path] = item.name
         if item.action != "done":
-            check_mip_dir(mip, item.name, overwrite or item.action == "resume")
+            check_mip_dir(mip, item.name, overwrite or item.action == "resume", angle)
 
 
 def _series_identity(models: _ByChannel, input_path: str,
@@ -367,7 +373,7 @@ def _plan_one(models: _ByChannel, input_path: str, final: str, resume: bool,
                 action = "done"
             items.append(SeriesItem(t, part, action, c, index,
                                     str(Path(final.rstrip("/")).with_name(name))))
-    _check_mips(mip, items, overwrite)
+    _check_mips(mip, items, overwrite, models)
     return SeriesPlan(items, final, axes)
 
 
