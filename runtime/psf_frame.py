@@ -10,7 +10,9 @@ it was acquired; its blur was along the tilted axis, so that is the axis to look
 - :func:`psf_frame`: the output resampled into the PSF-aligned frame (z' along the PSF
   axis, y unchanged, x' across; trilinear, the affine kernels), block by block: each
   output block reads the bounding box of its source region and resamples it. The result
-  equals ``resin.kernels.rotate_axial(volume, angle)`` on the whole volume.
+  equals ``resin.kernels.rotate_axial(volume, angle)`` on the whole volume up to the
+  rounding of the sample coordinates, which each block computes from its own origin
+  (integers within 1 where an interpolated value lies at a half).
   ``resin-run --psf-frame OUT``.
 """
 
