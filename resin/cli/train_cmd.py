@@ -116,8 +116,6 @@ def _train_channels(args: argparse.Namespace, overrides: dict) -> int:
     the first run; ``--resume`` continues the models that have a training state (a finished
     one only redoes its report) and trains the others from the start, replacing what a model
     stopped before its first checkpoint left (its own files only: others are refused)."""
-    import shlex
-
     from resin import _log
     from resin.runtime.series import choice_counts
     from resin.train.outputs import Paths, check_outputs
@@ -145,12 +143,20 @@ def _train_channels(args: argparse.Namespace, overrides: dict) -> int:
         code = _train_one(args, overrides, c if count > 1 else None, out, resume, again)
         if code:
             return code
-    run = ["resin-run", args.raw, "--channel", "all", "--engine", args.output]
-    if args.time is not None:
-        run[3:3] = ["--time", str(args.time)]
     _log.log(f"trained {_log.count(count, 'model')}, one per channel; run them with "
-             f"{shlex.join(run)}")
+             f"{run_command(args.raw, args.time, args.output)}")
     return 0
+
+
+def run_command(raw: str, time: int | str | None, pattern: str) -> str:
+    """The ``resin-run`` command that runs each channel of ``raw`` with its model
+    (``pattern``: ``-o`` of ``resin train --channel all``), quoted for a shell."""
+    import shlex
+
+    run = ["resin-run", raw]
+    if time is not None:
+        run += ["--time", str(time)]
+    return shlex.join([*run, "--channel", "all", "--engine", pattern])
 
 
 def _count(text: str) -> int:

@@ -307,3 +307,19 @@ def test_train_cli_trains_one_model_per_channel(cli, tmp_path, tiny_volume):
     line = assert_one_line_error(cli("resin-run", str(raw), "--channel", "0", "--engine",
                                      str(tmp_path / "m_c{c}.pt"), "--device", "cpu"))
     assert "a model name holding {c} is one model per channel" in line
+
+
+def test_the_per_channel_hint_is_a_command_resin_run_takes():
+    """--time T goes before --channel all, not between --channel and its value."""
+    import shlex
+
+    from resin.runtime.cli import build_parser
+
+    from resin.cli.train_cmd import run_command
+
+    text = run_command("my cells.tif", 1, "m_c{c}.pt")
+    assert text == "resin-run 'my cells.tif' --time 1 --channel all --engine 'm_c{c}.pt'"
+    args = build_parser().parse_args(shlex.split(text)[1:])
+    assert (args.input, args.time, args.channel, args.engine) == (
+        "my cells.tif", 1, "all", ["m_c{c}.pt"])
+    assert run_command("a.tif", None, "m{c}.pt") == "resin-run a.tif --channel all --engine 'm{c}.pt'"
