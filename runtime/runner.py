@@ -544,8 +544,13 @@ def mip_paths(mip_dir: str | os.PathLike, output: str, angle_deg: float = 0.0) -
     ``angle_deg`` != 0, adds the MIP along its PSF axis, ``_mip_psf.tif``)."""
     stem = mip_stem(output)
     d = Path(mip_dir)
-    psf = [d / f"{stem}_mip_psf.tif"] if angle_deg else []
+    psf = [psf_mip_path(mip_dir, output)] if angle_deg else []
     return [d / f"{stem}_mip_{a}.tif" for a in "zyx"] + psf + [d / f"{stem}_mip.png"]
+
+
+def psf_mip_path(mip_dir: str | os.PathLike, output: str) -> Path:
+    """Where ``--mip DIR`` puts the MIP along an oblique model's PSF axis."""
+    return Path(mip_dir) / f"{mip_stem(output)}_mip_psf.tif"
 
 
 def check_mip_dir(mip_dir: str | os.PathLike, output: str, replace: bool,
@@ -747,8 +752,8 @@ def enhance_file(engine: Backend, model_path: str, input_path: str | os.PathLike
             if angle:  # an oblique PSF: also the view along its axis, read from the output
                 from resin.runtime.psf_frame import write_psf_mip
 
-                path = mip_paths(mip_dir, output, angle)[3]
-                written.insert(3, str(write_psf_mip(output, angle, path)))
+                path = write_psf_mip(output, angle, psf_mip_path(mip_dir, output))
+                written.insert(3, str(path))
     finally:
         if reader is not None:
             reader.close()
